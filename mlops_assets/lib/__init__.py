@@ -1,0 +1,1 @@
+"""Plain, typed business logic. Nothing in this package imports Dagster."""

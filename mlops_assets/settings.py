@@ -1,0 +1,94 @@
+"""Where things live and which environment runs: the one place that decides.
+
+Everything a local run writes lives under one state folder (``MLOPS_STATE_DIR``, default
+``<project>/state``). ``MLOPS_ENV`` picks the flavour of every resource: ``local`` (default,
+embedded stores, no servers, no secrets) or ``production`` (URLs and secrets from the
+environment). Nothing here imports a heavy library or touches the disk at import time.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import MutableMapping
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Literal
+
+ENV_VAR = "MLOPS_ENV"
+STATE_DIR_VAR = "MLOPS_STATE_DIR"
+
+Environment = Literal["local", "production"]
+
+# The demo data covers 2013; a team replacing the source moves these two dates.
+PARTITION_START = date(2013, 1, 1)
+PARTITION_END = date(2014, 1, 1)  # exclusive
+
+# Telemetry switches of every tool in the stack; applied as defaults (an explicit value wins).
+TELEMETRY_OFF: dict[str, str] = {
+    "DAGSTER_DISABLE_TELEMETRY": "true",
+    "DO_NOT_TRACK": "true",
+    "DVC_NO_ANALYTICS": "1",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "BENTOML_DO_NOT_TRACK": "true",
+    "EVIDENTLY_DISABLE_TELEMETRY": "1",
+}
+
+
+def environment(env: MutableMapping[str, str] | None = None) -> Environment:
+    """Returns the selected environment flavour.
+
+    Raises:
+        ValueError: if ``MLOPS_ENV`` holds anything but ``local`` or ``production``.
+    """
+    value = (env if env is not None else os.environ).get(ENV_VAR, "local").strip().lower()
+    if value not in ("local", "production"):
+        raise ValueError(f"{ENV_VAR} must be 'local' or 'production', got {value!r}")
+    return value  # type: ignore[return-value]
+
+
+def project_root() -> Path:
+    """The source checkout holding ``pyproject.toml``, or the working directory."""
+    candidate = Path(__file__).resolve().parents[1]
+    return candidate if (candidate / "pyproject.toml").exists() else Path.cwd()
+
+
+@dataclass(frozen=True)
+class Locations:
+    """Local paths of the runtime state; production swaps most of them for URLs."""
+
+    state: Path
+
+    @property
+    def dagster_home(self) -> Path:
+        return self.state / "dagster_home"
+
+    @property
+    def landing(self) -> Path:
+        return self.state / "landing"
+
+    @property
+    def lake(self) -> Path:
+        return self.state / "lake"
+
+    @property
+    def registry(self) -> Path:
+        return self.state / "registry"
+
+    @property
+    def dvc_remote(self) -> Path:
+        return self.state / "dvc-remote"
+
+
+def locations(env: MutableMapping[str, str] | None = None) -> Locations:
+    """Resolves the state folder from ``MLOPS_STATE_DIR`` (absolute) or the default."""
+    raw = (env if env is not None else os.environ).get(STATE_DIR_VAR)
+    state = Path(raw).expanduser() if raw else project_root() / "state"
+    return Locations(state=state.resolve())
+
+
+def telemetry_off(env: MutableMapping[str, str] | None = None) -> None:
+    """Turns every tool's telemetry off unless the caller set a value explicitly."""
+    target = env if env is not None else os.environ
+    for key, value in TELEMETRY_OFF.items():
+        target.setdefault(key, value)
