@@ -143,3 +143,94 @@ def read_csv(path: Any) -> pd.DataFrame:
         raise LandingFileError(f"{path}: not a parseable CSV file ({exc})") from exc
     frame.columns = [str(c).strip() for c in frame.columns]
     return frame
+
+
+@dataclass(frozen=True)
+class DayRequest:
+    """Materialize these day datasets for ``day`` (a run per day)."""
+
+    day: date
+    datasets: tuple[str, ...]
+    run_key: str
+
+
+@dataclass(frozen=True)
+class LandingPlan:
+    """What a landing-sensor tick should do.
+
+    Attributes:
+        references: Reference tables to (re)materialize, with their run key.
+        days: One request per day with new or re-delivered files.
+        skipped: Files that will not be materialized, with the reason.
+        deferred: Day files left for a later tick (reference tables not ready yet).
+        seen: The new cursor state: landing key -> fingerprint of every handled file.
+    """
+
+    references: tuple[tuple[str, ...], str] | None
+    days: list[DayRequest]
+    skipped: list[str]
+    deferred: list[str]
+    seen: dict[str, str]
+
+
+def plan_landing_runs(
+    files: list[LandingFile],
+    seen: dict[str, str],
+    *,
+    first_day: date,
+    end_day: date,
+    references_ready: bool,
+) -> LandingPlan:
+    """Decides which partitions a landing-sensor tick requests.
+
+    A file is new when its key is not in ``seen`` or its fingerprint changed (a
+    re-delivery). Run keys contain the fingerprints, so the same files never yield two runs,
+    even if the cursor is lost. Day files wait until the reference tables they are checked
+    against have been materialized once.
+
+    Args:
+        files: The current landing listing (``scan``).
+        seen: Cursor state from the previous tick.
+        first_day: First partition day.
+        end_day: Day after the last partition day.
+        references_ready: Whether planes, airports and airlines have been materialized.
+    """
+    new_seen = dict(seen)
+    skipped: list[str] = []
+    deferred: list[str] = []
+    refs: list[LandingFile] = []
+    by_day: dict[date, list[LandingFile]] = {}
+    for item in files:
+        if seen.get(item.key) == item.fingerprint:
+            continue
+        if item.problem:
+            skipped.append(item.problem)
+            new_seen[item.key] = item.fingerprint
+        elif item.day is None:
+            refs.append(item)
+        elif not first_day <= item.day < end_day:
+            skipped.append(
+                f"{item.key}: {item.day} is outside the partition range "
+                f"{first_day} .. {end_day} (exclusive)"
+            )
+            new_seen[item.key] = item.fingerprint
+        elif not references_ready:
+            deferred.append(item.key)
+        else:
+            by_day.setdefault(item.day, []).append(item)
+
+    references = None
+    if refs:
+        names = tuple(sorted(r.dataset for r in refs))
+        ordered = sorted(refs, key=lambda r: r.key)
+        key = "reference:" + ",".join(f"{r.dataset}={r.fingerprint}" for r in ordered)
+        references = (names, key)
+        new_seen.update({r.key: r.fingerprint for r in refs})
+
+    days: list[DayRequest] = []
+    for day in sorted(by_day):
+        items = sorted(by_day[day], key=lambda f: f.key)
+        run_key = f"{day}:" + ",".join(f"{f.dataset}={f.fingerprint}" for f in items)
+        days.append(DayRequest(day, tuple(f.dataset for f in items), run_key))
+        new_seen.update({f.key: f.fingerprint for f in items})
+    return LandingPlan(references, days, skipped, deferred, new_seen)

@@ -97,7 +97,7 @@ class DataRegistry:
             if not (self.root / ".dvc").exists():
                 from dvc.repo import Repo
 
-                with contextlib.redirect_stdout(io.StringIO()):
+                with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
                     Repo.init(str(self.root))
                 with Repo(str(self.root)) as repo:
                     with repo.config.edit() as conf:
@@ -184,3 +184,17 @@ class DataRegistry:
         """Registry revisions that changed ``path``, newest first."""
         out = self._git("log", "--format=%H", "--", f"{path}.dvc", check=False)
         return [line for line in out.splitlines() if line]
+
+    def recorded_md5(self, path: str, rev: str) -> str:
+        """The MD5 the ``.dvc`` pointer of ``path`` records at ``rev``.
+
+        Raises:
+            RegistryError: if ``path`` is not versioned at ``rev``.
+        """
+        import yaml
+
+        text = self._git("show", f"{rev}:{path}.dvc", check=False)
+        if not text:
+            raise RegistryError(f"{path} is not versioned at registry revision {rev}")
+        outs = (yaml.safe_load(text) or {}).get("outs") or [{}]
+        return str(outs[0].get("md5", ""))

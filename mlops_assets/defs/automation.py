@@ -1,0 +1,88 @@
+"""Automation: the landing sensor starts days; declarative automation carries them on."""
+
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import dagster as dg
+
+from mlops_assets import settings
+from mlops_assets.defs.features import flight_features
+from mlops_assets.defs.ingestion import airlines, airports, planes, raw_flights, raw_weather
+from mlops_assets.resources.landing import LandingZone
+
+LANDING_SENSOR = "landing_sensor"
+AUTOMATION_SENSOR = "automation_sensor"
+DAY_ASSETS = {"flights": raw_flights.key, "weather": raw_weather.key}
+REFERENCE_ASSETS = {a.key.to_user_string(): a.key for a in (planes, airports, airlines)}
+# How often the daemon ticks the sensors (seconds).
+LANDING_INTERVAL = 15
+AUTOMATION_INTERVAL = 15
+
+
+def references_ready(instance: dg.DagsterInstance) -> bool:
+    """Whether every reference table has been materialized at least once."""
+    return all(instance.get_latest_materialization_event(k) for k in REFERENCE_ASSETS.values())
+
+
+def landing_run_requests(
+    context: dg.SensorEvaluationContext, landing: LandingZone
+) -> Iterator[dg.RunRequest | dg.SkipReason]:
+    """One sensor tick: scan, plan with the plain helper, emit requests, move the cursor."""
+    from mlops_assets.lib.landing import plan_landing_runs, scan
+
+    seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
+    plan = plan_landing_runs(
+        scan(landing.root()),
+        seen,
+        first_day=settings.PARTITION_START,
+        end_day=settings.PARTITION_END,
+        references_ready=references_ready(context.instance),
+    )
+    for reason in plan.skipped:
+        context.log.warning(f"landing file skipped: {reason}")
+    if plan.references:
+        names, run_key = plan.references
+        yield dg.RunRequest(
+            run_key=run_key,
+            asset_selection=[REFERENCE_ASSETS[n] for n in names],
+            tags={"mlops/trigger": "landing", "mlops/files": ",".join(names)},
+        )
+    for request in plan.days:
+        yield dg.RunRequest(
+            run_key=request.run_key,
+            partition_key=request.day.isoformat(),
+            asset_selection=[DAY_ASSETS[d] for d in request.datasets],
+            tags={"mlops/trigger": "landing", "mlops/files": ",".join(request.datasets)},
+        )
+    context.update_cursor(json.dumps(plan.seen, sort_keys=True))
+    if not plan.references and not plan.days:
+        detail = f"; {len(plan.deferred)} day file(s) wait for the reference tables" if (
+            plan.deferred
+        ) else ""
+        yield dg.SkipReason(f"no new landing files{detail}")
+
+
+@dg.sensor(
+    name=LANDING_SENSOR,
+    target=[raw_flights, raw_weather, planes, airports, airlines],
+    minimum_interval_seconds=LANDING_INTERVAL,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Watches the landing zone and requests the partitions of new or re-delivered "
+    "files (cursor: landing path -> size and mtime).",
+)
+def landing_sensor(context: dg.SensorEvaluationContext, landing: LandingZone) -> Iterator[Any]:
+    """Requests raw partitions for files that appear in the landing zone."""
+    yield from landing_run_requests(context, landing)
+
+
+automation_sensor = dg.AutomationConditionSensorDefinition(
+    AUTOMATION_SENSOR,
+    target=dg.AssetSelection.all(),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=AUTOMATION_INTERVAL,
+    description="Evaluates the declarative automation conditions (features follow raw days).",
+)
+
+__all__ = ["automation_sensor", "flight_features", "landing_sensor"]

@@ -1,0 +1,92 @@
+"""Features: one row per flight with what is known before departure, plus the label."""
+
+
+from collections.abc import Iterator
+from typing import Any
+
+import dagster as dg
+
+from mlops_assets.defs.gates import contract_spec, failed, validated_output
+from mlops_assets.defs.partitions import daily_partitions, follow_upstream
+from mlops_assets.resources.registry import DataRegistryResource
+
+FEATURES_GROUP = "features"
+LEAKAGE_CHECK = "no_leakage"
+REGISTRY_POOL = "data_registry"
+
+
+@dg.asset(
+    partitions_def=daily_partitions,
+    group_name=FEATURES_GROUP,
+    check_specs=[
+        contract_spec("flight_features", daily_partitions),
+        contract_spec(
+            "flight_features",
+            daily_partitions,
+            name=LEAKAGE_CHECK,
+            description="Fails if any post-departure field (dep_delay, arr_time, air_time, ...) "
+            "is among the feature columns.",
+        ),
+    ],
+    # Follow new raw days; a changed planes table does not rewrite history.
+    automation_condition=follow_upstream(ignore=dg.AssetSelection.assets("planes")),
+    pool=REGISTRY_POOL,
+    kinds={"pandas", "parquet", "dvc"},
+)
+def flight_features(
+    context: dg.AssetExecutionContext,
+    registry: DataRegistryResource,
+    raw_flights: Any,
+    raw_weather: Any,
+    planes: Any,
+) -> Iterator[Any]:
+    """Model-ready rows for one day: schedule, route, plane and origin weather, plus the label.
+
+    Joins the day's flights with the weather at the origin in the scheduled departure hour
+    and with the plane; adds day of week, scheduled hour and minute, block time and plane age;
+    the label `is_delayed` is 1 when the flight arrived 15+ minutes late and missing for
+    cancelled or diverted flights. Two blocking checks run before anything is written: the
+    feature contract and the leakage guard. Each version is committed to the DVC data
+    registry; `registry_rev` and `dvc_md5` restore it bit for bit
+    (`mlops-assets restore flight_features <day> --rev <registry_rev>`).
+    """
+    from mlops_assets.lib import features
+    from mlops_assets.lib.contracts import validate
+    from mlops_assets.lib.hashing import to_parquet_bytes
+
+    day = context.partition_key
+    frame = features.build_flight_features(raw_flights, raw_weather, planes)
+    leaks = features.find_leakage(list(frame.columns))
+    if leaks:
+        yield from failed(
+            LEAKAGE_CHECK,
+            f"flight_features {day}: post-departure field(s) used as features: {', '.join(leaks)}",
+            {"leaking_columns": leaks},
+        )
+        return
+
+    labelled = frame[features.LABEL_COLUMN].dropna()
+    registry_path = f"flight_features/{day}.parquet"
+
+    def version(checked: Any) -> dict[str, Any]:
+        saved = registry.registry().commit(
+            registry_path,
+            to_parquet_bytes(checked),
+            f"flight_features {day} (dagster run {context.run_id})",
+        )
+        return {"dvc_md5": saved.md5, "registry_rev": saved.rev, "registry_path": registry_path}
+
+    yield from validated_output(
+        lambda: validate(frame, features.features_schema(), source=f"flight_features {day}"),
+        source=f"raw_flights/raw_weather {day}",
+        metadata={
+            "labelled_rows": len(labelled),
+            "cancelled": int(frame["is_cancelled"].sum()),
+            "delayed_share": round(float(labelled.mean()), 4) if len(labelled) else 0.0,
+            "feature_columns": features.FEATURE_COLUMNS,
+        },
+        after=version,
+    )
+    yield dg.AssetCheckResult(
+        check_name=LEAKAGE_CHECK, passed=True, metadata={"features": len(features.FEATURE_COLUMNS)}
+    )

@@ -1,0 +1,90 @@
+"""Validate-then-write: contracts run before anything is stored.
+
+A contract failure yields a failed (blocking) asset check carrying the failure table, then
+fails the step before the IO manager is called, so a bad delivery never replaces a good
+partition and downstream assets are not requested.
+"""
+
+
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import dagster as dg
+
+CONTRACT_CHECK = "contract"
+
+
+def contract_spec(asset: str, partitions_def: dg.PartitionsDefinition | None = None,
+                  name: str = CONTRACT_CHECK, description: str | None = None) -> dg.AssetCheckSpec:
+    """A blocking check spec reported by the asset itself."""
+    return dg.AssetCheckSpec(
+        name,
+        asset=asset,
+        blocking=True,
+        partitions_def=partitions_def,
+        description=description or "The pandera contract of this dataset (validated before write).",
+    )
+
+
+def failed(check: str, message: str, metadata: Mapping[str, Any]) -> Iterator[Any]:
+    """Yields the failed check result, then raises the step failure (nothing is stored)."""
+    yield dg.AssetCheckResult(
+        check_name=check, passed=False, description=message, metadata=dict(metadata)
+    )
+    raise dg.Failure(description=message, metadata=dict(metadata), allow_retries=False)
+
+
+def validated_output(
+    validate: Callable[[], Any],
+    *,
+    source: str,
+    metadata: Mapping[str, Any] | None = None,
+    check: str = CONTRACT_CHECK,
+    after: Callable[[Any], Mapping[str, Any]] | None = None,
+) -> Iterator[Any]:
+    """Runs ``validate`` (returning a frame or raising), then yields output and check result.
+
+    Args:
+        validate: Reads and validates the data; raises ``ContractViolation`` or
+            ``LandingFileError`` on bad input.
+        source: Where the data came from, for metadata.
+        metadata: Extra materialization metadata.
+        check: Name of the check spec that reports the contract.
+        after: Runs on the validated frame before it is stored (e.g. versioning it) and
+            returns more metadata.
+    """
+    from mlops_assets.lib.contracts import ContractViolation
+    from mlops_assets.lib.hashing import frame_fingerprint
+    from mlops_assets.lib.landing import LandingFileError
+
+    try:
+        frame = validate()
+    except ContractViolation as violation:
+        yield from failed(
+            check,
+            violation.message,
+            {
+                "source": source,
+                "rules_broken": violation.rules,
+                "rows_failed": len(violation.rows),
+                "failure_cases": dg.MetadataValue.md(violation.markdown()),
+            },
+        )
+        return
+    except LandingFileError as error:
+        yield from failed(check, str(error), {"source": source, "rules_broken": ["readable_csv"]})
+        return
+    fingerprint = frame_fingerprint(frame)
+    extra = after(frame) if after else {}
+    yield dg.Output(
+        frame,
+        data_version=dg.DataVersion(fingerprint),
+        metadata={
+            "dagster/row_count": len(frame),
+            "content_hash": fingerprint,
+            "source": source,
+            **(metadata or {}),
+            **extra,
+        },
+    )
+    yield dg.AssetCheckResult(check_name=check, passed=True, metadata={"rows": len(frame)})

@@ -1,0 +1,105 @@
+"""Ingestion: landing files -> validated Parquet in the lake (reference tables and days)."""
+
+
+from collections.abc import Iterator
+from datetime import date
+from typing import Any
+
+import dagster as dg
+
+from mlops_assets.defs.gates import contract_spec, validated_output
+from mlops_assets.defs.partitions import daily_partitions
+from mlops_assets.resources.landing import LandingZone
+
+REFERENCE_GROUP = "reference"
+INGESTION_GROUP = "ingestion"
+
+
+def _reference_asset(name: str, description: str) -> dg.AssetsDefinition:
+    @dg.asset(
+        name=name,
+        group_name=REFERENCE_GROUP,
+        description=description,
+        check_specs=[contract_spec(name)],
+        kinds={"pandas", "parquet"},
+    )
+    def _reference(context: dg.AssetExecutionContext, landing: LandingZone) -> Iterator[Any]:
+        from mlops_assets.lib import contracts
+        from mlops_assets.lib.landing import read_csv
+
+        path = landing.path(name)
+        schema = getattr(contracts, f"{name}_schema")()
+        yield from validated_output(
+            lambda: contracts.validate(read_csv(path), schema, source=str(path)),
+            source=str(path),
+            metadata={"landing_path": dg.MetadataValue.path(str(path))},
+        )
+
+    return _reference
+
+
+planes = _reference_asset(
+    "planes",
+    "Aircraft registry (tail number, year built, seats, engines) from `reference/planes.csv`.",
+)
+airports = _reference_asset(
+    "airports",
+    "FAA airport list from `reference/airports.csv`; destinations are checked against it.",
+)
+airlines = _reference_asset(
+    "airlines",
+    "Carrier codes and names from `reference/airlines.csv`; carriers are checked against it.",
+)
+
+
+@dg.asset(
+    partitions_def=daily_partitions,
+    group_name=INGESTION_GROUP,
+    check_specs=[contract_spec("raw_flights", daily_partitions)],
+    kinds={"pandas", "parquet"},
+)
+def raw_flights(
+    context: dg.AssetExecutionContext, landing: LandingZone, airlines: Any, airports: Any
+) -> Iterator[Any]:
+    """One day of scheduled and flown departures from New York, as delivered and validated.
+
+    Reads `flights/<day>.csv` from the landing zone and validates it against the `flights`
+    contract (types, ranges, known carriers and airports, unique flight key, every row on
+    this day, null rules) before anything is written. A broken file fails the `contract`
+    check with a table of failure cases and leaves the stored partition untouched.
+    """
+    from mlops_assets.lib import contracts
+    from mlops_assets.lib.landing import read_csv
+
+    day = date.fromisoformat(context.partition_key)
+    path = landing.path("flights", day)
+    schema = contracts.flights_schema(airlines["carrier"], airports["faa"], day)
+    yield from validated_output(
+        lambda: contracts.validate(read_csv(path), schema, source=str(path)),
+        source=str(path),
+        metadata={"landing_path": dg.MetadataValue.path(str(path))},
+    )
+
+
+@dg.asset(
+    partitions_def=daily_partitions,
+    group_name=INGESTION_GROUP,
+    check_specs=[contract_spec("raw_weather", daily_partitions)],
+    kinds={"pandas", "parquet"},
+)
+def raw_weather(context: dg.AssetExecutionContext, landing: LandingZone) -> Iterator[Any]:
+    """Hourly weather at the three New York airports for one day, as delivered and validated.
+
+    Reads `weather/<day>.csv` and validates it against the `weather` contract (plausible
+    ranges, one reading per airport and hour, not empty) before anything is written.
+    """
+    from mlops_assets.lib import contracts
+    from mlops_assets.lib.landing import read_csv
+
+    day = date.fromisoformat(context.partition_key)
+    path = landing.path("weather", day)
+    yield from validated_output(
+        lambda: contracts.validate(read_csv(path), contracts.weather_schema(day), source=str(path)),
+        source=str(path),
+        metadata={"landing_path": dg.MetadataValue.path(str(path))},
+    )

@@ -1,0 +1,62 @@
+"""Local and production flavours of every resource, chosen from ``MLOPS_ENV`` only here."""
+
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import dagster as dg
+
+from mlops_assets import settings
+from mlops_assets.resources.lake import LakeIOManager
+from mlops_assets.resources.landing import LandingZone
+from mlops_assets.resources.registry import DataRegistryResource
+
+# Production settings and the component that reads them (see docs/configuration.md).
+PRODUCTION_VARS: dict[str, str] = {
+    "MLOPS_LANDING_URL": "landing zone root, e.g. s3://bucket/landing",
+    "MLOPS_LAKE_URL": "lake root, e.g. s3://bucket/lake",
+    "MLOPS_REGISTRY_GIT_URL": "git URL of the DVC data registry",
+    "MLOPS_DVC_REMOTE_URL": "DVC remote of the data registry, e.g. s3://bucket/dvc",
+}
+
+
+class MissingSettingError(RuntimeError):
+    """A production setting is not in the environment."""
+
+
+def _local() -> dict[str, Any]:
+    where = settings.locations()
+    return {
+        "io_manager": LakeIOManager(base_url=str(where.lake)),
+        "landing": LandingZone(url=str(where.landing)),
+        "registry": DataRegistryResource(path=str(where.registry), dvc_remote=str(where.dvc_remote)),
+    }
+
+
+def _production(env: Mapping[str, str]) -> dict[str, Any]:
+    missing = [name for name in PRODUCTION_VARS if not env.get(name)]
+    if missing:
+        details = "; ".join(f"{name} ({PRODUCTION_VARS[name]})" for name in missing)
+        raise MissingSettingError(f"MLOPS_ENV=production needs these variables: {details}")
+    where = settings.locations()
+    return {
+        "io_manager": LakeIOManager(base_url=dg.EnvVar("MLOPS_LAKE_URL")),
+        "landing": LandingZone(url=dg.EnvVar("MLOPS_LANDING_URL")),
+        "registry": DataRegistryResource(
+            path=str(where.registry),
+            dvc_remote=dg.EnvVar("MLOPS_DVC_REMOTE_URL"),
+            git_remote=dg.EnvVar("MLOPS_REGISTRY_GIT_URL"),
+        ),
+    }
+
+
+def build_resources(env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Resources for the environment named by ``MLOPS_ENV`` (``local`` by default).
+
+    Raises:
+        MissingSettingError: in production, naming every missing variable.
+    """
+    env = os.environ if env is None else env
+    flavour = settings.environment(dict(env))
+    return _production(env) if flavour == "production" else _local()

@@ -1,0 +1,31 @@
+"""The landing zone where upstream systems drop one file per dataset and day."""
+
+
+import json
+from datetime import date
+from typing import Any
+
+import dagster as dg
+from upath import UPath
+
+
+class LandingZone(dg.ConfigurableResource):
+    """Root of the landing zone (local folder or fsspec URL).
+
+    Attributes:
+        url: Local folder or URL (``s3://bucket/landing``).
+        storage_options: JSON object of fsspec options.
+    """
+
+    url: str
+    storage_options: str = "{}"
+
+    def root(self) -> UPath:
+        """The landing root as a UPath."""
+        return UPath(self.url, **json.loads(self.storage_options))
+
+    def path(self, dataset: str, day: date | None = None) -> Any:
+        """Path of a dataset's file for a day (or of a reference table)."""
+        from mlops_assets.lib.landing import landing_path
+
+        return landing_path(self.root(), dataset, day)
