@@ -85,6 +85,16 @@ def _restore(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dev(args: argparse.Namespace) -> int:
+    home = prepare_dagster_home()
+    os.chdir(settings.project_root())
+    command = [sys.executable, "-m", "dagster", "dev", "-h", args.host, "-p", str(args.port),
+               "-w", "workspace.yaml"]
+    print(f"Dagster UI on http://{args.host}:{args.port} (DAGSTER_HOME={home})", flush=True)
+    os.execv(sys.executable, command)
+    return 0  # pragma: no cover
+
+
 def _where(_: argparse.Namespace) -> int:
     where = settings.locations()
     for name in ("state", "dagster_home", "landing", "lake", "registry", "dvc_remote"):
@@ -115,6 +125,11 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument("--rev", required=True, help="registry_rev from the materialization")
     restore.add_argument("--out", help="output file (default: <state>/restored/<rev>/...)")
     restore.set_defaults(func=_restore)
+
+    dev = sub.add_parser("dev", help="dagster dev (UI + daemon) on the local state")
+    dev.add_argument("--host", default="127.0.0.1")
+    dev.add_argument("--port", type=int, default=3000)
+    dev.set_defaults(func=_dev)
 
     where = sub.add_parser("where", help="print where the local state lives")
     where.set_defaults(func=_where)

@@ -23,9 +23,7 @@ class ParquetLakeIOManager(dg.UPathIOManager):
 
         payload = to_parquet_bytes(obj)
         write_atomic(path, payload)
-        context.add_output_metadata(
-            {"lake_path": dg.MetadataValue.path(str(path)), "bytes": len(payload)}
-        )
+        context.add_output_metadata({"bytes": len(payload)})
 
     def load_from_path(self, context: dg.InputContext, path: UPath) -> Any:
         import pandas as pd

@@ -1,0 +1,37 @@
+# A thin facade over uv. Every target runs inside the locked environment.
+UV ?= uv
+DAYS ?= 28
+PORT ?= 3000
+export DAGSTER_DISABLE_TELEMETRY=true DO_NOT_TRACK=true DVC_NO_ANALYTICS=1 \
+       MLFLOW_DISABLE_TELEMETRY=true BENTOML_DO_NOT_TRACK=true EVIDENTLY_DISABLE_TELEMETRY=1
+
+.PHONY: setup demo test test-fast dev lint typecheck bench clean
+
+setup:  ## install the locked environment (.venv)
+	$(UV) sync --frozen
+
+demo: setup  ## the main job: replay $(DAYS) days and run them through the graph
+	$(UV) run --frozen mlops-assets demo --days $(DAYS)
+
+test: setup  ## the whole test suite (unit, assets, end-to-end)
+	$(UV) run --frozen pytest
+
+test-fast: setup  ## everything but the end-to-end tests
+	$(UV) run --frozen pytest -m "not e2e"
+
+dev: setup  ## Dagster UI + daemon on the local state (http://127.0.0.1:$(PORT))
+	$(UV) run --frozen mlops-assets dev --port $(PORT)
+
+lint:
+	$(UV) run --frozen ruff check .
+	$(UV) run --frozen ruff format --check mlops_assets
+
+typecheck:
+	$(UV) run --frozen mypy
+
+bench: setup  ## measure the budgets (docs/benchmarks.md)
+	$(UV) run --frozen python benchmarks/load_time.py
+	$(UV) run --frozen python benchmarks/one_day.py
+
+clean:  ## delete all local state (Dagster home, landing, lake, registry, remote)
+	rm -rf state
