@@ -103,13 +103,17 @@ def _day_columns(pa: Any, day: date | None) -> dict[str, Any]:
     }
 
 
+def _known(pa: Any, values: Collection[str], what: str) -> Any:
+    # Named, so failure reports say "known_airport" instead of printing the whole list.
+    return pa.Check.isin(sorted(set(values)), error=f"known_{what}")
+
+
 def _null_share_at_most(column: str, share: float, pa: Any) -> Any:
     # A dataframe-level check: column checks skip nulls (ignore_na=True), so they cannot see
     # how many values are missing.
     return pa.Check(
         lambda df: bool(df[column].isna().mean() <= share) if len(df) else True,
         name=f"{column}_null_share_at_most_{share:g}",
-        error=f"more than {share:.0%} of '{column}' values are missing",
         ignore_na=False,
     )
 
@@ -118,7 +122,6 @@ def _both_or_neither(a: str, b: str, pa: Any) -> Any:
     return pa.Check(
         lambda df: df[a].isna() == df[b].isna(),
         name=f"{a}_and_{b}_missing_together",
-        error=f"'{a}' and '{b}' must be both present or both missing",
         ignore_na=False,
     )
 
@@ -145,11 +148,11 @@ def flights_schema(
             "arr_time": pa.Column("Int64", clock, nullable=True, coerce=True),
             "sched_arr_time": pa.Column(int, clock, coerce=True),
             "arr_delay": pa.Column(float, pa.Check.in_range(-240, 2880), nullable=True, coerce=True),
-            "carrier": pa.Column(str, pa.Check.isin(sorted(carriers)), coerce=True),
+            "carrier": pa.Column(str, _known(pa, carriers, "carrier"), coerce=True),
             "flight": pa.Column(int, pa.Check.in_range(1, 9999), coerce=True),
             "tailnum": pa.Column(str, pa.Check.str_matches(r"^[A-Z0-9]{2,7}$"), nullable=True),
-            "origin": pa.Column(str, pa.Check.isin(list(ORIGINS)), coerce=True),
-            "dest": pa.Column(str, pa.Check.isin(known_airports), coerce=True),
+            "origin": pa.Column(str, _known(pa, ORIGINS, "departure_airport"), coerce=True),
+            "dest": pa.Column(str, _known(pa, known_airports, "airport"), coerce=True),
             "air_time": pa.Column(float, pa.Check.in_range(1, 1440), nullable=True, coerce=True),
             "distance": pa.Column(int, pa.Check.in_range(1, 10000), coerce=True),
             "hour": pa.Column(int, pa.Check.in_range(0, 23), coerce=True),
@@ -176,7 +179,7 @@ def weather_schema(day: date | None = None) -> pa.DataFrameSchema:
 
     return pa.DataFrameSchema(
         {
-            "origin": pa.Column(str, pa.Check.isin(list(ORIGINS)), coerce=True),
+            "origin": pa.Column(str, _known(pa, ORIGINS, "departure_airport"), coerce=True),
             **_day_columns(pa, day),
             "hour": pa.Column(int, pa.Check.in_range(0, 23), coerce=True),
             "temp": measure(-60, 130),  # Fahrenheit
@@ -261,7 +264,6 @@ def validate(frame: pd.DataFrame, schema: pa.DataFrameSchema, *, source: str) ->
     Raises:
         ContractViolation: with every broken rule, the offending rows and a failure table.
     """
-    import pandas as pd
     import pandera.errors
 
     name = schema.name or "contract"
@@ -270,20 +272,43 @@ def validate(frame: pd.DataFrame, schema: pa.DataFrameSchema, *, source: str) ->
     try:
         return schema.validate(frame, lazy=True)
     except pandera.errors.SchemaErrors as exc:
-        cases = exc.failure_cases
-        rules = (
-            (cases["column"].fillna("<table>").astype(str) + ": " + cases["check"].astype(str))
-            .value_counts()
-            .index.tolist()
-        )
-        cases = cases.assign(index=cases["index"].map(lambda i: "" if pd.isna(i) else int(i) + 1))
-        rows = sorted({i for i in cases["index"].tolist() if i != ""})
-        shown = cases.head(FAILURE_ROWS_SHOWN).astype(object).where(cases.notna(), "")
+        cases = _normalize_failure_cases(exc.failure_cases)
         raise ContractViolation(
             name,
             source,
-            rules,
-            rows=rows,
-            failure_cases=shown.to_dict("records"),
+            cases["rule"].value_counts().index.tolist(),
+            rows=sorted({i for i in cases["index"].tolist() if i != ""}),
+            failure_cases=cases.head(FAILURE_ROWS_SHOWN).drop(columns=["rule"]).to_dict("records"),  # type: ignore[arg-type]
             total_failures=len(cases),
         ) from None
+
+
+def _normalize_failure_cases(cases: pd.DataFrame) -> pd.DataFrame:
+    """One failure case per (rule, row), with 1-based rows and readable rule names.
+
+    pandera reports table-level checks once per column of a failing row and names the schema
+    in the ``column`` field of missing/extra-column failures; fold both into one rule each.
+    """
+    import pandas as pd
+
+    table = cases["schema_context"].eq("DataFrameSchema")
+    structural = cases["check"].isin(["column_in_dataframe", "column_in_schema"])
+    column = cases["column"].astype(object).where(~table, "<table>")
+    column = column.where(~structural, cases["failure_case"].astype(str))
+    value = cases["failure_case"].astype(object).where(~(table & ~structural), "")
+    index = cases["index"].map(lambda i: "" if pd.isna(i) else int(i) + 1)
+    frame = pd.DataFrame(
+        {
+            "column": column.fillna("").astype(str),
+            "check": cases["check"].astype(str),
+            "failure_case": value.where(value.notna(), "").astype(str),
+            "index": index,
+        }
+    )
+    frame["rule"] = frame["column"] + ": " + frame["check"]
+    # A value that cannot be coerced is reported once, not again by the dtype and range checks.
+    uncoercible = set(frame.loc[frame["check"].str.startswith("coerce_dtype"), "column"])
+    echo = frame["column"].isin(uncoercible) & (
+        frame["check"].str.startswith("dtype(") | frame["failure_case"].str.startswith("TypeError(")
+    )
+    return frame[~echo].drop_duplicates(["rule", "index"]).reset_index(drop=True)

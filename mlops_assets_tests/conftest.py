@@ -1,0 +1,47 @@
+"""Shared fixtures: an isolated state folder and small slices of the real demo data."""
+
+from __future__ import annotations
+
+import io
+from datetime import date
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from mlops_assets import settings
+from mlops_assets.lib import source
+
+settings.telemetry_off()
+
+
+@pytest.fixture
+def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh state folder for the test, selected through MLOPS_STATE_DIR."""
+    state = tmp_path / "state"
+    monkeypatch.setenv(settings.STATE_DIR_VAR, str(state))
+    monkeypatch.delenv(settings.ENV_VAR, raising=False)
+    return state
+
+
+def _read(name: str) -> pd.DataFrame:
+    return pd.read_csv(
+        io.BytesIO(source.read_source_csv(name)), dtype=str, keep_default_na=False,
+        na_values=["", "NA"],
+    )
+
+
+@pytest.fixture(scope="session")
+def tables() -> dict[str, pd.DataFrame]:
+    """The source tables as strings, read once per session."""
+    return {name: _read(name) for name in ("flights", "weather", "planes", "airports", "airlines")}
+
+
+def day_slice(frame: pd.DataFrame, day: date) -> pd.DataFrame:
+    """Rows of one day, as the landing file would hold them."""
+    mask = (
+        (frame["year"] == str(day.year))
+        & (frame["month"] == str(day.month))
+        & (frame["day"] == str(day.day))
+    )
+    return frame[mask].reset_index(drop=True)

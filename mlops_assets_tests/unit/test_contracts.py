@@ -1,0 +1,162 @@
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from mlops_assets.lib import contracts
+from mlops_assets.lib.landing import LandingFileError, read_csv
+from mlops_assets_tests.conftest import day_slice
+
+DAY = date(2013, 1, 5)
+
+
+@pytest.fixture
+def flights_day(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    return day_slice(tables["flights"], DAY)
+
+
+@pytest.fixture
+def flights_schema(tables: dict[str, pd.DataFrame]):
+    return contracts.flights_schema(tables["airlines"]["carrier"], tables["airports"]["faa"], DAY)
+
+
+def violation(frame: pd.DataFrame, schema) -> contracts.ContractViolation:
+    with pytest.raises(contracts.ContractViolation) as info:
+        contracts.validate(frame, schema, source="flights/2013-01-05.csv")
+    return info.value
+
+
+def test_real_day_passes_and_is_coerced(flights_day, flights_schema):
+    valid = contracts.validate(flights_day, flights_schema, source="x")
+    assert len(valid) == len(flights_day) > 700
+    assert str(valid["time_hour"].dtype) == "datetime64[ns, UTC]"
+    assert valid["sched_dep_time"].dtype == "int64"
+
+
+def test_reference_tables_pass(tables):
+    contracts.validate(tables["planes"], contracts.planes_schema(), source="planes")
+    contracts.validate(tables["airports"], contracts.airports_schema(), source="airports")
+    contracts.validate(tables["airlines"], contracts.airlines_schema(), source="airlines")
+
+
+def test_header_only_file_is_an_empty_day(flights_day, flights_schema):
+    error = violation(flights_day.iloc[0:0], flights_schema)
+    assert "non_empty_day" in error.message
+    assert "flights/2013-01-05.csv" in error.message
+
+
+def test_missing_column_is_named(flights_day, flights_schema):
+    error = violation(flights_day.drop(columns=["distance"]), flights_schema)
+    assert any("distance" in rule for rule in error.rules)
+    assert "column_in_dataframe" in error.message
+
+
+def test_extra_column_is_named(flights_day, flights_schema):
+    error = violation(flights_day.assign(gate="B12"), flights_schema)
+    assert any("column_in_schema" in rule for rule in error.rules)
+    assert "gate" in error.markdown()
+
+
+def test_wrong_type_names_column_value_and_row(flights_day, flights_schema):
+    frame = flights_day.copy()
+    frame.loc[3, "distance"] = "far"
+    error = violation(frame, flights_schema)
+    assert any(rule.startswith("distance:") and "coerce" in rule for rule in error.rules)
+    assert error.rows == [4]  # 1-based data row
+    assert "far" in error.markdown()
+
+
+def test_out_of_range_values(flights_day, flights_schema):
+    frame = flights_day.copy()
+    frame.loc[0, "distance"] = "-5"
+    frame.loc[1, "hour"] = "25"
+    error = violation(frame, flights_schema)
+    assert {r.split(":")[0] for r in error.rules} == {"distance", "hour"}
+    assert error.rows == [1, 2]
+
+
+def test_duplicate_flight_keys(flights_day, flights_schema):
+    frame = pd.concat([flights_day, flights_day.iloc[[7]]], ignore_index=True)
+    error = violation(frame, flights_schema)
+    assert any("multiple_fields_uniqueness" in rule for rule in error.rules)
+    assert len(flights_day) + 1 in error.rows
+
+
+@pytest.mark.parametrize(("column", "value"), [("dest", "XXX"), ("carrier", "ZZ"), ("origin", "BOS")])
+def test_unknown_airport_or_carrier(flights_day, flights_schema, column, value):
+    frame = flights_day.copy()
+    frame.loc[2, column] = value
+    error = violation(frame, flights_schema)
+    assert any(rule.startswith(f"{column}:") and "known_" in rule for rule in error.rules)
+    assert value in error.markdown()
+
+
+def test_airports_missing_from_reference_are_accepted(flights_day, flights_schema):
+    frame = flights_day.copy()
+    frame.loc[0, "dest"] = "SJU"
+    contracts.validate(frame, flights_schema, source="x")
+
+
+def test_row_from_another_day(flights_day, flights_schema):
+    frame = flights_day.copy()
+    frame.loc[5, "day"] = "6"
+    error = violation(frame, flights_schema)
+    assert any(rule.startswith("day:") for rule in error.rules)
+
+
+def test_null_rules_see_missing_values(flights_day, flights_schema):
+    # Column checks skip nulls; these table-level rules must not.
+    frame = flights_day.copy()
+    frame.loc[0, "dep_delay"] = float("nan")
+    frame["tailnum"] = None
+    error = violation(frame, flights_schema)
+    rules = " ".join(error.rules)
+    assert "dep_time_and_dep_delay_missing_together" in rules
+    assert "tailnum_null_share_at_most" in rules
+
+
+def test_real_broken_wind_sensor_blocks_its_day(tables):
+    day = date(2013, 2, 12)
+    with pytest.raises(contracts.ContractViolation) as info:
+        contracts.validate(
+            day_slice(tables["weather"], day), contracts.weather_schema(day), source="w"
+        )
+    assert info.value.rules == ["wind_speed: in_range(0, 200)"]
+    assert "1048.36" in info.value.markdown()
+
+
+def test_duplicate_weather_hour(tables):
+    day = date(2013, 1, 5)
+    weather = day_slice(tables["weather"], day)
+    frame = pd.concat([weather, weather.iloc[[0]]], ignore_index=True)
+    with pytest.raises(contracts.ContractViolation) as info:
+        contracts.validate(frame, contracts.weather_schema(day), source="w")
+    assert any("uniqueness" in rule for rule in info.value.rules)
+
+
+def test_failure_table_is_bounded(flights_day, flights_schema):
+    frame = flights_day.assign(distance="-1")
+    error = violation(frame, flights_schema)
+    assert error.total_failures == len(frame)
+    assert len(error.failure_cases) == contracts.FAILURE_ROWS_SHOWN
+    assert "more failure case(s)" in error.markdown()
+
+
+@pytest.mark.parametrize(
+    ("payload", "expected"),
+    [
+        (b"", "file is empty"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "binary content"),
+        (b"PK\x03\x04\xff\xfe\xfa\xfb garbage", "not UTF-8"),
+        (b'year,month\n"2013,1\n', "not a parseable CSV"),
+    ],
+)
+def test_landing_file_that_is_not_csv(tmp_path: Path, payload: bytes, expected: str):
+    path = tmp_path / "2013-01-05.csv"
+    path.write_bytes(payload)
+    with pytest.raises(LandingFileError, match=expected) as info:
+        read_csv(path)
+    assert str(path) in str(info.value)
