@@ -32,7 +32,15 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 BUDGET_RATIO = 1.3
 HEAVY_MODULES = (
-    "pandas", "pandera", "dvc", "mlflow", "evidently", "bentoml", "sklearn", "lightgbm", "numpy",
+    "pandas",
+    "pandera",
+    "dvc",
+    "mlflow",
+    "evidently",
+    "bentoml",
+    "sklearn",
+    "lightgbm",
+    "numpy",
 )
 
 _DAGSTER = """
@@ -64,7 +72,11 @@ def run_once(code: str, env: dict[str, str]) -> dict[str, object]:
     """Runs ``code`` in a fresh interpreter; returns its JSON line plus the wall time."""
     start = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True,
+        [sys.executable, "-c", code],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
         check=False,
     )
     wall = time.perf_counter() - start
@@ -79,7 +91,9 @@ def machine() -> dict[str, object]:
     """Where the numbers were taken."""
     version = subprocess.run(
         [sys.executable, "-c", "import dagster; print(dagster.__version__)"],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     ).stdout.strip()
     return {
         "cpus": os.cpu_count(),
@@ -93,8 +107,12 @@ def machine() -> dict[str, object]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=7, help="measured runs of each kind")
-    parser.add_argument("--warmup", type=int, default=1,
-                        help="unmeasured runs of each kind first (file-system and .pyc caches)")
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=1,
+        help="unmeasured runs of each kind first (file-system and .pyc caches)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "load_time.json")
     args = parser.parse_args(argv)
     if args.runs < 1:
@@ -148,10 +166,12 @@ def main(argv: list[str] | None = None) -> int:
     print("| what | import (perf_counter) | subprocess wall |")
     print("|---|---:|---:|")
     print(f"| `import dagster` | {imp['dagster']:.3f} s | {wall['dagster']:.3f} s |")
-    print(f"| `import mlops_assets.definitions` | {imp['definitions']:.3f} s "
-          f"| {wall['definitions']:.3f} s |")
+    print(
+        f"| `import mlops_assets.definitions` | {imp['definitions']:.3f} s "
+        f"| {wall['definitions']:.3f} s |"
+    )
     print(f"| ratio | **{ratio:.2f}** (budget <= {BUDGET_RATIO}: {verdict}) | {wall_ratio:.2f} |")
-    print(f"\nresolving the repository (`defs.get_repository_def()`, after import): {resolve:.3f} s")
+    print(f"\nresolving the repository (`defs.get_repository_def()`): {resolve:.3f} s")
     print(f"heavy modules after loading the definitions: {', '.join(heavy) or 'none'}")
     print(f"written {args.out}")
     return 0

@@ -72,7 +72,7 @@ def flight_features(
         saved = registry.registry().commit(
             registry_path,
             to_parquet_bytes(checked),
-            f"flight_features {day} (dagster run {context.run_id})",
+            f"flight_features {day} (dagster run {context.run.run_id})",
         )
         return {"dvc_md5": saved.md5, "registry_rev": saved.rev, "registry_path": registry_path}
 

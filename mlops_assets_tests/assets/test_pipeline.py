@@ -1,0 +1,223 @@
+"""The data half of the graph on real slices: sensor -> ingestion -> features, and bad input.
+
+Runs go through the same landing sensor and automation conditions the daemon evaluates
+(``LocalLoop``), on a throwaway Dagster instance and state folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pytest
+
+from mlops_assets import settings
+from mlops_assets.definitions import build_defs
+from mlops_assets.lib.registry import DataRegistry
+from mlops_assets.lib.source import replay
+from mlops_assets.loop import LocalLoop
+
+DAY = "2013-01-01"
+
+
+class Pipeline:
+    def __init__(self, state: Path, instance: dg.DagsterInstance):
+        self.state = state
+        self.where = settings.locations({settings.STATE_DIR_VAR: str(state)})
+        self.instance = instance
+        self.defs = build_defs({settings.STATE_DIR_VAR: str(state)})
+        self.loop = LocalLoop(self.defs, instance, state / "cursors.json")
+
+    def lake(self, asset: str, partition: str | None = None) -> Path:
+        name = f"{partition}.parquet" if partition else ".parquet"
+        return self.where.lake / asset / name if partition else self.where.lake / f"{asset}.parquet"
+
+    def digest(self, asset: str, partition: str) -> str:
+        return hashlib.sha256(self.lake(asset, partition).read_bytes()).hexdigest()
+
+    def materializations(self, asset: str, partition: str) -> list[Any]:
+        records = self.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition]),
+            limit=100,
+        ).records
+        return [r.asset_materialization for r in records]
+
+    def check_results(self, run_id: str) -> list[Any]:
+        return [
+            e.dagster_event.event_specific_data
+            for e in self.instance.all_logs(run_id)
+            if e.dagster_event and e.dagster_event.event_type_value == "ASSET_CHECK_EVALUATION"
+        ]
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
+    state = tmp_path_factory.mktemp("pipeline") / "state"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(settings.STATE_DIR_VAR, str(state))
+        with dg.instance_for_test() as instance:
+            pipe = Pipeline(state, instance)
+            replay(pipe.where.landing, date(2013, 1, 1), 2)
+            outcomes = pipe.loop.run_until_idle()
+            assert all(o.success for o in outcomes), [o.error for o in outcomes]
+            yield pipe
+
+
+def test_days_flow_from_landing_to_features(pipeline: Pipeline):
+    for day in ("2013-01-01", "2013-01-02"):
+        for asset in ("raw_flights", "raw_weather", "flight_features"):
+            assert pipeline.lake(asset, day).exists(), (asset, day)
+    triggers = [(o.trigger, o.partition, tuple(o.assets)) for o in pipeline.loop.state.outcomes]
+    assert ("landing", None, ("airlines", "airports", "planes")) in triggers
+    assert ("landing", DAY, ("raw_flights", "raw_weather")) in triggers
+    assert ("automation", DAY, ("flight_features",)) in triggers
+
+
+def test_materializations_carry_rows_hashes_paths_and_versions(pipeline: Pipeline):
+    raw = pipeline.materializations("raw_flights", DAY)[0]
+    assert raw.metadata["dagster/row_count"].value == 842
+    assert raw.metadata["landing_path"].value.endswith("landing/flights/2013-01-01.csv")
+    assert raw.metadata["bytes"].value == pipeline.lake("raw_flights", DAY).stat().st_size
+    assert raw.tags["dagster/data_version"] == raw.metadata["content_hash"].value
+
+    feats = pipeline.materializations("flight_features", DAY)[0]
+    meta = {k: v.value for k, v in feats.metadata.items()}
+    assert meta["dagster/row_count"] == 842
+    assert 0.0 < meta["delayed_share"] < 1.0
+    registry = DataRegistry(pipeline.where.registry, str(pipeline.where.dvc_remote))
+    assert registry.recorded_md5(meta["registry_path"], meta["registry_rev"]) == meta["dvc_md5"]
+    # The registry version is the lake file, bit for bit.
+    lake_md5 = hashlib.md5(pipeline.lake("flight_features", DAY).read_bytes()).hexdigest()
+    assert meta["dvc_md5"] == lake_md5
+
+
+def test_nothing_new_means_no_runs(pipeline: Pipeline):
+    assert pipeline.loop.tick_landing() == []
+    assert pipeline.loop.tick_automation() == []
+
+
+def _bad_flights(pipeline: Pipeline, mutate) -> bytes:
+    import pandas as pd
+
+    good = pd.read_csv(pipeline.where.landing / "flights" / "2013-01-02.csv", dtype=str,
+                       keep_default_na=False)
+    good["day"] = "1"  # a plausible file for the day under test
+    return mutate(good)
+
+
+BAD_DELIVERIES = {
+    "empty file": (lambda df: b"", "file is empty"),
+    "not csv": (lambda df: b"\x89PNG\r\n\x1a\n\x00binary", "not a CSV file"),
+    "header only": (lambda df: df.iloc[0:0].to_csv(index=False).encode(), "non_empty_day"),
+    "missing column": (
+        lambda df: df.drop(columns=["carrier"]).to_csv(index=False).encode(),
+        "carrier: column_in_dataframe",
+    ),
+    "extra column": (
+        lambda df: df.assign(gate="A1").to_csv(index=False).encode(),
+        "gate: column_in_schema",
+    ),
+    "wrong type": (
+        lambda df: df.assign(distance="far").to_csv(index=False).encode(),
+        "distance: coerce_dtype('int64')",
+    ),
+    "out of range": (
+        lambda df: df.assign(minute="75").to_csv(index=False).encode(),
+        "minute: in_range(0, 59)",
+    ),
+    "duplicate keys": (
+        lambda df: df.assign(flight="1").to_csv(index=False).encode(),
+        "multiple_fields_uniqueness",
+    ),
+    "unknown airport": (
+        lambda df: df.assign(dest="QQQ").to_csv(index=False).encode(),
+        "dest: known_airport",
+    ),
+    "unknown carrier": (
+        lambda df: df.assign(carrier="Q9").to_csv(index=False).encode(),
+        "carrier: known_carrier",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_DELIVERIES))
+def test_bad_redelivery_fails_clearly_and_loses_nothing(pipeline: Pipeline, case: str):
+    mutate, expected = BAD_DELIVERIES[case]
+    before_raw = pipeline.digest("raw_flights", DAY)
+    before_features = pipeline.digest("flight_features", DAY)
+    stored = len(pipeline.materializations("raw_flights", DAY))
+    landing_file = pipeline.where.landing / "flights" / f"{DAY}.csv"
+    landing_file.write_bytes(_bad_flights(pipeline, mutate))
+    os.utime(landing_file, ns=(time.time_ns(), time.time_ns()))  # always a new delivery
+
+    outcomes = pipeline.loop.tick_landing()
+    assert [(o.partition, o.success) for o in outcomes] == [(DAY, False)]
+    error = outcomes[0].error or ""
+    assert expected in error
+    assert str(landing_file) in error
+    # The failed contract is visible as a failed blocking check with the failure table.
+    [check] = pipeline.check_results(outcomes[0].run_id)
+    assert check.check_name == "contract" and not check.passed
+    assert check.partition == DAY
+    # Nothing stored, nothing earlier overwritten, nothing downstream requested.
+    assert pipeline.digest("raw_flights", DAY) == before_raw
+    assert len(pipeline.materializations("raw_flights", DAY)) == stored
+    assert pipeline.loop.tick_automation() == []
+    assert pipeline.digest("flight_features", DAY) == before_features
+
+
+def test_fixed_redelivery_recovers_the_day(pipeline: Pipeline):
+    replay(pipeline.where.landing, date(2013, 1, 1), 1, include_reference=False)
+    outcomes = pipeline.loop.tick_landing() + pipeline.loop.tick_automation()
+    assert [(o.partition, o.assets, o.success) for o in outcomes] == [
+        (DAY, ["raw_flights", "raw_weather"], True),  # the replay rewrote both files
+        (DAY, ["flight_features"], True),
+    ]
+
+
+def test_day_with_no_weather_blocks_features(pipeline: Pipeline):
+    replay(pipeline.where.landing, date(2013, 12, 31), 1, include_reference=False)
+    outcomes = {tuple(o.assets): o for o in pipeline.loop.tick_landing()}
+    [day_run] = outcomes.values()
+    assert not day_run.success
+    assert "non_empty_day" in (day_run.error or "")
+    assert "weather/2013-12-31.csv" in (day_run.error or "")
+    assert pipeline.lake("raw_flights", "2013-12-31").exists()  # flights are fine
+    assert not pipeline.lake("raw_weather", "2013-12-31").exists()
+    assert pipeline.loop.tick_automation() == []
+    assert not pipeline.lake("flight_features", "2013-12-31").exists()
+
+
+def test_leakage_guard_blocks_before_anything_is_stored(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+):
+    from mlops_assets.lib import features
+
+    real = features.build_flight_features
+    monkeypatch.setattr(
+        features, "build_flight_features",
+        lambda *a: real(*a).assign(dep_delay=1.0),
+    )
+    registry = DataRegistry(pipeline.where.registry, str(pipeline.where.dvc_remote))
+    history = registry.history("flight_features/2013-01-02.parquet")
+    before = pipeline.digest("flight_features", "2013-01-02")
+    result = dg.materialize(
+        list(pipeline.defs.assets or []),  # type: ignore[arg-type]
+        selection=["flight_features"],
+        partition_key="2013-01-02",
+        instance=pipeline.instance,
+        resources=pipeline.defs.resources,
+        raise_on_error=False,
+    )
+    assert not result.success
+    [check] = pipeline.check_results(result.run_id)
+    assert check.check_name == "no_leakage" and not check.passed
+    assert check.metadata["leaking_columns"].value == ["dep_delay"]
+    assert pipeline.digest("flight_features", "2013-01-02") == before
+    assert registry.history("flight_features/2013-01-02.parquet") == history

@@ -1,0 +1,104 @@
+from __future__ import annotations
+
+import os
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from mlops_assets.lib import landing
+from mlops_assets.lib.source import replay
+
+FIRST, END = date(2013, 1, 1), date(2014, 1, 1)
+
+
+def plan(files, seen, ready=True):
+    return landing.plan_landing_runs(
+        files, seen, first_day=FIRST, end_day=END, references_ready=ready
+    )
+
+
+def touch(root: Path, rel: str, payload: bytes = b"a,b\n1,2\n") -> Path:
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(payload)
+    return path
+
+
+def test_replay_writes_one_file_per_dataset_and_day(tmp_path: Path):
+    summary = replay(tmp_path, date(2013, 1, 30), 2)
+    names = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.csv"))
+    assert names == [
+        "flights/2013-01-30.csv", "flights/2013-01-31.csv",
+        "reference/airlines.csv", "reference/airports.csv", "reference/planes.csv",
+        "weather/2013-01-30.csv", "weather/2013-01-31.csv",
+    ]
+    assert summary.rows["flights"] > 1500
+    assert not list(tmp_path.rglob(".*.tmp"))
+
+
+def test_replay_of_a_day_without_weather_is_header_only(tmp_path: Path):
+    replay(tmp_path, date(2013, 12, 31), 1, include_reference=False)
+    text = (tmp_path / "weather" / "2013-12-31.csv").read_text()
+    assert text.strip().startswith("origin,year") and len(text.strip().splitlines()) == 1
+
+
+def test_first_tick_requests_references_and_defers_days(tmp_path: Path):
+    replay(tmp_path, date(2013, 1, 1), 2)
+    first = plan(landing.scan(tmp_path), {}, ready=False)
+    assert first.references is not None
+    assert first.references[0] == ("airlines", "airports", "planes")
+    assert first.days == []
+    assert len(first.deferred) == 4
+    second = plan(landing.scan(tmp_path), first.seen, ready=True)
+    assert second.references is None
+    assert [(r.day, r.datasets) for r in second.days] == [
+        (date(2013, 1, 1), ("flights", "weather")),
+        (date(2013, 1, 2), ("flights", "weather")),
+    ]
+
+
+def test_cursor_prevents_duplicates_and_sees_redeliveries(tmp_path: Path):
+    replay(tmp_path, date(2013, 1, 1), 1, include_reference=False)
+    first = plan(landing.scan(tmp_path), {})
+    assert len(first.days) == 1
+    again = plan(landing.scan(tmp_path), first.seen)
+    assert again.days == [] and again.references is None
+    # A re-delivered file (new size/mtime) is planned again, with a different run key.
+    path = tmp_path / "weather" / "2013-01-01.csv"
+    path.write_bytes(path.read_bytes() + b"\n")
+    os.utime(path, ns=(1, 1))
+    redelivered = plan(landing.scan(tmp_path), first.seen)
+    assert [r.datasets for r in redelivered.days] == [("weather",)]
+    assert redelivered.days[0].run_key != first.days[0].run_key
+
+
+def test_run_keys_are_stable_if_the_cursor_is_lost(tmp_path: Path):
+    replay(tmp_path, date(2013, 1, 1), 1, include_reference=False)
+    a = plan(landing.scan(tmp_path), {})
+    b = plan(landing.scan(tmp_path), {})
+    assert [r.run_key for r in a.days] == [r.run_key for r in b.days]
+
+
+def test_out_of_range_and_badly_named_files_are_skipped_once(tmp_path: Path):
+    touch(tmp_path, "flights/2012-12-31.csv")
+    touch(tmp_path, "flights/2014-01-01.csv")
+    touch(tmp_path, "weather/2013-02-30.csv")
+    touch(tmp_path, "weather/today.csv")
+    touch(tmp_path, "reference/gates.csv")
+    touch(tmp_path, "flights/.2013-01-01.csv.abc.tmp")  # an in-flight write
+    result = plan(landing.scan(tmp_path), {})
+    assert result.days == [] and result.references is None
+    text = "\n".join(result.skipped)
+    assert "flights/2012-12-31.csv: 2012-12-31 is outside the partition range" in text
+    assert "flights/2014-01-01.csv: 2014-01-01 is outside the partition range" in text
+    assert "weather/2013-02-30.csv: '2013-02-30' is not a calendar date" in text
+    assert "weather/today.csv: file name must be YYYY-MM-DD.csv" in text
+    assert "unknown reference file 'gates.csv'" in text
+    assert len(result.skipped) == 5
+    assert plan(landing.scan(tmp_path), result.seen).skipped == []
+
+
+def test_landing_path_rejects_unknown_dataset(tmp_path: Path):
+    with pytest.raises(ValueError, match="unknown dataset"):
+        landing.landing_path(tmp_path, "boats", date(2013, 1, 1))

@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mlops_assets import settings
+from mlops_assets.resources.environments import MissingSettingError, build_resources
+
+
+def test_state_folder_defaults_to_project_and_moves_with_one_variable(tmp_path: Path):
+    assert settings.locations({}).state == settings.project_root() / "state"
+    moved = settings.locations({settings.STATE_DIR_VAR: str(tmp_path / "elsewhere")})
+    assert moved.state == tmp_path / "elsewhere"
+    assert moved.lake == tmp_path / "elsewhere" / "lake"
+    assert moved.registry.parent == moved.dvc_remote.parent == moved.state
+
+
+def test_environment_is_local_by_default_and_validated():
+    assert settings.environment({}) == "local"
+    assert settings.environment({"MLOPS_ENV": "Production"}) == "production"
+    with pytest.raises(ValueError, match="MLOPS_ENV must be"):
+        settings.environment({"MLOPS_ENV": "staging"})
+
+
+def test_local_resources_live_under_the_state_folder(state_dir: Path):
+    resources = build_resources({})
+    assert resources["io_manager"].base_url == str(state_dir / "lake")
+    assert resources["landing"].url == str(state_dir / "landing")
+    assert resources["registry"].dvc_remote == str(state_dir / "dvc-remote")
+
+
+def test_production_without_settings_names_every_missing_variable():
+    with pytest.raises(MissingSettingError) as info:
+        build_resources({"MLOPS_ENV": "production", "MLOPS_LAKE_URL": "s3://b/lake"})
+    message = str(info.value)
+    for name in ("MLOPS_LANDING_URL", "MLOPS_REGISTRY_GIT_URL", "MLOPS_DVC_REMOTE_URL"):
+        assert name in message
+    assert "MLOPS_LAKE_URL" not in message
+
+
+def test_telemetry_is_off_unless_set_explicitly():
+    env = {"DO_NOT_TRACK": "false"}
+    settings.telemetry_off(env)
+    assert env["DO_NOT_TRACK"] == "false"
+    assert env["MLFLOW_DISABLE_TELEMETRY"] == "true"
+    assert env["DVC_NO_ANALYTICS"] == "1"
