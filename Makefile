@@ -1,5 +1,6 @@
 # A thin facade over uv. Every target runs inside the locked environment.
 UV ?= uv
+UV_VERSION ?= 0.13.8
 DAYS ?= 28
 PORT ?= 3000
 export DAGSTER_DISABLE_TELEMETRY=true DO_NOT_TRACK=true DVC_NO_ANALYTICS=1 \
@@ -7,7 +8,8 @@ export DAGSTER_DISABLE_TELEMETRY=true DO_NOT_TRACK=true DVC_NO_ANALYTICS=1 \
 
 .PHONY: setup demo test test-fast dev lint typecheck bench clean
 
-setup:  ## install the locked environment (.venv)
+setup:  ## install uv if missing, then the locked environment (.venv)
+	@command -v $(UV) >/dev/null 2>&1 || python3 -m pip install --quiet "uv==$(UV_VERSION)"
 	$(UV) sync --frozen
 
 demo: setup  ## the main job: replay $(DAYS) days and run them through the graph

@@ -93,7 +93,7 @@ def setup_environment(state: Path) -> None:
     warnings.filterwarnings("ignore", message=".*is currently in (beta|preview).*")
 
 
-def main(argv: list[str] | None = None) -> int:  # noqa: C901 - one linear script
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--days", type=int, default=5, help="measured days")
     parser.add_argument("--start", type=date.fromisoformat, default=date(2013, 1, 10))
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: C901 - one linear scrip
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def run(args: argparse.Namespace, tmp: Path, out: Path) -> int:  # noqa: C901
+def run(args: argparse.Namespace, tmp: Path, out: Path) -> int:
     setup_environment(tmp / "state")
 
     import dagster as dg

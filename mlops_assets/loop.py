@@ -42,8 +42,13 @@ class LoopState:
 class LocalLoop:
     """Ticks the landing sensor and the automation conditions and runs what they request."""
 
-    def __init__(self, defs: dg.Definitions, instance: dg.DagsterInstance, cursor_file: Path,
-                 log_level: str = "WARNING"):
+    def __init__(
+        self,
+        defs: dg.Definitions,
+        instance: dg.DagsterInstance,
+        cursor_file: Path,
+        log_level: str = "WARNING",
+    ):
         self.defs = defs
         self.log_level = log_level
         self.instance = instance
@@ -57,8 +62,9 @@ class LocalLoop:
         self._assets = list(defs.assets or [])
         self._resources = dict(defs.resources or {})
 
-    def _execute(self, trigger: str, keys: list[dg.AssetKey], partition: str | None,
-                 tags: dict[str, str]) -> RunOutcome:
+    def _execute(
+        self, trigger: str, keys: list[dg.AssetKey], partition: str | None, tags: dict[str, str]
+    ) -> RunOutcome:
         result = dg.materialize(
             self._assets,  # type: ignore[arg-type]
             selection=keys,
@@ -72,23 +78,37 @@ class LocalLoop:
         error = None
         if not result.success:
             failures = [e for e in result.all_events if e.is_step_failure]
-            error = "; ".join(
-                (e.step_failure_data.user_failure_data.description or "")
-                if e.step_failure_data and e.step_failure_data.user_failure_data
-                else (e.message or "") for e in failures
-            ) or "run failed"
-        outcome = RunOutcome(trigger, [k.to_user_string() for k in keys], partition,
-                             result.success, result.run_id, error)
+            error = (
+                "; ".join(
+                    (e.step_failure_data.user_failure_data.description or "")
+                    if e.step_failure_data and e.step_failure_data.user_failure_data
+                    else (e.message or "")
+                    for e in failures
+                )
+                or "run failed"
+            )
+        outcome = RunOutcome(
+            trigger,
+            [k.to_user_string() for k in keys],
+            partition,
+            result.success,
+            result.run_id,
+            error,
+        )
         self.state.outcomes.append(outcome)
         return outcome
 
     def _save(self) -> None:
         automation = self.state.automation_cursor
         self.cursor_file.parent.mkdir(parents=True, exist_ok=True)
-        self.cursor_file.write_text(json.dumps({
-            "landing": self.state.landing_cursor,
-            "automation": serialize_value(automation) if automation is not None else None,
-        }))
+        self.cursor_file.write_text(
+            json.dumps(
+                {
+                    "landing": self.state.landing_cursor,
+                    "automation": serialize_value(automation) if automation is not None else None,
+                }
+            )
+        )
 
     def tick_landing(self) -> list[RunOutcome]:
         """One landing-sensor tick; executes the requested runs in order."""
@@ -108,8 +128,9 @@ class LocalLoop:
             if request.run_key:
                 tags[RUN_KEY_TAG] = request.run_key
             outcomes.append(
-                self._execute("landing", list(request.asset_selection or []),
-                              request.partition_key, tags)
+                self._execute(
+                    "landing", list(request.asset_selection or []), request.partition_key, tags
+                )
             )
         return outcomes
 
@@ -121,11 +142,10 @@ class LocalLoop:
         self.state.automation_cursor = result.cursor
         self._save()
         by_partition: dict[str | None, list[dg.AssetKey]] = {}
-        for asset in self._assets:
-            for key in asset.keys:
-                if result.get_num_requested(key):
-                    for partition in sorted(result.get_requested_partitions(key), key=str):
-                        by_partition.setdefault(partition, []).append(key)
+        for key in sorted(self.defs.resolve_all_asset_keys(), key=lambda k: k.to_user_string()):
+            if result.get_num_requested(key):
+                for partition in sorted(result.get_requested_partitions(key), key=str):
+                    by_partition.setdefault(partition, []).append(key)
         return [
             self._execute("automation", keys, partition, {"mlops/trigger": "automation"})
             for partition, keys in sorted(by_partition.items(), key=lambda kv: str(kv[0]))

@@ -61,22 +61,27 @@ class Locations:
 
     @property
     def dagster_home(self) -> Path:
+        """Dagster instance home (SQLite storage, dagster.yaml)."""
         return self.state / "dagster_home"
 
     @property
     def landing(self) -> Path:
+        """Landing zone root."""
         return self.state / "landing"
 
     @property
     def lake(self) -> Path:
+        """Parquet lake root."""
         return self.state / "lake"
 
     @property
     def registry(self) -> Path:
+        """Work tree of the DVC data-registry repository."""
         return self.state / "registry"
 
     @property
     def dvc_remote(self) -> Path:
+        """DVC remote of the data registry."""
         return self.state / "dvc-remote"
 
 

@@ -26,7 +26,9 @@ def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def _read(name: str) -> pd.DataFrame:
     return pd.read_csv(
-        io.BytesIO(source.read_source_csv(name)), dtype=str, keep_default_na=False,
+        io.BytesIO(source.read_source_csv(name)),
+        dtype=str,
+        keep_default_na=False,
         na_values=["", "NA"],
     )
 

@@ -1,6 +1,5 @@
 """Automation: the landing sensor starts days; declarative automation carries them on."""
 
-
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -58,9 +57,11 @@ def landing_run_requests(
         )
     context.update_cursor(json.dumps(plan.seen, sort_keys=True))
     if not plan.references and not plan.days:
-        detail = f"; {len(plan.deferred)} day file(s) wait for the reference tables" if (
-            plan.deferred
-        ) else ""
+        detail = (
+            f"; {len(plan.deferred)} day file(s) wait for the reference tables"
+            if (plan.deferred)
+            else ""
+        )
         yield dg.SkipReason(f"no new landing files{detail}")
 
 

@@ -1,6 +1,5 @@
 """Features: one row per flight with what is known before departure, plus the label."""
 
-
 from collections.abc import Iterator
 from typing import Any
 

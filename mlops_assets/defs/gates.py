@@ -5,7 +5,6 @@ fails the step before the IO manager is called, so a bad delivery never replaces
 partition and downstream assets are not requested.
 """
 
-
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -14,8 +13,12 @@ import dagster as dg
 CONTRACT_CHECK = "contract"
 
 
-def contract_spec(asset: str, partitions_def: dg.PartitionsDefinition | None = None,
-                  name: str = CONTRACT_CHECK, description: str | None = None) -> dg.AssetCheckSpec:
+def contract_spec(
+    asset: str,
+    partitions_def: dg.PartitionsDefinition | None = None,
+    name: str = CONTRACT_CHECK,
+    description: str | None = None,
+) -> dg.AssetCheckSpec:
     """A blocking check spec reported by the asset itself."""
     return dg.AssetCheckSpec(
         name,

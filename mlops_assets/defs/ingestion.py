@@ -1,6 +1,5 @@
 """Ingestion: landing files -> validated Parquet in the lake (reference tables and days)."""
 
-
 from collections.abc import Iterator
 from datetime import date
 from typing import Any

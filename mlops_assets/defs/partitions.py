@@ -11,8 +11,10 @@ daily_partitions = dg.DailyPartitionsDefinition(
 
 
 def follow_upstream(ignore: dg.AssetSelection | None = None) -> dg.AutomationCondition:
-    """Downstream daily assets follow every upstream partition that updates, not only the
-    latest day (plain `eager()`), and only once every blocking check upstream has passed.
+    """Automation for daily assets that follow their upstream partitions.
+
+    Every upstream partition that updates is followed, not only the latest day (plain
+    `eager()`), and only once every blocking check upstream has passed.
 
     Args:
         ignore: Upstream assets whose updates do not trigger (e.g. a reference table whose

@@ -144,10 +144,14 @@ def flights_schema(
             **_day_columns(pa, day),
             "dep_time": pa.Column("Int64", clock, nullable=True, coerce=True),
             "sched_dep_time": pa.Column(int, clock, coerce=True),
-            "dep_delay": pa.Column(float, pa.Check.in_range(-240, 2880), nullable=True, coerce=True),
+            "dep_delay": pa.Column(
+                float, pa.Check.in_range(-240, 2880), nullable=True, coerce=True
+            ),
             "arr_time": pa.Column("Int64", clock, nullable=True, coerce=True),
             "sched_arr_time": pa.Column(int, clock, coerce=True),
-            "arr_delay": pa.Column(float, pa.Check.in_range(-240, 2880), nullable=True, coerce=True),
+            "arr_delay": pa.Column(
+                float, pa.Check.in_range(-240, 2880), nullable=True, coerce=True
+            ),
             "carrier": pa.Column(str, _known(pa, carriers, "carrier"), coerce=True),
             "flight": pa.Column(int, pa.Check.in_range(1, 9999), coerce=True),
             "tailnum": pa.Column(str, pa.Check.str_matches(r"^[A-Z0-9]{2,7}$"), nullable=True),

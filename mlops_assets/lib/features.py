@@ -62,13 +62,28 @@ NON_FEATURE_COLUMNS = [*KEY_COLUMNS, "sched_departure_utc", "tailnum", "is_cance
 # Keys first, then features (carrier and origin are both), then the non-features.
 OUTPUT_COLUMNS = tuple(
     dict.fromkeys(
-        [*KEY_COLUMNS, "sched_departure_utc", "tailnum", *FEATURE_COLUMNS, "is_cancelled",
-         LABEL_COLUMN]
+        [
+            *KEY_COLUMNS,
+            "sched_departure_utc",
+            "tailnum",
+            *FEATURE_COLUMNS,
+            "is_cancelled",
+            LABEL_COLUMN,
+        ]
     )
 )
 
-_WEATHER_FIELDS = ["temp", "dewp", "humid", "wind_dir", "wind_speed", "wind_gust", "precip",
-                   "pressure", "visib"]
+_WEATHER_FIELDS = [
+    "temp",
+    "dewp",
+    "humid",
+    "wind_dir",
+    "wind_speed",
+    "wind_gust",
+    "precip",
+    "pressure",
+    "visib",
+]
 
 
 def find_leakage(columns: list[str]) -> list[str]:
@@ -79,7 +94,8 @@ def find_leakage(columns: list[str]) -> list[str]:
     """
     features = [c for c in columns if c not in NON_FEATURE_COLUMNS]
     return sorted(
-        c for c in features
+        c
+        for c in features
         if c in POST_DEPARTURE_FIELDS or any(c.startswith(f + "_") for f in POST_DEPARTURE_FIELDS)
     )
 
@@ -111,9 +127,7 @@ def build_flight_features(
     import pandas as pd
 
     frame = flights.copy()
-    flight_date = pd.to_datetime(
-        dict(year=frame["year"], month=frame["month"], day=frame["day"])
-    )
+    flight_date = pd.to_datetime(dict(year=frame["year"], month=frame["month"], day=frame["day"]))
     out = pd.DataFrame(
         {
             "flight_date": flight_date.dt.date.astype(str),
@@ -146,7 +160,9 @@ def build_flight_features(
     hourly = weather[["origin", "time_hour", *_WEATHER_FIELDS]].rename(
         columns={"time_hour": "sched_departure_utc"}
     )
-    out = out.merge(hourly, on=["origin", "sched_departure_utc"], how="left", validate="many_to_one")
+    out = out.merge(
+        hourly, on=["origin", "sched_departure_utc"], how="left", validate="many_to_one"
+    )
 
     no_arrival = frame["arr_delay"].isna().to_numpy()  # cancelled or diverted
     out["is_cancelled"] = frame["dep_time"].isna().to_numpy()

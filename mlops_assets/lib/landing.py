@@ -83,7 +83,7 @@ def scan(root: UPath | Path) -> list[LandingFile]:
     if not root.exists():
         return found
     for dataset in (*DAY_DATASETS, "reference"):
-        folder = root / dataset
+        folder: Any = root / dataset
         if not folder.exists():
             continue
         for path in sorted(folder.iterdir(), key=lambda p: p.name):
@@ -93,9 +93,13 @@ def scan(root: UPath | Path) -> list[LandingFile]:
             fingerprint = _fingerprint(path)
             if dataset == "reference":
                 stem = path.name.removesuffix(".csv")
-                problem = None if stem in REFERENCE_DATASETS and path.name.endswith(".csv") else (
-                    f"unknown reference file {path.name!r} (expected one of "
-                    f"{', '.join(n + '.csv' for n in REFERENCE_DATASETS)})"
+                problem = (
+                    None
+                    if stem in REFERENCE_DATASETS and path.name.endswith(".csv")
+                    else (
+                        f"unknown reference file {path.name!r} (expected one of "
+                        f"{', '.join(n + '.csv' for n in REFERENCE_DATASETS)})"
+                    )
                 )
                 found.append(LandingFile(stem, key, None, fingerprint, problem))
                 continue

@@ -18,6 +18,7 @@ import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from mlops_assets.lib.hashing import md5_bytes
 
@@ -74,7 +75,7 @@ class DataRegistry:
             raise RegistryError(f"git {' '.join(args)} failed in {self.root}: {result.stderr}")
         return result.stdout.strip()
 
-    def _lock(self):  # type: ignore[no-untyped-def]
+    def _lock(self) -> Any:
         from filelock import FileLock
 
         return FileLock(str(self.root.parent / f".{self.root.name}.lock"), timeout=600)
@@ -89,7 +90,8 @@ class DataRegistry:
             if self.git_remote and not (self.root / ".git").exists():
                 subprocess.run(
                     ["git", "clone", "--quiet", self.git_remote, str(self.root)],
-                    check=True, capture_output=True,
+                    check=True,
+                    capture_output=True,
                 )
             self.root.mkdir(parents=True, exist_ok=True)
             if not (self.root / ".git").exists():
@@ -97,14 +99,16 @@ class DataRegistry:
             if not (self.root / ".dvc").exists():
                 from dvc.repo import Repo
 
-                with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                with (
+                    contextlib.redirect_stdout(io.StringIO()),
+                    contextlib.redirect_stderr(io.StringIO()),
+                ):
                     Repo.init(str(self.root))
-                with Repo(str(self.root)) as repo:
-                    with repo.config.edit() as conf:
-                        conf["core"]["remote"] = "default"
-                        conf["core"]["analytics"] = False
-                        conf["core"]["autostage"] = True  # stages .dvc pointers (and stays quiet)
-                        conf["remote"]["default"] = {"url": self.remote_url}
+                with Repo(str(self.root)) as repo, repo.config.edit() as conf:
+                    conf["core"]["remote"] = "default"
+                    conf["core"]["analytics"] = False
+                    conf["core"]["autostage"] = True  # stages .dvc pointers (and stays quiet)
+                    conf["remote"]["default"] = {"url": self.remote_url}
                 self._git("add", ".dvc", ".dvcignore")
                 self._git("commit", "--quiet", "-m", "Initialize data registry")
                 if self.git_remote:

@@ -1,6 +1,5 @@
 """Local and production flavours of every resource, chosen from ``MLOPS_ENV`` only here."""
 
-
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -30,7 +29,9 @@ def _local() -> dict[str, Any]:
     return {
         "io_manager": LakeIOManager(base_url=str(where.lake)),
         "landing": LandingZone(url=str(where.landing)),
-        "registry": DataRegistryResource(path=str(where.registry), dvc_remote=str(where.dvc_remote)),
+        "registry": DataRegistryResource(
+            path=str(where.registry), dvc_remote=str(where.dvc_remote)
+        ),
     }
 
 

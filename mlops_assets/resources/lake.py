@@ -1,6 +1,5 @@
 """The lake: Parquet files under a local folder or any fsspec/UPath URL."""
 
-
 import json
 from typing import Any
 
@@ -18,6 +17,7 @@ class ParquetLakeIOManager(dg.UPathIOManager):
     extension = ".parquet"
 
     def dump_to_path(self, context: dg.OutputContext, obj: Any, path: UPath) -> None:
+        """Writes a frame as Parquet, atomically."""
         from mlops_assets.lib.hashing import to_parquet_bytes
         from mlops_assets.lib.landing import write_atomic
 
@@ -26,6 +26,7 @@ class ParquetLakeIOManager(dg.UPathIOManager):
         context.add_output_metadata({"bytes": len(payload)})
 
     def load_from_path(self, context: dg.InputContext, path: UPath) -> Any:
+        """Reads a Parquet file into a frame."""
         import pandas as pd
 
         with path.open("rb") as handle:
@@ -44,4 +45,7 @@ class LakeIOManager(dg.ConfigurableIOManagerFactory):
     storage_options: str = "{}"
 
     def create_io_manager(self, context: dg.InitResourceContext) -> ParquetLakeIOManager:
-        return ParquetLakeIOManager(base_path=UPath(self.base_url, **json.loads(self.storage_options)))
+        """Builds the UPath IO manager for the configured base URL."""
+        return ParquetLakeIOManager(
+            base_path=UPath(self.base_url, **json.loads(self.storage_options))
+        )

@@ -1,6 +1,5 @@
 """The landing zone where upstream systems drop one file per dataset and day."""
 
-
 import json
 from datetime import date
 from typing import Any

@@ -1,6 +1,5 @@
 """The DVC data registry as a Dagster resource."""
 
-
 from pathlib import Path
 
 import dagster as dg

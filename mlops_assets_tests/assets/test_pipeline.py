@@ -105,8 +105,9 @@ def test_nothing_new_means_no_runs(pipeline: Pipeline):
 def _bad_flights(pipeline: Pipeline, mutate) -> bytes:
     import pandas as pd
 
-    good = pd.read_csv(pipeline.where.landing / "flights" / "2013-01-02.csv", dtype=str,
-                       keep_default_na=False)
+    good = pd.read_csv(
+        pipeline.where.landing / "flights" / "2013-01-02.csv", dtype=str, keep_default_na=False
+    )
     good["day"] = "1"  # a plausible file for the day under test
     return mutate(good)
 
@@ -201,7 +202,8 @@ def test_leakage_guard_blocks_before_anything_is_stored(
 
     real = features.build_flight_features
     monkeypatch.setattr(
-        features, "build_flight_features",
+        features,
+        "build_flight_features",
         lambda *a: real(*a).assign(dep_delay=1.0),
     )
     registry = DataRegistry(pipeline.where.registry, str(pipeline.where.dvc_remote))

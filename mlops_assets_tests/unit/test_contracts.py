@@ -85,7 +85,9 @@ def test_duplicate_flight_keys(flights_day, flights_schema):
     assert len(flights_day) + 1 in error.rows
 
 
-@pytest.mark.parametrize(("column", "value"), [("dest", "XXX"), ("carrier", "ZZ"), ("origin", "BOS")])
+@pytest.mark.parametrize(
+    ("column", "value"), [("dest", "XXX"), ("carrier", "ZZ"), ("origin", "BOS")]
+)
 def test_unknown_airport_or_carrier(flights_day, flights_schema, column, value):
     frame = flights_day.copy()
     frame.loc[2, column] = value

@@ -23,21 +23,41 @@ def test_antlr_runtime_is_the_one_dagster_needs():
 
 def test_string_selections_parse_and_resolve():
     graph = defs.resolve_asset_graph()
-    selected = dg.AssetSelection.from_string("group:ingestion or key:flight_features").resolve(graph)
-    assert {k.to_user_string() for k in selected} == {"raw_flights", "raw_weather", "flight_features"}
+    selected = dg.AssetSelection.from_string("group:ingestion or key:flight_features").resolve(
+        graph
+    )
+    assert {k.to_user_string() for k in selected} == {
+        "raw_flights",
+        "raw_weather",
+        "flight_features",
+    }
     upstream = dg.AssetSelection.from_string("+key:flight_features").resolve(graph)
     assert len(upstream) == 6
     job = defs.resolve_job_def("daily_data")
     assert {k.to_user_string() for k in job.asset_layer.selected_asset_keys} == {
-        "raw_flights", "raw_weather", "flight_features",
+        "raw_flights",
+        "raw_weather",
+        "flight_features",
     }
 
 
 def test_dagster_cli_select_parses(tmp_path: Path):
     result = subprocess.run(
-        [sys.executable, "-m", "dagster", "asset", "list", "-m", "mlops_assets.definitions",
-         "--select", "group:features or key:raw_*"],
-        capture_output=True, text=True, timeout=120, cwd=Path(__file__).parents[2],
+        [
+            sys.executable,
+            "-m",
+            "dagster",
+            "asset",
+            "list",
+            "-m",
+            "mlops_assets.definitions",
+            "--select",
+            "group:features or key:raw_*",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).parents[2],
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert sorted(result.stdout.split()) == ["flight_features", "raw_flights", "raw_weather"]

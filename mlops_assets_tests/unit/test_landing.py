@@ -29,9 +29,13 @@ def test_replay_writes_one_file_per_dataset_and_day(tmp_path: Path):
     summary = replay(tmp_path, date(2013, 1, 30), 2)
     names = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.csv"))
     assert names == [
-        "flights/2013-01-30.csv", "flights/2013-01-31.csv",
-        "reference/airlines.csv", "reference/airports.csv", "reference/planes.csv",
-        "weather/2013-01-30.csv", "weather/2013-01-31.csv",
+        "flights/2013-01-30.csv",
+        "flights/2013-01-31.csv",
+        "reference/airlines.csv",
+        "reference/airports.csv",
+        "reference/planes.csv",
+        "weather/2013-01-30.csv",
+        "weather/2013-01-31.csv",
     ]
     assert summary.rows["flights"] > 1500
     assert not list(tmp_path.rglob(".*.tmp"))
