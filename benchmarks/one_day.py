@@ -383,10 +383,28 @@ def lake_read_seconds(lake: Path, day: date) -> float:
 def profile_pipeline(
     loop: Any, replay: Any, landing: Path, last: date, pipeline_day: Any, out: Path
 ) -> str:
-    """Pushes two more days through the pipeline under cProfile; returns the top functions."""
+    """Pushes two more days through the pipeline under a profiler; returns a text report.
+
+    Uses pyinstrument when it is installed (a call tree), cProfile otherwise.
+    """
+    days = [last + timedelta(days=i) for i in (1, 2)]
+    try:
+        from pyinstrument import Profiler
+    except ImportError:
+        Profiler = None  # noqa: N806
+    if Profiler is not None:
+        sampler = Profiler(interval=0.0005)
+        for day in days:
+            replay(landing, day, 1, include_reference=False)
+            sampler.start()
+            pipeline_day(day)
+            sampler.stop()
+        path = out.with_name(out.stem + "_profile.txt")
+        text = sampler.output_text(show_all=False, color=False, unicode=True)
+        path.write_text(text)
+        return f"pyinstrument of 2 extra pipeline days, saved to {path}"
     profiler = cProfile.Profile()
-    for i in (1, 2):
-        day = last + timedelta(days=i)
+    for day in days:
         replay(landing, day, 1, include_reference=False)
         profiler.enable()
         pipeline_day(day)
