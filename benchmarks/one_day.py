@@ -393,14 +393,15 @@ def profile_pipeline(
     except ImportError:
         Profiler = None  # noqa: N806
     if Profiler is not None:
-        sampler = Profiler(interval=0.0005)
+        sampler = Profiler(interval=0.001)
         for day in days:
             replay(landing, day, 1, include_reference=False)
             sampler.start()
             pipeline_day(day)
             sampler.stop()
         path = out.with_name(out.stem + "_profile.txt")
-        text = sampler.output_text(show_all=False, color=False, unicode=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        text = sampler.output_text(show_all=True, color=False, unicode=True)
         path.write_text(text)
         return f"pyinstrument of 2 extra pipeline days, saved to {path}"
     profiler = cProfile.Profile()

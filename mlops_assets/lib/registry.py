@@ -12,8 +12,7 @@ file lock because DVC's own repository lock gives up after a few seconds.
 
 from __future__ import annotations
 
-import contextlib
-import io
+import logging
 import os
 import subprocess
 from dataclasses import dataclass
@@ -99,11 +98,12 @@ class DataRegistry:
             if not (self.root / ".dvc").exists():
                 from dvc.repo import Repo
 
-                with (
-                    contextlib.redirect_stdout(io.StringIO()),
-                    contextlib.redirect_stderr(io.StringIO()),
-                ):
+                quiet = logging.getLogger("dvc.repo.init")  # "Initialized DVC repository."
+                quiet.disabled = True
+                try:
                     Repo.init(str(self.root))
+                finally:
+                    quiet.disabled = False
                 with Repo(str(self.root)) as repo, repo.config.edit() as conf:
                     conf["core"]["remote"] = "default"
                     conf["core"]["analytics"] = False
