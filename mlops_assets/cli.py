@@ -65,13 +65,29 @@ def _demo(args: argparse.Namespace) -> int:
     )
     for outcome in failed:
         print(f"  blocked {outcome.partition or '-'} {','.join(outcome.assets)}: {outcome.error}")
-    features = sorted((where.lake / "flight_features").glob("*.parquet"))
+    _print_feature_summary(where.lake / "flight_features")
     print("\nresults:")
-    print(f"  lake (Parquet)        {where.lake}  ({len(features)} feature day(s))")
+    print(f"  lake (Parquet)        {where.lake}")
     print(f"  data registry (DVC)   {where.registry}  (remote {where.dvc_remote})")
     print(f"  Dagster home          {where.dagster_home}")
     print("  open the UI on this state:  make dev   (http://127.0.0.1:3000)")
     return 0
+
+
+def _print_feature_summary(folder: Path) -> None:
+    import pandas as pd
+
+    files = sorted(folder.glob("*.parquet"))
+    if not files:
+        print("\nno feature days yet")
+        return
+    frame = pd.concat([pd.read_parquet(f, columns=["is_delayed"]) for f in files])
+    labelled = frame["is_delayed"].dropna()
+    print(
+        f"\nfeatures: {len(files)} day(s) {files[0].stem} .. {files[-1].stem}, "
+        f"{len(frame):,} flights, {len(labelled):,} labelled, "
+        f"{labelled.mean():.1%} arrived 15+ min late"
+    )
 
 
 def _restore(args: argparse.Namespace) -> int:
