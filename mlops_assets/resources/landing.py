@@ -5,7 +5,6 @@ from datetime import date
 from typing import Any
 
 import dagster as dg
-from upath import UPath
 
 
 class LandingZone(dg.ConfigurableResource):
@@ -19,8 +18,10 @@ class LandingZone(dg.ConfigurableResource):
     url: str
     storage_options: str = "{}"
 
-    def root(self) -> UPath:
-        """The landing root as a UPath."""
+    def root(self) -> Any:
+        """The landing root as a UPath (imported here: upath is not needed to load)."""
+        from upath import UPath
+
         return UPath(self.url, **json.loads(self.storage_options))
 
     def path(self, dataset: str, day: date | None = None) -> Any:
