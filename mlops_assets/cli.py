@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import sys
 import time
 import warnings
@@ -19,8 +20,11 @@ def prepare_dagster_home() -> Path:
     home = settings.locations().dagster_home
     home.mkdir(parents=True, exist_ok=True)
     config = settings.project_root() / "dagster.yaml"
-    if config.exists() and not (home / "dagster.yaml").exists():
-        shutil.copyfile(config, home / "dagster.yaml")
+    installed = home / "dagster.yaml"
+    if config.exists() and (
+        not installed.exists() or installed.read_bytes() != config.read_bytes()
+    ):
+        shutil.copyfile(config, installed)
     os.environ["DAGSTER_HOME"] = str(home)
     return home
 
@@ -123,6 +127,9 @@ def _dev(args: argparse.Namespace) -> int:
         "workspace.yaml",
     ]
     print(f"Dagster UI on http://{args.host}:{args.port} (DAGSTER_HOME={home})", flush=True)
+    # A background shell job inherits SIGINT as ignored, and dagster dev treats SIGTERM as
+    # SIGINT: restore the default so `kill` stops it.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     os.execv(sys.executable, command)
     return 0  # pragma: no cover
 
