@@ -18,6 +18,18 @@ KEY_COLUMNS = ["flight_date", "carrier", "flight", "origin"]
 LABEL_COLUMN = "is_delayed"
 DELAY_THRESHOLD_MINUTES = 15
 
+# Hourly weather at the origin, taken at the scheduled departure hour.
+WEATHER_FIELDS = [
+    "temp",
+    "dewp",
+    "humid",
+    "wind_dir",
+    "wind_speed",
+    "wind_gust",
+    "precip",
+    "pressure",
+    "visib",
+]
 CATEGORICAL_FEATURES = ["carrier", "origin", "dest", "route", "engine", "plane_type"]
 NUMERIC_FEATURES = [
     "month",
@@ -31,15 +43,7 @@ NUMERIC_FEATURES = [
     "plane_age",
     "seats",
     "engines",
-    "temp",
-    "dewp",
-    "humid",
-    "wind_dir",
-    "wind_speed",
-    "wind_gust",
-    "precip",
-    "pressure",
-    "visib",
+    *WEATHER_FIELDS,
 ]
 FEATURE_COLUMNS = CATEGORICAL_FEATURES + NUMERIC_FEATURES
 
@@ -72,18 +76,6 @@ OUTPUT_COLUMNS = tuple(
         ]
     )
 )
-
-_WEATHER_FIELDS = [
-    "temp",
-    "dewp",
-    "humid",
-    "wind_dir",
-    "wind_speed",
-    "wind_gust",
-    "precip",
-    "pressure",
-    "visib",
-]
 
 
 def find_leakage(columns: list[str]) -> list[str]:
@@ -157,7 +149,7 @@ def build_flight_features(
     out["plane_age"] = flight_date.dt.year.to_numpy() - out["plane_year"]
     out = out.drop(columns=["plane_year"])
 
-    hourly = weather[["origin", "time_hour", *_WEATHER_FIELDS]].rename(
+    hourly = weather[["origin", "time_hour", *WEATHER_FIELDS]].rename(
         columns={"time_hour": "sched_departure_utc"}
     )
     out = out.merge(
@@ -171,7 +163,7 @@ def build_flight_features(
 
     for column in CATEGORICAL_FEATURES:
         out[column] = out[column].astype("string")
-    for column in ["seats", "engines", "plane_age", *_WEATHER_FIELDS]:
+    for column in ["seats", "engines", "plane_age", *WEATHER_FIELDS]:
         out[column] = out[column].astype("float64")
     return out[list(OUTPUT_COLUMNS)].sort_values(KEY_COLUMNS, kind="stable").reset_index(drop=True)
 

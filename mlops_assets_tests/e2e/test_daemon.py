@@ -416,44 +416,39 @@ def _materialized_by(server: DagsterDev, asset: str, day: date) -> dict[str, Any
 
 
 @pytest.mark.timeout(900)
+def _assert_day_flowed_by_sensors(server: DagsterDev, day: date, timeout: float) -> None:
+    """Waits for the day's raw and feature partitions and checks which sensor ran them."""
+    key = day.isoformat()
+    wait_for(
+        lambda: all(server.materialized(a, day) for a in (*RAW_ASSETS, FEATURES)),
+        timeout,
+        what=f"raw_flights, raw_weather and flight_features for {key}",
+    )
+    for asset in RAW_ASSETS:
+        run = _materialized_by(server, asset, day)
+        assert run["tags"].get("dagster/sensor_name") == LANDING_SENSOR, (asset, run)
+        assert run["tags"].get("dagster/partition") == key, (asset, run)
+        assert run["tags"].get("mlops/trigger") == "landing", (asset, run)
+    run = _materialized_by(server, FEATURES, day)
+    assert run["tags"].get("dagster/sensor_name") == AUTOMATION_SENSOR, run
+    assert run["tags"].get("dagster/partition") == key, run
+
+
 def test_new_landing_day_is_materialized_by_the_daemon(
     dagster_dev: DagsterDev, state: Path
 ) -> None:
     server = dagster_dev
     landing = state / "landing"
-    day1, day2 = DAY1.isoformat(), DAY2.isoformat()
+    day1 = DAY1.isoformat()
     with server.report_on_failure():
         # Day 1 and the references were waiting when the server started: the landing sensor
         # materializes the references, then the day's raw files; automation follows with
         # the features.
-        wait_for(
-            lambda: all(server.materialized(a, DAY1) for a in (*RAW_ASSETS, FEATURES)),
-            FIRST_DAY_TIMEOUT,
-            what=f"raw_flights, raw_weather and flight_features for {day1}",
-        )
-        for asset in RAW_ASSETS:
-            run = _materialized_by(server, asset, DAY1)
-            assert run["tags"].get("dagster/sensor_name") == LANDING_SENSOR, (asset, run)
-            assert run["tags"].get("dagster/partition") == day1, (asset, run)
-            assert run["tags"].get("mlops/trigger") == "landing", (asset, run)
-        run = _materialized_by(server, FEATURES, DAY1)
-        assert run["tags"].get("dagster/sensor_name") == AUTOMATION_SENSOR, run
-        assert run["tags"].get("dagster/partition") == day1, run
+        _assert_day_flowed_by_sensors(server, DAY1, FIRST_DAY_TIMEOUT)
 
         # A new day arrives while the server runs: no reference files this time.
         replay(landing, DAY2, 1, include_reference=False)
-        wait_for(
-            lambda: all(server.materialized(a, DAY2) for a in (*RAW_ASSETS, FEATURES)),
-            NEW_DAY_TIMEOUT,
-            what=f"raw_flights, raw_weather and flight_features for {day2}",
-        )
-        for asset in RAW_ASSETS:
-            run = _materialized_by(server, asset, DAY2)
-            assert run["tags"].get("dagster/sensor_name") == LANDING_SENSOR, (asset, run)
-            assert run["tags"].get("dagster/partition") == day2, (asset, run)
-        run = _materialized_by(server, FEATURES, DAY2)
-        assert run["tags"].get("dagster/sensor_name") == AUTOMATION_SENSOR, run
-        assert run["tags"].get("dagster/partition") == day2, run
+        _assert_day_flowed_by_sensors(server, DAY2, NEW_DAY_TIMEOUT)
 
         # At least one landing tick after the last landing run: unchanged files must not be
         # requested again (the run keys and the cursor both carry file fingerprints).
