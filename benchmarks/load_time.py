@@ -101,6 +101,7 @@ def machine() -> dict[str, object]:
         "dagster": version,
         "platform": platform.platform(),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "loadavg_1min_at_end": round(os.getloadavg()[0], 2),
     }
 
 
@@ -118,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.runs < 1:
         parser.error("--runs must be at least 1")
 
+    load_before = round(os.getloadavg()[0], 2)
     with tempfile.TemporaryDirectory(prefix="mlops-bench-load-") as state:
         env = {**os.environ, "DAGSTER_DISABLE_TELEMETRY": "true", "MLOPS_STATE_DIR": state}
         env.pop("DAGSTER_HOME", None)
@@ -145,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     heavy = sorted({m for s in samples["definitions"] for m in s["heavy"]})  # type: ignore[attr-defined]
     resolve = med("definitions", "resolve_s")
     result = {
-        "machine": machine(),
+        "machine": {**machine(), "loadavg_1min_at_start": load_before},
         "runs": args.runs,
         "warmup": args.warmup,
         "median_import_s": imp,

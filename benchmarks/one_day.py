@@ -23,7 +23,7 @@ non-zero only on errors (a failed run, a missing output).
 Usage::
 
     uv run python benchmarks/one_day.py [--days 5] [--start 2013-01-10] [--warmup-days 2]
-        [--instance home|ephemeral] [--profile]
+        [--instance home|ephemeral] [--dagster-yaml PATH] [--profile] [--out PATH]
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 BUDGET_RATIO = 2.0
+STARTED: dict[str, float] = {}
 
 PIPELINE_STAGES = ("landing_sensor", "raw_run", "automation_eval", "features_run")
 PURE_STAGES = (
@@ -106,18 +107,31 @@ def main(argv: list[str] | None = None) -> int:
         "ephemeral: DagsterInstance.ephemeral() (in-memory storage)",
     )
     parser.add_argument(
+        "--dagster-yaml",
+        type=Path,
+        default=None,
+        help="with --instance home: use this dagster.yaml instead of the project's (to compare "
+        "instance configurations)",
+    )
+    parser.add_argument(
         "--profile",
         action="store_true",
-        help="after measuring, push 2 more days through the pipeline under cProfile",
+        help="after measuring, push 2 more days through the pipeline under a profiler "
+        "(pyinstrument if installed, else cProfile)",
     )
     parser.add_argument("--out", type=Path, default=None, help="JSON result file")
     parser.add_argument("--keep", action="store_true", help="keep the temporary state folder")
     args = parser.parse_args(argv)
     if args.days < 1 or args.warmup_days < 1:
         parser.error("--days and --warmup-days must be at least 1")
+    if args.dagster_yaml and (args.instance != "home" or not args.dagster_yaml.is_file()):
+        parser.error("--dagster-yaml needs --instance home and an existing file")
     suffix = "" if args.instance == "home" else f"_{args.instance}"
+    if args.dagster_yaml:
+        suffix += f"_{args.dagster_yaml.stem}"
     out = args.out or RESULTS / f"one_day{suffix}.json"
 
+    STARTED["loadavg_1min_at_start"] = round(os.getloadavg()[0], 2)
     tmp = Path(tempfile.mkdtemp(prefix="mlops-bench-day-"))
     try:
         return run(args, tmp, out)
@@ -138,6 +152,27 @@ def run(args: argparse.Namespace, tmp: Path, out: Path) -> int:
 
     from mlops_assets import settings
     from mlops_assets.cli import prepare_dagster_home
+
+    where = settings.locations()
+    if where.state != (tmp / "state").resolve():
+        raise BenchError(f"MLOPS_STATE_DIR not honoured: {where.state}")
+    if args.instance == "home":
+        home = prepare_dagster_home()  # DAGSTER_HOME with the project's dagster.yaml
+        if args.dagster_yaml:
+            shutil.copyfile(args.dagster_yaml, home / "dagster.yaml")
+        instance = dg.DagsterInstance.get()
+    else:
+        home = where.dagster_home
+        instance = dg.DagsterInstance.ephemeral()
+    try:
+        return measure(args, tmp, out, instance, home)
+    finally:
+        instance.dispose()
+
+
+def measure(args: argparse.Namespace, tmp: Path, out: Path, instance: Any, home: Path) -> int:
+    """Warm-up, the alternating measurement, the report."""
+    from mlops_assets import settings
     from mlops_assets.definitions import defs
     from mlops_assets.lib import contracts, features
     from mlops_assets.lib.hashing import frame_fingerprint, md5_bytes, to_parquet_bytes
@@ -147,14 +182,6 @@ def run(args: argparse.Namespace, tmp: Path, out: Path) -> int:
     from mlops_assets.loop import LocalLoop, RunOutcome
 
     where = settings.locations()
-    if where.state != (tmp / "state").resolve():
-        raise BenchError(f"MLOPS_STATE_DIR not honoured: {where.state}")
-    if args.instance == "home":
-        home = prepare_dagster_home()
-        instance = dg.DagsterInstance.get()
-    else:
-        home = where.dagster_home
-        instance = dg.DagsterInstance.ephemeral()
 
     class TimedLoop(LocalLoop):
         """LocalLoop that also records the duration of every executed run."""
@@ -179,9 +206,13 @@ def run(args: argparse.Namespace, tmp: Path, out: Path) -> int:
         watch = Stopwatch()
         flights = watch("read_csv", lambda: read_csv(landing_path(landing, "flights", day)))
         weather = watch("read_csv", lambda: read_csv(landing_path(landing, "weather", day)))
-        f_schema = contracts.flights_schema(refs["airlines"]["carrier"], refs["airports"]["faa"], day)
         flights = watch(
-            "validate_raw", lambda: contracts.validate(flights, f_schema, source="flights")
+            "validate_raw",
+            lambda: contracts.validate(
+                flights,
+                contracts.flights_schema(refs["airlines"]["carrier"], refs["airports"]["faa"], day),
+                source="flights",
+            ),
         )
         weather = watch(
             "validate_raw",
@@ -190,7 +221,9 @@ def run(args: argparse.Namespace, tmp: Path, out: Path) -> int:
         for name, frame in (("raw_flights", flights), ("raw_weather", weather)):
             watch("fingerprint_raw", lambda frame=frame: frame_fingerprint(frame))
             target = pure_lake / name / f"{day}.parquet"
-            watch("write_raw_parquet", lambda f=frame, t=target: write_atomic(t, to_parquet_bytes(f)))
+            watch(
+                "write_raw_parquet", lambda f=frame, t=target: write_atomic(t, to_parquet_bytes(f))
+            )
         frame = watch(
             "build_features",
             lambda: features.build_flight_features(flights, weather, refs["planes"]),
@@ -300,6 +333,12 @@ def run(args: argparse.Namespace, tmp: Path, out: Path) -> int:
         profile_text = profile_pipeline(loop, replay, landing, days[-1], pipeline_day, out)
 
     # -- report --------------------------------------------------------------------------------
+    storage = {
+        "event_log": type(instance.event_log_storage).__name__,
+        "run_storage": type(instance.run_storage).__name__,
+        "compute_logs": type(instance.compute_log_manager).__name__,
+    }
+
     def med(side: str, stage: str) -> float:
         return statistics.median(r[side][stage] for r in per_day)
 
@@ -313,6 +352,10 @@ def run(args: argparse.Namespace, tmp: Path, out: Path) -> int:
     result = {
         "machine": machine_info(),
         "instance": args.instance,
+        "dagster_yaml": str(args.dagster_yaml or ROOT / "dagster.yaml")
+        if args.instance == "home"
+        else None,
+        "storage": storage,
         "days": [d.isoformat() for d in days],
         "warmup_days": args.warmup_days,
         "median_pipeline_s": pipeline,
@@ -331,8 +374,11 @@ def run(args: argparse.Namespace, tmp: Path, out: Path) -> int:
     out.write_text(json.dumps(result, indent=2) + "\n")
 
     verdict = "met" if ratio <= BUDGET_RATIO else "MISSED"
-    print(f"\none day through the data half, medians over {len(days)} day(s) "
-          f"{days[0]} .. {days[-1]} ({args.instance} instance)\n")
+    print(
+        f"\none day through the data half, medians over {len(days)} day(s) "
+        f"{days[0]} .. {days[-1]} ({args.instance} instance: {storage['event_log']} event log, "
+        f"{storage['compute_logs']})\n"
+    )
     print("| pipeline stage (Dagster) | median |")
     print("|---|---:|")
     labels = {
@@ -391,7 +437,7 @@ def profile_pipeline(
     try:
         from pyinstrument import Profiler
     except ImportError:
-        Profiler = None  # noqa: N806
+        Profiler = None
     if Profiler is not None:
         sampler = Profiler(interval=0.001)
         for day in days:
@@ -401,7 +447,7 @@ def profile_pipeline(
             sampler.stop()
         path = out.with_name(out.stem + "_profile.txt")
         path.parent.mkdir(parents=True, exist_ok=True)
-        text = sampler.output_text(show_all=True, color=False, unicode=True)
+        text = sampler.output_text(show_all=False, color=False, unicode=True)
         path.write_text(text)
         return f"pyinstrument of 2 extra pipeline days, saved to {path}"
     profiler = cProfile.Profile()
@@ -431,6 +477,8 @@ def machine_info() -> dict[str, Any]:
         "dagster": dagster.__version__,
         "platform": platform.platform(),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        **STARTED,
+        "loadavg_1min_at_end": round(os.getloadavg()[0], 2),
         "sha256_of_script": hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12],
     }
 
