@@ -7,8 +7,10 @@ data commands must still work.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from datetime import date
 from importlib.metadata import version
 from pathlib import Path
 
@@ -81,3 +83,34 @@ def test_dvc_cli_data_commands_work(tmp_path: Path):
     run(*dvc, "pull", "-q")
     assert (tmp_path / "data.csv").read_text() == "a,b\n1,2\n"
     assert "up to date" in run(*dvc, "status").lower()
+
+
+def test_dg_loads_the_project_and_launches_a_string_selection(tmp_path: Path):
+    from mlops_assets.lib.source import replay
+
+    state, home = tmp_path / "state", tmp_path / "home"
+    home.mkdir()
+    root = Path(__file__).parents[2]
+    (home / "dagster.yaml").write_bytes((root / "dagster.yaml").read_bytes())
+    replay(state / "landing", date(2013, 1, 1), 1)
+    env = {**os.environ, "MLOPS_STATE_DIR": str(state), "DAGSTER_HOME": str(home)}
+    dg_cli = str(Path(sys.executable).parent / "dg")
+
+    check = subprocess.run(
+        [dg_cli, "check", "defs"], cwd=root, env=env, capture_output=True, text=True, timeout=180
+    )
+    assert check.returncode == 0, check.stdout[-2000:] + check.stderr[-2000:]
+    launch = subprocess.run(
+        [dg_cli, "launch", "--assets", "group:reference"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert launch.returncode == 0, launch.stderr[-3000:]
+    assert sorted(p.name for p in (state / "lake").glob("*.parquet")) == [
+        "airlines.parquet",
+        "airports.parquet",
+        "planes.parquet",
+    ]
