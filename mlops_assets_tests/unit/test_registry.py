@@ -54,3 +54,27 @@ def test_registry_is_its_own_git_repo_with_a_local_remote(registry: DataRegistry
     config = (registry.root / ".dvc" / "config").read_text()
     assert "analytics = False" in config
     assert str(Path(registry.remote_url)) in config
+
+
+def test_registry_with_a_git_remote_shares_versions_between_clones(tmp_path: Path):
+    import subprocess
+
+    origin = tmp_path / "registry.git"
+    subprocess.run(
+        ["git", "init", "-q", "--bare", "--initial-branch=main", str(origin)], check=True
+    )
+    remote = str(tmp_path / "dvc-remote")
+    writer = DataRegistry(tmp_path / "writer", remote, git_remote=str(origin))
+    version = writer.commit(PATH, b"shared" * 10, "v1")
+    # A second work tree (another machine) clones the registry and restores the version.
+    reader = DataRegistry(tmp_path / "reader", remote, git_remote=str(origin))
+    reader.ensure()
+    out = tmp_path / "out.parquet"
+    assert reader.restore(
+        PATH, version.rev, out, expected_md5=reader.recorded_md5(PATH, version.rev)
+    )
+    assert out.read_bytes() == b"shared" * 10
+    # Both writers append to the same history.
+    second = reader.commit(PATH, b"from reader", "v2")
+    assert writer.commit("other/x.parquet", b"x", "v3").rev != second.rev
+    assert writer.history(PATH) == [second.rev, version.rev]
