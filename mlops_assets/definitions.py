@@ -8,7 +8,7 @@ from collections.abc import Mapping
 
 import dagster as dg
 
-from mlops_assets.defs import automation, features, ingestion
+from mlops_assets.defs import automation, features, ingestion, training
 from mlops_assets.resources import build_resources
 
 daily_data_job = dg.define_asset_job(
@@ -16,6 +16,11 @@ daily_data_job = dg.define_asset_job(
     # Selection objects, not strings: parsing a string loads the ANTLR parser (~0.15 s).
     selection=dg.AssetSelection.groups("ingestion", "features"),
     description="One day through ingestion and features (what the sensors do for a new day).",
+)
+training_job = dg.define_asset_job(
+    "training",
+    selection=dg.AssetSelection.groups("training"),
+    description="Training set, candidate, champion gate and model card.",
 )
 reference_job = dg.define_asset_job(
     "reference_data", selection=dg.AssetSelection.groups("reference")
@@ -28,6 +33,10 @@ ASSETS = [
     ingestion.raw_flights,
     ingestion.raw_weather,
     features.flight_features,
+    training.training_set,
+    training.candidate_model,
+    training.champion_model,
+    training.model_card,
 ]
 
 
@@ -35,7 +44,7 @@ def build_defs(env: Mapping[str, str] | None = None) -> dg.Definitions:
     """The definitions with resources for ``env`` (the process environment by default)."""
     return dg.Definitions(
         assets=ASSETS,
-        jobs=[daily_data_job, reference_job],
+        jobs=[daily_data_job, reference_job, training_job],
         sensors=[automation.landing_sensor, automation.automation_sensor],
         resources=build_resources(env),
         # Steps of a run share one process: every extra process re-imports the code location.

@@ -7,9 +7,10 @@ from typing import Any
 import dagster as dg
 
 from mlops_assets import settings
-from mlops_assets.resources.lake import LakeIOManager
+from mlops_assets.resources.lake import LakeIOManager, LakeReader
 from mlops_assets.resources.landing import LandingZone
 from mlops_assets.resources.registry import DataRegistryResource
+from mlops_assets.resources.tracking import MlflowTracking, local_tracking
 
 # Production settings and the component that reads them (see docs/configuration.md).
 PRODUCTION_VARS: dict[str, str] = {
@@ -17,6 +18,7 @@ PRODUCTION_VARS: dict[str, str] = {
     "MLOPS_LAKE_URL": "lake root, e.g. s3://bucket/lake",
     "MLOPS_REGISTRY_GIT_URL": "git URL of the DVC data registry",
     "MLOPS_DVC_REMOTE_URL": "DVC remote of the data registry, e.g. s3://bucket/dvc",
+    "MLFLOW_TRACKING_URI": "MLflow tracking server, e.g. https://mlflow.internal",
 }
 
 
@@ -24,14 +26,16 @@ class MissingSettingError(RuntimeError):
     """A production setting is not in the environment."""
 
 
-def _local() -> dict[str, Any]:
-    where = settings.locations()
+def _local(env: Mapping[str, str]) -> dict[str, Any]:
+    where = settings.locations(dict(env))
     return {
         "io_manager": LakeIOManager(base_url=str(where.lake)),
+        "lake": LakeReader(base_url=str(where.lake)),
         "landing": LandingZone(url=str(where.landing)),
         "registry": DataRegistryResource(
             path=str(where.registry), dvc_remote=str(where.dvc_remote)
         ),
+        "tracking": local_tracking(where.state),
     }
 
 
@@ -40,9 +44,11 @@ def _production(env: Mapping[str, str]) -> dict[str, Any]:
     if missing:
         details = "; ".join(f"{name} ({PRODUCTION_VARS[name]})" for name in missing)
         raise MissingSettingError(f"MLOPS_ENV=production needs these variables: {details}")
-    where = settings.locations()
+    where = settings.locations(dict(env))
     return {
         "io_manager": LakeIOManager(base_url=dg.EnvVar("MLOPS_LAKE_URL")),
+        "lake": LakeReader(base_url=dg.EnvVar("MLOPS_LAKE_URL")),
+        "tracking": MlflowTracking(tracking_uri=dg.EnvVar("MLFLOW_TRACKING_URI")),
         "landing": LandingZone(url=dg.EnvVar("MLOPS_LANDING_URL")),
         "registry": DataRegistryResource(
             path=str(where.registry),
@@ -60,4 +66,4 @@ def build_resources(env: Mapping[str, str] | None = None) -> dict[str, Any]:
     """
     env = os.environ if env is None else env
     flavour = settings.environment(dict(env))
-    return _production(env) if flavour == "production" else _local()
+    return _production(env) if flavour == "production" else _local(env)

@@ -29,3 +29,29 @@ class LakeIOManager(dg.ConfigurableIOManagerFactory):
         return ParquetLakeIOManager(
             base_path=UPath(self.base_url, **json.loads(self.storage_options))
         )
+
+
+class LakeReader(dg.ConfigurableResource):
+    """Reads stored partitions directly, for assets that pick a window of days themselves.
+
+    Attributes:
+        base_url: The same base URL as the lake IO manager.
+        storage_options: JSON object of fsspec options.
+    """
+
+    base_url: str
+    storage_options: str = "{}"
+
+    def read_partitions(self, asset: str, partitions: list[str]) -> dict[str, Any]:
+        """Frames of the stored partitions among ``partitions`` (missing ones are skipped)."""
+        import pandas as pd
+        from upath import UPath
+
+        root = UPath(self.base_url, **json.loads(self.storage_options)) / asset
+        frames = {}
+        for key in partitions:
+            path = root / f"{key}.parquet"
+            if path.exists():
+                with path.open("rb") as handle:
+                    frames[key] = pd.read_parquet(handle)
+        return frames

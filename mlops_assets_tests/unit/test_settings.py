@@ -24,7 +24,7 @@ def test_environment_is_local_by_default_and_validated():
 
 
 def test_local_resources_live_under_the_state_folder(state_dir: Path):
-    resources = build_resources({})
+    resources = build_resources()
     assert resources["io_manager"].base_url == str(state_dir / "lake")
     assert resources["landing"].url == str(state_dir / "landing")
     assert resources["registry"].dvc_remote == str(state_dir / "dvc-remote")

@@ -1,0 +1,73 @@
+"""The model card: what a champion is for, what it learned from, how good it is."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class CardFacts:
+    """Everything a model card states, gathered from the registry, MLflow and Dagster."""
+
+    model_name: str
+    version: str
+    window: str
+    data_md5: str
+    data_rev: str
+    metrics: dict[str, float]
+    decision: str
+    features: list[str]
+    importances: list[tuple[str, float]]
+    mlflow_run_id: str
+    dagster_run_id: str
+    git_commit: str
+    params: dict[str, Any]
+
+
+def render_model_card(facts: CardFacts) -> str:
+    """Markdown model card for the UI and the MLflow run's artifacts."""
+    metrics = "\n".join(
+        f"| {name} | {value:.4f} |" for name, value in sorted(facts.metrics.items())
+    )
+    top = "\n".join(f"| {name} | {gain:,.0f} |" for name, gain in facts.importances[:10])
+    params = ", ".join(f"`{k}={v}`" for k, v in sorted(facts.params.items()))
+    return f"""# {facts.model_name} v{facts.version}
+
+## Intended use
+Predicts, when a flight from New York (EWR, JFK, LGA) is scheduled, the probability that it
+arrives 15 or more minutes late. For planning and alerting on schedules; not for decisions
+about individual passengers or crews. Only facts known before departure are inputs.
+
+## Data
+- Window: {facts.window} (time split; the last days are the validation holdout)
+- Training set version: DVC md5 `{facts.data_md5}`, registry revision `{facts.data_rev}`
+- Features ({len(facts.features)}): {", ".join(facts.features)}
+
+## Metrics (validation holdout)
+| metric | value |
+|---|---|
+{metrics}
+
+## Gate decision
+{facts.decision}
+
+## Most important features (gain)
+| feature | gain |
+|---|---|
+{top}
+
+## Training
+Parameters: {params}
+
+## Known limitations
+- Trained on 2013 flights from three New York airports; other airports and years are out of
+  scope. Seasonal weather shifts the inputs: monitor drift and retrain.
+- Flights whose plane is missing from the planes table (about 16 %) have no plane features.
+- Cancelled and diverted flights have no label and are not learned from.
+
+## Lineage
+- MLflow run `{facts.mlflow_run_id}`
+- Dagster run `{facts.dagster_run_id}`
+- Project commit `{facts.git_commit}`
+"""

@@ -1,0 +1,154 @@
+"""Experiment tracking and the model registry (MLflow), through dagster-mlflow.
+
+dagster-mlflow's ``MlFlow`` finds or starts the MLflow run of the current Dagster run (a
+retried step resumes the same MLflow run instead of creating a second one). Its
+``end_mlflow_on_run_finished`` hook only exists for op jobs, so a materialization from the UI,
+a sensor or declarative automation would leave the run RUNNING. ``training_run`` complements
+it: the run always ends, FINISHED on success and FAILED on any error, and runs left RUNNING by
+a killed process are closed as KILLED the next time the same asset trains.
+"""
+
+import contextlib
+import hashlib
+import subprocess
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import dagster as dg
+
+from mlops_assets import settings
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+
+
+def project_fingerprint() -> dict[str, str]:
+    """Git commit of the project and a hash of the locked environment (``uv.lock``)."""
+    root = settings.project_root()
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit, dirty = "", ""
+    lock = root / "uv.lock"
+    return {
+        "mlops.git_commit": (commit or "unknown") + ("-dirty" if dirty else ""),
+        "mlops.uv_lock_sha256": hashlib.sha256(lock.read_bytes()).hexdigest()
+        if lock.exists()
+        else "unknown",
+    }
+
+
+class MlflowTracking(dg.ConfigurableResource):
+    """MLflow tracking server or store, experiment and registered model.
+
+    Attributes:
+        tracking_uri: ``sqlite:////abs/path/mlflow.db`` locally, ``http(s)://...`` in production.
+        artifact_location: Where a new experiment stores artifacts (local default: a folder
+            in the state folder; a server decides for itself when empty).
+        experiment: Experiment name.
+        model_name: Registered model name.
+    """
+
+    tracking_uri: str
+    artifact_location: str = ""
+    experiment: str = "flight_delay"
+    model_name: str = "flight_delay"
+
+    def client(self) -> Any:
+        """An ``MlflowClient`` bound to this tracking URI (registry included)."""
+        from mlflow import MlflowClient
+
+        return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+
+    def ensure_experiment(self) -> str:
+        """Creates the experiment with its artifact location if it does not exist yet."""
+        if self.tracking_uri.startswith("sqlite:///"):
+            Path(self.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(
+                parents=True, exist_ok=True
+            )
+        client = self.client()
+        found = client.get_experiment_by_name(self.experiment)
+        if found is not None:
+            return str(found.experiment_id)
+        return str(
+            client.create_experiment(
+                self.experiment, artifact_location=self.artifact_location or None
+            )
+        )
+
+    def close_abandoned_runs(self, asset: str, current_dagster_run: str) -> list[str]:
+        """Marks runs of ``asset`` still RUNNING from other Dagster runs as KILLED."""
+        client = self.client()
+        experiment = self.ensure_experiment()
+        stale = client.search_runs(
+            [experiment],
+            filter_string=f"attributes.status = 'RUNNING' and tags.`mlops.asset_key` = '{asset}'",
+        )
+        closed = []
+        for run in stale:
+            if run.data.tags.get("dagster_run_id") != current_dagster_run:
+                client.set_terminated(run.info.run_id, status="KILLED")
+                closed.append(run.info.run_id)
+        return closed
+
+    @contextlib.contextmanager
+    def training_run(
+        self, context: dg.AssetExecutionContext, tags: Mapping[str, str]
+    ) -> Iterator[Any]:
+        """The MLflow run of this Dagster run for this asset, always ended on exit.
+
+        Yields:
+            The ``mlflow.ActiveRun``.
+        """
+        import mlflow
+        from dagster_mlflow.resources import MlFlow
+
+        settings.telemetry_off()
+        mlflow.set_tracking_uri(self.tracking_uri)
+        mlflow.set_registry_uri(self.tracking_uri)
+        self.ensure_experiment()
+        asset = context.asset_key.to_user_string()
+        closed = self.close_abandoned_runs(asset, context.run.run_id)
+        if closed:
+            context.log.warning(f"closed MLflow runs left RUNNING by killed runs: {closed}")
+        init = SimpleNamespace(
+            log=context.log,
+            dagster_run=SimpleNamespace(job_name=context.run.job_name),
+            run_id=context.run.run_id,
+            resource_config={
+                "experiment_name": self.experiment,
+                "mlflow_tracking_uri": self.tracking_uri,
+                "extra_tags": {"mlops.asset_key": asset, **project_fingerprint(), **tags},
+            },
+        )
+        tracker = MlFlow(init)  # finds or starts the run tagged with this Dagster run id
+        run = mlflow.active_run()
+        try:
+            yield run
+        except BaseException:
+            mlflow.end_run(status="FAILED")
+            raise
+        else:
+            mlflow.end_run(status="FINISHED")
+        finally:
+            del tracker
+
+
+def local_tracking(state: Path) -> MlflowTracking:
+    """The embedded default: a SQLite store and an artifact folder in the state folder."""
+    folder = state / "mlflow"
+    return MlflowTracking(
+        tracking_uri=f"sqlite:///{folder / 'mlflow.db'}",
+        artifact_location=(folder / "artifacts").as_uri(),
+    )
