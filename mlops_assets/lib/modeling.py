@@ -174,7 +174,6 @@ class DelayClassifier:
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
         """Probability that each flight arrives 15+ minutes late."""
         import lightgbm as lgb
-
         import numpy as np
 
         booster = lgb.Booster(model_str=self.booster_text)
