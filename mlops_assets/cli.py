@@ -134,6 +134,60 @@ def _dev(args: argparse.Namespace) -> int:
     return 0  # pragma: no cover
 
 
+def _reproduce(args: argparse.Namespace) -> int:
+    from mlops_assets.lib.reproduce import ReproductionError, reproduce
+    from mlops_assets.resources import build_resources
+
+    resources = build_resources()
+    try:
+        result = reproduce(
+            resources["tracking"], resources["registry"].registry(), args.model_version
+        )
+    except ReproductionError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(
+        f"model version {args.model_version}: training set {result.data_path} "
+        f"@ {result.data_rev[:10]} (md5 {result.data_md5}, verified)"
+    )
+    print(f"{'metric':24} {'recorded':>20} {'reproduced':>20}")
+    for name in sorted(result.recorded):
+        again = result.reproduced.get(name, float("nan"))
+        print(f"{name:24} {result.recorded[name]:>20.12g} {again:>20.12g}")
+    print("identical" if result.identical else "DIFFERENT")
+    return 0 if result.identical else 2
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    from mlops_assets.lib.reproduce import ReproductionError, rollback
+    from mlops_assets.resources import build_resources
+
+    prepare_dagster_home()
+    try:
+        moved = rollback(build_resources()["tracking"], reason=args.reason)
+    except ReproductionError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    import dagster as dg
+
+    with dg.DagsterInstance.get() as instance:
+        # Recorded as a materialization of champion_model, so what follows the champion
+        # (model card, bundle) follows the rollback too.
+        instance.report_runless_asset_event(
+            dg.AssetMaterialization(
+                asset_key="champion_model",
+                metadata={
+                    "decision": "rolled back",
+                    "reason": args.reason,
+                    "model_version": moved.to_version,
+                    "rolled_back_from": moved.from_version,
+                },
+            )
+        )
+    print(f"champion moved back from v{moved.from_version} to v{moved.to_version} ({args.reason})")
+    return 0
+
+
 def _where(_: argparse.Namespace) -> int:
     where = settings.locations()
     for name in ("state", "dagster_home", "landing", "lake", "registry", "dvc_remote"):
@@ -166,6 +220,16 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument("--rev", required=True, help="registry_rev from the materialization")
     restore.add_argument("--out", help="output file (default: <state>/restored/<rev>/...)")
     restore.set_defaults(func=_restore)
+
+    reproduce = sub.add_parser(
+        "reproduce", help="restore a model's training data and retrain it with its recorded config"
+    )
+    reproduce.add_argument("--model-version", required=True, help="registered model version")
+    reproduce.set_defaults(func=_reproduce)
+
+    rollback = sub.add_parser("rollback", help="move the champion alias to the previous champion")
+    rollback.add_argument("--reason", default="manual rollback")
+    rollback.set_defaults(func=_rollback)
 
     dev = sub.add_parser("dev", help="dagster dev (UI + daemon) on the local state")
     dev.add_argument("--host", default="127.0.0.1")

@@ -1,0 +1,113 @@
+"""Reproduce a registered model from its recorded data version and config; roll back."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime
+from typing import Any
+
+from mlops_assets.lib import modeling
+from mlops_assets.lib.hashing import md5_bytes
+from mlops_assets.lib.registry import DataRegistry
+
+CHAMPION = "champion"
+PREVIOUS = "mlops.previous_champion"
+
+
+class ReproductionError(RuntimeError):
+    """The model cannot be reproduced or rolled back as asked."""
+
+
+@dataclass(frozen=True)
+class Reproduction:
+    """Recorded and reproduced validation metrics of one model version."""
+
+    data_path: str
+    data_rev: str
+    data_md5: str
+    recorded: dict[str, float]
+    reproduced: dict[str, float]
+
+    @property
+    def identical(self) -> bool:
+        """Whether every recorded metric was reproduced exactly."""
+        return all(self.reproduced.get(k) == v for k, v in self.recorded.items())
+
+
+def _hyper_parameters(params: dict[str, str]) -> modeling.HyperParameters:
+    kwargs: dict[str, Any] = {}
+    for spec in fields(modeling.HyperParameters):
+        if spec.name in params:
+            kind = type(getattr(modeling.HyperParameters(), spec.name))
+            kwargs[spec.name] = kind(params[spec.name])
+    return modeling.HyperParameters(**kwargs)
+
+
+def reproduce(tracking: Any, registry: DataRegistry, version: str) -> Reproduction:
+    """Restores the training set a version was trained on and retrains with its config.
+
+    Args:
+        tracking: The ``MlflowTracking`` resource (client and model name).
+        registry: The DVC data registry holding the training-set versions.
+        version: Registered model version.
+
+    Raises:
+        ReproductionError: if the version, its data or its tags are missing.
+    """
+    import pandas as pd
+
+    client = tracking.client()
+    try:
+        model_version = client.get_model_version(tracking.model_name, str(version))
+        run = client.get_run(model_version.run_id)
+    except Exception as exc:
+        raise ReproductionError(f"model version {version} not found: {exc}") from exc
+    tags = run.data.tags
+    try:
+        path = tags["mlops.data.registry_path"]
+        rev = tags["mlops.data.registry_rev"]
+        md5 = tags["mlops.data.dvc_md5"]
+    except KeyError as exc:
+        raise ReproductionError(f"run {run.info.run_id} has no data-version tag {exc}") from exc
+    payload = registry.read(path, rev)
+    if md5_bytes(payload) != md5:
+        raise ReproductionError(f"{path}@{rev} does not match the recorded md5 {md5}")
+    data = pd.read_parquet(io.BytesIO(payload))
+    _, reproduced = modeling.fit(data, _hyper_parameters(run.data.params))
+    recorded = {k: v for k, v in run.data.metrics.items() if k in reproduced}
+    return Reproduction(path, rev, md5, recorded, reproduced)
+
+
+@dataclass(frozen=True)
+class Rollback:
+    """Which version the champion alias moved from and to."""
+
+    from_version: str
+    to_version: str
+
+
+def rollback(tracking: Any, reason: str) -> Rollback:
+    """Moves ``champion`` back to the version it replaced, recording who, when and why.
+
+    Raises:
+        ReproductionError: if there is no champion or no previous champion recorded.
+    """
+    client = tracking.client()
+    name = tracking.model_name
+    try:
+        current = client.get_model_version_by_alias(name, CHAMPION)
+    except Exception as exc:
+        raise ReproductionError(f"{name} has no champion to roll back") from exc
+    previous = current.tags.get(PREVIOUS)
+    if not previous:
+        raise ReproductionError(
+            f"{name} v{current.version} records no previous champion ({PREVIOUS} tag)"
+        )
+    stamp = datetime.now(UTC).isoformat(timespec="seconds")
+    client.set_registered_model_alias(name, CHAMPION, previous)
+    client.set_model_version_tag(name, current.version, "mlops.rolled_back", f"{stamp} {reason}")
+    client.set_model_version_tag(
+        name, previous, "mlops.restored_by_rollback", f"{stamp} from v{current.version}: {reason}"
+    )
+    return Rollback(str(current.version), str(previous))

@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+from datetime import date
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mlops_assets.lib import modeling
+from mlops_assets.lib.features import FEATURE_COLUMNS, LABEL_COLUMN
+
+
+def synthetic_days(n_days: int, rows: int = 300, seed: int = 0, positive: float | None = None):
+    """Feature-shaped days where delay depends on temperature and carrier."""
+    rng = np.random.default_rng(seed)
+    frames = {}
+    for i in range(n_days):
+        day = date(2013, 3, 1 + i).isoformat()
+        frame = pd.DataFrame({c: rng.normal(size=rows) for c in FEATURE_COLUMNS})
+        for column in ("carrier", "origin", "dest", "route", "engine", "plane_type"):
+            frame[column] = pd.array(rng.choice(["A", "B", "C"], size=rows), dtype="string")
+        logit = 1.5 * frame["temp"] + (frame["carrier"] == "A").astype(float) - 1
+        label = (rng.random(rows) < 1 / (1 + np.exp(-logit))).astype(int)
+        if positive is not None:
+            label = np.full(rows, int(positive))
+        frame[LABEL_COLUMN] = pd.array(label, dtype="Int8")
+        frame["flight_date"] = day
+        frames[day] = frame
+    return frames
+
+
+def test_window_days_and_split_are_by_time():
+    window = modeling.TrainingWindow(as_of=date(2013, 3, 10), days=10, validation_days=3)
+    assert window.start == date(2013, 3, 1)
+    assert window.validation_start == date(2013, 3, 8)
+    data = modeling.assemble_training_set(synthetic_days(12), window)
+    train = data[data["split"] == "train"]
+    validation = data[data["split"] == "validation"]
+    assert train["flight_date"].max() < validation["flight_date"].min()
+    assert set(data["flight_date"]) == {date(2013, 3, d).isoformat() for d in range(1, 11)}
+
+
+def test_bad_windows_are_rejected():
+    with pytest.raises(ValueError, match="validation_days"):
+        modeling.TrainingWindow(as_of=date(2013, 3, 10), days=5, validation_days=5)
+    window = modeling.TrainingWindow(as_of=date(2013, 6, 1), days=10, validation_days=3)
+    with pytest.raises(modeling.TrainingDataError, match="no feature days"):
+        modeling.assemble_training_set(synthetic_days(5), window)
+
+
+def test_single_class_window_is_rejected():
+    window = modeling.TrainingWindow(as_of=date(2013, 3, 10), days=10, validation_days=3)
+    with pytest.raises(modeling.TrainingDataError, match="single class"):
+        modeling.assemble_training_set(synthetic_days(10, positive=False), window)
+
+
+def test_training_is_deterministic_and_learns_the_signal():
+    window = modeling.TrainingWindow(as_of=date(2013, 3, 10), days=10, validation_days=3)
+    data = modeling.assemble_training_set(synthetic_days(10), window)
+    params = modeling.HyperParameters(n_estimators=50)
+    model, metrics = modeling.fit(data, params)
+    again, metrics_again = modeling.fit(data, params)
+    assert metrics == metrics_again
+    assert model.booster_text == again.booster_text
+    assert metrics["roc_auc"] > 0.7
+    assert 0 < model.threshold < 1
+    assert model.importances()["feature"].iloc[0] == "temp"
+
+
+def test_unseen_categories_and_missing_columns():
+    window = modeling.TrainingWindow(as_of=date(2013, 3, 10), days=10, validation_days=3)
+    data = modeling.assemble_training_set(synthetic_days(10), window)
+    model, _ = modeling.fit(data, modeling.HyperParameters(n_estimators=20))
+    rows = data.head(3).copy()
+    rows["carrier"] = pd.array(["ZZ", "A", "B"], dtype="string")  # ZZ never seen
+    assert np.isfinite(model.predict_proba(rows)).all()
+    with pytest.raises(ValueError, match="missing from the input"):
+        model.predict_proba(rows.drop(columns=["temp"]))
+
+
+@pytest.mark.parametrize(
+    ("challenger", "champion", "promote", "reason"),
+    [
+        ({"roc_auc": 0.70, "pr_auc": 0.4}, None, True, "no champion yet"),
+        ({"roc_auc": 0.55, "pr_auc": 0.4}, None, False, "below floor: roc_auc"),
+        ({"roc_auc": 0.70, "pr_auc": 0.2}, {"roc_auc": 0.6}, False, "below floor: pr_auc"),
+        ({"roc_auc": 0.70, "pr_auc": 0.4}, {"roc_auc": 0.69}, True, "beats champion"),
+        ({"roc_auc": 0.70, "pr_auc": 0.4}, {"roc_auc": 0.698}, False, "does not beat"),
+    ],
+)
+def test_gate_decisions(challenger, champion, promote, reason):
+    decision = modeling.decide(challenger, champion, modeling.GatePolicy())
+    assert decision.promote is promote
+    assert reason in decision.reason
