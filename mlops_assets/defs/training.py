@@ -165,7 +165,14 @@ def candidate_model(
         importances = model.importances()
         mlflow.log_text(importances.to_csv(index=False), "feature_importance.csv")
         mlflow.log_figure(_importance_plot(importances), "feature_importance.png")
-        example = training_set[model.features].head(5)
+        # Numbers as floats in the signature: any of them may be missing at prediction time.
+        example = (
+            training_set[model.features]
+            .head(5)
+            .astype(
+                {c: "float64" for c in model.features if c not in modeling.CATEGORICAL_FEATURES}
+            )
+        )
         try:
             info = mlflow.pyfunc.log_model(
                 name="model",
