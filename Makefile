@@ -1,12 +1,12 @@
 # A thin facade over uv. Every target runs inside the locked environment.
 UV ?= uv
 UV_VERSION ?= 0.13.8
-DAYS ?= 28
+DAYS ?= 60
 PORT ?= 3000
 export DAGSTER_DISABLE_TELEMETRY=true DO_NOT_TRACK=true DVC_NO_ANALYTICS=1 \
        MLFLOW_DISABLE_TELEMETRY=true BENTOML_DO_NOT_TRACK=true EVIDENTLY_DISABLE_TELEMETRY=1
 
-.PHONY: setup demo test test-fast dev lint typecheck bench clean
+.PHONY: setup demo test test-fast dev mlflow-ui lint typecheck bench clean
 
 setup:  ## install uv if missing, then the locked environment (.venv)
 	@command -v $(UV) >/dev/null 2>&1 || python3 -m pip install --quiet "uv==$(UV_VERSION)"
@@ -23,6 +23,10 @@ test-fast: setup  ## everything but the end-to-end tests
 
 dev: setup  ## Dagster UI + daemon on the local state (http://127.0.0.1:$(PORT))
 	$(UV) run --frozen mlops-assets dev --port $(PORT)
+
+mlflow-ui: setup  ## MLflow UI on the local tracking store (http://127.0.0.1:5000)
+	$(UV) run --frozen mlflow ui --host 127.0.0.1 --port 5000 \
+		--backend-store-uri "sqlite:///$(CURDIR)/state/mlflow/mlflow.db"
 
 lint:
 	$(UV) run --frozen ruff check .

@@ -11,6 +11,7 @@ import time
 import warnings
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 from mlops_assets import settings
 
@@ -61,30 +62,75 @@ def _demo(args: argparse.Namespace) -> int:
     with dg.DagsterInstance.get() as instance:
         loop = LocalLoop(defs, instance, where.dagster_home / "local_loop_cursors.json")
         outcomes = loop.run_until_idle()
-    ok = [o for o in outcomes if o.success]
-    failed = [o for o in outcomes if not o.success]
-    print(
-        f"\nruns: {len(ok)} succeeded, {len(failed)} failed "
-        f"in {time.perf_counter() - started:.1f} s"
-    )
-    for outcome in failed:
-        print(f"  blocked {outcome.partition or '-'} {','.join(outcome.assets)}: {outcome.error}")
-    _print_feature_summary(where.lake / "flight_features")
+        ok = [o for o in outcomes if o.success]
+        failed = [o for o in outcomes if not o.success]
+        print(
+            f"\nruns: {len(ok)} succeeded, {len(failed)} failed "
+            f"in {time.perf_counter() - started:.1f} s"
+        )
+        for outcome in failed:
+            print(
+                f"  blocked {outcome.partition or '-'} {','.join(outcome.assets)}: {outcome.error}"
+            )
+        days = _print_feature_summary(where.lake / "flight_features")
+        if args.train and days >= DEMO_MIN_TRAINING_DAYS:
+            _train(defs, instance, days)
     print("\nresults:")
     print(f"  lake (Parquet)        {where.lake}")
     print(f"  data registry (DVC)   {where.registry}  (remote {where.dvc_remote})")
+    print(f"  MLflow store          {where.state / 'mlflow'}  (make mlflow-ui)")
     print(f"  Dagster home          {where.dagster_home}")
-    print("  open the UI on this state:  make dev   (http://127.0.0.1:3000)")
+    print(f"  done in {time.perf_counter() - started:.1f} s; open the UI on this state: make dev")
     return 0
 
 
-def _print_feature_summary(folder: Path) -> None:
+DEMO_MIN_TRAINING_DAYS = 21
+
+
+def _train(defs: Any, instance: Any, days: int) -> None:
+    """Materializes the training group once on the replayed window and prints the outcome."""
+    import dagster as dg
+
+    window = {"days": min(days, 90), "validation_days": max(5, min(days, 90) // 5)}
+    result = dg.materialize(
+        list(defs.assets),
+        selection=dg.AssetSelection.groups("training"),
+        instance=instance,
+        resources=defs.resources,
+        run_config={
+            "ops": {"training_set": {"config": window}},
+            "loggers": {"console": {"config": {"log_level": "WARNING"}}},
+        },
+        tags={"mlops/trigger": "demo"},
+        raise_on_error=False,
+    )
+    print(f"\ntraining ({window['days']} days, last {window['validation_days']} held out):")
+    for event in result.all_events:
+        if event.event_type_value == "STEP_FAILURE":
+            data = event.step_failure_data
+            cause = data.user_failure_data.description if data and data.user_failure_data else ""
+            print(f"  {event.step_key} failed: {cause or event.message}")
+        elif event.event_type_value in ("ASSET_MATERIALIZATION", "ASSET_OBSERVATION"):
+            specific: Any = event.event_specific_data
+            record = getattr(specific, "materialization", None) or specific.asset_observation
+            meta = {k: v.value for k, v in record.metadata.items()}
+            key = record.asset_key.to_user_string()
+            if key == "candidate_model":
+                print(
+                    f"  candidate v{meta['model_version']}: ROC AUC {meta['roc_auc']:.3f}, "
+                    f"PR AUC {meta['pr_auc']:.3f}, MLflow run {meta['mlflow_run_id']}"
+                )
+            elif key == "champion_model":
+                print(f"  gate: {meta['decision']} ({meta['reason']})")
+
+
+def _print_feature_summary(folder: Path) -> int:
     import pandas as pd
 
     files = sorted(folder.glob("*.parquet"))
     if not files:
         print("\nno feature days yet")
-        return
+        return 0
     frame = pd.concat([pd.read_parquet(f, columns=["is_delayed"]) for f in files])
     labelled = frame["is_delayed"].dropna()
     print(
@@ -92,6 +138,7 @@ def _print_feature_summary(folder: Path) -> None:
         f"{len(frame):,} flights, {len(labelled):,} labelled, "
         f"{labelled.mean():.1%} arrived 15+ min late"
     )
+    return len(files)
 
 
 def _restore(args: argparse.Namespace) -> int:
@@ -211,7 +258,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="main job: replay days and run them through the graph")
     demo.add_argument("--start", type=date.fromisoformat, default=date(2013, 1, 1))
-    demo.add_argument("--days", type=int, default=28)
+    demo.add_argument("--days", type=int, default=60)
+    demo.add_argument(
+        "--no-train", dest="train", action="store_false", help="stop after the features"
+    )
     demo.set_defaults(func=_demo)
 
     restore = sub.add_parser("restore", help="restore a versioned dataset from the data registry")
