@@ -491,9 +491,12 @@ def test_first_training_is_tracked_registered_and_promoted(
         for alias in (CHAMPION, CHALLENGER):
             assert client.get_model_version_by_alias(MODEL_NAME, alias).version == "1"
 
-        # The model itself: a logged model of this run, with its MLmodel on the server.
-        model_version = client.get_model_version(MODEL_NAME, "1")
-        logged = client.get_logged_model(model_version.model_id)
+        # The model itself. MLflow 3 stores it as a logged model of the run (under
+        # models/<model_id>/, not as a "model/" folder among the run's artifacts); over REST
+        # the version carries it only as its source "models:/<model_id>".
+        source = client.get_model_version(MODEL_NAME, "1").source
+        assert source.startswith("models:/m-"), source
+        logged = client.get_logged_model(source.removeprefix("models:/"))
         assert logged.source_run_id == run.info.run_id
         assert logged.name == "model"
         model_files = {a.path for a in client.list_logged_model_artifacts(logged.model_id)}
