@@ -25,8 +25,8 @@ dev: setup  ## Dagster UI + daemon on the local state (http://127.0.0.1:$(PORT))
 	$(UV) run --frozen mlops-assets dev --port $(PORT)
 
 mlflow-ui: setup  ## MLflow UI on the local tracking store (http://127.0.0.1:5000)
-	$(UV) run --frozen mlflow ui --host 127.0.0.1 --port 5000 \
-		--backend-store-uri "sqlite:///$(CURDIR)/state/mlflow/mlflow.db"
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(UV) run --frozen mlflow ui --host 127.0.0.1 \
+		--port 5000 --workers 1 --backend-store-uri "sqlite:///$(CURDIR)/state/mlflow/mlflow.db"
 
 lint:
 	$(UV) run --frozen ruff check .

@@ -304,9 +304,7 @@ def build_feature_days(args: argparse.Namespace, instance: Any, home: Path) -> d
     days = [args.start + timedelta(days=i) for i in range(args.days)]
 
     def missing() -> list[date]:
-        return [
-            d for d in days if not (where.lake / "flight_features" / f"{d}.parquet").exists()
-        ]
+        return [d for d in days if not (where.lake / "flight_features" / f"{d}.parquet").exists()]
 
     started = time.perf_counter()
     runs = 0
@@ -431,7 +429,9 @@ def measure_with_probes(
         gc.collect()
         first = pipeline()
         gc.collect()
-        cold.append({"pipeline": first["total"], "bare_fit": bare()["total"]})
+        cold.append(
+            {"pipeline": first["total"], "bare_fit": bare()["total"], "stages": first["stages"]}
+        )
         print(
             f"warm-up: pipeline {cold[-1]['pipeline']:.2f} s, bare fit "
             f"{cold[-1]['bare_fit']:.2f} s (first: imports, MLflow store, registered model)",
@@ -533,8 +533,10 @@ def measure_with_probes(
         f"{rest / pipeline_median:.0%} |"
     )
     if log_model:
-        print("\n| `mlflow.pyfunc.log_model` (no registration), once each | seconds | "
-              "requirements | inference | `uv.lock` in artifacts | artifacts |")
+        print(
+            "\n| `mlflow.pyfunc.log_model` (no registration), once each | seconds | "
+            "requirements | inference | `uv.lock` in artifacts | artifacts |"
+        )
         print("|---|---:|---:|---:|---|---:|")
         for variant in log_model["variants"]:
             print(
@@ -552,8 +554,8 @@ def measure_with_probes(
 def materialization_metadata(result: Any, key: str) -> dict[str, Any]:
     """Metadata values of the materialization of ``key`` in a run result."""
     for event in result.get_asset_materialization_events():
-        materialization = event.asset_materialization
-        if materialization and materialization.asset_key.to_user_string() == key:
+        materialization = event.event_specific_data.materialization
+        if materialization.asset_key.to_user_string() == key:
             return {k: v.value for k, v in materialization.metadata.items()}
     raise BenchError(f"no materialization of {key} in run {result.run_id}")
 
@@ -573,23 +575,49 @@ def profile_pipeline(materialize: Callable[..., Any], out: Path) -> str:
     stats = pstats.Stats(profiler, stream=buffer)
     stats.sort_stats("cumulative").print_stats(80)
     txt_path.write_text(buffer.getvalue())
-    short = io.StringIO()
-    pstats.Stats(profiler, stream=short).sort_stats("cumulative").print_stats(
-        r"(mlflow|mlops_assets|matplotlib|lightgbm|subprocess|dagster/_core/(storage|execution))"
-        r".*\.py:\d+\((log_model|save_model|_register_model|log_figure|fit|training_run|"
-        r"_validate_serving_input|log_model_artifacts|run|materialize|execute_run|"
-        r"store_event|_create_logged_model|__init__)\)",
-        30,
-    )
-    return (
-        f"cProfile of 1 extra pipeline repetition (full listing {txt_path}, stats {prof_path}):"
-        + "\n".join(line for line in short.getvalue().splitlines()[-40:] if line.strip())
-    )
+    lines = [
+        "cProfile of 1 extra pipeline repetition (cumulative seconds, inflated by the profiler; "
+        f"full listing {txt_path}, stats {prof_path}):",
+        "",
+        "| function (cProfile) | calls | cumulative |",
+        "|---|---:|---:|",
+    ]
+    for label, calls, seconds in profile_summary(pstats.Stats(profiler)):
+        lines.append(f"| {label} | {calls} | {seconds:.3f} s |")
+    return "\n".join(lines)
+
+
+PROFILE_TARGETS = (
+    ("whole run (`dagster.materialize`)", "definitions/materialize.py", "materialize"),
+    ("`candidate_model` body", "mlops_assets/defs/training.py", "candidate_model"),
+    ("run creation (`create_run_for_job`)", "runs/run_domain.py", "create_run_for_job"),
+    ("new per-run event-log SQLite file (`_initdb`)", "sqlite_event_log.py", "_initdb"),
+    ("event-log writes (`store_event`)", "sqlite_event_log.py", "store_event"),
+    ("SQLite commits (Dagster + MLflow)", "~", "<method 'commit' of 'sqlite3.Connection' objects>"),
+    ("compute-log capture", "local_compute_log_manager.py", "capture_logs"),
+    ("resource initialization", "resources_init.py", "resource_initialization_event_generator"),
+    ("IO manager `load_input`", "upath_io_manager.py", "load_input"),
+)
+
+
+def profile_summary(stats: pstats.Stats) -> list[tuple[str, int, float]]:
+    """Cumulative time and calls of a few functions of interest in a cProfile result."""
+    entries = stats.stats  # type: ignore[attr-defined]
+    rows = []
+    for label, path, name in PROFILE_TARGETS:
+        calls, seconds = 0, 0.0
+        for (filename, _, function), (_, ncalls, _, cumulative, _) in entries.items():
+            if function == name and filename.endswith(path):
+                calls += ncalls
+                seconds += cumulative
+        rows.append((label, calls, seconds))
+    return rows
 
 
 def compare_log_model(tmp: Path, data: Any, classifier: Any, probes: Probes) -> dict[str, Any]:
     """``log_model`` of the same model with and without explicit requirements, once each."""
     import mlflow
+    import mlflow.artifacts
     from mlflow.models import infer_signature
 
     from mlops_assets.lib import modeling
@@ -631,17 +659,20 @@ def compare_log_model(tmp: Path, data: Any, classifier: Any, probes: Probes) -> 
     try:
         for label, kwargs, env in variants:
             gc.collect()
-            with patched_env(env), mlflow.start_run(experiment_id=experiment) as run:
-                with probes.recording() as inner:
-                    start = time.perf_counter()
-                    info = mlflow.pyfunc.log_model(
-                        name="model",
-                        python_model=DelayModel(classifier),
-                        signature=signature,
-                        input_example=example,
-                        **kwargs,
-                    )
-                    seconds = time.perf_counter() - start
+            with (
+                patched_env(env),
+                mlflow.start_run(experiment_id=experiment) as run,
+                probes.recording() as inner,
+            ):
+                start = time.perf_counter()
+                info = mlflow.pyfunc.log_model(
+                    name="model",
+                    python_model=DelayModel(classifier),
+                    signature=signature,
+                    input_example=example,
+                    **kwargs,
+                )
+                seconds = time.perf_counter() - start
             folder = Path(
                 mlflow.artifacts.download_artifacts(info.model_uri, dst_path=str(tmp / "dl"))
             )

@@ -518,18 +518,25 @@ def test_champion_loads_from_the_server_and_predicts(
 ) -> None:
     import mlflow
     import numpy as np
+    from mlflow.types import DataType
 
     with world.server.report_on_failure():
         mlflow.set_tracking_uri(world.server.url)  # restored by process_state
         mlflow.set_registry_uri(world.server.url)
         model = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}@{CHAMPION}", dst_path=str(tmp_path))
-        features = model.unwrap_python_model().classifier.features
+        assert model.metadata.run_id == first_training.runs[0].info.run_id
+        classifier = model.unwrap_python_model().classifier
         training_set = first_training.result.output_for_node("training_set")
-        rows = training_set[training_set["split"] == "validation"].head(20)
-        predicted = np.asarray(model.predict(rows[features]), dtype="float64")
+        rows = training_set[training_set["split"] == "validation"].head(20)[classifier.features]
+        # The signature declares every number a double; MLflow refuses to cast int64 columns
+        # to double, so a client sends what the signature says.
+        schema = model.metadata.get_input_schema()
+        doubles = {c.name: "float64" for c in schema.inputs if c.type == DataType.double}
+        predicted = np.asarray(model.predict(rows.astype(doubles)), dtype="float64")
         assert predicted.shape == (20,)
         assert np.all((predicted >= 0.0) & (predicted <= 1.0)), predicted
         assert len(np.unique(predicted)) > 1, predicted  # not a constant model
+        np.testing.assert_allclose(predicted, classifier.predict_proba(rows))
 
 
 def test_retraining_on_the_same_data_is_rejected_by_the_gate(
