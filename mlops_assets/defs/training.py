@@ -253,11 +253,10 @@ def champion_model(
 
     client = tracking.client()
     name = tracking.model_name
-    challenger = client.get_model_version_by_alias(name, CHALLENGER)
-    try:
-        champion = client.get_model_version_by_alias(name, CHAMPION)
-    except Exception:  # no champion yet
-        champion = None
+    challenger = tracking.version_by_alias(CHALLENGER)
+    if challenger is None:
+        raise dg.Failure(f"{name} has no challenger: materialize candidate_model first")
+    champion = tracking.version_by_alias(CHAMPION)
     holdout = training_set[training_set["split"] == "validation"]
     challenger_model = load_classifier(f"models:/{name}/{challenger.version}")
     challenger_scores = modeling.evaluate(challenger_model, holdout)

@@ -95,10 +95,9 @@ def rollback(tracking: Any, reason: str) -> Rollback:
     """
     client = tracking.client()
     name = tracking.model_name
-    try:
-        current = client.get_model_version_by_alias(name, CHAMPION)
-    except Exception as exc:
-        raise ReproductionError(f"{name} has no champion to roll back") from exc
+    current = tracking.version_by_alias(CHAMPION)
+    if current is None:
+        raise ReproductionError(f"{name} has no champion to roll back")
     previous = current.tags.get(PREVIOUS)
     if not previous:
         raise ReproductionError(

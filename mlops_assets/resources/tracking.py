@@ -71,6 +71,22 @@ class MlflowTracking(dg.ConfigurableResource):
 
         return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
 
+    def version_by_alias(self, alias: str) -> Any | None:
+        """The model version holding ``alias``, or ``None`` if no version holds it.
+
+        Any other error (an unreachable server) is raised, never read as "no champion".
+        """
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client().get_model_version_by_alias(self.model_name, alias)
+        except MlflowException as error:
+            if error.error_code in ("INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST") and (
+                "not found" in str(error)
+            ):
+                return None
+            raise
+
     def ensure_experiment(self) -> str:
         """Creates the experiment with its artifact location if it does not exist yet."""
         if self.tracking_uri.startswith("sqlite:///"):
