@@ -163,7 +163,8 @@ def build_flight_features(
 
     for column in CATEGORICAL_FEATURES:
         out[column] = out[column].astype("string")
-    for column in ["seats", "engines", "plane_age", *WEATHER_FIELDS]:
+    # Every numeric feature is a float: any of them may be missing when a request is scored.
+    for column in NUMERIC_FEATURES:
         out[column] = out[column].astype("float64")
     return out[list(OUTPUT_COLUMNS)].sort_values(KEY_COLUMNS, kind="stable").reset_index(drop=True)
 
