@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
@@ -47,3 +48,16 @@ def day_slice(frame: pd.DataFrame, day: date) -> pd.DataFrame:
         & (frame["day"] == str(day.day))
     )
     return frame[mask].reset_index(drop=True)
+
+
+STRAY_STATE = ("mlflow.db", "mlruns", "mlartifacts", ".dvc")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def nothing_written_outside_the_state_folder() -> Iterator[None]:
+    """Fails the session if a tool fell back to a default location in the project root."""
+    root = settings.project_root()
+    before = {name for name in STRAY_STATE if (root / name).exists()}
+    yield
+    stray = {name for name in STRAY_STATE if (root / name).exists()} - before
+    assert not stray, f"written outside the state folder: {sorted(stray)} in {root}"

@@ -258,11 +258,15 @@ def champion_model(
         raise dg.Failure(f"{name} has no challenger: materialize candidate_model first")
     champion = tracking.version_by_alias(CHAMPION)
     holdout = training_set[training_set["split"] == "validation"]
-    challenger_model = load_classifier(f"models:/{name}/{challenger.version}")
+    challenger_model = load_classifier(
+        f"models:/{name}/{challenger.version}", tracking.tracking_uri
+    )
     challenger_scores = modeling.evaluate(challenger_model, holdout)
     champion_scores = None
     if champion is not None and champion.version != challenger.version:
-        champion_model_ = load_classifier(f"models:/{name}/{champion.version}")
+        champion_model_ = load_classifier(
+            f"models:/{name}/{champion.version}", tracking.tracking_uri
+        )
         missing = sorted(set(champion_model_.features) - set(holdout.columns))
         changed = champion_model_.features != challenger_model.features
         if missing or changed:

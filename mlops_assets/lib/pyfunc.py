@@ -35,8 +35,13 @@ class DelayModel(PythonModel):
         return self.classifier.predict_proba(model_input)
 
 
-def load_classifier(model_uri: str) -> DelayClassifier:
-    """The ``DelayClassifier`` inside a logged or registered model."""
+def load_classifier(model_uri: str, tracking_uri: str) -> DelayClassifier:
+    """The ``DelayClassifier`` inside a logged or registered model.
+
+    The tracking URI is always explicit: MLflow's default would create ``./mlflow.db``.
+    """
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
     model = mlflow.pyfunc.load_model(model_uri).unwrap_python_model()
     if not isinstance(model, DelayModel):
         raise TypeError(f"{model_uri} is not a flight-delay model")

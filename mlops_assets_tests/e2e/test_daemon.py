@@ -13,22 +13,26 @@ import contextlib
 import json
 import os
 import re
-import signal
-import socket
 import subprocess
 import sys
-import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import requests
 
 from mlops_assets.lib.source import replay
+from mlops_assets_tests.e2e.processes import (
+    default_signals,
+    free_port,
+    live_group_members,
+    stop_process_group,
+    wait_for,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -49,116 +53,7 @@ NEW_DAY_TIMEOUT = 180.0  # raw day, then features (two sensor hops)
 TICK_TIMEOUT = 60.0  # one more landing-sensor tick (15 s interval)
 STOP_TIMEOUT = 20.0  # SIGTERM grace period before SIGKILL
 
-T = TypeVar("T")
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
-
-
-def wait_for(
-    predicate: Callable[[], T],
-    timeout: float,
-    interval: float = 2.0,
-    *,
-    what: str,
-    diagnose: Callable[[], str] | None = None,
-) -> T:
-    """Polls ``predicate`` until it returns something truthy and returns that value.
-
-    Raises:
-        AssertionError: after ``timeout`` seconds, naming ``what`` was awaited, the last value
-            seen and, if given, the output of ``diagnose``.
-    """
-    started = time.monotonic()
-    last: Any = None
-    while True:
-        last = predicate()
-        if last:
-            return last
-        waited = time.monotonic() - started
-        if waited >= timeout:
-            detail = f"\n{diagnose()}" if diagnose else ""
-            raise AssertionError(
-                f"timed out after {waited:.0f} s waiting for {what}; last value: {last!r}{detail}"
-            )
-        time.sleep(interval)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
-def _live_group_members(pgid: int) -> list[int]:
-    """Processes of a process group that are not zombies (Linux /proc; killpg elsewhere)."""
-    proc = Path("/proc")
-    if not proc.is_dir():
-        try:
-            os.killpg(pgid, 0)
-        except (ProcessLookupError, PermissionError):
-            return []
-        return [pgid]
-    members = []
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[-1].split()
-        state, group = fields[0], int(fields[2])
-        if group == pgid and state not in ("Z", "X"):
-            members.append(int(entry.name))
-    return members
-
-
-def _wait_group_gone(pgid: int, deadline: float) -> bool:
-    while _live_group_members(pgid):
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.2)
-    return True
-
-
-def stop_process_group(process: subprocess.Popen[bytes], grace: float = STOP_TIMEOUT) -> list[str]:
-    """Stops the server's whole process group: SIGTERM, up to ``grace`` seconds, then SIGKILL.
-
-    The leader gets SIGTERM first: ``dagster dev`` then stops its webserver, daemon and code
-    server in order. Signalling the whole group at once races its supervisor, which sees the
-    code server exit, starts a new one and leaves it orphaned. Whatever is still alive a few
-    seconds after the leader exits (or after most of the grace period) gets SIGTERM, and
-    after ``grace`` seconds SIGKILL.
-
-    Returns:
-        The escalations that were needed (empty for a clean shutdown).
-    """
-    pgid = process.pid  # start_new_session=True: the child leads its own group
-    deadline = time.monotonic() + grace
-    escalations: list[str] = []
-    with contextlib.suppress(ProcessLookupError):
-        process.send_signal(signal.SIGTERM)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(timeout=grace * 0.75)
-    if not _wait_group_gone(pgid, min(deadline, time.monotonic() + 3)):
-        escalations.append(f"SIGTERM to group {pgid}: {_live_group_members(pgid)}")
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pgid, signal.SIGTERM)
-    if not _wait_group_gone(pgid, deadline):
-        escalations.append(f"SIGKILL to group {pgid}: {_live_group_members(pgid)}")
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pgid, signal.SIGKILL)
-        _wait_group_gone(pgid, time.monotonic() + 5)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(timeout=5)
-    return escalations
-
-
-def _default_signals() -> None:
-    # A child inherits ignored signals; Python then leaves SIGINT ignored and dagster maps
-    # SIGTERM onto the SIGINT handler, so a server started from a background shell job
-    # would ignore our SIGTERM. Start it with default dispositions.
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 @dataclass
@@ -346,7 +241,7 @@ def dagster_dev(tmp_path: Path, state: Path) -> Iterator[DagsterDev]:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=_default_signals,
+            preexec_fn=default_signals,
         )
     server = DagsterDev(process, port, state, log_path, http)
     try:
@@ -360,10 +255,10 @@ def dagster_dev(tmp_path: Path, state: Path) -> Iterator[DagsterDev]:
         yield server
     finally:
         http.close()
-        escalations = stop_process_group(process)
+        escalations = stop_process_group(process, STOP_TIMEOUT)
         if any(step.startswith("SIGKILL") for step in escalations):
             warnings.warn(f"dagster dev needed SIGKILL to stop: {escalations}", stacklevel=1)
-        leftovers = _live_group_members(process.pid)
+        leftovers = live_group_members(process.pid)
         assert not leftovers, f"dagster dev left processes behind: {leftovers}"
 
 

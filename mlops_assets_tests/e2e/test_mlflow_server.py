@@ -21,7 +21,6 @@ import contextlib
 import hashlib
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -43,6 +42,12 @@ from mlops_assets.defs.training import TRACKING_RETRY, TrainingConfig
 from mlops_assets.lib.source import replay
 from mlops_assets.loop import LocalLoop
 from mlops_assets.resources.tracking import CHALLENGER, CHAMPION, MlflowTracking
+from mlops_assets_tests.e2e.processes import (
+    default_signals,
+    free_port,
+    live_group_members,
+    stop_process_group,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -120,50 +125,7 @@ class LoopbackOnly:
         socket.socket.connect_ex = self._connect_ex  # type: ignore[method-assign]
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
 # -- the MLflow server ------------------------------------------------------------------------
-
-
-def _live_group_members(pgid: int) -> list[int]:
-    """Processes of a process group that are not zombies (Linux /proc; killpg elsewhere)."""
-    proc = Path("/proc")
-    if not proc.is_dir():
-        try:
-            os.killpg(pgid, 0)
-        except (ProcessLookupError, PermissionError):
-            return []
-        return [pgid]
-    members = []
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[-1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-            members.append(int(entry.name))
-    return members
-
-
-def _wait_group_gone(pgid: int, deadline: float) -> bool:
-    while _live_group_members(pgid):
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.2)
-    return True
-
-
-def _default_signals() -> None:
-    # A child inherits ignored signals (e.g. from a background shell job); start the server
-    # with default dispositions so SIGTERM stops it.
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 @dataclass
@@ -223,7 +185,7 @@ class MlflowServer:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=_default_signals,
+                preexec_fn=default_signals,
             )
         return cls(process, port, log_path, root)
 
@@ -263,26 +225,8 @@ class MlflowServer:
         )
 
     def stop(self) -> list[str]:
-        """SIGTERM to the process group, up to ``STOP_TIMEOUT`` s, then SIGKILL.
-
-        Returns:
-            The escalations that were needed (empty for a clean shutdown).
-        """
-        pgid = self.process.pid  # start_new_session=True: the server leads its own group
-        escalations: list[str] = []
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pgid, signal.SIGTERM)
-        deadline = time.monotonic() + STOP_TIMEOUT
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.process.wait(timeout=STOP_TIMEOUT)
-        if not _wait_group_gone(pgid, deadline):
-            escalations.append(f"SIGKILL to group {pgid}: {_live_group_members(pgid)}")
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pgid, signal.SIGKILL)
-            _wait_group_gone(pgid, time.monotonic() + 5)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.process.wait(timeout=5)
-        return escalations
+        """SIGTERM, up to ``STOP_TIMEOUT`` s, then SIGKILL; returns the escalations needed."""
+        return stop_process_group(self.process, STOP_TIMEOUT)
 
     @contextlib.contextmanager
     def report_on_failure(self) -> Iterator[None]:
@@ -441,7 +385,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, process_state: None) -> Iter
         escalations = server.stop()
         if escalations:
             warnings.warn(f"mlflow server needed SIGKILL to stop: {escalations}", stacklevel=1)
-        leftovers = _live_group_members(server.process.pid)
+        leftovers = live_group_members(server.process.pid)
         assert not leftovers, f"mlflow server left processes behind: {leftovers}"
 
 
