@@ -31,11 +31,9 @@ from __future__ import annotations
 import argparse
 import cProfile
 import gc
-import hashlib
 import io
 import json
 import os
-import platform
 import pstats
 import shutil
 import statistics
@@ -44,14 +42,15 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
+
+from _machine import machine_info, mark_start
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 BUDGET_RATIO = 2.0
-STARTED: dict[str, float] = {}
 
 PIPELINE_STAGES = ("landing_sensor", "raw_run", "automation_eval", "features_run")
 PURE_STAGES = (
@@ -131,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         suffix += f"_{args.dagster_yaml.stem}"
     out = args.out or RESULTS / f"one_day{suffix}.json"
 
-    STARTED["loadavg_1min_at_start"] = round(os.getloadavg()[0], 2)
+    mark_start()
     tmp = Path(tempfile.mkdtemp(prefix="mlops-bench-day-"))
     try:
         return run(args, tmp, out)
@@ -350,7 +349,7 @@ def measure(args: argparse.Namespace, tmp: Path, out: Path, instance: Any, home:
     ratio = pipeline_total / pure_total
     per_day_ratio = [r["pipeline_total"] / r["pure_total"] for r in per_day]
     result = {
-        "machine": machine_info(),
+        "machine": machine_info(__file__),
         "instance": args.instance,
         "dagster_yaml": str(args.dagster_yaml or ROOT / "dagster.yaml")
         if args.instance == "home"
@@ -465,22 +464,6 @@ def profile_pipeline(
     return f"cProfile of 2 extra pipeline days (cumulative, top 40), saved to {prof_path}:\n" + (
         buffer.getvalue()
     )
-
-
-def machine_info() -> dict[str, Any]:
-    """Where the numbers were taken."""
-    import dagster
-
-    return {
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
-        "dagster": dagster.__version__,
-        "platform": platform.platform(),
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        **STARTED,
-        "loadavg_1min_at_end": round(os.getloadavg()[0], 2),
-        "sha256_of_script": hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12],
-    }
 
 
 if __name__ == "__main__":

@@ -43,11 +43,9 @@ import contextlib
 import cProfile
 import functools
 import gc
-import hashlib
 import io
 import json
 import os
-import platform
 import pstats
 import shutil
 import statistics
@@ -56,15 +54,16 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 from unittest import mock
 
+from _machine import machine_info, mark_start
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 BUDGET_RATIO = 2.0
-STARTED: dict[str, float] = {}
 
 # Breakdown of the pipeline: (key, label, parent key or None). Top-level stages add up (with
 # "dagster_and_rest") to the pipeline total; sub-stages are parts of their parent.
@@ -259,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--reuse {args.reuse}: not a folder")
     out = args.out or RESULTS / "training.json"
 
-    STARTED["loadavg_1min_at_start"] = round(os.getloadavg()[0], 2)
+    mark_start()
     os.chdir(ROOT)  # MLflow's uv detection looks at the working directory: be reproducible
     tmp = Path(tempfile.mkdtemp(prefix="mlops-bench-training-"))
     state = args.reuse.resolve() if args.reuse else tmp / "state"
@@ -501,7 +500,7 @@ def measure_with_probes(
     keys = [key for key, _, _ in STAGES] + ["dagster_and_rest"]
     breakdown = {k: statistics.median(r["stages"].get(k, 0.0) for r in reps) for k in keys}
     result = {
-        "machine": machine_info(),
+        "machine": machine_info(__file__, "mlflow", "lightgbm"),
         "cwd": str(Path.cwd()),
         "setup": setup,
         "window": window,
@@ -734,26 +733,6 @@ def patched_env(values: dict[str, str]) -> Iterator[None]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-
-
-def machine_info() -> dict[str, Any]:
-    """Where the numbers were taken."""
-    import dagster
-    import lightgbm
-    import mlflow
-
-    return {
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
-        "dagster": dagster.__version__,
-        "mlflow": mlflow.__version__,
-        "lightgbm": lightgbm.__version__,
-        "platform": platform.platform(),
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        **STARTED,
-        "loadavg_1min_at_end": round(os.getloadavg()[0], 2),
-        "sha256_of_script": hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12],
-    }
 
 
 if __name__ == "__main__":
