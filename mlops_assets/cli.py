@@ -143,10 +143,11 @@ def _print_feature_summary(folder: Path) -> int:
 
 
 def _restore(args: argparse.Namespace) -> int:
-    from mlops_assets.lib.registry import DataRegistry, RegistryError
+    from mlops_assets.lib.registry import RegistryError
+    from mlops_assets.resources import build_resources
 
     where = settings.locations()
-    registry = DataRegistry(where.registry, str(where.dvc_remote))
+    registry = build_resources()["registry"].registry()  # local or production flavour
     path = f"{args.dataset}/{args.partition}.parquet"
     out = Path(args.out) if args.out else where.state / "restored" / args.rev[:12] / path
     try:

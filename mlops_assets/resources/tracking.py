@@ -148,7 +148,7 @@ class MlflowTracking(dg.ConfigurableResource):
                 "extra_tags": {"mlops.asset_key": asset, **project_fingerprint(), **tags},
             },
         )
-        tracker = MlFlow(init)  # finds or starts the run tagged with this Dagster run id
+        MlFlow(init)  # finds or starts (and activates) the run tagged with this Dagster run id
         run = mlflow.active_run()
         try:
             yield run
@@ -157,8 +157,6 @@ class MlflowTracking(dg.ConfigurableResource):
             raise
         else:
             mlflow.end_run(status="FINISHED")
-        finally:
-            del tracker
 
 
 def local_tracking(state: Path) -> MlflowTracking:

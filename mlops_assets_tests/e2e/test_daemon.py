@@ -27,6 +27,7 @@ import requests
 
 from mlops_assets.lib.source import replay
 from mlops_assets_tests.e2e.processes import (
+    HOST,
     default_signals,
     free_port,
     live_group_members,
@@ -37,7 +38,6 @@ from mlops_assets_tests.e2e.processes import (
 pytestmark = pytest.mark.e2e
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-HOST = "127.0.0.1"
 LOCATION = "mlops_assets"
 REPOSITORY = "__repository__"
 LANDING_SENSOR = "landing_sensor"

@@ -43,6 +43,7 @@ from mlops_assets.lib.source import replay
 from mlops_assets.loop import LocalLoop
 from mlops_assets.resources.tracking import CHALLENGER, CHAMPION, MlflowTracking
 from mlops_assets_tests.e2e.processes import (
+    HOST,
     default_signals,
     free_port,
     live_group_members,
@@ -52,7 +53,6 @@ from mlops_assets_tests.e2e.processes import (
 pytestmark = pytest.mark.e2e
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-HOST = "127.0.0.1"
 FIRST_DAY = date(2013, 1, 1)
 DAYS = 28
 VALIDATION_DAYS = 7
