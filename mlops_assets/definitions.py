@@ -8,7 +8,7 @@ from collections.abc import Mapping
 
 import dagster as dg
 
-from mlops_assets.defs import automation, features, ingestion, training
+from mlops_assets.defs import automation, deployment, features, ingestion, training
 from mlops_assets.resources import build_resources
 
 daily_data_job = dg.define_asset_job(
@@ -21,6 +21,11 @@ training_job = dg.define_asset_job(
     "training",
     selection=dg.AssetSelection.groups("training"),
     description="Training set, candidate, champion gate and model card.",
+)
+deployment_job = dg.define_asset_job(
+    "deployment",
+    selection=dg.AssetSelection.assets(deployment.bento),
+    description="Build and export the champion's Bento.",
 )
 reference_job = dg.define_asset_job(
     "reference_data", selection=dg.AssetSelection.groups("reference")
@@ -37,6 +42,8 @@ ASSETS = [
     training.candidate_model,
     training.champion_model,
     training.model_card,
+    deployment.bento,
+    deployment.batch_predictions,
 ]
 
 
@@ -44,7 +51,7 @@ def build_defs(env: Mapping[str, str] | None = None) -> dg.Definitions:
     """The definitions with resources for ``env`` (the process environment by default)."""
     return dg.Definitions(
         assets=ASSETS,
-        jobs=[daily_data_job, reference_job, training_job],
+        jobs=[daily_data_job, reference_job, training_job, deployment_job],
         sensors=[automation.landing_sensor, automation.automation_sensor],
         resources=build_resources(env),
         # Steps of a run share one process: every extra process re-imports the code location.

@@ -84,6 +84,11 @@ class Locations:
         """DVC remote of the data registry."""
         return self.state / "dvc-remote"
 
+    @property
+    def bentoml_home(self) -> Path:
+        """BentoML store (models and bentos of the service); exported bentos in ``exports``."""
+        return self.state / "bentoml"
+
 
 def locations(env: MutableMapping[str, str] | None = None) -> Locations:
     """Resolves the state folder from ``MLOPS_STATE_DIR`` (absolute) or the default."""

@@ -9,11 +9,18 @@ bit-for-bit deterministic with ``deterministic=True`` and a fixed seed and threa
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import date, timedelta
 from typing import TYPE_CHECKING, Any
 
-from mlops_assets.lib.features import CATEGORICAL_FEATURES, FEATURE_COLUMNS, LABEL_COLUMN
+from mlops_assets.lib.features import (
+    CATEGORICAL_FEATURES,
+    FEATURE_COLUMNS,
+    LABEL_COLUMN,
+    object_values,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -173,11 +180,48 @@ class DelayClassifier:
 
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
         """Probability that each flight arrives 15+ minutes late."""
-        import lightgbm as lgb
+        missing = [c for c in self.features if c not in frame.columns]
+        if missing:
+            raise ValueError(f"feature columns missing from the input: {missing}")
         import numpy as np
 
-        booster = lgb.Booster(model_str=self.booster_text)
-        return np.asarray(booster.predict(self.prepare(frame), num_threads=1), dtype="float64")
+        return self.predict_columns(
+            {
+                c: object_values(frame[c])
+                if c in CATEGORICAL_FEATURES
+                else frame[c].to_numpy(dtype="float64", na_value=np.nan)
+                for c in self.features
+            }
+        )
+
+    def predict_columns(self, columns: Mapping[str, Any]) -> np.ndarray:
+        """Probabilities for feature columns given as arrays (no DataFrame needed).
+
+        The path both the pipeline and the service take. Categorical levels become their
+        position in the training levels (unseen or missing -> NaN), exactly the codes
+        LightGBM derives from pandas categoricals in training, so the result equals a
+        prediction on the prepared DataFrame bit for bit (tested).
+        """
+        import numpy as np
+
+        first = columns[self.features[0]]
+        matrix = np.empty((len(first), len(self.features)), dtype="float64")
+        for j, name in enumerate(self.features):
+            values = columns[name]
+            if name in CATEGORICAL_FEATURES:
+                codes = _level_codes(tuple(self.categories[name]))
+                matrix[:, j] = [
+                    codes.get(v, np.nan) if isinstance(v, str) else np.nan for v in values
+                ]
+            else:
+                matrix[:, j] = np.asarray(
+                    [np.nan if v is None else v for v in values]
+                    if isinstance(values, list)
+                    else values,
+                    dtype="float64",
+                )
+        booster = _booster(self.booster_text)
+        return np.asarray(booster.predict(matrix, num_threads=1), dtype="float64")
 
     def importances(self) -> pd.DataFrame:
         """Gain and split importances per feature, most important first."""
@@ -196,6 +240,19 @@ class DelayClassifier:
             .sort_values("gain", ascending=False)
             .reset_index(drop=True)
         )
+
+
+@functools.lru_cache(maxsize=64)
+def _level_codes(levels: tuple[str, ...]) -> dict[str, float]:
+    return {level: float(i) for i, level in enumerate(levels)}
+
+
+@functools.lru_cache(maxsize=4)
+def _booster(text: str) -> Any:
+    # Parsing the model text costs milliseconds; a service scores one request at a time.
+    import lightgbm as lgb
+
+    return lgb.Booster(model_str=text)
 
 
 def train_classifier(train: pd.DataFrame, params: HyperParameters) -> DelayClassifier:

@@ -7,6 +7,7 @@ from typing import Any
 import dagster as dg
 
 from mlops_assets import settings
+from mlops_assets.resources.bentos import BentoStore, local_bentos
 from mlops_assets.resources.lake import LakeIOManager, LakeReader
 from mlops_assets.resources.landing import LandingZone
 from mlops_assets.resources.registry import DataRegistryResource
@@ -36,6 +37,7 @@ def _local(env: Mapping[str, str]) -> dict[str, Any]:
             path=str(where.registry), dvc_remote=str(where.dvc_remote)
         ),
         "tracking": local_tracking(where.state),
+        "bentos": local_bentos(where.state),
     }
 
 
@@ -54,6 +56,11 @@ def _production(env: Mapping[str, str]) -> dict[str, Any]:
             path=str(where.registry),
             dvc_remote=dg.EnvVar("MLOPS_DVC_REMOTE_URL"),
             git_remote=dg.EnvVar("MLOPS_REGISTRY_GIT_URL"),
+        ),
+        # Bentos are built on the run's disk and exported for the image build.
+        "bentos": BentoStore(
+            home=str(where.bentoml_home),
+            export_dir=env.get("MLOPS_BENTO_EXPORT_DIR") or str(where.bentoml_home / "exports"),
         ),
     }
 

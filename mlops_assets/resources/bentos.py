@@ -1,0 +1,94 @@
+"""The BentoML store the prediction service is built into.
+
+Builds run ``python -m mlops_assets.serving.build`` in a child process with ``BENTOML_HOME``
+set, so the code location never imports BentoML and every build lands in exactly the store
+configured here (locally ``<state>/bentoml``).
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from mlops_assets import settings
+
+BUILD_TIMEOUT_S = 600
+
+
+class BentoBuildError(RuntimeError):
+    """Building or exporting the Bento failed (the message carries the build's output)."""
+
+
+class BentoStore(dg.ConfigurableResource):
+    """Where bentos are built (a BentoML home) and exported to.
+
+    Attributes:
+        home: ``BENTOML_HOME`` of the builds (models, bentos).
+        export_dir: Folder that receives each exported ``.bento`` archive (the build context
+            an image is built from where Docker runs).
+    """
+
+    home: str
+    export_dir: str
+
+    def environment(self) -> dict[str, str]:
+        """Environment of BentoML commands on this store (telemetry off, ``uv`` on PATH)."""
+        env = dict(os.environ)
+        settings.telemetry_off(env)
+        env["BENTOML_HOME"] = self.home
+        # The project's interpreter folder first: `bentoml` and, when installed there, `uv`.
+        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+        return env
+
+    def build(self, bundle: Any, labels: dict[str, str]) -> dict[str, Any]:
+        """Builds and exports a Bento serving ``bundle`` (a ``ScoringBundle``).
+
+        Returns:
+            ``bento_tag``, ``model_tag``, ``bento_path``, ``size_bytes``, ``export_path``.
+
+        Raises:
+            BentoBuildError: with the tail of the build's output.
+        """
+        env = self.environment()
+        if shutil.which("uv", path=env["PATH"]) is None:
+            raise BentoBuildError("building a Bento needs `uv` on PATH (BentoML calls it)")
+        Path(self.home).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=self.home, prefix="bundle-") as folder:
+            bundle.save(Path(folder))
+            command = [
+                sys.executable,
+                "-m",
+                "mlops_assets.serving.build",
+                folder,
+                "--labels",
+                json.dumps(labels),
+                "--export-dir",
+                self.export_dir,
+            ]
+            try:
+                done = subprocess.run(
+                    command,
+                    env=env,
+                    cwd=settings.project_root(),
+                    capture_output=True,
+                    text=True,
+                    timeout=BUILD_TIMEOUT_S,
+                )
+            except subprocess.TimeoutExpired as error:
+                raise BentoBuildError(f"bento build timed out after {BUILD_TIMEOUT_S} s") from error
+        if done.returncode != 0:
+            tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-15:])
+            raise BentoBuildError(f"bento build failed (exit {done.returncode}):\n{tail}")
+        return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def local_bentos(state: Path) -> BentoStore:
+    """The embedded default: a BentoML home in the state folder."""
+    home = state / "bentoml"
+    return BentoStore(home=str(home), export_dir=str(home / "exports"))

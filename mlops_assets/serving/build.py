@@ -1,0 +1,91 @@
+"""Builds and exports the service's Bento from a scoring bundle folder.
+
+Run as ``python -m mlops_assets.serving.build BUNDLE --labels JSON --export-dir DIR`` with
+``BENTOML_HOME`` pointing at the store. The ``bento`` asset runs it in a child process, so
+BentoML is never imported by the code location and each build sees exactly the store it was
+given. Prints one JSON line: the bento and model tags, the bento's folder and size, and the
+exported archive.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from mlops_assets import settings
+
+SERVICE = "mlops_assets.serving.service:FlightDelay"
+# The bento's source: the service and the plain library it scores with.
+INCLUDE = [
+    "mlops_assets/__init__.py",
+    "mlops_assets/serving/__init__.py",
+    "mlops_assets/serving/service.py",
+    *(
+        f"mlops_assets/lib/{name}.py"
+        for name in ("__init__", "contracts", "features", "hashing", "modeling", "scoring")
+    ),
+]
+
+
+def build(bundle: Path, labels: dict[str, str], export_dir: Path) -> dict[str, Any]:
+    """Stores the bundle as a BentoML model, builds the Bento and exports it.
+
+    Args:
+        bundle: Folder written by ``ScoringBundle.save``.
+        labels: Labels for the model and the Bento (model version, MLflow run ...).
+        export_dir: Where the exported ``.bento`` archive is written.
+
+    Returns:
+        ``bento_tag``, ``model_tag``, ``bento_path``, ``size_bytes``, ``export_path``.
+    """
+    if shutil.which("uv") is None:
+        raise RuntimeError("building a Bento needs `uv` on PATH (BentoML uses it)")
+    import bentoml
+
+    model_info = json.loads((bundle / "model.json").read_text())
+    with bentoml.models.create(
+        "flight_delay", labels=labels, metadata=model_info, module="mlops_assets.serving"
+    ) as model:
+        for item in bundle.iterdir():
+            shutil.copy2(item, Path(model.path) / item.name)
+    # The service module resolves exactly this model version while the Bento is built.
+    os.environ["MLOPS_BENTO_MODEL"] = str(model.tag)
+    bento = bentoml.bentos.build(
+        SERVICE,
+        labels=labels,
+        description="Flight delay prediction: the champion model behind an HTTP API.",
+        include=INCLUDE,
+        build_ctx=str(settings.project_root()),
+    )
+    export_dir.mkdir(parents=True, exist_ok=True)
+    target = export_dir / f"{bento.tag.name}-{bento.tag.version}.bento"
+    exported = bentoml.bentos.export_bento(bento.tag, str(target))
+    folder = Path(bento.path)
+    size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    return {
+        "bento_tag": str(bento.tag),
+        "model_tag": str(model.tag),
+        "bento_path": str(folder),
+        "size_bytes": size,
+        "export_path": exported,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry: prints the build result as one JSON line."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("bundle", type=Path)
+    parser.add_argument("--labels", default="{}", help="labels as a JSON object")
+    parser.add_argument("--export-dir", type=Path, required=True)
+    args = parser.parse_args(argv)
+    settings.telemetry_off()
+    result = build(args.bundle, json.loads(args.labels), args.export_dir)
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,215 @@
+"""The flight-delay prediction service (BentoML), serving the champion model.
+
+Endpoints (JSON over HTTP, OpenAPI at ``/docs.json``):
+
+- ``POST /predict``: one flight -> probability of a 15+ minute arrival delay, the decision at
+  the model's threshold, and the model version that answered;
+- ``POST /predict_batch``: ``{"flights": [...]}`` with 1 to ``MAX_BATCH`` flights;
+- ``GET /livez``, ``/readyz``, ``/healthz`` and ``/metrics`` (Prometheus): always open.
+
+The request model is generated from the landing data contracts (``lib.scoring``), and a
+request is scored through the pipeline's own feature code, so the API and the pipeline
+cannot disagree. The prediction endpoints require an API key (``Authorization: Bearer <key>``
+or ``X-API-Key``) when ``MLOPS_API_KEY`` is set; in the production flavour
+(``MLOPS_ENV=production``) the service refuses to start without one.
+
+This module is loaded by ``bentoml serve`` and ``bentoml build`` only, never by the code
+location.
+"""
+
+import hmac
+import json
+import os
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import bentoml
+from pydantic import BaseModel, Field
+
+from mlops_assets.lib.scoring import (
+    EXAMPLE_REQUEST,
+    MAX_BATCH,
+    ScoringBundle,
+    request_fields,
+    request_model,
+    score,
+)
+
+MODEL_NAME = "flight_delay"
+# The exact model version is pinned while building; a served bento holds only that version.
+MODEL_TAG = os.environ.get("MLOPS_BENTO_MODEL", f"{MODEL_NAME}:latest")
+API_KEY_VARIABLE = "MLOPS_API_KEY"
+# Requests above this size are refused before they are parsed (a full batch is ~0.5 MB).
+MAX_BODY_BYTES = 2 * 1024 * 1024
+PROTECTED_PATHS = frozenset({"/predict", "/predict_batch"})
+# Exact versions of what the service imports at run time (the image installs these).
+RUNTIME_PACKAGES = ("lightgbm", "numpy", "pandas", "pandera", "pyarrow", "pydantic")
+
+MODEL = bentoml.models.BentoModel(MODEL_TAG)
+_CODES = json.loads((Path(MODEL.resolve().path) / "reference.json").read_text())
+FlightRequest: Any = request_model(request_fields(_CODES["carriers"], _CODES["airports"]))
+
+
+class FlightBatch(BaseModel):
+    """Flights to score together."""
+
+    flights: list[FlightRequest] = Field(
+        ...,
+        min_length=1,
+        max_length=MAX_BATCH,
+        description=f"1 to {MAX_BATCH} flights.",
+    )
+
+
+class Prediction(BaseModel):
+    """The model's answer for one flight."""
+
+    flight_date: str = Field(description="Scheduled departure date (YYYY-MM-DD).")
+    carrier: str
+    flight: int
+    origin: str
+    probability: float = Field(description="Probability of arriving 15+ minutes late.")
+    delayed: bool = Field(description="probability >= threshold")
+    threshold: float = Field(description="The model's decision threshold.")
+    model_version: str = Field(description="Registered version of the model that answered.")
+
+
+class Predictions(BaseModel):
+    """Answers in request order."""
+
+    predictions: list[Prediction]
+
+
+class ApiGuard:
+    """ASGI middleware in front of the prediction endpoints.
+
+    Checks the API key (constant-time comparison; the key is never logged), refuses bodies
+    over ``max_body`` bytes with 413 before reading them whole, and answers malformed JSON
+    with 400 instead of letting it reach the framework.
+    """
+
+    def __init__(self, app: Any, api_key: str, max_body: int = MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.api_key = api_key.encode()
+        self.max_body = max_body
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        """Guards the prediction endpoints, passes everything else through."""
+        if scope["type"] != "http" or scope["path"] not in PROTECTED_PATHS:
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        if self.api_key and not self._authorized(headers):
+            await _reply(send, 401, "missing or wrong API key", {"www-authenticate": "Bearer"})
+            return
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body:
+            await _reply(send, 413, f"request body over the limit of {self.max_body} bytes")
+            return
+        body = b""
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            if len(body) > self.max_body:
+                await _reply(send, 413, f"request body over the limit of {self.max_body} bytes")
+                return
+            if not message.get("more_body", False):
+                break
+        try:
+            json.loads(body)
+        except ValueError as error:
+            await _reply(send, 400, f"malformed JSON: {error}")
+            return
+        replayed = False
+
+        async def replay() -> Any:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    def _authorized(self, headers: dict[bytes, bytes]) -> bool:
+        given = headers.get(b"x-api-key", b"")
+        bearer = headers.get(b"authorization", b"")
+        if bearer.lower().startswith(b"bearer "):
+            given = bearer[7:].strip()
+        return hmac.compare_digest(given, self.api_key)
+
+
+async def _reply(send: Any, status: int, error: str, extra: dict[str, str] | None = None) -> None:
+    body = json.dumps({"error": error}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers += [(k.encode(), v.encode()) for k, v in (extra or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def api_key_from_environment(env: dict[str, str] | None = None) -> str:
+    """The API key the service requires ('' = open), refusing to run production without one."""
+    env = dict(os.environ if env is None else env)
+    key = env.get(API_KEY_VARIABLE, "")
+    if not key and env.get("MLOPS_ENV", "local") == "production":
+        raise RuntimeError(
+            f"{API_KEY_VARIABLE} must be set when MLOPS_ENV=production: the prediction "
+            "endpoints are not served without an API key"
+        )
+    return key
+
+
+IMAGE = bentoml.images.Image(python_version="3.11", lock_python_packages=False).python_packages(
+    *(f"{name}=={version(name)}" for name in RUNTIME_PACKAGES)
+)
+
+
+@bentoml.service(
+    name="flight_delay_service",
+    image=IMAGE,
+    traffic={"timeout": 10},
+    labels={"project": "mlops_assets"},
+)
+class FlightDelay:
+    """Probability that a scheduled flight arrives 15+ minutes late."""
+
+    model = MODEL
+
+    def __init__(self) -> None:
+        stored: Any = self.model
+        self.bundle = ScoringBundle.load(Path(stored.path))
+        self.probability = bentoml.metrics.Histogram(
+            name="flight_delay_probability",
+            documentation="Predicted probability of a 15+ minute arrival delay",
+            buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0),
+        )
+        # Warm up (imports, model parsing) before the first request is answered.
+        score(self.bundle, [FlightRequest(**EXAMPLE_REQUEST).model_dump()])
+
+    def _score(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        results = score(self.bundle, requests)
+        for result in results:
+            self.probability.observe(result["probability"])
+        return results
+
+    @bentoml.api(input_spec=FlightRequest, output_spec=Prediction)
+    def predict(self, **flight: Any) -> Prediction:
+        """Scores one flight."""
+        return Prediction(**self._score([flight])[0])
+
+    @bentoml.api(input_spec=FlightBatch, output_spec=Predictions)
+    def predict_batch(self, flights: list[Any]) -> Predictions:
+        """Scores 1 to MAX_BATCH flights in one call (answers in request order)."""
+        results = self._score([f.model_dump() for f in flights])
+        return Predictions(predictions=[Prediction(**r) for r in results])
+
+    @bentoml.api(route="/model")
+    def model_info(self) -> dict[str, Any]:
+        """Identity of the model that answers: name, version, MLflow run, training data."""
+        return dict(self.bundle.model)
+
+
+FlightDelay.add_asgi_middleware(ApiGuard, api_key=api_key_from_environment())  # type: ignore[attr-defined]
