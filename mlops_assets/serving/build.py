@@ -22,6 +22,7 @@ SERVICE = "mlops_assets.serving.service:FlightDelay"
 INCLUDE = [
     "mlops_assets/__init__.py",
     "mlops_assets/serving/__init__.py",
+    "mlops_assets/serving/guard.py",
     "mlops_assets/serving/service.py",
     *(
         f"mlops_assets/lib/{name}.py"

@@ -1,0 +1,113 @@
+"""A state folder with a trained champion, its Bento and a day of batch predictions.
+
+Built through the real graph (replay -> sensors/automation -> training job -> automation),
+shared by the deployment asset tests, the serving end-to-end tests and the serving benchmark.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from mlops_assets import settings
+from mlops_assets.definitions import build_defs
+from mlops_assets.lib.source import replay
+from mlops_assets.loop import LocalLoop
+
+TRAIN_START = date(2013, 1, 1)
+TRAIN_DAYS = 21
+AS_OF = "2013-01-21"
+# The first day after the training window: predicted by the champion once it lands.
+PREDICT_DAY = date(2013, 1, 22)
+TRAINING = dg.AssetSelection.groups("training")
+
+
+def run_config(margin: float = 0.005, **training: Any) -> dict[str, Any]:
+    """Training run config for a three-week window (small model, lowered floors)."""
+    return {
+        "ops": {
+            "training_set": {"config": {"days": 21, "validation_days": 5, "as_of": AS_OF}},
+            "candidate_model": {"config": {"n_estimators": 60, **training}},
+            # A three-week window cannot reach the production floors.
+            "champion_model": {"config": {"margin": margin, "min_roc_auc": 0.5, "min_pr_auc": 0.1}},
+        }
+    }
+
+
+@dataclass
+class Deployment:
+    """Handles on a deployed state."""
+
+    state: Path
+    instance: dg.DagsterInstance
+    defs: dg.Definitions
+    loop: LocalLoop
+
+    @property
+    def resources(self) -> dict[str, Any]:
+        """The local resources of the state."""
+        return dict(self.defs.resources or {})
+
+    @property
+    def bentoml_home(self) -> Path:
+        """BENTOML_HOME of the state."""
+        return settings.locations({settings.STATE_DIR_VAR: str(self.state)}).bentoml_home
+
+    def train(self, config: dict[str, Any] | None = None) -> dg.ExecuteInProcessResult:
+        """Runs the training job (as the UI or a sensor would), then the automation."""
+        result = dg.materialize(
+            list(self.defs.assets or []),  # type: ignore[arg-type]
+            selection=TRAINING,
+            instance=self.instance,
+            resources=self.resources,
+            run_config=config or run_config(),
+            raise_on_error=False,
+        )
+        self.loop.run_until_idle()
+        return result
+
+    def land(self, day: date, days: int = 1) -> None:
+        """Lands new days and lets sensors and automation process them."""
+        replay(self.state / "landing", day, days, include_reference=False)
+        self.loop.run_until_idle()
+
+    def metadata(self, asset: str, partition: str | None = None) -> dict[str, Any]:
+        """Metadata of the latest materialization of ``asset`` (or of one partition)."""
+        key = dg.AssetKey(asset)
+        if partition is None:
+            event = self.instance.get_latest_materialization_event(key)
+        else:
+            records = self.instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1
+            ).records
+            event = records[0].event_log_entry if records else None
+        if event is None or event.asset_materialization is None:
+            raise LookupError(f"{asset} {partition or ''} is not materialized")
+        return {k: v.value for k, v in event.asset_materialization.metadata.items()}
+
+    def count(self, asset: str) -> int:
+        """Number of materializations of ``asset``."""
+        key = dg.AssetKey(asset)
+        return len(self.instance.fetch_materializations(key, limit=1000).records)
+
+
+def deploy(state: Path, instance: dg.DagsterInstance) -> Deployment:
+    """Replays three weeks, trains and promotes a champion, lets the Bento build, then
+    lands ``PREDICT_DAY`` so the champion predicts it.
+
+    The caller sets ``MLOPS_STATE_DIR`` to ``state`` for the duration (resources read it).
+    """
+    defs = build_defs({settings.STATE_DIR_VAR: str(state)})
+    replay(state / "landing", TRAIN_START, TRAIN_DAYS)
+    loop = LocalLoop(defs, instance, state / "cursors.json")
+    loop.run_until_idle()
+    deployment = Deployment(state, instance, defs, loop)
+    result = deployment.train()
+    if not result.success:
+        raise RuntimeError("training the first champion failed")
+    deployment.land(PREDICT_DAY)
+    return deployment
