@@ -1,0 +1,129 @@
+"""Deployment assets on a real state: the Bento follows promotions only, predictions follow days.
+
+Builds real Bentos with BentoML in the test's state folder (serving them is exercised in
+e2e/test_serving.py).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from mlops_assets import settings
+from mlops_assets.lib.pyfunc import load_classifier
+from mlops_assets.lib.scoring import ScoringBundle
+from mlops_assets_tests.deployed import PREDICT_DAY, Deployment, deploy, run_config
+
+DAY = PREDICT_DAY.isoformat()
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    state = tmp_path_factory.mktemp("deployment") / "state"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(settings.STATE_DIR_VAR, str(state))
+        with dg.instance_for_test() as instance:
+            yield deploy(state, instance)
+
+
+def bentos(deployment: Deployment) -> list[str]:
+    folder = deployment.bentoml_home / "bentos" / "flight_delay_service"
+    return sorted(p.name for p in folder.iterdir() if p.name != "latest")
+
+
+def test_promotion_builds_a_labelled_servable_bento(deployment: Deployment):
+    meta = deployment.metadata("bento")
+    assert deployment.count("bento") == 1
+    assert meta["model_version"] == "1"
+    tracking = deployment.resources["tracking"]
+    champion = tracking.version_by_alias("champion")
+    assert meta["mlflow_run_id"] == champion.run_id
+    run = tracking.client().get_run(champion.run_id)
+    assert meta["training_set_md5"] == run.data.tags["mlops.data.dvc_md5"]
+    assert meta["git_commit"] and meta["size_bytes"] > 10_000
+    manifest = yaml.safe_load((Path(meta["build_context"]) / "bento.yaml").read_text())
+    assert manifest["labels"]["model_version"] == "1"
+    assert manifest["labels"]["mlflow_run_id"] == champion.run_id
+    assert manifest["service"] == "mlops_assets.serving.service:FlightDelay"
+    assert (Path(meta["build_context"]) / "env" / "docker" / "Dockerfile").exists()
+    assert Path(meta["export_path"]).stat().st_size > 10_000
+    # The model inside is exactly the registered champion.
+    name, version = meta["model_tag"].split(":")
+    bundle = ScoringBundle.load(deployment.bentoml_home / "models" / name / version)
+    registered = load_classifier(f"models:/flight_delay/{champion.version}", tracking.tracking_uri)
+    assert bundle.classifier == registered
+    assert bundle.model["model_version"] == "1"
+
+
+def test_new_day_is_predicted_by_the_champion(deployment: Deployment):
+    meta = deployment.metadata("batch_predictions", DAY)
+    assert meta["model_version"] == "1"
+    lake = deployment.state / "lake"
+    predictions = pd.read_parquet(lake / "batch_predictions" / f"{DAY}.parquet")
+    features = pd.read_parquet(lake / "flight_features" / f"{DAY}.parquet")
+    assert len(predictions) == len(features) == meta["dagster/row_count"]
+    tracking = deployment.resources["tracking"]
+    classifier = load_classifier("models:/flight_delay/1", tracking.tracking_uri)
+    np.testing.assert_array_equal(predictions["probability"], classifier.predict_proba(features))
+    assert (predictions["delayed"] == (predictions["probability"] >= classifier.threshold)).all()
+    assert set(predictions["model_version"]) == {"1"}
+
+
+def test_rejected_challenger_builds_no_bento(deployment: Deployment):
+    before, stored = deployment.count("bento"), bentos(deployment)
+    result = deployment.train()  # same data and config: not better, rejected
+    assert result.success
+    assert str(deployment.resources["tracking"].version_by_alias("champion").version) == "1"
+    assert deployment.count("bento") == before
+    assert bentos(deployment) == stored
+
+
+def test_failed_build_keeps_the_previous_bento(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+):
+    before, stored = deployment.metadata("bento"), bentos(deployment)
+    # BentoML builds with uv: without it on PATH the build fails before touching the store.
+    monkeypatch.setenv("PATH", str(Path(sys.executable).parent))
+    result = dg.materialize(
+        list(deployment.defs.assets or []),  # type: ignore[arg-type]
+        selection=dg.AssetSelection.assets("bento"),
+        instance=deployment.instance,
+        resources=deployment.resources,
+        raise_on_error=False,
+    )
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    assert "building a Bento needs `uv` on PATH" in str(failure.step_failure_data.error)
+    assert deployment.metadata("bento") == before
+    assert bentos(deployment) == stored
+
+
+def test_promotion_rebuilds_and_new_days_use_the_new_champion(deployment: Deployment):
+    first = deployment.metadata("bento")
+    old_predictions = deployment.metadata("batch_predictions", DAY)
+    # A negative margin promotes any challenger that passes the floors.
+    result = deployment.train(run_config(margin=-1.0, num_leaves=7))
+    assert result.success
+    champion = str(deployment.resources["tracking"].version_by_alias("champion").version)
+    assert champion not in ("1", "2")
+    new = deployment.metadata("bento")
+    assert new["model_version"] == champion
+    assert new["bento_tag"] != first["bento_tag"]
+    assert Path(first["build_context"]).exists()  # the previous bento stays servable
+    # Past predictions are history: not rewritten by the new champion.
+    assert deployment.metadata("batch_predictions", DAY) == old_predictions
+    next_day = PREDICT_DAY + timedelta(days=1)
+    deployment.land(next_day)
+    assert deployment.metadata("batch_predictions", next_day.isoformat())["model_version"] == (
+        champion
+    )
+    manifest = yaml.safe_load((Path(new["build_context"]) / "bento.yaml").read_text())
+    assert manifest["labels"]["model_version"] == champion
