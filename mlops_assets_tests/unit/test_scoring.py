@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -231,5 +231,5 @@ def test_bundle_round_trip(bundle, tmp_path: Path, model):
 def test_timestamps_with_any_offset_mean_the_same_hour(bundle, model):
     local = model(**scoring.EXAMPLE_REQUEST).model_dump()
     utc = model(**{**scoring.EXAMPLE_REQUEST, "time_hour": "2013-01-01T10:00:00Z"}).model_dump()
-    assert utc["time_hour"] == local["time_hour"] == datetime(2013, 1, 1, 10, tzinfo=timezone.utc)
+    assert utc["time_hour"] == local["time_hour"] == datetime(2013, 1, 1, 10, tzinfo=UTC)
     assert scoring.score(bundle, [local]) == scoring.score(bundle, [utc])
