@@ -3,10 +3,13 @@ UV ?= uv
 UV_VERSION ?= 0.13.8
 DAYS ?= 60
 PORT ?= 3000
+SERVE_PORT ?= 3001
+# The state folder (MLOPS_STATE_DIR moves it, as for the CLI).
+STATE ?= $(or $(MLOPS_STATE_DIR),$(CURDIR)/state)
 export DAGSTER_DISABLE_TELEMETRY=true DO_NOT_TRACK=true DVC_NO_ANALYTICS=1 \
        MLFLOW_DISABLE_TELEMETRY=true BENTOML_DO_NOT_TRACK=true EVIDENTLY_DISABLE_TELEMETRY=1
 
-.PHONY: setup demo test test-fast dev mlflow-ui lint typecheck bench clean
+.PHONY: setup demo test test-fast dev serve mlflow-ui lint typecheck bench clean
 
 setup:  ## install uv if missing, then the locked environment (.venv)
 	@command -v $(UV) >/dev/null 2>&1 || python3 -m pip install --quiet "uv==$(UV_VERSION)"
@@ -24,9 +27,13 @@ test-fast: setup  ## everything but the end-to-end tests
 dev: setup  ## Dagster UI + daemon on the local state (http://127.0.0.1:$(PORT))
 	$(UV) run --frozen mlops-assets dev --port $(PORT)
 
+serve: setup  ## the latest bento of the champion on http://127.0.0.1:$(SERVE_PORT)
+	BENTOML_HOME="$(STATE)/bentoml" $(UV) run --frozen bentoml serve \
+		flight_delay_service:latest --host 127.0.0.1 --port $(SERVE_PORT)
+
 mlflow-ui: setup  ## MLflow UI on the local tracking store (http://127.0.0.1:5000)
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(UV) run --frozen mlflow ui --host 127.0.0.1 \
-		--port 5000 --workers 1 --backend-store-uri "sqlite:///$(CURDIR)/state/mlflow/mlflow.db"
+		--port 5000 --workers 1 --backend-store-uri "sqlite:///$(STATE)/mlflow/mlflow.db"
 
 lint:
 	$(UV) run --frozen ruff check .
@@ -38,6 +45,7 @@ typecheck:
 bench: setup  ## measure the budgets (docs/benchmarks.md)
 	$(UV) run --frozen python benchmarks/load_time.py
 	$(UV) run --frozen python benchmarks/one_day.py
+	$(UV) run --frozen python benchmarks/serving.py
 
 clean:  ## delete all local state (Dagster home, landing, lake, registry, remote)
 	rm -rf state

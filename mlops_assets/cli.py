@@ -76,6 +76,9 @@ def _demo(args: argparse.Namespace) -> int:
         days = _print_feature_summary(where.lake / "flight_features")
         if args.train and days >= DEMO_MIN_TRAINING_DAYS:
             _train(defs, instance, days)
+            # The bento and the batch predictions follow the promotion by automation.
+            loop.run_until_idle()
+            _print_deployment(instance)
     print("\nresults:")
     print(f"  lake (Parquet)        {where.lake}")
     print(f"  data registry (DVC)   {where.registry}  (remote {where.dvc_remote})")
@@ -86,6 +89,21 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 DEMO_MIN_TRAINING_DAYS = 21
+
+
+def _print_deployment(instance: Any) -> None:
+    import dagster as dg
+
+    event = instance.get_latest_materialization_event(dg.AssetKey("bento"))
+    predicted = instance.get_materialized_partitions(dg.AssetKey("batch_predictions"))
+    print("\ndeployment:")
+    if event is None or event.asset_materialization is None:
+        print("  no bento (no champion was promoted)")
+        return
+    meta = {k: v.value for k, v in event.asset_materialization.metadata.items()}
+    print(f"  bento {meta['bento_tag']} serving {meta['model_name']} v{meta['model_version']}")
+    print(f"  exported to {meta['export_path']}")
+    print(f"  batch predictions for {len(predicted)} day(s); serve the model: make serve")
 
 
 def _train(defs: Any, instance: Any, days: int) -> None:
