@@ -53,7 +53,8 @@ class ApiGuard:
             if not message.get("more_body", False):
                 break
         try:
-            json.loads(body)
+            if body.strip():  # an empty body is an empty input (BentoML reads it as {})
+                json.loads(body)
         except ValueError as error:
             await _reply(send, 400, f"malformed JSON: {error}")
             return

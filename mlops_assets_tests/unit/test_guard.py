@@ -87,6 +87,12 @@ def test_malformed_json_is_a_clear_400():
     assert response.json()["error"].startswith("malformed JSON: Expecting property name")
 
 
+def test_an_empty_body_is_an_empty_input():
+    response = client().post("/model")
+    assert response.status_code == 200
+    assert response.json() == {"path": "/model", "body": ""}
+
+
 def test_production_refuses_to_run_without_a_key():
     with pytest.raises(RuntimeError, match="MLOPS_API_KEY must be set when MLOPS_ENV=production"):
         api_key_from_environment({"MLOPS_ENV": "production"})

@@ -1,0 +1,863 @@
+"""End to end: the champion's Bento served by a real ``bentoml serve``, observed over HTTP.
+
+A state is deployed through the real graph (``deployed.deploy``: three weeks replayed, a
+champion trained and promoted, its Bento built, 2013-01-22 landed and batch-predicted). The
+Bento is then served from that state's store on a free port on 127.0.0.1, twice: open (no API
+key), and in the production flavour with a random API key (each server with a ``BENTOML_HOME``
+of its own that links to the store, see ``private_home``).
+
+Checked: answers for real flights, batch order, online/offline consistency with the
+``batch_predictions`` asset for every flight of the day, every kind of bad input answered with
+a precise 4xx (never 5xx, the server keeps serving), the API key (and that it never reaches
+the log), the refusal to start in production without a key, the Prometheus metrics, and a
+bounded schemathesis fuzz of the prediction endpoints against the served OpenAPI schema.
+
+Runtime: roughly 2 to 3 minutes: the deployment takes 75 to 120 s, each server ~8 s to get
+ready, the fuzz ~10 to 20 s.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import re
+import secrets
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pandas as pd
+import pytest
+import requests
+
+from mlops_assets import settings
+from mlops_assets.lib.features import WEATHER_FIELDS
+from mlops_assets.lib.scoring import EXAMPLE_REQUEST, MAX_BATCH, REQUEST_FLIGHT_FIELDS
+from mlops_assets.serving.guard import API_KEY_VARIABLE, MAX_BODY_BYTES, PROTECTED_PATHS
+from mlops_assets_tests.deployed import PREDICT_DAY, Deployment, deploy
+from mlops_assets_tests.e2e.processes import (
+    HOST,
+    default_signals,
+    free_port,
+    live_group_members,
+    stop_process_group,
+    wait_for,
+)
+
+pytestmark = pytest.mark.e2e
+
+STARTUP_TIMEOUT = 90.0  # bentoml serve: imports, model load and warm-up, then /readyz
+EXIT_TIMEOUT = 60.0  # a server that must refuse to start
+STOP_TIMEOUT = 20.0  # SIGTERM grace period before SIGKILL
+REQUEST_TIMEOUT = 30.0
+PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
+LOCAL_ONLY = "127.0.0.1,localhost"
+OPEN = ("/livez", "/readyz", "/healthz", "/metrics")
+KEY_COLUMNS = ["flight_date", "carrier", "flight", "origin"]
+TOLERANCE = 1e-9
+BATCH_CHUNK = 400  # the day's ~890 flights go in three batches (order across calls checked)
+FUZZ_EXAMPLES = 50  # per operation and generation mode
+
+
+# -- the server -------------------------------------------------------------------------------
+
+
+@dataclass
+class BentoServer:
+    """A running ``bentoml serve`` (its own process group), its log file and an HTTP session."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+    http: requests.Session
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    @classmethod
+    def start(
+        cls, tag: str, store: Path, root: Path, env: dict[str, str] | None = None
+    ) -> BentoServer:
+        """Starts ``bentoml serve <tag>`` in the background; ``wait_ready`` waits for it."""
+        root.mkdir(parents=True, exist_ok=True)
+        port = free_port()
+        log_path = root / "bentoml_serve.log"
+        process = spawn_bentoml(tag, port, private_home(store, root), root, log_path, env or {})
+        http = requests.Session()
+        http.trust_env = False  # no proxies: only 127.0.0.1
+        return cls(process, port, log_path, http)
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError as error:
+            return f"(no server log: {error})"
+
+    def log_tail(self, lines: int = 60) -> str:
+        return "\n".join(self.log_text().splitlines()[-lines:])
+
+    def check_alive(self) -> None:
+        code = self.process.poll()
+        if code is not None:
+            raise AssertionError(
+                f"bentoml serve exited with code {code}; log tail:\n{self.log_tail()}"
+            )
+
+    def wait_ready(self, timeout: float = STARTUP_TIMEOUT) -> float:
+        """Polls ``/readyz`` until it answers 200; returns the seconds waited."""
+        started = time.monotonic()
+
+        def ready() -> bool:
+            self.check_alive()
+            try:
+                return self.http.get(f"{self.url}/readyz", timeout=5).status_code == 200
+            except requests.RequestException:
+                return False
+
+        wait_for(
+            ready,
+            timeout,
+            interval=0.5,
+            what=f"bentoml serve on {self.url} to be ready",
+            diagnose=lambda: f"log tail:\n{self.log_tail()}",
+        )
+        return time.monotonic() - started
+
+    def post(self, path: str, payload: Any = None, **kwargs: Any) -> requests.Response:
+        """POSTs ``payload`` as JSON (or raw ``data=``/``headers=`` via kwargs)."""
+        self.check_alive()
+        if payload is not None:
+            kwargs["json"] = payload
+        return self.http.post(f"{self.url}{path}", timeout=REQUEST_TIMEOUT, **kwargs)
+
+    def get(self, path: str, **kwargs: Any) -> requests.Response:
+        self.check_alive()
+        return self.http.get(f"{self.url}{path}", timeout=REQUEST_TIMEOUT, **kwargs)
+
+    def stop(self) -> list[str]:
+        """SIGTERM, up to ``STOP_TIMEOUT`` s, then SIGKILL; returns the escalations needed."""
+        self.http.close()
+        return stop_process_group(self.process, STOP_TIMEOUT)
+
+    @contextlib.contextmanager
+    def report_on_failure(self) -> Iterator[None]:
+        """Prints the server log tail (shown by pytest with the failure) when the block raises."""
+        try:
+            yield
+        except BaseException:
+            print(f"bentoml serve log tail ({self.log_path}):\n{self.log_tail()}")
+            raise
+
+
+def private_home(store: Path, root: Path) -> Path:
+    """A BENTOML_HOME of its own for one server, serving the bentos and models of ``store``.
+
+    ``bentoml serve`` empties ``$BENTOML_HOME/prometheus_multiproc_dir`` when it starts, so a
+    second server on the same home would wipe the first one's metrics (the first then reports
+    the second's). Each server gets its own home whose ``bentos`` and ``models`` are links to
+    the deployment's store: the same Bento, served side by side.
+    """
+    home = root / "bentoml_home"
+    home.mkdir(parents=True, exist_ok=True)
+    for name in ("bentos", "models"):
+        (home / name).symlink_to(store / name, target_is_directory=True)
+    return home
+
+
+def server_environment(bentoml_home: Path, extra: dict[str, str]) -> dict[str, str]:
+    """This process' environment without proxies, API key or flavour, plus ``extra``."""
+    dropped = {*PROXY_VARS, API_KEY_VARIABLE, settings.ENV_VAR, "MLOPS_BENTO_MODEL"}
+    env = {k: v for k, v in os.environ.items() if k not in dropped}
+    settings.telemetry_off(env)
+    env.update(
+        NO_PROXY=LOCAL_ONLY,
+        no_proxy=LOCAL_ONLY,
+        BENTOML_HOME=str(bentoml_home),
+        BENTOML_DO_NOT_TRACK="true",
+        PYTHONUNBUFFERED="1",
+        **extra,
+    )
+    return env
+
+
+def spawn_bentoml(
+    tag: str, port: int, bentoml_home: Path, cwd: Path, log_path: Path, extra: dict[str, str]
+) -> subprocess.Popen[bytes]:
+    """``bentoml serve <tag>`` on ``HOST:port`` in a new process group, output to ``log_path``."""
+    script = Path(sys.executable).with_name("bentoml")
+    entry = [str(script)] if script.exists() else [sys.executable, "-m", "bentoml"]
+    command = [*entry, "serve", tag, "--host", HOST, "--port", str(port)]
+    with log_path.open("wb") as log:
+        return subprocess.Popen(
+            command,
+            cwd=cwd,
+            env=server_environment(bentoml_home, extra),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=default_signals,
+        )
+
+
+@contextlib.contextmanager
+def running(server: BentoServer) -> Iterator[BentoServer]:
+    """Waits for the server, yields it, and always stops it (no process left behind)."""
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        escalations = server.stop()
+        if escalations:
+            warnings.warn(f"bentoml serve needed escalation to stop: {escalations}", stacklevel=1)
+        leftovers = live_group_members(server.process.pid)
+        assert not leftovers, f"bentoml serve left processes behind: {leftovers}"
+
+
+# -- fixtures ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    """A state with a champion (version 1), its Bento and the batch predictions of a day."""
+    state = tmp_path_factory.mktemp("serving") / "state"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(settings.STATE_DIR_VAR, str(state))
+        mp.delenv(settings.ENV_VAR, raising=False)
+        mp.delenv(API_KEY_VARIABLE, raising=False)
+        with dg.instance_for_test() as instance:
+            yield deploy(state, instance)
+
+
+@pytest.fixture(scope="module")
+def bento_tag(deployment: Deployment) -> str:
+    return str(deployment.metadata("bento")["bento_tag"])
+
+
+@pytest.fixture(scope="module")
+def server(
+    deployment: Deployment, bento_tag: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[BentoServer]:
+    """The Bento served open (no API key, local flavour)."""
+    root = tmp_path_factory.mktemp("serve_open")
+    with running(BentoServer.start(bento_tag, deployment.bentoml_home, root)) as started:
+        yield started
+
+
+@dataclass
+class KeyedServer:
+    server: BentoServer
+    key: str
+
+
+@pytest.fixture(scope="module")
+def keyed(
+    deployment: Deployment, bento_tag: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[KeyedServer]:
+    """The Bento served in the production flavour, with a random API key."""
+    key = secrets.token_urlsafe(32)
+    root = tmp_path_factory.mktemp("serve_keyed")
+    env = {settings.ENV_VAR: "production", API_KEY_VARIABLE: key}
+    with running(BentoServer.start(bento_tag, deployment.bentoml_home, root, env)) as started:
+        yield KeyedServer(started, key)
+
+
+# -- the requests of a day --------------------------------------------------------------------
+
+
+def _plain(value: Any) -> Any:
+    """A JSON value: None for missing (NaN, NA, NaT), ISO 8601 for timestamps."""
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return None
+    if isinstance(value, pd.Timestamp):
+        return value.isoformat()
+    return value.item() if hasattr(value, "item") else value
+
+
+def day_requests(deployment: Deployment) -> list[dict[str, Any]]:
+    """One request per flight of ``PREDICT_DAY``: its scheduled fields and its origin's weather
+    in the departure hour, from the validated raw partitions of the state."""
+    lake = settings.locations({settings.STATE_DIR_VAR: str(deployment.state)}).lake
+    day = PREDICT_DAY.isoformat()
+    flights = pd.read_parquet(lake / "raw_flights" / f"{day}.parquet")
+    weather = pd.read_parquet(lake / "raw_weather" / f"{day}.parquet")
+    assert str(flights["time_hour"].dtype) == "datetime64[ns, UTC]", flights.dtypes
+    hours = {(str(r["origin"]), r["time_hour"]): r for r in weather.to_dict("records")}
+    assert len(hours) == len(weather), "weather must have one row per origin and hour"
+    out = []
+    for flight in flights.to_dict("records"):
+        hour = hours.get((str(flight["origin"]), flight["time_hour"]), {})
+        request = {name: _plain(flight[name]) for name in REQUEST_FLIGHT_FIELDS}
+        request.update({name: _plain(hour.get(name)) for name in WEATHER_FIELDS})
+        out.append(request)
+    return out
+
+
+def key_of(item: dict[str, Any]) -> tuple[str, str, int, str]:
+    """(flight_date, carrier, flight, origin) of a request or an answer."""
+    if "flight_date" in item:
+        return (item["flight_date"], item["carrier"], int(item["flight"]), item["origin"])
+    flight_date = f"{item['year']:04d}-{item['month']:02d}-{item['day']:02d}"
+    return (flight_date, item["carrier"], int(item["flight"]), item["origin"])
+
+
+@pytest.fixture(scope="module")
+def flights(deployment: Deployment) -> list[dict[str, Any]]:
+    requests_ = day_requests(deployment)
+    assert len(requests_) > 500, len(requests_)  # ~890 flights on 2013-01-22
+    return requests_
+
+
+@pytest.fixture(scope="module")
+def offline(deployment: Deployment) -> pd.DataFrame:
+    """The ``batch_predictions`` partition of ``PREDICT_DAY`` written by the pipeline."""
+    lake = settings.locations({settings.STATE_DIR_VAR: str(deployment.state)}).lake
+    return pd.read_parquet(lake / "batch_predictions" / f"{PREDICT_DAY.isoformat()}.parquet")
+
+
+def assert_prediction(answer: dict[str, Any], request: dict[str, Any], version: str) -> None:
+    assert set(answer) == {*KEY_COLUMNS, "probability", "delayed", "threshold", "model_version"}
+    assert key_of(answer) == key_of(request), (answer, request)
+    assert 0.0 <= answer["probability"] <= 1.0, answer
+    assert 0.0 < answer["threshold"] < 1.0, answer
+    assert answer["delayed"] == (answer["probability"] >= answer["threshold"]), answer
+    assert answer["model_version"] == version, answer
+
+
+# -- 1. valid requests ------------------------------------------------------------------------
+
+
+def test_a_real_flight_is_scored_by_the_champion(
+    server: BentoServer, deployment: Deployment, flights: list[dict[str, Any]]
+) -> None:
+    built = deployment.metadata("bento")
+    version = str(built["model_version"])
+    assert version == "1"
+    with server.report_on_failure():
+        for request in (EXAMPLE_REQUEST, flights[0], flights[len(flights) // 2]):
+            response = server.post("/predict", request)
+            assert response.status_code == 200, response.text
+            assert response.headers["content-type"].startswith("application/json")
+            answer = response.json()
+            assert_prediction(answer, request, version)
+            assert answer["threshold"] == pytest.approx(float(built["threshold"]), abs=1e-4)
+
+        # The identity of the model that answers is the one the bento asset recorded.
+        response = server.post("/model")  # no input: an empty body
+        assert response.status_code == 200, response.text
+        identity = response.json()
+        labels = ("model_name", "model_version", "mlflow_run_id", "training_set_md5", "git_commit")
+        assert identity == {name: str(built[name]) for name in labels}
+
+
+def test_a_batch_is_answered_in_request_order(
+    server: BentoServer, flights: list[dict[str, Any]]
+) -> None:
+    chosen = [flights[i] for i in (0, 7, 100, 3, len(flights) - 1, 42)]
+    with server.report_on_failure():
+        single = []
+        for request in chosen:
+            response = server.post("/predict", request)
+            assert response.status_code == 200, response.text
+            single.append(response.json())
+        for order in (chosen, chosen[::-1]):
+            response = server.post("/predict_batch", {"flights": order})
+            assert response.status_code == 200, response.text
+            answers = response.json()["predictions"]
+            assert [key_of(a) for a in answers] == [key_of(r) for r in order]
+            for answer, request in zip(answers, order, strict=True):
+                assert_prediction(answer, request, "1")
+        # Scoring alone or in a batch gives the same numbers.
+        batch = server.post("/predict_batch", {"flights": chosen}).json()["predictions"]
+        assert batch == single
+
+
+# -- 2. online / offline consistency ----------------------------------------------------------
+
+
+def test_every_flight_of_the_day_matches_the_batch_predictions(
+    server: BentoServer, flights: list[dict[str, Any]], offline: pd.DataFrame
+) -> None:
+    with server.report_on_failure():
+        answers: list[dict[str, Any]] = []
+        for start in range(0, len(flights), BATCH_CHUNK):
+            chunk = flights[start : start + BATCH_CHUNK]
+            assert len(chunk) <= MAX_BATCH
+            response = server.post("/predict_batch", {"flights": chunk})
+            assert response.status_code == 200, response.text[:2000]
+            answers += response.json()["predictions"]
+        assert [key_of(a) for a in answers] == [key_of(r) for r in flights]
+
+        online = pd.DataFrame(answers)
+        assert len(online) == len(offline) == len(flights)
+        merged = online.merge(
+            offline.astype({"carrier": object, "origin": object}),
+            on=KEY_COLUMNS,
+            how="outer",
+            suffixes=("_online", "_offline"),
+            validate="one_to_one",
+            indicator=True,
+        )
+        unmatched = merged[merged["_merge"] != "both"]
+        assert unmatched.empty, unmatched[[*KEY_COLUMNS, "_merge"]].to_string()
+        diff = (merged["probability_online"] - merged["probability_offline"]).abs()
+        worst = merged.loc[diff.idxmax(), [*KEY_COLUMNS, "probability_online"]].to_dict()
+        print(f"{len(merged)} flights, max |online - offline| = {diff.max():.3g}")
+        assert bool((diff <= TOLERANCE).all()), (
+            f"{int((diff > TOLERANCE).sum())} of {len(merged)} flights differ by more than "
+            f"{TOLERANCE}; worst {diff.max():.3g} at {worst}"
+        )
+        assert set(merged["model_version_online"]) == {"1"}
+        assert set(merged["model_version_offline"]) == {"1"}
+        assert (merged["threshold_online"] == merged["threshold_offline"]).all()
+        clear = (merged["probability_offline"] - merged["threshold_offline"]).abs() > TOLERANCE
+        assert (merged.loc[clear, "delayed_online"] == merged.loc[clear, "delayed_offline"]).all()
+
+        # A handful one by one through /predict: the same numbers again. Chosen to include a
+        # flight without a tail number and flights with missing weather values.
+        expected = {key_of(a): a for a in answers}
+        no_tail = [r for r in flights if r["tailnum"] is None][:2]
+        gaps = [r for r in flights if any(r[w] is None for w in WEATHER_FIELDS)][:2]
+        spread = [flights[i] for i in range(0, len(flights), len(flights) // 4)]
+        handful = no_tail + gaps + spread
+        assert no_tail and gaps, "the day should have flights without tailnum and weather gaps"
+        for request in handful:
+            response = server.post("/predict", request)
+            assert response.status_code == 200, response.text
+            answer = response.json()
+            assert abs(answer["probability"] - expected[key_of(request)]["probability"]) <= (
+                TOLERANCE
+            )
+            assert answer["model_version"] == "1"
+
+
+# -- 3. bad input -----------------------------------------------------------------------------
+
+
+def _without(name: str) -> dict[str, Any]:
+    return {k: v for k, v in EXAMPLE_REQUEST.items() if k != name}
+
+
+def _with(**changes: Any) -> dict[str, Any]:
+    return {**EXAMPLE_REQUEST, **changes}
+
+
+def _huge_batch() -> bytes:
+    one = json.dumps(EXAMPLE_REQUEST)
+    count = MAX_BODY_BYTES // len(one) + 100  # a well-formed body just over the limit
+    body = ('{"flights": [' + ", ".join([one] * count) + "]}").encode()
+    assert len(body) > MAX_BODY_BYTES
+    return body
+
+
+@dataclass(frozen=True)
+class BadInput:
+    """A request the service must refuse, and how.
+
+    ``detail``: the one pydantic error expected (loc, type, message fragment); ``error``: a
+    regular expression the guard's ``error`` text must match in full.
+    """
+
+    path: str
+    body: Callable[[], Any]  # JSON-able payload, or bytes sent as they are
+    status: int = 400
+    detail: tuple[list[Any], str, str] | None = None
+    error: str | None = None
+
+
+BAD_INPUTS = {
+    "missing_field": BadInput(
+        "/predict", lambda: _without("carrier"), detail=(["carrier"], "missing", "Field required")
+    ),
+    "wrong_type": BadInput(
+        "/predict",
+        lambda: _with(distance="far"),
+        detail=(["distance"], "int_parsing", "Input should be a valid integer"),
+    ),
+    "unknown_airport": BadInput(
+        "/predict",
+        lambda: _with(dest="XXX"),
+        detail=(["dest"], "value_error", "'XXX' breaks the contract rule known_airport"),
+    ),
+    "unknown_departure_airport": BadInput(
+        "/predict",
+        lambda: _with(origin="LAX"),  # a known airport, but not one the data departs from
+        detail=(
+            ["origin"],
+            "value_error",
+            "'LAX' breaks the contract rule known_departure_airport",
+        ),
+    ),
+    "unknown_carrier": BadInput(
+        "/predict",
+        lambda: _with(carrier="ZZ"),
+        detail=(["carrier"], "value_error", "'ZZ' breaks the contract rule known_carrier"),
+    ),
+    "negative_distance": BadInput(
+        "/predict",
+        lambda: _with(distance=-5),
+        detail=(["distance"], "greater_than_equal", "Input should be greater than or equal to 1"),
+    ),
+    "empty_batch": BadInput(
+        "/predict_batch",
+        lambda: {"flights": []},
+        detail=(["flights"], "too_short", "List should have at least 1 item"),
+    ),
+    "oversized_batch": BadInput(
+        "/predict_batch",
+        lambda: {"flights": [EXAMPLE_REQUEST] * (MAX_BATCH + 1)},
+        detail=(["flights"], "too_long", f"List should have at most {MAX_BATCH} items"),
+    ),
+    "bad_item_in_batch": BadInput(
+        "/predict_batch",
+        lambda: {"flights": [EXAMPLE_REQUEST, _with(carrier="ZZ")]},
+        detail=(["flights", 1, "carrier"], "value_error", "breaks the contract rule known_carrier"),
+    ),
+    "malformed_json": BadInput(
+        "/predict",
+        lambda: b'{"year": 2013, "month": ',
+        error=r"malformed JSON: Expecting value: line 1 column 25 \(char 24\)",
+    ),
+    "huge_payload": BadInput(
+        "/predict_batch",
+        _huge_batch,
+        status=413,
+        error=re.escape(f"request body over the limit of {MAX_BODY_BYTES} bytes"),
+    ),
+    "post_departure_field": BadInput(
+        "/predict",
+        lambda: _with(dep_delay=12.0),
+        detail=(["dep_delay"], "extra_forbidden", "Extra inputs are not permitted"),
+    ),
+    "impossible_date": BadInput(
+        "/predict",
+        lambda: _with(month=2, day=31),
+        detail=([], "value_error", "day is out of range for month"),
+    ),
+    "naive_timestamp": BadInput(
+        "/predict",
+        lambda: _with(time_hour="2013-01-01T05:00:00"),
+        detail=(["time_hour"], "timezone_aware", "Input should have timezone info"),
+    ),
+    "non_finite_weather": BadInput(
+        "/predict",
+        lambda: json.dumps(_with(temp=float("nan"))).encode(),  # NaN: Python's JSON extension
+        detail=(["temp"], "finite_number", "Input should be a finite number"),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS.values()), ids=list(BAD_INPUTS))
+def test_bad_input_is_refused_precisely(server: BentoServer, case: BadInput) -> None:
+    body = case.body()
+    with server.report_on_failure():
+        if isinstance(body, bytes):
+            headers = {"content-type": "application/json"}
+            response = server.post(case.path, data=body, headers=headers)
+        else:
+            response = server.post(case.path, body)
+        assert response.status_code == case.status, response.text[:2000]
+        answer = response.json()
+        if case.detail is not None:
+            loc, kind, message = case.detail
+            assert answer["error"].startswith("1 validation error"), answer
+            [error] = answer["detail"]
+            assert error["loc"] == loc, error
+            assert error["type"] == kind, error
+            assert message in error["msg"], error
+        if case.error is not None:
+            assert set(answer) == {"error"}, answer
+            assert re.fullmatch(case.error, answer["error"]), answer
+
+        # The server shrugs it off and keeps answering.
+        server.check_alive()
+        response = server.post("/predict", EXAMPLE_REQUEST)
+        assert response.status_code == 200, response.text
+
+
+def test_the_server_still_serves_after_the_bad_input(
+    server: BentoServer, flights: list[dict[str, Any]]
+) -> None:
+    with server.report_on_failure():
+        response = server.post("/predict_batch", {"flights": flights[:10]})
+        assert response.status_code == 200, response.text
+        assert len(response.json()["predictions"]) == 10
+        assert server.get("/readyz").status_code == 200
+        # BentoML logs each refused request with its traceback at ERROR; none was a 5xx.
+        served = re.findall(r"\(status=(\d{3}),", server.log_text())
+        assert served, "the access log should record the requests"
+        assert not [s for s in served if s.startswith("5")], server.log_tail()
+
+
+# -- 4. the API key ---------------------------------------------------------------------------
+
+
+def raw_post(server: BentoServer, path: str, body: bytes) -> int:
+    """POSTs to ``path`` exactly as written (no client-side normalisation); the status."""
+    connection = http.client.HTTPConnection(HOST, server.port, timeout=REQUEST_TIMEOUT)
+    try:
+        connection.request("POST", path, body=body, headers={"content-type": "application/json"})
+        response = connection.getresponse()
+        response.read()
+        return response.status
+    finally:
+        connection.close()
+
+
+def test_the_api_key_guards_the_prediction_endpoints(keyed: KeyedServer) -> None:
+    server, key = keyed.server, keyed.key
+    with server.report_on_failure():
+        payloads = {
+            "/predict": EXAMPLE_REQUEST,
+            "/predict_batch": {"flights": [EXAMPLE_REQUEST]},
+            "/model": {},
+        }
+        assert set(payloads) == PROTECTED_PATHS
+        for path, payload in payloads.items():
+            refusals = {
+                "no key": {},
+                "wrong bearer": {"Authorization": f"Bearer {key[:-1]}x"},
+                "wrong X-API-Key": {"X-API-Key": "not-the-key"},
+                "key without scheme": {"Authorization": key},
+                "empty bearer": {"Authorization": "Bearer "},
+            }
+            for what, headers in refusals.items():
+                response = server.post(path, payload, headers=headers)
+                assert response.status_code == 401, (path, what, response.text)
+                assert response.json() == {"error": "missing or wrong API key"}, (path, what)
+                assert response.headers["www-authenticate"] == "Bearer"
+            for headers in ({"Authorization": f"Bearer {key}"}, {"X-API-Key": key}):
+                response = server.post(path, payload, headers=headers)
+                assert response.status_code == 200, (path, response.text)
+                assert key not in response.text
+
+        # Spellings of the paths that reach the endpoints are guarded too; the others do not
+        # route (sent raw: requests would normalise them).
+        spellings = {
+            "/%70redict": 401,  # decoded to /predict by the server
+            "/predict?debug=1": 401,
+            "/predict_batch?x=%2F": 401,
+            "/predict/": 307,  # redirected to /predict, which asks for the key
+            "/model/": 307,
+            "//predict": 404,
+            "/./predict": 404,
+            "/x/../predict": 404,
+            "/PREDICT": 404,
+        }
+        for raw, status in spellings.items():
+            assert raw_post(server, raw, json.dumps(EXAMPLE_REQUEST).encode()) == status, raw
+
+        # The key is checked before anything else: an unauthenticated huge body is a 401.
+        response = server.post("/predict_batch", data=_huge_batch())
+        assert response.status_code == 401, response.text
+
+        # Probes, metrics and the schema stay open.
+        for path in (*OPEN, "/docs.json"):
+            response = server.get(path)
+            assert response.status_code == 200, (path, response.text[:500])
+            assert key not in response.text, path
+        assert "flight_delay_probability" in server.get("/metrics").text
+
+
+def test_the_api_key_never_reaches_the_log(keyed: KeyedServer) -> None:
+    server, key = keyed.server, keyed.key
+    # A request carrying the key in both headers, and one with a wrong key, are logged.
+    headers = {"Authorization": f"Bearer {key}", "X-API-Key": key}
+    assert server.post("/predict", EXAMPLE_REQUEST, headers=headers).status_code == 200
+    wrong = server.post("/predict", EXAMPLE_REQUEST, headers={"X-API-Key": key[::-1]})
+    assert wrong.status_code == 401
+    time.sleep(0.5)  # let the access log reach the file
+    text = server.log_text()
+    assert "path=/predict" in text, "the access log should record the requests"
+    assert key not in text, "the API key appears in the server log"
+    assert key[::-1] not in text, "a wrong API key appears in the server log"
+
+
+# -- 5. production without a key ---------------------------------------------------------------
+
+
+def test_production_without_an_api_key_refuses_to_start(
+    deployment: Deployment, bento_tag: str, tmp_path: Path
+) -> None:
+    log_path = tmp_path / "bentoml_serve.log"
+    process = spawn_bentoml(
+        bento_tag,
+        free_port(),
+        private_home(deployment.bentoml_home, tmp_path),
+        tmp_path,
+        log_path,
+        {settings.ENV_VAR: "production"},
+    )
+    try:
+        code = process.wait(timeout=EXIT_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        code = None
+    finally:
+        stop_process_group(process, STOP_TIMEOUT)
+    output = log_path.read_text(errors="replace")
+    assert code is not None, f"still running after {EXIT_TIMEOUT:.0f} s:\n{output[-3000:]}"
+    assert code != 0, output[-3000:]
+    assert (
+        "MLOPS_API_KEY must be set when MLOPS_ENV=production: the prediction endpoints are not "
+        "served without an API key" in output
+    ), output[-3000:]
+    assert not live_group_members(process.pid)
+
+
+# -- 6. metrics -------------------------------------------------------------------------------
+
+HISTOGRAM = "flight_delay_probability"
+SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?P<labels>\{[^}]*\})? (?P<value>\S+)$")
+
+
+def histogram(text: str) -> dict[str, float]:
+    """The samples of the prediction histogram: ``_count``, ``_sum`` and each bucket."""
+    samples = {}
+    for line in text.splitlines():
+        match = SAMPLE.match(line)
+        if match and match["name"].startswith(HISTOGRAM):
+            samples[match["name"] + (match["labels"] or "")] = float(match["value"])
+    return samples
+
+
+def test_metrics_are_prometheus_text_with_the_prediction_histogram(
+    server: BentoServer, flights: list[dict[str, Any]]
+) -> None:
+    with server.report_on_failure():
+        before = histogram(server.get("/metrics").text)
+        assert server.post("/predict", flights[0]).status_code == 200
+        assert server.post("/predict_batch", {"flights": flights[:5]}).status_code == 200
+
+        response = server.get("/metrics")
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/plain"), response.headers
+        text = response.text
+        assert f"# HELP {HISTOGRAM} Predicted probability of a 15+ minute arrival delay" in text
+        assert f"# TYPE {HISTOGRAM} histogram" in text
+        for line in text.splitlines():  # every line a comment or a well-formed sample
+            assert not line or line.startswith("#") or SAMPLE.match(line), line
+        after = histogram(text)
+        count = f"{HISTOGRAM}_count"
+        assert after[count] - before.get(count, 0.0) == 6.0, (before, after)
+        assert after[f'{HISTOGRAM}_bucket{{le="+Inf"}}'] == after[count]
+        assert 0.0 < after[f"{HISTOGRAM}_sum"] <= after[count]
+        assert "bentoml_service_request_duration_seconds" in text
+
+
+# -- 7. fuzzing -------------------------------------------------------------------------------
+
+
+@dataclass
+class FuzzOutcome:
+    statuses: dict[int, int] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def cases(self) -> int:
+        return sum(self.statuses.values())
+
+
+def fuzz(server: BentoServer, operation: Any, mode: Any) -> FuzzOutcome:
+    """Sends ``FUZZ_EXAMPLES`` generated cases of ``operation`` and records what came back.
+
+    Every answer must not be a server error and must use a documented status code; a 200
+    must match the documented response schema. (BentoML documents the 400 body's ``detail``
+    as a string but sends pydantic's error list, so 400 bodies are not schema-checked.)
+    """
+    from hypothesis import HealthCheck, Phase, given, settings
+    from schemathesis.checks import not_a_server_error
+    from schemathesis.specs.openapi.checks import (
+        response_schema_conformance,
+        status_code_conformance,
+    )
+
+    outcome = FuzzOutcome()
+
+    @settings(
+        max_examples=FUZZ_EXAMPLES,
+        derandomize=True,  # the same cases on every run
+        database=None,
+        deadline=None,
+        phases=[Phase.explicit, Phase.generate],  # no shrinking: every failure is recorded
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(case=operation.as_strategy(generation_mode=mode))
+    def call(case: Any) -> None:
+        answer = case.call(base_url=server.url, session=server.http, timeout=REQUEST_TIMEOUT)
+        status = answer.status_code
+        outcome.statuses[status] = outcome.statuses.get(status, 0) + 1
+        checks = [not_a_server_error, status_code_conformance]
+        if status == 200:
+            checks.append(response_schema_conformance)
+        try:
+            case.validate_response(answer, checks=checks)
+        except AssertionError as error:
+            first = str(error).strip().splitlines()[:3]
+            curl = case.as_curl_command(base_url=server.url)
+            outcome.failures.append(f"{status}: {' | '.join(first)}\n  {curl[:1500]}")
+
+    call()
+    return outcome
+
+
+@pytest.fixture
+def hypothesis_home(tmp_path: Path) -> Iterator[Path]:
+    """Hypothesis' caches (constants, unicode data) in a temporary folder, not the project."""
+    from hypothesis import configuration
+
+    home = tmp_path / ".hypothesis"
+    configuration.set_hypothesis_home_dir(home)
+    try:
+        yield home
+    finally:
+        configuration.set_hypothesis_home_dir(None)
+
+
+def test_fuzzing_the_prediction_endpoints_never_yields_a_server_error(
+    server: BentoServer, hypothesis_home: Path, record_property: Callable[[str, Any], None]
+) -> None:
+    import schemathesis
+    from schemathesis import GenerationMode
+
+    with server.report_on_failure():
+        response = server.get("/docs.json")
+        assert response.status_code == 200
+        schema = schemathesis.openapi.from_dict(response.json()).include(
+            path=["/predict", "/predict_batch"], method="POST"
+        )
+        operations = [result.ok() for result in schema.get_all_operations()]
+        assert sorted(op.label for op in operations) == ["POST /predict", "POST /predict_batch"]
+
+        started = time.monotonic()
+        outcomes = {
+            (operation.label, mode.value): fuzz(server, operation, mode)
+            for operation in operations
+            for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
+        }
+        elapsed = time.monotonic() - started
+
+        total = sum(o.cases for o in outcomes.values())
+        record_property("fuzz_cases", total)
+        summary = "; ".join(f"{op} {mode}: {o.statuses}" for (op, mode), o in outcomes.items())
+        print(f"schemathesis: {total} cases in {elapsed:.1f} s ({summary})")
+        assert total > 0
+        failures = [f for o in outcomes.values() for f in o.failures]
+        assert not failures, f"{len(failures)} failing cases:\n" + "\n".join(failures[:10])
+        for (label, mode), outcome in outcomes.items():
+            assert outcome.cases > 0, (label, mode)
+            assert max(outcome.statuses) < 500, (label, mode, outcome.statuses)
+            if mode == GenerationMode.NEGATIVE.value:  # invalid by the schema: refused
+                assert set(outcome.statuses) == {400}, (label, outcome.statuses)
+            else:  # valid by the schema: answered (a few impossible dates are refused)
+                assert outcome.statuses.get(200, 0) > 0, (label, outcome.statuses)
+        server.check_alive()
+        assert server.post("/predict", EXAMPLE_REQUEST).status_code == 200
