@@ -19,8 +19,18 @@ PRODUCTION_VARS: dict[str, str] = {
     "MLOPS_LAKE_URL": "lake root, e.g. s3://bucket/lake",
     "MLOPS_REGISTRY_GIT_URL": "git URL of the DVC data registry",
     "MLOPS_DVC_REMOTE_URL": "DVC remote of the data registry, e.g. s3://bucket/dvc",
-    "MLFLOW_TRACKING_URI": "MLflow tracking server, e.g. https://mlflow.internal",
+    "MLFLOW_TRACKING_URI": "MLflow tracking server or database, e.g. https://mlflow.internal",
 }
+# Optional production settings, with what happens when they are not set.
+OPTIONAL_PRODUCTION_VARS: dict[str, str] = {
+    "MLFLOW_ARTIFACT_LOCATION": "artifact root of the experiment, e.g. s3://bucket/mlflow "
+    "(required when MLFLOW_TRACKING_URI is a database URI; a server decides by itself)",
+    "MLOPS_BENTO_EXPORT_DIR": "where exported bentos are written (default <state>/bentoml/exports)",
+    "MLOPS_STATE_DIR": "local working folder of runs: registry work tree, BentoML store "
+    "(default <project>/state)",
+}
+# Tracking URIs that name a database: without an artifact location MLflow would write ./mlruns.
+DATABASE_SCHEMES = ("postgresql", "mysql", "sqlite", "mssql")
 
 
 class MissingSettingError(RuntimeError):
@@ -46,11 +56,20 @@ def _production(env: Mapping[str, str]) -> dict[str, Any]:
     if missing:
         details = "; ".join(f"{name} ({PRODUCTION_VARS[name]})" for name in missing)
         raise MissingSettingError(f"MLOPS_ENV=production needs these variables: {details}")
+    artifacts = env.get("MLFLOW_ARTIFACT_LOCATION", "")
+    scheme = env["MLFLOW_TRACKING_URI"].split(":", 1)[0].split("+", 1)[0].lower()
+    if scheme in DATABASE_SCHEMES and not artifacts:
+        raise MissingSettingError(
+            "MLFLOW_TRACKING_URI names a database, so MLflow needs MLFLOW_ARTIFACT_LOCATION "
+            "(e.g. s3://bucket/mlflow); without it artifacts would land in ./mlruns"
+        )
     where = settings.locations(dict(env))
     return {
         "io_manager": LakeIOManager(base_url=dg.EnvVar("MLOPS_LAKE_URL")),
         "lake": LakeReader(base_url=dg.EnvVar("MLOPS_LAKE_URL")),
-        "tracking": MlflowTracking(tracking_uri=dg.EnvVar("MLFLOW_TRACKING_URI")),
+        "tracking": MlflowTracking(
+            tracking_uri=dg.EnvVar("MLFLOW_TRACKING_URI"), artifact_location=artifacts
+        ),
         "landing": LandingZone(url=dg.EnvVar("MLOPS_LANDING_URL")),
         "registry": DataRegistryResource(
             path=str(where.registry),

@@ -39,6 +39,26 @@ def test_production_without_settings_names_every_missing_variable():
     assert "MLOPS_LAKE_URL" not in message
 
 
+PRODUCTION = {
+    "MLOPS_ENV": "production",
+    "MLOPS_LANDING_URL": "s3://b/landing",
+    "MLOPS_LAKE_URL": "s3://b/lake",
+    "MLOPS_REGISTRY_GIT_URL": "https://git.example/registry.git",
+    "MLOPS_DVC_REMOTE_URL": "s3://b/dvc",
+}
+
+
+def test_a_tracking_database_needs_an_artifact_location():
+    env = {**PRODUCTION, "MLFLOW_TRACKING_URI": "postgresql+psycopg2://u:p@db/mlflow"}
+    with pytest.raises(MissingSettingError, match="needs MLFLOW_ARTIFACT_LOCATION"):
+        build_resources(env)
+    resources = build_resources({**env, "MLFLOW_ARTIFACT_LOCATION": "s3://b/mlflow"})
+    assert resources["tracking"].artifact_location == "s3://b/mlflow"
+    # A tracking server decides where artifacts go.
+    server = build_resources({**PRODUCTION, "MLFLOW_TRACKING_URI": "https://mlflow.example"})
+    assert server["tracking"].artifact_location == ""
+
+
 def test_telemetry_is_off_unless_set_explicitly():
     env = {"DO_NOT_TRACK": "false"}
     settings.telemetry_off(env)
