@@ -19,6 +19,10 @@ import dagster as dg
 from mlops_assets import settings
 
 BUILD_TIMEOUT_S = 600
+# What a build may see of the environment (plus UV_*, PIP_*, LC_*, XDG_*).
+BUILD_VARIABLES = frozenset(
+    {"PATH", "HOME", "USER", "LANG", "TMPDIR", "TEMP", "TMP", "SSL_CERT_FILE", "SSL_CERT_DIR"}
+)
 
 
 class BentoBuildError(RuntimeError):
@@ -38,8 +42,17 @@ class BentoStore(dg.ConfigurableResource):
     export_dir: str
 
     def environment(self) -> dict[str, str]:
-        """Environment of BentoML commands on this store (telemetry off, ``uv`` on PATH)."""
-        env = dict(os.environ)
+        """Environment of BentoML commands on this store (telemetry off, ``uv`` on PATH).
+
+        Only what a build needs is passed on: no secrets (database passwords, tracking URIs
+        with credentials, API keys) reach the build, and the service's production guard
+        (``MLOPS_ENV``/``MLOPS_API_KEY``) is a serving-time setting, not a build-time one.
+        """
+        env = {
+            name: value
+            for name, value in os.environ.items()
+            if name in BUILD_VARIABLES or name.startswith(("UV_", "LC_", "XDG_", "PIP_"))
+        }
         settings.telemetry_off(env)
         env["BENTOML_HOME"] = self.home
         # The project's interpreter folder first: `bentoml` and, when installed there, `uv`.
