@@ -1,0 +1,227 @@
+"""The single-host deployment (deploy/compose.yaml), checked without a Docker engine.
+
+`docker compose config` validates the file where the compose plugin exists; the structural
+checks below always run: services, variables, what reaches which service, ports, paths.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from mlops_assets.resources.environments import PRODUCTION_VARS
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+COMPOSE = DEPLOY / "compose.yaml"
+ENV_EXAMPLE = DEPLOY / "compose" / ".env.example"
+INSTANCE = DEPLOY / "dagster.yaml"
+WORKSPACE = DEPLOY / "compose" / "workspace.yaml"
+DAGSTER_HOME = "/opt/dagster/dagster_home"  # ENV DAGSTER_HOME of the Dockerfile
+
+SERVICES = {
+    "postgres",
+    "minio",
+    "minio-init",
+    "registry-init",
+    "mlflow",
+    "dagster-code",
+    "dagster-webserver",
+    "dagster-daemon",
+    "bento",
+}
+DAGSTER_SERVICES = ("dagster-code", "dagster-webserver", "dagster-daemon")
+ONE_SHOT = ("minio-init", "registry-init")
+# ${VAR}, ${VAR:-default}, ${VAR:?message}, $VAR; `$$` is a literal dollar.
+VARIABLE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)[^}]*\}|\$([A-Za-z_][A-Za-z0-9_]*)")
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return yaml.safe_load(COMPOSE.read_text())
+
+
+def env_example() -> dict[str, str]:
+    pairs = {}
+    for line in ENV_EXAMPLE.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            key, sep, value = line.partition("=")
+            assert sep, f"not KEY=value: {line!r}"
+            assert key not in pairs, f"{key} twice in .env.example"
+            pairs[key] = value
+    return pairs
+
+
+def variables_used() -> set[str]:
+    text = "\n".join(
+        line for line in COMPOSE.read_text().splitlines() if not line.lstrip().startswith("#")
+    )
+    return {
+        match.group(1) or match.group(2)
+        for match in VARIABLE.finditer(text)
+        if match.group(0) != "$$"
+    }
+
+
+def environment(service: dict[str, Any]) -> dict[str, str]:
+    env = service.get("environment", {})
+    if isinstance(env, list):
+        env = dict(item.partition("=")[::2] for item in env)
+    return {key: str(value) for key, value in env.items()}
+
+
+def _docker_compose_works() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    done = subprocess.run(
+        ["docker", "compose", "version"], capture_output=True, text=True, timeout=30
+    )
+    return done.returncode == 0
+
+
+def test_docker_compose_config() -> None:
+    if not _docker_compose_works():
+        pytest.skip("`docker compose` is not available here (no compose plugin)")
+    done = subprocess.run(
+        ["docker", "compose", "-f", str(COMPOSE), "--env-file", str(ENV_EXAMPLE), "config", "-q"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def test_every_service_is_there(compose: dict[str, Any]) -> None:
+    assert set(compose["services"]) == SERVICES
+    for name, service in compose["services"].items():
+        for dependency in service.get("depends_on", {}):
+            assert dependency in compose["services"], f"{name} depends on unknown {dependency}"
+
+
+def test_every_variable_is_in_env_example() -> None:
+    used = variables_used()
+    listed = set(env_example())
+    assert used - listed == set(), "used in compose.yaml, missing in .env.example"
+    assert listed - used == set(), "listed in .env.example, used nowhere"
+
+
+def test_env_example_holds_no_real_secret() -> None:
+    for key, value in env_example().items():
+        if re.search(r"PASSWORD|SECRET|API_KEY", key):
+            assert value == "change-me", f"{key} in .env.example must be a placeholder"
+    ignore = (DEPLOY / "compose" / ".gitignore").read_text().splitlines()
+    assert ".env" in ignore
+
+
+def test_production_settings_reach_every_dagster_process(compose: dict[str, Any]) -> None:
+    # The instance config (deploy/dagster.yaml) reads its connection from the environment.
+    instance_vars = set(re.findall(r"env:\s*([A-Z_][A-Z0-9_]*)", INSTANCE.read_text()))
+    assert {"DAGSTER_PG_HOST", "DAGSTER_PG_PASSWORD"} <= instance_vars
+    for name in DAGSTER_SERVICES:
+        env = environment(compose["services"][name])
+        missing = (set(PRODUCTION_VARS) | instance_vars) - set(env)
+        assert not missing, f"{name} lacks {sorted(missing)}"
+        assert env["MLOPS_ENV"] == "production"
+        assert env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+        assert env["DAGSTER_PG_HOST"] == "postgres"
+        for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL"):
+            assert env[key], f"{name} lacks {key}"
+
+
+def test_published_ports_bind_to_loopback(compose: dict[str, Any]) -> None:
+    published = 0
+    for name, service in compose["services"].items():
+        for port in service.get("ports", []):
+            assert isinstance(port, str) and port.startswith("127.0.0.1:"), f"{name}: {port}"
+            published += 1
+    assert published >= 5
+    for name in ("postgres", "dagster-code"):
+        assert "ports" not in compose["services"][name], f"{name} must stay internal"
+
+
+def test_referenced_paths_exist(compose: dict[str, Any]) -> None:
+    named = set(compose.get("volumes", {}))
+    for name, service in compose["services"].items():
+        for volume in service.get("volumes", []):
+            source = volume.split(":", 1)[0]
+            if source.startswith((".", "/")):
+                assert (DEPLOY / source).exists(), f"{name}: {source} does not exist"
+            else:
+                assert source in named, f"{name}: volume {source} is not declared"
+        build = service.get("build")
+        if build:
+            context = DEPLOY / build["context"]
+            assert (context / build.get("dockerfile", "Dockerfile")).is_file()
+
+
+def test_scripts_parse() -> None:
+    for script in ("postgres-init.sh", "minio-init.sh"):
+        done = subprocess.run(["sh", "-n", str(DEPLOY / "compose" / script)], capture_output=True)
+        assert done.returncode == 0, done.stderr
+
+
+def test_dagster_processes_share_the_instance_and_the_workspace(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    for name in DAGSTER_SERVICES:
+        mounts = services[name]["volumes"]
+        assert f"./dagster.yaml:{DAGSTER_HOME}/dagster.yaml:ro" in mounts, name
+        assert f"dagster-storage:{DAGSTER_HOME}/storage" in mounts, name
+        assert services[name]["image"] == "${MLOPS_IMAGE}"
+
+    code = services["dagster-code"]["command"]
+    assert code[:3] == ["dagster", "api", "grpc"]
+    assert code[code.index("-m") + 1] == "mlops_assets.definitions"
+    [server] = [
+        entry["grpc_server"] for entry in yaml.safe_load(WORKSPACE.read_text())["load_from"]
+    ]
+    assert server["host"] == "dagster-code"
+    assert str(server["port"]) == code[code.index("-p") + 1]
+    for name in ("dagster-webserver", "dagster-daemon"):
+        command = services[name]["command"]
+        workspace = command[command.index("-w") + 1]
+        assert f"./compose/workspace.yaml:{workspace}:ro" in services[name]["volumes"]
+        assert services[name]["depends_on"]["dagster-code"]["condition"] == "service_healthy"
+
+
+def test_long_running_services_have_healthchecks(compose: dict[str, Any]) -> None:
+    for name, service in compose["services"].items():
+        if name in ONE_SHOT:
+            assert service["restart"] == "no"
+            continue
+        assert "healthcheck" in service, f"{name} has no healthcheck"
+        assert service["restart"] == "unless-stopped"
+
+
+def test_mlflow_server(compose: dict[str, Any]) -> None:
+    mlflow = compose["services"]["mlflow"]
+    assert mlflow["command"] == ["mlflow", "server"]
+    env = environment(mlflow)
+    assert env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
+    assert env["MLFLOW_BACKEND_STORE_URI"].startswith(
+        "postgresql+psycopg2://"
+    )  # psycopg2, not psycopg 3
+    assert env["MLFLOW_BACKEND_STORE_URI"].endswith("@postgres:5432/${MLFLOW_PG_DB}")
+    assert env["MLFLOW_ARTIFACTS_DESTINATION"].startswith("s3://")
+    assert env["AWS_ENDPOINT_URL"] == "http://minio:9000"
+    # The Host header of the Dagster processes' requests must be allowed.
+    allowed = env["MLFLOW_SERVER_ALLOWED_HOSTS"].split(",")
+    assert "mlflow:5000" in allowed
+    postgres = environment(compose["services"]["postgres"])
+    assert postgres["MLFLOW_PG_DB"] == "${MLFLOW_PG_DB}"
+    assert "MLFLOW_PG_DB" in (DEPLOY / "compose" / "postgres-init.sh").read_text()
+
+
+def test_bento_service(compose: dict[str, Any]) -> None:
+    bento = compose["services"]["bento"]
+    assert bento["image"] == "${BENTO_IMAGE}"
+    assert bento["profiles"] == ["serving"]
+    env = environment(bento)
+    assert env["MLOPS_ENV"] == "production"
+    assert env["MLOPS_API_KEY"].startswith("${MLOPS_API_KEY")
