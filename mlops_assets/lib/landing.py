@@ -40,8 +40,25 @@ def landing_path(root: UPath | Path, dataset: str, day: date | None = None) -> A
     return root / dataset / f"{day.isoformat()}.csv"
 
 
+def is_object_store(path: Any) -> bool:
+    """Whether ``path`` lives in a cloud object store (S3, GCS, Azure): keys, no directories."""
+    try:
+        from upath.implementations.cloud import CloudPath
+    except ImportError:  # pragma: no cover - upath is a dependency
+        return False
+    return isinstance(path, CloudPath)
+
+
 def write_atomic(target: Any, payload: bytes) -> None:
-    """Writes ``payload`` under a hidden temporary name, then renames it into place."""
+    """Writes ``payload`` so that readers see the old content or the new, never a part.
+
+    On a disk: under a hidden temporary name, then renamed into place. In an object store a
+    single PUT is already atomic, and there are no directories to create (``mkdir`` with
+    parents would create a missing *bucket*), so the object is written directly.
+    """
+    if is_object_store(target):
+        target.write_bytes(payload)
+        return
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.parent / f".{target.name}.{uuid.uuid4().hex}.tmp"
     tmp.write_bytes(payload)
@@ -73,6 +90,17 @@ def _fingerprint(path: Any) -> str:
     return f"{info.st_size}:{mtime}"
 
 
+def _forget_listings(folder: Any) -> None:
+    """Drops fsspec's cached listing of ``folder`` (object stores cache listings per process).
+
+    A long-lived sensor process would otherwise never see files another client delivered
+    after its first scan, nor the new size of a re-delivered file.
+    """
+    fs = getattr(folder, "fs", None)
+    if fs is not None:
+        fs.invalidate_cache(folder.path)
+
+
 def scan(root: UPath | Path) -> list[LandingFile]:
     """Lists the landing files, parsing the day from each day file's name.
 
@@ -80,10 +108,12 @@ def scan(root: UPath | Path) -> list[LandingFile]:
     ``YYYY-MM-DD.csv`` are listed with a ``problem`` so the caller can report them.
     """
     found: list[LandingFile] = []
+    _forget_listings(root)
     if not root.exists():
         return found
     for dataset in (*DAY_DATASETS, "reference"):
         folder: Any = root / dataset
+        _forget_listings(folder)
         if not folder.exists():
             continue
         for path in sorted(folder.iterdir(), key=lambda p: p.name):

@@ -114,6 +114,19 @@ class DataRegistry:
                 if self.git_remote:
                     self._git("push", "--quiet", "origin", "HEAD")
 
+    def _know(self, rev: str) -> None:
+        """Makes ``rev`` readable here (only with a git remote).
+
+        Clones the registry if this machine has no work tree yet, and fetches when the work
+        tree does not know ``rev`` (committed by another machine).
+        """
+        if not self.git_remote:
+            return
+        self.ensure()
+        if not self._git("rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}", check=False):
+            with self._lock():
+                self._git("fetch", "--quiet", "origin", check=False)
+
     # -- public API -------------------------------------------------------------------------
     def commit(self, path: str, payload: bytes, message: str) -> DatasetVersion:
         """Versions ``payload`` at ``path``: dvc add, git commit, dvc push (and git push).
@@ -162,6 +175,7 @@ class DataRegistry:
         """
         import dvc.api
 
+        self._know(rev)
         try:
             with dvc.api.open(path, repo=str(self.root), rev=rev, mode="rb") as handle:
                 return handle.read()
@@ -197,6 +211,7 @@ class DataRegistry:
         """
         import yaml
 
+        self._know(rev)
         text = self._git("show", f"{rev}:{path}.dvc", check=False)
         if not text:
             raise RegistryError(f"{path} is not versioned at registry revision {rev}")

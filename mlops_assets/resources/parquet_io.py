@@ -6,14 +6,50 @@ import dagster as dg
 from upath import UPath
 
 
+class LakeStorageError(RuntimeError):
+    """The lake could not store a partition; the message names the URL."""
+
+
+def _storage_problem(path: UPath, error: BaseException) -> str:
+    """Why ``path`` could not be used, naming the bucket when it does not exist."""
+    from mlops_assets.lib.landing import is_object_store
+
+    reason = f"{type(error).__name__}: {error}"
+    # Only a "not found" is checked against the bucket: without s3:ListBucket the probe fails
+    # too, and an access error must not be reported as a missing bucket.
+    if is_object_store(path) and isinstance(error, FileNotFoundError):
+        bucket = path.drive.rstrip("/")
+        try:
+            missing = not path.fs.exists(bucket)
+        except Exception:  # the probe itself failed: keep the original reason
+            missing = False
+        if missing:
+            reason = f"bucket {bucket!r} does not exist ({reason})"
+    return reason
+
+
 class ParquetLakeIOManager(dg.UPathIOManager):
     """Stores each asset (partition) as one Parquet file.
 
     Writes go to a hidden temporary file first and are renamed into place, so a failed write
-    never replaces a good partition. The size is added to the materialization metadata.
+    never replaces a good partition (in an object store a single PUT is atomic already). The
+    size is added to the materialization metadata. A storage error becomes a
+    ``LakeStorageError`` naming the asset, the partition and the URL (a missing bucket by
+    name), so the step fails with a message that says what to fix.
     """
 
     extension = ".parquet"
+
+    def make_directory(self, path: UPath) -> None:
+        """Creates a folder on disk; nothing in an object store.
+
+        Object stores have no directories, and ``mkdir(parents=True)`` of s3fs creates a
+        missing *bucket*: a mistyped lake URL would silently start a new lake.
+        """
+        from mlops_assets.lib.landing import is_object_store
+
+        if not is_object_store(path):
+            super().make_directory(path)
 
     def dump_to_path(self, context: dg.OutputContext, obj: Any, path: UPath) -> None:
         """Writes a frame as Parquet, atomically."""
@@ -21,12 +57,30 @@ class ParquetLakeIOManager(dg.UPathIOManager):
         from mlops_assets.lib.landing import write_atomic
 
         payload = to_parquet_bytes(obj)
-        write_atomic(path, payload)
+        try:
+            write_atomic(path, payload)
+        except Exception as error:
+            raise LakeStorageError(
+                f"cannot write {_describe(context)} to the lake at {path}: "
+                f"{_storage_problem(path, error)}; lake base URL {self._base_path} "
+                "(MLOPS_LAKE_URL in production)"
+            ) from error
         context.add_output_metadata({"bytes": len(payload)})
 
     def load_from_path(self, context: dg.InputContext, path: UPath) -> Any:
         """Reads a Parquet file into a frame."""
         import pandas as pd
 
+        # Not wrapped: Dagster reads FileNotFoundError as "partition missing".
         with path.open("rb") as handle:
             return pd.read_parquet(handle)
+
+
+def _describe(context: dg.OutputContext) -> str:
+    """``asset`` or ``asset partition <key>`` for messages."""
+    if not context.has_asset_key:
+        return "the output"
+    name = context.asset_key.to_user_string()
+    if context.has_asset_partitions and len(context.asset_partition_keys) == 1:
+        return f"{name} partition {context.asset_partition_keys[0]}"
+    return name

@@ -1,0 +1,486 @@
+"""End to end: the production flavour on object storage, against a real S3 API (moto server).
+
+A ``moto_server`` is started on 127.0.0.1 and one bucket created. ``MLOPS_ENV=production``
+then points every store at it: the landing zone (``s3://<bucket>/landing``), the lake
+(``.../lake``), the DVC remote of the data registry (``.../dvc``) and MLflow's artifact
+location (``.../mlflow``); the data registry's git side is a local bare repository and MLflow
+tracks in SQLite. Every client finds the server through ``AWS_ENDPOINT_URL`` alone.
+
+Three weeks are replayed into the S3 landing zone and carried through the real landing sensor
+and automation conditions (``LocalLoop``); then the training group runs. Checked through boto3
+on the server: the landing files, one lake object per partition, the DVC objects named by the
+recorded MD5s, MLflow's model files and run artifacts; a feature day restored from the S3
+remote on a fresh clone of the registry equals the lake object byte for byte; a file put by
+another S3 client is picked up by the sensor. Faults: a lake bucket that does not exist and an
+MLflow artifact bucket that does not exist fail clearly, create no bucket and register nothing.
+A known gap is pinned as a strict xfail: a lake write failing *after* flight_features read its
+inputs leaves the day's DVC version committed (the commit runs before the IO manager writes).
+
+Runtime: about 3 minutes on two cores (22 feature days ~90 s, mostly Dagster's per-run
+bookkeeping and one DVC commit + push per day; one training ~20 s; the MLflow fault trains
+three times and waits out the ~20 s retry back-off of candidate_model).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pytest
+
+from mlops_assets import settings
+from mlops_assets.definitions import build_defs
+from mlops_assets.defs.training import TRACKING_RETRY
+from mlops_assets.lib.registry import DataRegistry
+from mlops_assets.lib.source import replay
+from mlops_assets.loop import LocalLoop, RunOutcome
+from mlops_assets_tests.deployed import run_config
+from mlops_assets_tests.e2e.processes import live_group_members
+from mlops_assets_tests.e2e.s3 import (
+    AWS_CONTEXT_VARS,
+    MotoServer,
+    aws_environment,
+    bucket_exists,
+    forget_s3_clients,
+    object_keys,
+    report_on_failure,
+)
+from mlops_assets_tests.e2e.test_mlflow_server import (
+    LOCAL_ONLY,
+    MLFLOW_CONTEXT_VARS,
+    PROXY_VARS,
+    LoopbackOnly,
+)
+
+pytestmark = pytest.mark.e2e
+
+BUCKET = "mlops-e2e"
+MISSING_LAKE_BUCKET = "mlops-e2e-no-such-lake"
+MISSING_ARTIFACT_BUCKET = "mlops-e2e-no-such-artifacts"
+FIRST_DAY = date(2013, 1, 1)
+DAYS = 21
+# Put into the landing zone by another S3 client after the first pass (as an upstream would).
+LATE_DAY = date(2013, 1, 22)
+TRAINING = dg.AssetSelection.groups("training")
+REFERENCES = ("planes", "airports", "airlines")
+DAY_ASSETS = ("raw_flights", "raw_weather", "flight_features")
+
+
+def _days(first: date, count: int) -> list[str]:
+    return [(first + timedelta(days=i)).isoformat() for i in range(count)]
+
+
+def _bare_repo(path: Path) -> Path:
+    subprocess.run(
+        ["git", "init", "--quiet", "--bare", "--initial-branch=main", str(path)], check=True
+    )
+    return path
+
+
+def _git_paths(origin: Path) -> list[str]:
+    """Files on ``main`` of a bare repository (empty if nothing was ever pushed)."""
+    result = subprocess.run(
+        ["git", "--git-dir", str(origin), "ls-tree", "-r", "--name-only", "main"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return result.stdout.split() if result.returncode == 0 else []
+
+
+def _production_env(root: Path, **overrides: str) -> dict[str, str]:
+    """The production settings of one deployment under ``root`` (state, registry origin)."""
+    return {
+        settings.ENV_VAR: "production",
+        settings.STATE_DIR_VAR: str(root / "state"),
+        "MLOPS_LANDING_URL": f"s3://{BUCKET}/landing",
+        "MLOPS_LAKE_URL": f"s3://{BUCKET}/lake",
+        "MLOPS_DVC_REMOTE_URL": f"s3://{BUCKET}/dvc",
+        "MLOPS_REGISTRY_GIT_URL": str(root / "registry-origin.git"),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
+        "MLFLOW_ARTIFACT_LOCATION": f"s3://{BUCKET}/mlflow",
+        **overrides,
+    }
+
+
+def _failure_text(instance: dg.DagsterInstance, run_id: str) -> str:
+    """Every step failure of a run with its chain of causes, as one text."""
+    texts = []
+    for record in instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_FAILURE):
+        event = record.dagster_event
+        data = event.step_failure_data if event else None
+        error = data.error if data else None
+        while error is not None:
+            texts.append(error.message.strip())
+            error = error.cause or error.context
+        if data and data.user_failure_data and data.user_failure_data.description:
+            texts.append(data.user_failure_data.description)
+    return "\n".join(texts)
+
+
+def _materialized(instance: dg.DagsterInstance, asset: str) -> list[Any]:
+    return list(instance.fetch_materializations(dg.AssetKey(asset), limit=1000).records)
+
+
+@dataclass
+class World:
+    """The moto server, the production deployment on it, and its Dagster instance."""
+
+    server: MotoServer
+    root: Path
+    env: dict[str, str]
+    instance: dg.DagsterInstance
+    defs: dg.Definitions
+    loop: LocalLoop
+    first_pass: list[RunOutcome]
+
+    @property
+    def s3(self) -> Any:
+        return self.server.client()
+
+    @property
+    def origin(self) -> Path:
+        return Path(self.env["MLOPS_REGISTRY_GIT_URL"])
+
+    def keys(self, prefix: str) -> list[str]:
+        return object_keys(self.s3, BUCKET, prefix)
+
+    def body(self, key: str) -> bytes:
+        return bytes(self.s3.get_object(Bucket=BUCKET, Key=key)["Body"].read())
+
+    def metadata(self, asset: str, partition: str | None = None) -> dict[str, Any]:
+        key = dg.AssetKey(asset)
+        if partition is None:
+            event = self.instance.get_latest_materialization_event(key)
+        else:
+            records = self.instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1
+            ).records
+            event = records[0].event_log_entry if records else None
+        assert event is not None and event.asset_materialization is not None, (asset, partition)
+        return {k: v.value for k, v in event.asset_materialization.metadata.items()}
+
+    def materialize(self, defs: dg.Definitions, selection: Any, **kwargs: Any) -> Any:
+        return dg.materialize(
+            list(defs.assets or []),  # type: ignore[arg-type]
+            selection=selection,
+            instance=self.instance,
+            resources=dict(defs.resources or {}),
+            raise_on_error=False,
+            **kwargs,
+        )
+
+
+@pytest.fixture(scope="module")
+def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
+    """The S3 server, stopped (with everything it started) when the module is done."""
+    server = MotoServer.start(tmp_path_factory.mktemp("moto"))
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        escalations = server.stop()
+        if escalations:
+            warnings.warn(f"moto_server needed escalation to stop: {escalations}", stacklevel=1)
+        leftovers = live_group_members(server.process.pid)
+        assert not leftovers, f"moto_server left processes behind: {leftovers}"
+
+
+@pytest.fixture(scope="module")
+def process_env(moto: MotoServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The process environment of the module: the production flavour on the moto server.
+
+    Loopback only (no proxy, no inherited AWS or MLflow context, no ~/.aws files); the
+    environment, MLflow's process globals and the cached S3 clients are restored afterwards.
+    Yields the module's scratch folder.
+    """
+    import mlflow
+    from mlflow.tracking import fluent
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    root = tmp_path_factory.mktemp("object_storage")
+    saved_env = dict(os.environ)
+    saved_globals = (
+        tracking_utils._tracking_uri,
+        registry_utils._registry_uri,
+        fluent._active_experiment_id,
+    )
+    for name in (*PROXY_VARS, *MLFLOW_CONTEXT_VARS, *AWS_CONTEXT_VARS):
+        os.environ.pop(name, None)
+    os.environ.update(aws_environment(moto.endpoint, root))
+    os.environ["NO_PROXY"] = os.environ["no_proxy"] = LOCAL_ONLY
+    settings.telemetry_off()
+    forget_s3_clients()
+    guard = LoopbackOnly()
+    guard.install()
+    try:
+        yield root
+    finally:
+        guard.uninstall()
+        while mlflow.active_run() is not None:
+            mlflow.end_run(status="KILLED")
+        (
+            tracking_utils._tracking_uri,
+            registry_utils._registry_uri,
+            fluent._active_experiment_id,
+        ) = saved_globals
+        forget_s3_clients()  # they point at a server that is about to stop
+        os.environ.clear()
+        os.environ.update(saved_env)
+    assert not guard.violations, f"connections off 127.0.0.1 were attempted: {guard.violations}"
+
+
+@pytest.fixture(scope="module")
+def world(moto: MotoServer, process_env: Path) -> Iterator[World]:
+    """Three weeks replayed into the S3 landing zone and carried through ingestion and features."""
+    from upath import UPath
+
+    root = process_env / "deployment"
+    root.mkdir()
+    env = _production_env(root)
+    _bare_repo(Path(env["MLOPS_REGISTRY_GIT_URL"]))
+    moto.client().create_bucket(Bucket=BUCKET)
+    os.environ.update(env)  # resources read their URLs when a run starts (restored later)
+    with report_on_failure(moto), dg.instance_for_test() as instance:
+        defs = build_defs(os.environ)
+        started = time.monotonic()
+        replay(UPath(env["MLOPS_LANDING_URL"]), FIRST_DAY, DAYS)
+        loop = LocalLoop(defs, instance, root / "state" / "cursors.json")
+        outcomes = loop.run_until_idle()
+        print(f"{DAYS} days through S3 in {time.monotonic() - started:.0f} s")
+        yield World(moto, root, env, instance, defs, loop, outcomes)
+
+
+# -- the healthy path -------------------------------------------------------------------------
+
+
+def test_days_flow_from_the_s3_landing_zone_into_the_s3_lake_and_dvc_remote(world: World):
+    failed = [(o.assets, o.partition, o.error) for o in world.first_pass if not o.success]
+    assert not failed, failed
+    days = _days(FIRST_DAY, DAYS)
+    for asset in DAY_ASSETS:
+        materialized = world.instance.get_materialized_partitions(dg.AssetKey(asset))
+        assert sorted(materialized) == days, asset
+
+    landing = world.keys("landing/")
+    expected_landing = {f"landing/{d}/{day}.csv" for d in ("flights", "weather") for day in days}
+    expected_landing |= {f"landing/reference/{name}.csv" for name in REFERENCES}
+    assert set(landing) == expected_landing
+
+    lake = set(world.keys("lake/"))
+    expected_lake = {f"lake/{name}.parquet" for name in REFERENCES}
+    expected_lake |= {f"lake/{asset}/{day}.parquet" for asset in DAY_ASSETS for day in days}
+    assert lake == expected_lake  # one object per partition, no temporary objects left
+    for name in REFERENCES:
+        meta = world.metadata(name)
+        assert meta["path"] == f"s3://{BUCKET}/lake/{name}.parquet"
+        assert meta["bytes"] == len(world.body(f"lake/{name}.parquet"))
+
+    dvc_objects = set(world.keys("dvc/"))
+    versioned = set(_git_paths(world.origin))
+    for day in days:
+        meta = world.metadata("flight_features", day)
+        md5 = meta["dvc_md5"]
+        assert f"dvc/files/md5/{md5[:2]}/{md5[2:]}" in dvc_objects, (day, md5)
+        assert meta["path"] == f"s3://{BUCKET}/lake/flight_features/{day}.parquet"
+        assert f"flight_features/{day}.parquet.dvc" in versioned
+    # The lake bucket holds nothing else: no stray bucket was created either.
+    assert {b["Name"] for b in world.s3.list_buckets()["Buckets"]} == {BUCKET}
+
+
+def test_a_file_put_by_another_s3_client_is_picked_up_by_the_landing_sensor(world: World):
+    """The sensor's listing is fresh on every tick (fsspec caches listings per process)."""
+    from mlops_assets.lib.source import read_source_table
+
+    for dataset in ("flights", "weather"):
+        table = read_source_table(dataset)
+        day = table[
+            (table["year"] == str(LATE_DAY.year))
+            & (table["month"] == str(LATE_DAY.month))
+            & (table["day"] == str(LATE_DAY.day))
+        ]
+        world.s3.put_object(
+            Bucket=BUCKET,
+            Key=f"landing/{dataset}/{LATE_DAY}.csv",
+            Body=day.to_csv(index=False).encode(),
+        )
+    outcomes = world.loop.run_until_idle()
+    assert outcomes and all(o.success for o in outcomes), [(o.assets, o.error) for o in outcomes]
+    for asset in DAY_ASSETS:
+        assert LATE_DAY.isoformat() in world.instance.get_materialized_partitions(
+            dg.AssetKey(asset)
+        ), asset
+    assert f"lake/flight_features/{LATE_DAY}.parquet" in world.keys("lake/flight_features/")
+
+
+def test_a_feature_day_restores_from_the_s3_remote_on_a_fresh_clone(world: World):
+    """What `mlops-assets restore` does, on a machine that has no registry work tree yet."""
+    day = "2013-01-07"
+    meta = world.metadata("flight_features", day)
+    fresh = DataRegistry(
+        world.root / "elsewhere" / "registry", world.env["MLOPS_DVC_REMOTE_URL"], str(world.origin)
+    )
+    path, rev = str(meta["registry_path"]), str(meta["registry_rev"])
+    assert fresh.recorded_md5(path, rev) == meta["dvc_md5"]  # clones the registry first
+    out = world.root / "restored" / path
+    digest = fresh.restore(path, rev, out, expected_md5=str(meta["dvc_md5"]))
+    assert digest == meta["dvc_md5"]
+    lake_bytes = world.body(f"lake/flight_features/{day}.parquet")
+    assert out.read_bytes() == lake_bytes
+    assert fresh.read(path, rev) == lake_bytes
+
+
+def test_training_tracks_models_and_artifacts_in_s3(world: World):
+    started = time.monotonic()
+    result = world.materialize(world.defs, TRAINING, run_config=run_config())
+    print(f"training in {time.monotonic() - started:.0f} s")
+    assert result.success, _failure_text(world.instance, result.run_id)
+    candidate = world.metadata("candidate_model")
+    champion = world.metadata("champion_model")
+    assert str(champion["model_version"]) == str(candidate["model_version"]) == "1"
+    run_id = candidate["mlflow_run_id"]
+
+    mlflow_keys = world.keys("mlflow/")
+    run_artifacts = {k.split(f"/{run_id}/artifacts/", 1)[1] for k in mlflow_keys if run_id in k}
+    assert {"feature_importance.csv", "feature_importance.png", "model_card.md"} <= run_artifacts
+    model_files = {k.rsplit("/", 1)[1] for k in mlflow_keys if "/models/" in k}
+    assert {"MLmodel", "python_model.pkl", "requirements.txt"} <= model_files, model_files
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient(world.env["MLFLOW_TRACKING_URI"], world.env["MLFLOW_TRACKING_URI"])
+    # The registered version's files are in the S3 artifact location.
+    location = str(client.get_model_version_download_uri("flight_delay", "1"))
+    assert location.startswith(f"s3://{BUCKET}/mlflow/"), location
+    prefix = location.removeprefix(f"s3://{BUCKET}/").rstrip("/")
+    assert f"{prefix}/MLmodel" in mlflow_keys, (prefix, mlflow_keys)
+    importance = [
+        k for k in mlflow_keys if k.endswith(f"{run_id}/artifacts/feature_importance.csv")
+    ]
+    assert world.body(importance[0]).startswith(b"feature,")
+
+    data = world.metadata("training_set")
+    md5 = data["dvc_md5"]
+    assert f"dvc/files/md5/{md5[:2]}/{md5[2:]}" in world.keys("dvc/")
+    assert "training_set/flight_delay.parquet.dvc" in _git_paths(world.origin)
+
+
+# -- faults -----------------------------------------------------------------------------------
+
+
+def test_a_missing_lake_bucket_fails_the_first_write_and_registers_nothing(
+    world: World, monkeypatch: pytest.MonkeyPatch
+):
+    from upath import UPath
+
+    root = world.root.parent / "missing-lake"
+    root.mkdir()
+    env = _production_env(
+        root,
+        MLOPS_LANDING_URL=f"s3://{BUCKET}/missing-lake/landing",
+        MLOPS_LAKE_URL=f"s3://{MISSING_LAKE_BUCKET}/lake",
+        MLOPS_DVC_REMOTE_URL=f"s3://{BUCKET}/missing-lake/dvc",
+    )
+    origin = _bare_repo(Path(env["MLOPS_REGISTRY_GIT_URL"]))
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    replay(UPath(env["MLOPS_LANDING_URL"]), FIRST_DAY, 2)
+    with dg.instance_for_test() as instance:
+        defs = build_defs(os.environ)
+        outcomes = LocalLoop(defs, instance, root / "cursors.json").run_until_idle()
+        # The reference tables are the first write; the days wait for them.
+        [outcome] = outcomes
+        assert outcome.assets == sorted(REFERENCES) and not outcome.success
+        text = _failure_text(instance, outcome.run_id)
+        print(text)
+        assert f"bucket '{MISSING_LAKE_BUCKET}' does not exist" in text
+        assert f"to the lake at s3://{MISSING_LAKE_BUCKET}/lake/airlines.parquet" in text
+        for asset in (*REFERENCES, *DAY_ASSETS):
+            assert not _materialized(instance, asset), asset
+    assert not bucket_exists(world.s3, MISSING_LAKE_BUCKET)  # not created by a mkdir
+    assert not any(p.startswith("flight_features/") for p in _git_paths(origin))
+    assert not object_keys(world.s3, BUCKET, "missing-lake/dvc/")
+
+
+def test_a_missing_artifact_bucket_fails_the_candidate_and_registers_no_version(
+    world: World, monkeypatch: pytest.MonkeyPatch
+):
+    from mlflow import MlflowClient
+
+    tracking_uri = f"sqlite:///{world.root.parent / 'missing-artifacts' / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
+    monkeypatch.setenv("MLFLOW_ARTIFACT_LOCATION", f"s3://{MISSING_ARTIFACT_BUCKET}/mlflow")
+    defs = build_defs(os.environ)
+    started = time.monotonic()
+    # Every attempt of the retry policy fails the same way (execute_in_process cannot turn
+    # retries off): none of them may leave a version behind.
+    result = world.materialize(defs, TRAINING, run_config=run_config())
+    print(f"failed training in {time.monotonic() - started:.0f} s")
+    assert not result.success
+    failed_steps = {
+        e.step_key for e in result.all_events if e.is_step_failure and e.step_key is not None
+    }
+    assert failed_steps == {"candidate_model"}
+    retried = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    assert len(retried) == TRACKING_RETRY.max_retries
+    text = _failure_text(world.instance, result.run_id)
+    print(text)
+    assert MISSING_ARTIFACT_BUCKET in text and "NoSuchBucket" in text
+
+    client = MlflowClient(tracking_uri, tracking_uri)
+    assert client.search_model_versions("name='flight_delay'") == []
+    experiment = client.get_experiment_by_name("flight_delay")
+    assert experiment is not None
+    runs = client.search_runs([experiment.experiment_id])
+    assert runs and {r.info.status for r in runs} == {"FAILED"}
+    assert not bucket_exists(world.s3, MISSING_ARTIFACT_BUCKET)
+    # The healthy deployment's registry is untouched: version 1 is still the champion.
+    healthy = MlflowClient(world.env["MLFLOW_TRACKING_URI"], world.env["MLFLOW_TRACKING_URI"])
+    assert str(healthy.get_model_version_by_alias("flight_delay", "champion").version) == "1"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="flight_features commits its DVC version before the IO manager writes the lake "
+    "object (validated_output runs `after` before yielding the Output), so a lake write that "
+    "fails after the inputs were read leaves a registered version without a materialization",
+)
+def test_a_lake_write_failing_after_the_inputs_were_read_registers_no_feature_version(
+    world: World,
+):
+    """The lake turns unwritable mid-run (bucket deleted, permissions revoked, S3 error)."""
+    from upath import UPath
+
+    from mlops_assets.resources.parquet_io import ParquetLakeIOManager
+
+    day = "2013-01-23"
+    replay(
+        UPath(world.env["MLOPS_LANDING_URL"]), date.fromisoformat(day), 1, include_reference=False
+    )
+    raw = world.materialize(world.defs, ["raw_flights", "raw_weather"], partition_key=day)
+    assert raw.success, _failure_text(world.instance, raw.run_id)
+    readable = ParquetLakeIOManager(base_path=UPath(world.env["MLOPS_LAKE_URL"]))
+
+    class ReadsTheLakeCannotWriteIt(ParquetLakeIOManager):
+        def load_input(self, context: dg.InputContext) -> Any:
+            return readable.load_input(context)
+
+    broken = ReadsTheLakeCannotWriteIt(base_path=UPath(f"s3://{MISSING_LAKE_BUCKET}/lake"))
+    defs = dg.Definitions(
+        assets=world.defs.assets, resources={**(world.defs.resources or {}), "io_manager": broken}
+    )
+    result = world.materialize(defs, ["flight_features"], partition_key=day)
+    assert not result.success
+    text = _failure_text(world.instance, result.run_id)
+    assert f"bucket '{MISSING_LAKE_BUCKET}' does not exist" in text, text
+    assert day not in world.instance.get_materialized_partitions(dg.AssetKey("flight_features"))
+    assert f"flight_features/{day}.parquet.dvc" not in _git_paths(world.origin)
