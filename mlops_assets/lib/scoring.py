@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 from mlops_assets.lib.contracts import AIRPORTS_MISSING_FROM_REFERENCE
-from mlops_assets.lib.features import WEATHER_FIELDS, PlaneLookup
+from mlops_assets.lib.features import FLIGHT_INPUTS, WEATHER_FIELDS, PlaneLookup
 from mlops_assets.lib.modeling import DelayClassifier
 
 if TYPE_CHECKING:
@@ -34,20 +34,7 @@ if TYPE_CHECKING:
 
 # Fields of a flight known when it is scheduled; everything measured later is not accepted.
 # ``hour`` and ``minute`` are derived from ``sched_dep_time``, as in the source.
-REQUEST_FLIGHT_FIELDS = (
-    "year",
-    "month",
-    "day",
-    "carrier",
-    "flight",
-    "origin",
-    "dest",
-    "tailnum",
-    "sched_dep_time",
-    "sched_arr_time",
-    "distance",
-    "time_hour",
-)
+REQUEST_FLIGHT_FIELDS = (*FLIGHT_INPUTS, "time_hour")
 MAX_BATCH = 1000
 
 FIELD_DOCS = {
@@ -309,7 +296,7 @@ def score(bundle: ScoringBundle, requests: list[dict[str, Any]]) -> list[dict[st
         One result per request, in request order: the flight key, the probability of a 15+
         minute arrival delay, the decision at the model's threshold and the model version.
     """
-    from mlops_assets.lib.features import FLIGHT_INPUTS, derive_features
+    from mlops_assets.lib.features import derive_features
 
     flights = {name: [r.get(name) for r in requests] for name in FLIGHT_INPUTS}
     weather = {name: [r.get(name) for r in requests] for name in WEATHER_FIELDS}

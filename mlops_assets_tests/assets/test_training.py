@@ -21,20 +21,7 @@ from mlops_assets.lib.registry import DataRegistry
 from mlops_assets.lib.reproduce import ReproductionError, reproduce, rollback
 from mlops_assets.lib.source import replay
 from mlops_assets.loop import LocalLoop
-
-AS_OF = "2013-01-21"
-TRAINING = dg.AssetSelection.groups("training")
-
-
-def run_config(margin: float = 0.005, **training: Any) -> dict[str, Any]:
-    return {
-        "ops": {
-            "training_set": {"config": {"days": 21, "validation_days": 5, "as_of": AS_OF}},
-            "candidate_model": {"config": {"n_estimators": 60, **training}},
-            # A three-week window cannot reach the production floors.
-            "champion_model": {"config": {"margin": margin, "min_roc_auc": 0.5, "min_pr_auc": 0.1}},
-        }
-    }
+from mlops_assets_tests.deployed import TRAINING, run_config
 
 
 class Trainer:
