@@ -52,10 +52,12 @@ def build(bundle: Path, labels: dict[str, str], export_dir: Path) -> dict[str, A
     ) as model:
         for item in bundle.iterdir():
             shutil.copy2(item, Path(model.path) / item.name)
-    # The service module resolves exactly this model version while the Bento is built.
+    # The service resolves exactly this model while building; a served Bento reads the model
+    # from its own bento.yaml.
     os.environ["MLOPS_BENTO_MODEL"] = str(model.tag)
     bento = bentoml.bentos.build(
         SERVICE,
+        models=[str(model.tag)],
         labels=labels,
         description="Flight delay prediction: the champion model behind an HTTP API.",
         include=INCLUDE,

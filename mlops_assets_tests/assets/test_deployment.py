@@ -6,6 +6,8 @@ e2e/test_serving.py).
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from collections.abc import Iterator
 from datetime import timedelta
@@ -127,3 +129,25 @@ def test_promotion_rebuilds_and_new_days_use_the_new_champion(deployment: Deploy
     )
     manifest = yaml.safe_load((Path(new["build_context"]) / "bento.yaml").read_text())
     assert manifest["labels"]["model_version"] == champion
+    # The previous Bento still serves its own model, not the newest one in the store.
+    assert served_model(deployment, first["bento_tag"]) == first["model_tag"]
+    assert served_model(deployment, new["bento_tag"]) == new["model_tag"]
+
+
+def served_model(deployment: Deployment, bento_tag: str) -> str:
+    """The model tag the service resolves when ``bento_tag`` is loaded (as `bentoml serve`)."""
+    script = (
+        "import bentoml, sys; bentoml.load(sys.argv[1]); "
+        "import mlops_assets.serving.service as s; print(s.MODEL.tag)"
+    )
+    env = {**os.environ, "BENTOML_HOME": str(deployment.bentoml_home)}
+    done = subprocess.run(
+        [sys.executable, "-c", script, bento_tag],
+        env=env,
+        cwd=deployment.state,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout.strip().splitlines()[-1]
