@@ -115,7 +115,7 @@ def batch_predictions(
     service, so both give the same probabilities). Columns: flight key, probability of a
     15+ minute arrival delay, decision at the model's threshold, model name and version.
     """
-    import pandas as pd
+    import numpy as np
 
     from mlops_assets.lib.features import KEY_COLUMNS
     from mlops_assets.lib.hashing import frame_fingerprint
@@ -124,17 +124,14 @@ def batch_predictions(
     version = str(champion.version)
     classifier = _classifier(tracking.tracking_uri, tracking.model_name, version)
     probabilities = (
-        classifier.predict_proba(flight_features)
-        if len(flight_features)
-        else pd.Series([], dtype="float64").to_numpy()
+        classifier.predict_proba(flight_features) if len(flight_features) else np.empty(0)
     )
-    out = flight_features[KEY_COLUMNS].copy()
+    out = flight_features[KEY_COLUMNS].reset_index(drop=True)
     out["probability"] = probabilities
     out["delayed"] = probabilities >= classifier.threshold
     out["threshold"] = classifier.threshold
     out["model_name"] = tracking.model_name
     out["model_version"] = version
-    out = pd.DataFrame(out).reset_index(drop=True)
     return dg.Output(
         out,
         metadata={

@@ -103,5 +103,5 @@ class BentoStore(dg.ConfigurableResource):
 
 def local_bentos(state: Path) -> BentoStore:
     """The embedded default: a BentoML home in the state folder."""
-    home = state / "bentoml"
+    home = settings.Locations(state).bentoml_home
     return BentoStore(home=str(home), export_dir=str(home / "exports"))
