@@ -8,7 +8,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -124,3 +124,86 @@ def stop_process_group(process: subprocess.Popen[bytes], grace: float) -> list[s
     with contextlib.suppress(subprocess.TimeoutExpired):
         process.wait(timeout=5)
     return escalations
+
+
+def spawn_logged(
+    command: list[str], *, cwd: Path, env: dict[str, str], log_path: Path
+) -> subprocess.Popen[bytes]:
+    """Starts ``command`` in a session (process group) of its own, its output in ``log_path``."""
+    with log_path.open("wb") as log:
+        return subprocess.Popen(
+            command,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=default_signals,
+        )
+
+
+class LoggedServer:
+    """What every server started by ``spawn_logged`` offers: log, liveness, readiness, stop.
+
+    Subclasses provide ``process`` and ``log_path`` and name themselves in ``NAME``.
+    """
+
+    NAME = "server"
+    STOP_GRACE = 15.0  # SIGTERM grace period before SIGKILL
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError as error:
+            return f"(no server log: {error})"
+
+    def log_tail(self, lines: int = 60) -> str:
+        return "\n".join(self.log_text().splitlines()[-lines:])
+
+    def check_alive(self) -> None:
+        code = self.process.poll()
+        if code is not None:
+            raise AssertionError(
+                f"{self.NAME} exited with code {code}; log tail:\n{self.log_tail()}"
+            )
+
+    def wait_http(self, url: str, timeout: float, interval: float = 0.5) -> float:
+        """Polls ``url`` until it answers 200 (failing at once if the server died); returns the
+        seconds waited."""
+        import requests
+
+        started = time.monotonic()
+        with requests.Session() as http:
+            http.trust_env = False  # no proxies: only 127.0.0.1
+
+            def ready() -> bool:
+                self.check_alive()
+                try:
+                    return http.get(url, timeout=5).status_code == 200
+                except requests.RequestException:
+                    return False
+
+            wait_for(
+                ready,
+                timeout,
+                interval,
+                what=f"{self.NAME} to answer {url}",
+                diagnose=lambda: f"log tail:\n{self.log_tail()}",
+            )
+        return time.monotonic() - started
+
+    def stop(self) -> list[str]:
+        """SIGTERM, up to ``STOP_GRACE`` s, then SIGKILL; returns the escalations needed."""
+        return stop_process_group(self.process, self.STOP_GRACE)
+
+    @contextlib.contextmanager
+    def report_on_failure(self) -> Iterator[None]:
+        """Prints the server log tail (shown by pytest with the failure) when the block raises."""
+        try:
+            yield
+        except BaseException:
+            print(f"{self.NAME} log tail ({self.log_path}):\n{self.log_tail()}")
+            raise

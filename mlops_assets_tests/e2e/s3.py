@@ -12,18 +12,14 @@ import contextlib
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import requests
-
-from mlops_assets_tests.e2e.processes import HOST, default_signals, free_port, stop_process_group
+from mlops_assets_tests.e2e.processes import HOST, LoggedServer, free_port, spawn_logged
 
 STARTUP_TIMEOUT = 30.0  # moto_server answers within a couple of seconds
-STOP_TIMEOUT = 10.0
 REGION = "us-east-1"
 # AWS settings a developer (or CI) may have exported; none of them may reach the tests.
 AWS_CONTEXT_VARS = (
@@ -78,8 +74,11 @@ def forget_s3_clients() -> None:
 
 
 @dataclass
-class MotoServer:
+class MotoServer(LoggedServer):
     """A running ``moto_server`` (its own process group) and its log file."""
+
+    NAME = "moto_server"
+    STOP_GRACE = 10.0
 
     process: subprocess.Popen[bytes]
     port: int
@@ -99,54 +98,12 @@ class MotoServer:
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
         env.update(PYTHONUNBUFFERED="1", **aws_environment(f"http://{HOST}:{port}", root))
         log_path = root / "moto_server.log"
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(
-                [*entry, "-H", HOST, "-p", str(port)],
-                cwd=root,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=default_signals,
-            )
-        return cls(process, port, log_path)
-
-    def log_tail(self, lines: int = 40) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError as error:
-            return f"(no server log: {error})"
-        return "\n".join(text.splitlines()[-lines:])
+        command = [*entry, "-H", HOST, "-p", str(port)]
+        return cls(spawn_logged(command, cwd=root, env=env, log_path=log_path), port, log_path)
 
     def wait_ready(self, timeout: float = STARTUP_TIMEOUT) -> float:
         """Polls the S3 API (ListBuckets) until it answers 200; returns the seconds waited."""
-        started = time.monotonic()
-        last: object = None
-        with requests.Session() as http:
-            http.trust_env = False  # no proxies: only 127.0.0.1
-            while time.monotonic() - started < timeout:
-                code = self.process.poll()
-                if code is not None:
-                    raise AssertionError(
-                        f"moto_server exited with code {code}; log tail:\n{self.log_tail()}"
-                    )
-                try:
-                    response = http.get(f"{self.endpoint}/", timeout=2)
-                    if response.status_code == 200:
-                        return time.monotonic() - started
-                    last = f"HTTP {response.status_code}"
-                except requests.RequestException as error:
-                    last = error
-                time.sleep(0.2)
-        raise AssertionError(
-            f"moto_server on {self.endpoint} not ready after {timeout:.0f} s (last: {last!r}); "
-            f"log tail:\n{self.log_tail()}"
-        )
-
-    def stop(self) -> list[str]:
-        """SIGTERM, up to ``STOP_TIMEOUT`` s, then SIGKILL; returns the escalations needed."""
-        return stop_process_group(self.process, STOP_TIMEOUT)
+        return self.wait_http(f"{self.endpoint}/", timeout, interval=0.2)
 
     def client(self) -> Any:
         """A boto3 S3 client bound to this server (independent of the environment)."""

@@ -17,7 +17,6 @@ retry back-off of candidate_model.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import re
@@ -34,7 +33,6 @@ from typing import Any
 
 import dagster as dg
 import pytest
-import requests
 
 from mlops_assets import settings
 from mlops_assets.definitions import build_defs
@@ -44,10 +42,10 @@ from mlops_assets.loop import LocalLoop
 from mlops_assets.resources.tracking import CHALLENGER, CHAMPION, MlflowTracking
 from mlops_assets_tests.e2e.processes import (
     HOST,
-    default_signals,
+    LoggedServer,
     free_port,
     live_group_members,
-    stop_process_group,
+    spawn_logged,
 )
 
 pytestmark = pytest.mark.e2e
@@ -129,8 +127,11 @@ class LoopbackOnly:
 
 
 @dataclass
-class MlflowServer:
+class MlflowServer(LoggedServer):
     """A running ``mlflow server`` process (its own process group) and its log file."""
+
+    NAME = "mlflow server"
+    STOP_GRACE = STOP_TIMEOUT
 
     process: subprocess.Popen[bytes]
     port: int
@@ -176,66 +177,12 @@ class MlflowServer:
             "1",
         ]
         log_path = root / "mlflow_server.log"
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(
-                command,
-                cwd=root,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=default_signals,
-            )
+        process = spawn_logged(command, cwd=root, env=env, log_path=log_path)
         return cls(process, port, log_path, root)
-
-    def log_tail(self, lines: int = 60) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError as error:
-            return f"(no server log: {error})"
-        return "\n".join(text.splitlines()[-lines:])
-
-    def check_alive(self) -> None:
-        code = self.process.poll()
-        if code is not None:
-            raise AssertionError(
-                f"mlflow server exited with code {code}; log tail:\n{self.log_tail()}"
-            )
 
     def wait_ready(self, timeout: float = STARTUP_TIMEOUT) -> float:
         """Polls ``/health`` until it answers 200; returns the seconds waited."""
-        started = time.monotonic()
-        last: object = None
-        with requests.Session() as http:
-            http.trust_env = False  # no proxies: only 127.0.0.1
-            while time.monotonic() - started < timeout:
-                self.check_alive()
-                try:
-                    response = http.get(f"{self.url}/health", timeout=5)
-                    if response.status_code == 200:
-                        return time.monotonic() - started
-                    last = f"HTTP {response.status_code}"
-                except requests.RequestException as error:
-                    last = error
-                time.sleep(0.5)
-        raise AssertionError(
-            f"mlflow server on {self.url} not healthy after {timeout:.0f} s (last: {last!r}); "
-            f"log tail:\n{self.log_tail()}"
-        )
-
-    def stop(self) -> list[str]:
-        """SIGTERM, up to ``STOP_TIMEOUT`` s, then SIGKILL; returns the escalations needed."""
-        return stop_process_group(self.process, STOP_TIMEOUT)
-
-    @contextlib.contextmanager
-    def report_on_failure(self) -> Iterator[None]:
-        """Prints the server log tail (shown by pytest with the failure) when the block raises."""
-        try:
-            yield
-        except BaseException:
-            print(f"mlflow server log tail ({self.log_path}):\n{self.log_tail()}")
-            raise
+        return self.wait_http(f"{self.url}/health", timeout)
 
 
 # -- the project pointed at the server --------------------------------------------------------

@@ -45,11 +45,11 @@ from mlops_assets.serving.guard import API_KEY_VARIABLE, MAX_BODY_BYTES, PROTECT
 from mlops_assets_tests.deployed import PREDICT_DAY, Deployment, deploy
 from mlops_assets_tests.e2e.processes import (
     HOST,
-    default_signals,
+    LoggedServer,
     free_port,
     live_group_members,
+    spawn_logged,
     stop_process_group,
-    wait_for,
 )
 
 pytestmark = pytest.mark.e2e
@@ -71,8 +71,11 @@ FUZZ_EXAMPLES = 50  # per operation and generation mode
 
 
 @dataclass
-class BentoServer:
+class BentoServer(LoggedServer):
     """A running ``bentoml serve`` (its own process group), its log file and an HTTP session."""
+
+    NAME = "bentoml serve"
+    STOP_GRACE = STOP_TIMEOUT
 
     process: subprocess.Popen[bytes]
     port: int
@@ -96,41 +99,9 @@ class BentoServer:
         http.trust_env = False  # no proxies: only 127.0.0.1
         return cls(process, port, log_path, http)
 
-    def log_text(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError as error:
-            return f"(no server log: {error})"
-
-    def log_tail(self, lines: int = 60) -> str:
-        return "\n".join(self.log_text().splitlines()[-lines:])
-
-    def check_alive(self) -> None:
-        code = self.process.poll()
-        if code is not None:
-            raise AssertionError(
-                f"bentoml serve exited with code {code}; log tail:\n{self.log_tail()}"
-            )
-
     def wait_ready(self, timeout: float = STARTUP_TIMEOUT) -> float:
         """Polls ``/readyz`` until it answers 200; returns the seconds waited."""
-        started = time.monotonic()
-
-        def ready() -> bool:
-            self.check_alive()
-            try:
-                return self.http.get(f"{self.url}/readyz", timeout=5).status_code == 200
-            except requests.RequestException:
-                return False
-
-        wait_for(
-            ready,
-            timeout,
-            interval=0.5,
-            what=f"bentoml serve on {self.url} to be ready",
-            diagnose=lambda: f"log tail:\n{self.log_tail()}",
-        )
-        return time.monotonic() - started
+        return self.wait_http(f"{self.url}/readyz", timeout)
 
     def post(self, path: str, payload: Any = None, **kwargs: Any) -> requests.Response:
         """POSTs ``payload`` as JSON (or raw ``data=``/``headers=`` via kwargs)."""
@@ -144,18 +115,9 @@ class BentoServer:
         return self.http.get(f"{self.url}{path}", timeout=REQUEST_TIMEOUT, **kwargs)
 
     def stop(self) -> list[str]:
-        """SIGTERM, up to ``STOP_TIMEOUT`` s, then SIGKILL; returns the escalations needed."""
+        """Closes the HTTP session, then stops the server (see ``LoggedServer.stop``)."""
         self.http.close()
-        return stop_process_group(self.process, STOP_TIMEOUT)
-
-    @contextlib.contextmanager
-    def report_on_failure(self) -> Iterator[None]:
-        """Prints the server log tail (shown by pytest with the failure) when the block raises."""
-        try:
-            yield
-        except BaseException:
-            print(f"bentoml serve log tail ({self.log_path}):\n{self.log_tail()}")
-            raise
+        return super().stop()
 
 
 def private_home(store: Path, root: Path) -> Path:
@@ -196,17 +158,9 @@ def spawn_bentoml(
     script = Path(sys.executable).with_name("bentoml")
     entry = [str(script)] if script.exists() else [sys.executable, "-m", "bentoml"]
     command = [*entry, "serve", tag, "--host", HOST, "--port", str(port)]
-    with log_path.open("wb") as log:
-        return subprocess.Popen(
-            command,
-            cwd=cwd,
-            env=server_environment(bentoml_home, extra),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=default_signals,
-        )
+    return spawn_logged(
+        command, cwd=cwd, env=server_environment(bentoml_home, extra), log_path=log_path
+    )
 
 
 @contextlib.contextmanager
