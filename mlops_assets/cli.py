@@ -10,7 +10,7 @@ import signal
 import sys
 import time
 import warnings
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -43,52 +43,72 @@ def _replay(args: argparse.Namespace) -> int:
     return 0
 
 
+# Days the main job covers by default (bootstrap included).
+DEMO_DAYS = 365
+
+
 def _demo(args: argparse.Namespace) -> int:
     from mlops_assets.lib.source import replay
 
     where = settings.locations()
     started = time.perf_counter()
     prepare_dagster_home()
-    summary = replay(where.landing, args.start, args.days, skip_existing=True)
-    print(
-        f"landing: {len(summary.files)} new file(s) for {args.start} + {args.days} day(s) "
-        f"in {where.landing}"
-    )
+    until = args.until or args.start + timedelta(days=args.days - 1)
+    if until < args.start + timedelta(days=args.bootstrap_days):
+        print("error: --until must leave days to replay after the bootstrap", file=sys.stderr)
+        return 2
+
+    def deliver(first: date, days: int) -> None:
+        replay(where.landing, first, days, skip_existing=True)
 
     import dagster as dg
 
+    from mlops_assets.closed_loop import read_history, run_closed_loop, summary_table
     from mlops_assets.definitions import defs
+    from mlops_assets.defs.monitoring import RETRAIN_SENSOR
     from mlops_assets.loop import LocalLoop
 
+    print(
+        f"closed loop on {args.start} .. {until}: bootstrap {args.bootstrap_days} days, "
+        f"then day by day (state {where.state})"
+    )
     with dg.DagsterInstance.get() as instance:
-        loop = LocalLoop(defs, instance, where.dagster_home / "local_loop_cursors.json")
-        outcomes = loop.run_until_idle()
-        ok = [o for o in outcomes if o.success]
+        loop = LocalLoop(
+            defs,
+            instance,
+            where.dagster_home / "local_loop_cursors.json",
+            extra_sensors=(RETRAIN_SENSOR,),
+        )
+        report = run_closed_loop(
+            defs,
+            instance,
+            loop,
+            deliver,
+            start=args.start,
+            bootstrap_days=args.bootstrap_days,
+            until=until,
+        )
+        outcomes = report.bootstrap + report.replay
         failed = [o for o in outcomes if not o.success]
         print(
-            f"\nruns: {len(ok)} succeeded, {len(failed)} failed "
-            f"in {time.perf_counter() - started:.1f} s"
+            f"\n{len(report.days)} day(s) replayed, {len(outcomes)} runs "
+            f"({len(failed)} failed) in {report.seconds:.0f} s"
         )
         for outcome in failed:
             print(
                 f"  blocked {outcome.partition or '-'} {','.join(outcome.assets)}: {outcome.error}"
             )
-        days = _print_feature_summary(where.lake / "flight_features")
-        if args.train and days >= DEMO_MIN_TRAINING_DAYS:
-            _train(defs, instance, days)
-            # The bento and the batch predictions follow the promotion by automation.
-            loop.run_until_idle()
-            _print_deployment(instance)
+        print()
+        print(summary_table(read_history(instance), outcomes))
+        _print_deployment(instance)
     print("\nresults:")
     print(f"  lake (Parquet)        {where.lake}")
+    print(f"  drift reports (HTML)  {where.reports}  (make reports)")
     print(f"  data registry (DVC)   {where.registry}  (remote {where.dvc_remote})")
     print(f"  MLflow store          {where.state / 'mlflow'}  (make mlflow-ui)")
     print(f"  Dagster home          {where.dagster_home}")
-    print(f"  done in {time.perf_counter() - started:.1f} s; open the UI on this state: make dev")
+    print(f"  done in {time.perf_counter() - started:.1f} s; the history in the UI: make dev")
     return 0
-
-
-DEMO_MIN_TRAINING_DAYS = 21
 
 
 def _print_deployment(instance: Any) -> None:
@@ -104,60 +124,6 @@ def _print_deployment(instance: Any) -> None:
     print(f"  bento {meta['bento_tag']} serving {meta['model_name']} v{meta['model_version']}")
     print(f"  exported to {meta['export_path']}")
     print(f"  batch predictions for {len(predicted)} day(s); serve the model: make serve")
-
-
-def _train(defs: Any, instance: Any, days: int) -> None:
-    """Materializes the training group once on the replayed window and prints the outcome."""
-    import dagster as dg
-
-    window = {"days": min(days, 90), "validation_days": max(5, min(days, 90) // 5)}
-    result = dg.materialize(
-        list(defs.assets),
-        selection=dg.AssetSelection.groups("training"),
-        instance=instance,
-        resources=defs.resources,
-        run_config={
-            "ops": {"training_set": {"config": window}},
-            "loggers": {"console": {"config": {"log_level": "WARNING"}}},
-        },
-        tags={"mlops/trigger": "demo"},
-        raise_on_error=False,
-    )
-    print(f"\ntraining ({window['days']} days, last {window['validation_days']} held out):")
-    for event in result.all_events:
-        if event.event_type_value == "STEP_FAILURE":
-            data = event.step_failure_data
-            cause = data.user_failure_data.description if data and data.user_failure_data else ""
-            print(f"  {event.step_key} failed: {cause or event.message}")
-        elif event.event_type_value in ("ASSET_MATERIALIZATION", "ASSET_OBSERVATION"):
-            specific: Any = event.event_specific_data
-            record = getattr(specific, "materialization", None) or specific.asset_observation
-            meta = {k: v.value for k, v in record.metadata.items()}
-            key = record.asset_key.to_user_string()
-            if key == "candidate_model":
-                print(
-                    f"  candidate v{meta['model_version']}: ROC AUC {meta['roc_auc']:.3f}, "
-                    f"PR AUC {meta['pr_auc']:.3f}, MLflow run {meta['mlflow_run_id']}"
-                )
-            elif key == "champion_model":
-                print(f"  gate: {meta['decision']} ({meta['reason']})")
-
-
-def _print_feature_summary(folder: Path) -> int:
-    import pandas as pd
-
-    files = sorted(folder.glob("*.parquet"))
-    if not files:
-        print("\nno feature days yet")
-        return 0
-    frame = pd.concat([pd.read_parquet(f, columns=["is_delayed"]) for f in files])
-    labelled = frame["is_delayed"].dropna()
-    print(
-        f"\nfeatures: {len(files)} day(s) {files[0].stem} .. {files[-1].stem}, "
-        f"{len(frame):,} flights, {len(labelled):,} labelled, "
-        f"{labelled.mean():.1%} arrived 15+ min late"
-    )
-    return len(files)
 
 
 def _restore(args: argparse.Namespace) -> int:
@@ -276,11 +242,17 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--skip-existing", action="store_true")
     replay.set_defaults(func=_replay)
 
-    demo = sub.add_parser("demo", help="main job: replay days and run them through the graph")
+    demo = sub.add_parser(
+        "demo",
+        help="main job: bootstrap a champion, then replay days through the closed loop",
+    )
     demo.add_argument("--start", type=date.fromisoformat, default=date(2013, 1, 1))
-    demo.add_argument("--days", type=int, default=60)
     demo.add_argument(
-        "--no-train", dest="train", action="store_false", help="stop after the features"
+        "--bootstrap-days", type=int, default=28, help="days before the first training"
+    )
+    demo.add_argument("--days", type=int, default=DEMO_DAYS, help="days in all, bootstrap included")
+    demo.add_argument(
+        "--until", type=date.fromisoformat, help="last day replayed (overrides --days)"
     )
     demo.set_defaults(func=_demo)
 

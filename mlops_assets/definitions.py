@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
-from mlops_assets.defs import automation, deployment, features, ingestion, training
+from mlops_assets.defs import automation, deployment, features, ingestion, monitoring, training
 from mlops_assets.resources import build_resources
 
 if TYPE_CHECKING:
@@ -70,6 +70,9 @@ ASSETS = [
     training.model_card,
     deployment.bento,
     deployment.batch_predictions,
+    monitoring.drift_reference,
+    monitoring.drift_report,
+    monitoring.model_performance,
 ]
 
 
@@ -112,7 +115,11 @@ def build_defs(env: Mapping[str, str] | None = None) -> dg.Definitions:
     return dg.Definitions(
         assets=ASSETS,
         jobs=jobs,
-        sensors=[automation.landing_sensor, automation.automation_sensor],
+        sensors=[
+            automation.landing_sensor,
+            automation.automation_sensor,
+            monitoring.retrain_sensor,
+        ],
         resources=build_resources(env),
         # Steps of a run share one process: every extra process re-imports the code location.
         executor=dg.in_process_executor,

@@ -15,7 +15,7 @@ import dagster as dg
 from dagster._core.storage.tags import RUN_KEY_TAG, SENSOR_NAME_TAG
 from dagster_shared.serdes import deserialize_value, serialize_value
 
-from mlops_assets.defs.automation import LANDING_SENSOR, landing_sensor
+from mlops_assets.defs.automation import LANDING_SENSOR
 
 
 @dataclass
@@ -36,6 +36,7 @@ class LoopState:
 
     landing_cursor: str | None = None
     automation_cursor: Any = None
+    sensor_cursors: dict[str, str | None] = field(default_factory=dict)
     outcomes: list[RunOutcome] = field(default_factory=list)
 
 
@@ -48,9 +49,11 @@ class LocalLoop:
         instance: dg.DagsterInstance,
         cursor_file: Path,
         log_level: str = "WARNING",
+        extra_sensors: tuple[str, ...] = (),
     ):
         self.defs = defs
         self.log_level = log_level
+        self.extra_sensors = extra_sensors
         self.instance = instance
         self.cursor_file = cursor_file
         self.state = LoopState()
@@ -59,11 +62,17 @@ class LocalLoop:
             self.state.landing_cursor = saved.get("landing")
             if saved.get("automation"):
                 self.state.automation_cursor = deserialize_value(saved["automation"])
+            self.state.sensor_cursors = dict(saved.get("sensors") or {})
         self._assets = list(defs.assets or [])
         self._resources = dict(defs.resources or {})
 
     def _execute(
-        self, trigger: str, keys: list[dg.AssetKey], partition: str | None, tags: dict[str, str]
+        self,
+        trigger: str,
+        keys: list[dg.AssetKey],
+        partition: str | None,
+        tags: dict[str, str],
+        run_config: dict[str, Any] | None = None,
     ) -> RunOutcome:
         result = dg.materialize(
             self._assets,  # type: ignore[arg-type]
@@ -73,7 +82,10 @@ class LocalLoop:
             resources=self._resources,
             tags=tags,
             raise_on_error=False,
-            run_config={"loggers": {"console": {"config": {"log_level": self.log_level}}}},
+            run_config={
+                **(run_config or {}),
+                "loggers": {"console": {"config": {"log_level": self.log_level}}},
+            },
         )
         error = None
         if not result.success:
@@ -106,33 +118,72 @@ class LocalLoop:
                 {
                     "landing": self.state.landing_cursor,
                     "automation": serialize_value(automation) if automation is not None else None,
+                    "sensors": self.state.sensor_cursors,
                 }
             )
         )
 
     def tick_landing(self) -> list[RunOutcome]:
         """One landing-sensor tick; executes the requested runs in order."""
+        return self.tick_sensor(LANDING_SENSOR, "landing")
+
+    def tick_sensor(self, name: str, trigger: str | None = None) -> list[RunOutcome]:
+        """One tick of the sensor ``name``; executes its run requests in order.
+
+        Like the daemon, a request whose run key this sensor already used is skipped, and a
+        request for a job runs that job's asset selection with the request's run config.
+        """
+        sensor = self.defs.get_sensor_def(name)
+        cursor = (
+            self.state.landing_cursor
+            if name == LANDING_SENSOR
+            else self.state.sensor_cursors.get(name)
+        )
         context = dg.build_sensor_context(
             instance=self.instance,
-            cursor=self.state.landing_cursor,
+            cursor=cursor,
             resources=self._resources,
             definitions=self.defs,
-            sensor_name=LANDING_SENSOR,
+            sensor_name=name,
         )
-        data = landing_sensor.evaluate_tick(context)
-        self.state.landing_cursor = data.cursor
+        data = sensor.evaluate_tick(context)
+        if name == LANDING_SENSOR:
+            self.state.landing_cursor = data.cursor
+        else:
+            self.state.sensor_cursors[name] = data.cursor
         self._save()
         outcomes = []
         for request in data.run_requests or []:
-            tags = {**request.tags, SENSOR_NAME_TAG: LANDING_SENSOR}
+            tags = {**request.tags, SENSOR_NAME_TAG: name}
             if request.run_key:
+                if self._run_key_used(name, request.run_key):
+                    continue
                 tags[RUN_KEY_TAG] = request.run_key
+            keys = list(request.asset_selection or []) or self._job_assets(
+                request.job_name or sensor.job_name
+            )
             outcomes.append(
                 self._execute(
-                    "landing", list(request.asset_selection or []), request.partition_key, tags
+                    trigger or name,
+                    keys,
+                    request.partition_key,
+                    tags,
+                    dict(request.run_config or {}),
                 )
             )
         return outcomes
+
+    def _run_key_used(self, sensor: str, run_key: str) -> bool:
+        runs = self.instance.get_run_records(
+            filters=dg.RunsFilter(tags={SENSOR_NAME_TAG: sensor, RUN_KEY_TAG: run_key}), limit=1
+        )
+        return bool(runs)
+
+    def _job_assets(self, job_name: str | None) -> list[dg.AssetKey]:
+        if not job_name:
+            raise ValueError("a sensor request without assets needs a job")
+        job = self.defs.resolve_job_def(job_name)
+        return sorted(job.asset_layer.selected_asset_keys, key=lambda k: k.to_user_string())
 
     def tick_automation(self) -> list[RunOutcome]:
         """One evaluation of every automation condition; one run per requested partition."""
@@ -146,9 +197,13 @@ class LocalLoop:
             if result.get_num_requested(key):
                 for partition in sorted(result.get_requested_partitions(key), key=str):
                     by_partition.setdefault(partition, []).append(key)
+        # Unpartitioned assets first (a new champion's drift reference before the days that
+        # compare against it), then the days in date order: the order of an asset backfill.
         return [
             self._execute("automation", keys, partition, {"mlops/trigger": "automation"})
-            for partition, keys in sorted(by_partition.items(), key=lambda kv: str(kv[0]))
+            for partition, keys in sorted(
+                by_partition.items(), key=lambda kv: (kv[0] is not None, str(kv[0]))
+            )
         ]
 
     def run_until_idle(self, max_ticks: int = 50) -> list[RunOutcome]:
@@ -158,6 +213,8 @@ class LocalLoop:
         done: list[RunOutcome] = []
         for _ in range(max_ticks):
             ran = self.tick_landing() + self.tick_automation()
+            for name in self.extra_sensors:
+                ran += self.tick_sensor(name)
             if not ran:
                 break
             done += ran

@@ -24,6 +24,9 @@ Environment = Literal["local", "production"]
 PARTITION_START = date(2013, 1, 1)
 PARTITION_END = date(2014, 1, 1)  # exclusive
 
+# Local port of the report server (``make reports``) that drift-report links point to.
+REPORTS_PORT = 8008
+
 # Telemetry switches of every tool in the stack; applied as defaults (an explicit value wins).
 TELEMETRY_OFF: dict[str, str] = {
     "DAGSTER_DISABLE_TELEMETRY": "true",
@@ -83,6 +86,11 @@ class Locations:
     def dvc_remote(self) -> Path:
         """DVC remote of the data registry."""
         return self.state / "dvc-remote"
+
+    @property
+    def reports(self) -> Path:
+        """Monitoring reports (Evidently HTML and JSON), served by ``make reports``."""
+        return self.state / "reports"
 
     @property
     def bentoml_home(self) -> Path:

@@ -11,6 +11,7 @@ from mlops_assets.resources.bentos import BentoStore, local_bentos
 from mlops_assets.resources.lake import LakeIOManager, LakeReader
 from mlops_assets.resources.landing import LandingZone
 from mlops_assets.resources.registry import DataRegistryResource
+from mlops_assets.resources.reports import ReportStore
 from mlops_assets.resources.tracking import MlflowTracking, local_tracking
 
 # Production settings and the component that reads them (see docs/configuration.md).
@@ -26,6 +27,10 @@ OPTIONAL_PRODUCTION_VARS: dict[str, str] = {
     "MLFLOW_ARTIFACT_LOCATION": "artifact root of the experiment, e.g. s3://bucket/mlflow "
     "(required when MLFLOW_TRACKING_URI is a database URI; a server decides by itself)",
     "MLOPS_BENTO_EXPORT_DIR": "where exported bentos are written (default <state>/bentoml/exports)",
+    "MLOPS_REPORTS_URL": "where drift reports (HTML, JSON) are written "
+    "(default <MLOPS_LAKE_URL>/reports)",
+    "MLOPS_REPORTS_PUBLIC_URL": "web address that serves MLOPS_REPORTS_URL, for links in the UI "
+    "(default: no links, paths only)",
     "MLOPS_STATE_DIR": "local working folder of runs: registry work tree, BentoML store "
     "(default <project>/state)",
 }
@@ -48,6 +53,10 @@ def _local(env: Mapping[str, str]) -> dict[str, Any]:
         ),
         "tracking": local_tracking(where.state),
         "bentos": local_bentos(where.state),
+        "reports": ReportStore(
+            base_url=str(where.reports),
+            public_url=f"http://127.0.0.1:{settings.REPORTS_PORT}",
+        ),
     }
 
 
@@ -80,6 +89,10 @@ def _production(env: Mapping[str, str]) -> dict[str, Any]:
         "bentos": BentoStore(
             home=str(where.bentoml_home),
             export_dir=env.get("MLOPS_BENTO_EXPORT_DIR") or str(where.bentoml_home / "exports"),
+        ),
+        "reports": ReportStore(
+            base_url=env.get("MLOPS_REPORTS_URL") or env["MLOPS_LAKE_URL"].rstrip("/") + "/reports",
+            public_url=env.get("MLOPS_REPORTS_PUBLIC_URL", ""),
         ),
     }
 

@@ -1,0 +1,280 @@
+"""The main job: the closed loop on real days, and the history it leaves in the instance.
+
+``run_closed_loop`` bootstraps a champion on the first weeks and then replays the following
+days one at a time through the same sensors and automation conditions the daemon evaluates
+(``LocalLoop``): landing -> ingestion -> features -> predictions -> drift and performance
+reports -> retraining sensor -> training and the gate -> bento. ``read_history`` reads back
+what happened from the Dagster instance alone (materialization metadata, observations, run
+tags), so the summary is the same whether the loop ran here or under ``dagster dev``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from typing import Any
+
+import dagster as dg
+
+from mlops_assets.defs.monitoring import (
+    AS_OF_TAG,
+    CONDITION_TAG,
+    REASON_TAG,
+    RETRAIN_SENSOR,
+    RETRAIN_TRIGGER,
+    TRIGGER_TAG,
+)
+from mlops_assets.loop import LocalLoop, RunOutcome
+
+BOOTSTRAP_TRIGGER = "bootstrap"
+
+
+@dataclass(frozen=True)
+class Retraining:
+    """A retraining run and what the gate made of it."""
+
+    run_id: str
+    as_of: str
+    condition: str
+    reason: str
+    status: str
+    decision: str = "no decision"
+    gate_reason: str = ""
+    challenger_version: str | None = None
+
+
+@dataclass
+class DayRecord:
+    """What monitoring recorded for one day."""
+
+    day: str
+    model_version: str | None = None
+    roc_auc: float | None = None
+    labelled_rows: int = 0
+    status: str = ""
+    drift_share: float | None = None
+    drifted: bool | None = None
+
+
+@dataclass
+class History:
+    """The loop's history as the instance records it."""
+
+    days: dict[str, DayRecord] = field(default_factory=dict)
+    retrainings: list[Retraining] = field(default_factory=list)
+    decisions: list[dict[str, Any]] = field(default_factory=list)
+    blocked: dict[str, str] = field(default_factory=dict)
+
+
+def _metadata(event: Any) -> dict[str, Any]:
+    return {k: v.value for k, v in event.metadata.items()}
+
+
+def read_history(instance: dg.DagsterInstance) -> History:
+    """Reads drift, performance, gate decisions and retraining runs from the instance."""
+    history = History()
+    for key, apply in (("model_performance", _apply_performance), ("drift_report", _apply_drift)):
+        records = instance.fetch_materializations(
+            dg.AssetKey(key), limit=100_000, ascending=True
+        ).records
+        for record in records:
+            if record.partition_key and record.asset_materialization:
+                day = history.days.setdefault(record.partition_key, DayRecord(record.partition_key))
+                apply(day, _metadata(record.asset_materialization))
+    champion = dg.AssetKey("champion_model")
+    events = [
+        (r.storage_id, r.run_id, _metadata(r.asset_materialization))
+        for r in instance.fetch_materializations(champion, limit=10_000).records
+        if r.asset_materialization
+    ] + [
+        (r.storage_id, r.run_id, _metadata(r.asset_observation))
+        for r in instance.fetch_observations(champion, limit=10_000).records
+        if r.asset_observation
+    ]
+    history.decisions = [
+        {"run_id": run_id, **meta} for _, run_id, meta in sorted(events, key=lambda e: e[0])
+    ]
+    by_run = {d["run_id"]: d for d in history.decisions}
+    runs = instance.get_runs(filters=dg.RunsFilter(tags={TRIGGER_TAG: RETRAIN_TRIGGER}))
+    for run in sorted(runs, key=lambda r: r.tags.get(AS_OF_TAG, "")):
+        decision = by_run.get(run.run_id, {})
+        history.retrainings.append(
+            Retraining(
+                run_id=run.run_id,
+                as_of=run.tags.get(AS_OF_TAG, "?"),
+                condition=run.tags.get(CONDITION_TAG, "?"),
+                reason=run.tags.get(REASON_TAG, ""),
+                status=run.status.value,
+                decision=str(decision.get("decision", "no decision")),
+                gate_reason=str(decision.get("reason", "")),
+                challenger_version=decision.get("challenger_version"),
+            )
+        )
+    return history
+
+
+def _apply_performance(day: DayRecord, meta: dict[str, Any]) -> None:
+    day.model_version = str(meta.get("model_version")) if meta.get("model_version") else None
+    day.roc_auc = meta.get("roc_auc")
+    day.labelled_rows = int(meta.get("labelled_rows") or 0)
+    day.status = str(meta.get("status", ""))
+
+
+def _apply_drift(day: DayRecord, meta: dict[str, Any]) -> None:
+    day.drift_share = meta.get("drift_share")
+    day.drifted = meta.get("drifted")
+
+
+@dataclass
+class LoopReport:
+    """What one invocation of the main job did."""
+
+    bootstrap: list[RunOutcome] = field(default_factory=list)
+    replay: list[RunOutcome] = field(default_factory=list)
+    days: list[date] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def run_closed_loop(
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    loop: LocalLoop,
+    deliver: Callable[[date, int], None],
+    *,
+    start: date,
+    bootstrap_days: int,
+    until: date,
+    validation_days: int = 7,
+    progress: Callable[[str], None] = print,
+) -> LoopReport:
+    """Bootstraps a champion, then replays each following day through the loop.
+
+    Args:
+        defs: The code location's definitions.
+        instance: The Dagster instance the loop records into.
+        loop: Sensor and automation ticks in-process (with the retraining sensor).
+        deliver: Puts ``n`` days starting at a day into the landing zone (skips existing).
+        start: First day of the bootstrap window.
+        bootstrap_days: Days delivered before the first training.
+        until: Last day replayed (inclusive).
+        validation_days: Held-out days of the bootstrap training.
+        progress: Receives one line per replayed week and per retraining.
+    """
+    began = time.perf_counter()
+    report = LoopReport()
+    deliver(start, bootstrap_days)
+    report.bootstrap += loop.run_until_idle()
+    if not instance.get_latest_materialization_event(dg.AssetKey("champion_model")):
+        last = start + timedelta(days=bootstrap_days - 1)
+        window = {"as_of": last.isoformat(), "days": bootstrap_days}
+        result = dg.materialize(
+            list(defs.assets or []),  # type: ignore[arg-type]
+            selection=dg.AssetSelection.groups("training"),
+            instance=instance,
+            resources=defs.resources,
+            run_config={
+                "ops": {"training_set": {"config": {**window, "validation_days": validation_days}}},
+                "loggers": {"console": {"config": {"log_level": "WARNING"}}},
+            },
+            tags={TRIGGER_TAG: BOOTSTRAP_TRIGGER},
+            raise_on_error=False,
+        )
+        progress(
+            f"bootstrap training on {start} .. {last}: "
+            + ("succeeded" if result.success else "FAILED")
+        )
+    report.bootstrap += loop.run_until_idle()
+    progress(
+        f"bootstrap done in {time.perf_counter() - began:.0f} s "
+        f"({len(report.bootstrap)} runs); replaying {start + timedelta(days=bootstrap_days)} "
+        f".. {until} day by day"
+    )
+    day = start + timedelta(days=bootstrap_days)
+    week: list[RunOutcome] = []
+    while day <= until:
+        deliver(day, 1)
+        outcomes = loop.run_until_idle()
+        report.replay += outcomes
+        report.days.append(day)
+        week += outcomes
+        for outcome in outcomes:
+            if outcome.trigger == RETRAIN_SENSOR:
+                progress(f"  {day}: retraining ({'ok' if outcome.success else 'failed'})")
+        if day.weekday() == 6 or day == until:
+            failed = sum(not o.success for o in week)
+            progress(
+                f"  through {day}: {len(week)} runs"
+                + (f", {failed} failed" if failed else "")
+                + f" ({time.perf_counter() - began:.0f} s)"
+            )
+            week = []
+        day += timedelta(days=1)
+    report.seconds = time.perf_counter() - began
+    return report
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def summary_table(history: History, outcomes: list[RunOutcome]) -> str:
+    """A month-by-month table of the loop, then the retrainings with their reasons."""
+    from tabulate import tabulate
+
+    blocked_days = {o.partition for o in outcomes if not o.success and o.partition}
+    months: dict[str, list[DayRecord]] = {}
+    for name in sorted(history.days):
+        months.setdefault(name[:7], []).append(history.days[name])
+    retrain_by_month: dict[str, list[Retraining]] = {}
+    for retraining in history.retrainings:
+        retrain_by_month.setdefault(retraining.as_of[:7], []).append(retraining)
+    rows = []
+    for month, records in months.items():
+        retrainings = retrain_by_month.get(month, [])
+        aucs = [r.roc_auc for r in records if r.roc_auc is not None and r.status == "ok"]
+        shares = [r.drift_share for r in records if r.drift_share is not None]
+        versions = [r.model_version for r in records if r.model_version]
+        mean_auc = _mean(aucs)
+        mean_share = _mean(shares)
+        rows.append(
+            [
+                month,
+                len(records),
+                sum(1 for b in blocked_days if b.startswith(month)),
+                sum(1 for r in records if r.drifted),
+                f"{mean_share:.2f}" if mean_share is not None else "-",
+                len(retrainings),
+                sum(1 for r in retrainings if r.decision == "promoted"),
+                sum(1 for r in retrainings if r.decision == "rejected"),
+                ",".join(f"v{v}" for v in dict.fromkeys(versions)) or "-",
+                f"{mean_auc:.3f}" if mean_auc is not None else "-",
+            ]
+        )
+    table = tabulate(
+        rows,
+        headers=[
+            "month",
+            "days",
+            "blocked",
+            "drift alerts",
+            "drift share",
+            "retrainings",
+            "promoted",
+            "rejected",
+            "champion",
+            "daily AUC",
+        ],
+        tablefmt="github",
+    )
+    lines = [table, "", "retrainings (requested by the retrain sensor):"]
+    if not history.retrainings:
+        lines.append("  none")
+    for r in history.retrainings:
+        version = f" v{r.challenger_version}" if r.challenger_version else ""
+        lines.append(f"  as of {r.as_of} [{r.condition}] {r.reason}")
+        lines.append(
+            f"    -> run {r.run_id[:8]} {r.status}; gate: {r.decision}{version} {r.gate_reason}"
+        )
+    return "\n".join(lines)

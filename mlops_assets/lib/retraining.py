@@ -1,0 +1,195 @@
+"""When the champion has decayed enough to retrain: the policy, in plain code.
+
+The retraining sensor feeds this the monitored days (each day's drift verdict and real
+performance, read from materialization metadata) and acts on the decision. Days count in
+*data days* (partition dates), not wall-clock time, so a replay of a year behaves like a year.
+
+Two conditions trigger, checked in this order:
+
+1. **Performance decay.** Over the last ``window_days`` days of the current champion that have
+   enough labels (``DayStatus.usable``), the mean daily ROC AUC is more than ``max_auc_drop``
+   below the champion's own validation ROC AUC.
+2. **Sustained drift.** The drift report flagged each of the last ``drift_days`` monitored days
+   of the current champion. Drift alone says the inputs moved, not that the model is worse,
+   so it needs a whole streak.
+
+Either only fires when the champion's training window ended at least ``min_new_days`` before
+the latest day (a new model needs new data to learn from) and the last retraining was at least
+``cooldown_days`` ago (a rejected challenger is not retried every day). The decision carries a
+``run_key`` built from the champion version, the condition and the latest monitored day: the
+same data gives the same key, so one condition starts at most one training run however often
+the sensor evaluates it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
+from statistics import fmean
+
+
+@dataclass(frozen=True)
+class RetrainPolicy:
+    """Thresholds of the retraining policy.
+
+    Attributes:
+        window_days: Usable days the rolling ROC AUC is taken over (K).
+        max_auc_drop: Retrain when the rolling ROC AUC is this far below the champion's
+            validation ROC AUC.
+        drift_days: Retrain when this many consecutive monitored days drifted.
+        cooldown_days: Data days between two retrainings.
+        min_new_days: Data days after the champion's training window before a retraining.
+        training_days: Days in the retraining window (ending at the latest monitored day).
+        validation_days: Last days of that window held out for the gate.
+    """
+
+    window_days: int = 7
+    max_auc_drop: float = 0.05
+    drift_days: int = 7
+    cooldown_days: int = 14
+    min_new_days: int = 7
+    training_days: int = 28
+    validation_days: int = 7
+
+    def __post_init__(self) -> None:
+        for name in ("window_days", "drift_days", "training_days", "validation_days"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.validation_days >= self.training_days:
+            raise ValueError("validation_days must be smaller than training_days")
+        if self.cooldown_days < 0 or self.min_new_days < 0 or self.max_auc_drop < 0:
+            raise ValueError("cooldown_days, min_new_days and max_auc_drop must be >= 0")
+
+
+@dataclass(frozen=True)
+class DayStatus:
+    """What monitoring knows about one day.
+
+    Attributes:
+        day: The partition date.
+        model_version: The champion version that predicted the day.
+        roc_auc: The day's ROC AUC, when labels of both classes exist.
+        usable: Whether the day has enough labels to judge the model by.
+        validation_roc_auc: The predicting model's ROC AUC on its validation holdout.
+        window_end: Last day of the predicting model's training window.
+        drifted: The drift report's verdict (None: no report yet).
+        drift_share: Share of monitored columns that drifted.
+    """
+
+    day: date
+    model_version: str
+    roc_auc: float | None = None
+    usable: bool = False
+    validation_roc_auc: float | None = None
+    window_end: date | None = None
+    drifted: bool | None = None
+    drift_share: float | None = None
+
+
+@dataclass(frozen=True)
+class RetrainDecision:
+    """The policy's verdict on the latest monitored day.
+
+    Attributes:
+        retrain: Whether to request a training run.
+        reason: Why (or why not), in words for run tags and logs.
+        condition: ``performance``, ``drift`` or None.
+        as_of: The latest monitored day (end of the retraining window).
+        champion_version: The champion the days were monitored for.
+        run_key: Identity of the condition, for de-duplication of run requests.
+    """
+
+    retrain: bool
+    reason: str
+    condition: str | None = None
+    as_of: date | None = None
+    champion_version: str | None = None
+    run_key: str | None = None
+
+
+def decide_retraining(
+    days: Sequence[DayStatus],
+    policy: RetrainPolicy,
+    *,
+    last_retraining: date | None = None,
+) -> RetrainDecision:
+    """Applies the policy to the monitored days of the champion.
+
+    Args:
+        days: Monitored days, any order; only those predicted by the version of the latest
+            day (the current champion) count.
+        policy: The thresholds.
+        last_retraining: ``as_of`` day of the latest retraining requested, if any.
+    """
+    if not days:
+        return RetrainDecision(False, "no monitored days yet")
+    ordered = sorted(days, key=lambda d: d.day)
+    latest = ordered[-1]
+    version = latest.model_version
+    # Days the champion was trained or validated on say nothing about how it generalizes.
+    mine = [
+        d
+        for d in ordered
+        if d.model_version == version and (d.window_end is None or d.day > d.window_end)
+    ]
+
+    def decision(
+        retrain: bool, reason: str, condition: str | None = None, key: str | None = None
+    ) -> RetrainDecision:
+        return RetrainDecision(retrain, reason, condition, latest.day, version, key)
+
+    if latest.window_end is not None:
+        new_days = (latest.day - latest.window_end).days
+        if new_days < policy.min_new_days:
+            return decision(
+                False,
+                f"only {new_days} day(s) since v{version}'s training window ended "
+                f"{latest.window_end} (need {policy.min_new_days})",
+            )
+    if last_retraining is not None:
+        since = (latest.day - last_retraining).days
+        if since < policy.cooldown_days:
+            return decision(
+                False,
+                f"cooldown: last retraining as of {last_retraining}, {since} of "
+                f"{policy.cooldown_days} day(s) ago",
+            )
+
+    usable = [d for d in mine if d.usable and d.roc_auc is not None][-policy.window_days :]
+    reference = latest.validation_roc_auc
+    performance_note = ""
+    if reference is not None and len(usable) >= policy.window_days:
+        rolling = fmean(d.roc_auc for d in usable if d.roc_auc is not None)
+        drop = reference - rolling
+        performance_note = (
+            f"rolling ROC AUC {rolling:.3f} over {len(usable)} days "
+            f"{usable[0].day}..{usable[-1].day} vs validation {reference:.3f} (drop {drop:.3f})"
+        )
+        if drop > policy.max_auc_drop:
+            return decision(
+                True,
+                f"performance decay: {performance_note} > {policy.max_auc_drop}",
+                "performance",
+                f"retrain-v{version}-performance-{latest.day.isoformat()}",
+            )
+    elif reference is not None:
+        performance_note = f"{len(usable)} of {policy.window_days} usable labelled day(s)"
+
+    streak = 0
+    for status in reversed(mine):
+        if not status.drifted:
+            break
+        streak += 1
+    if streak >= policy.drift_days:
+        recent = mine[-policy.drift_days :]
+        shares = [d.drift_share for d in recent if d.drift_share is not None]
+        share_note = f", mean drift share {fmean(shares):.2f}" if shares else ""
+        return decision(
+            True,
+            f"sustained drift: {streak} consecutive drifted day(s) up to {latest.day}{share_note}",
+            "drift",
+            f"retrain-v{version}-drift-{latest.day.isoformat()}",
+        )
+    notes = [n for n in (performance_note, f"drift streak {streak}/{policy.drift_days}") if n]
+    return decision(False, "within policy: " + "; ".join(notes))
