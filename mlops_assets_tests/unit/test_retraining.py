@@ -1,0 +1,162 @@
+"""The retraining policy: decay, sustained drift, cooldown, new data, one key per condition."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import pytest
+
+from mlops_assets.lib.retraining import DayStatus, RetrainPolicy, decide_retraining
+
+POLICY = RetrainPolicy(
+    window_days=7, max_auc_drop=0.05, drift_days=5, cooldown_days=14, min_new_days=7
+)
+WINDOW_END = date(2013, 1, 28)
+
+
+def days(
+    aucs: list[float | None],
+    *,
+    first: date = date(2013, 2, 1),
+    version: str = "1",
+    validation: float = 0.72,
+    drifted: list[bool | None] | None = None,
+    usable: bool = True,
+    window_end: date | None = WINDOW_END,
+) -> list[DayStatus]:
+    flags = drifted if drifted is not None else [False] * len(aucs)
+    return [
+        DayStatus(
+            day=first + timedelta(days=i),
+            model_version=version,
+            roc_auc=auc,
+            usable=usable and auc is not None,
+            validation_roc_auc=validation,
+            window_end=window_end,
+            drifted=flag,
+            drift_share=0.6 if flag else 0.1,
+        )
+        for i, (auc, flag) in enumerate(zip(aucs, flags, strict=True))
+    ]
+
+
+def test_no_days_no_retraining() -> None:
+    decision = decide_retraining([], POLICY)
+    assert not decision.retrain
+    assert decision.run_key is None
+
+
+def test_stable_performance_does_not_retrain() -> None:
+    decision = decide_retraining(days([0.71] * 10), POLICY)
+    assert not decision.retrain
+    assert "within policy" in decision.reason
+    assert "rolling ROC AUC 0.710" in decision.reason
+
+
+def test_decay_beyond_the_margin_retrains_with_a_reason() -> None:
+    history = days([0.71] * 5 + [0.64] * 7)
+    decision = decide_retraining(history, POLICY)
+    assert decision.retrain
+    assert decision.condition == "performance"
+    assert decision.as_of == history[-1].day
+    assert decision.champion_version == "1"
+    assert "performance decay" in decision.reason
+    assert "0.640" in decision.reason and "0.720" in decision.reason
+    assert decision.run_key == f"retrain-v1-performance-{history[-1].day.isoformat()}"
+
+
+def test_a_drop_exactly_at_the_margin_does_not_retrain() -> None:
+    # 0.72 - 0.67 = 0.05: not *more* than the allowed drop.
+    assert not decide_retraining(days([0.67] * 7), POLICY).retrain
+
+
+def test_needs_a_full_window_of_usable_days() -> None:
+    few = days([0.55] * 6)
+    decision = decide_retraining(few, POLICY)
+    assert not decision.retrain
+    assert "6 of 7 usable" in decision.reason
+
+
+def test_days_without_labels_are_not_judged() -> None:
+    # A collapse on days without labels (auc None) is not evidence of decay.
+    history = days([0.71] * 7 + [None] * 7)
+    decision = decide_retraining(history, POLICY)
+    assert not decision.retrain
+    unusable = days([0.50] * 10, usable=False)
+    assert not decide_retraining(unusable, POLICY).retrain
+
+
+def test_days_inside_the_training_window_do_not_count() -> None:
+    # In-sample days look good; only the days after the window are judged.
+    inside = days([0.90] * 10, first=date(2013, 1, 19))
+    after = days([0.60] * 7, first=date(2013, 2, 8))
+    decision = decide_retraining(inside + after, POLICY)
+    assert decision.retrain
+    assert "2013-02-08..2013-02-14" in decision.reason
+
+
+def test_only_the_current_champions_days_count() -> None:
+    old = days([0.50] * 10, version="1")
+    new = days([0.71] * 8, first=date(2013, 2, 11), version="2", window_end=date(2013, 2, 3))
+    decision = decide_retraining(old + new, POLICY)
+    assert not decision.retrain
+    assert decision.champion_version == "2"
+
+
+def test_sustained_drift_retrains_after_a_streak() -> None:
+    history = days([0.71] * 10, drifted=[False] * 5 + [True] * 5)
+    decision = decide_retraining(history, POLICY)
+    assert decision.retrain
+    assert decision.condition == "drift"
+    assert "5 consecutive drifted" in decision.reason
+    assert "mean drift share 0.60" in decision.reason
+
+
+def test_a_broken_streak_does_not_retrain() -> None:
+    history = days([0.71] * 10, drifted=[True] * 4 + [False] + [True] * 4 + [None])
+    assert not decide_retraining(history, POLICY).retrain
+
+
+def test_performance_wins_over_drift_when_both_hold() -> None:
+    history = days([0.60] * 7, drifted=[True] * 7)
+    assert decide_retraining(history, POLICY).condition == "performance"
+
+
+def test_cooldown_blocks_a_second_retraining() -> None:
+    history = days([0.60] * 20)
+    last_day = history[-1].day
+    blocked = decide_retraining(history, POLICY, last_retraining=last_day - timedelta(days=5))
+    assert not blocked.retrain
+    assert "cooldown" in blocked.reason
+    allowed = decide_retraining(history, POLICY, last_retraining=last_day - timedelta(days=14))
+    assert allowed.retrain
+
+
+def test_needs_new_data_after_the_training_window() -> None:
+    history = days([0.50] * 8, first=date(2013, 1, 29), window_end=date(2013, 2, 2))
+    decision = decide_retraining(history, POLICY)
+    assert not decision.retrain
+    assert "need 7" in decision.reason
+
+
+def test_same_data_same_run_key_new_day_new_key() -> None:
+    history = days([0.60] * 8)
+    first = decide_retraining(history, POLICY)
+    again = decide_retraining(list(reversed(history)), POLICY)
+    assert first.run_key == again.run_key
+    later = decide_retraining(days([0.60] * 9), POLICY)
+    assert later.run_key != first.run_key
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"window_days": 0},
+        {"training_days": 7, "validation_days": 7},
+        {"cooldown_days": -1},
+        {"max_auc_drop": -0.1},
+    ],
+)
+def test_policy_refuses_nonsense(kwargs: dict[str, int | float]) -> None:
+    with pytest.raises(ValueError):
+        RetrainPolicy(**kwargs)  # type: ignore[arg-type]
