@@ -1,21 +1,22 @@
 # A thin facade over uv. Every target runs inside the locked environment.
 UV ?= uv
 UV_VERSION ?= 0.13.8
-DAYS ?= 60
+DAYS ?= 365
 PORT ?= 3000
 SERVE_PORT ?= 3001
+REPORTS_PORT ?= 8008
 # The state folder (MLOPS_STATE_DIR moves it, as for the CLI).
 STATE ?= $(or $(MLOPS_STATE_DIR),$(CURDIR)/state)
 export DAGSTER_DISABLE_TELEMETRY=true DO_NOT_TRACK=true DVC_NO_ANALYTICS=1 \
        MLFLOW_DISABLE_TELEMETRY=true BENTOML_DO_NOT_TRACK=true EVIDENTLY_DISABLE_TELEMETRY=1
 
-.PHONY: setup demo test test-fast dev serve mlflow-ui lint typecheck bench clean
+.PHONY: setup demo test test-fast dev serve reports ui-check mlflow-ui lint typecheck bench clean
 
 setup:  ## install uv if missing, then the locked environment (.venv)
 	@command -v $(UV) >/dev/null 2>&1 || python3 -m pip install --quiet "uv==$(UV_VERSION)"
 	$(UV) sync --frozen
 
-demo: setup  ## the main job: replay $(DAYS) days and run them through the graph
+demo: setup  ## the main job: the closed loop on $(DAYS) days of 2013 (bootstrap, then day by day)
 	$(UV) run --frozen mlops-assets demo --days $(DAYS)
 
 test: setup  ## the whole test suite (unit, assets, end-to-end)
@@ -30,6 +31,14 @@ dev: setup  ## Dagster UI + daemon on the local state (http://127.0.0.1:$(PORT))
 serve: setup  ## the latest bento of the champion on http://127.0.0.1:$(SERVE_PORT)
 	BENTOML_HOME="$(STATE)/bentoml" $(UV) run --frozen bentoml serve \
 		flight_delay_service:latest --host 127.0.0.1 --port $(SERVE_PORT)
+
+reports: setup  ## serve the drift reports (links in the UI) on http://127.0.0.1:$(REPORTS_PORT)
+	mkdir -p "$(STATE)/reports"
+	$(UV) run --frozen python -m http.server $(REPORTS_PORT) --bind 127.0.0.1 \
+		--directory "$(STATE)/reports"
+
+ui-check: setup  ## open the lineage graph in headless Chromium, save $(STATE)/ui/lineage.png
+	$(UV) run --frozen python -m mlops_assets_tests.e2e.ui --state "$(STATE)"
 
 mlflow-ui: setup  ## MLflow UI on the local tracking store (http://127.0.0.1:5000)
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(UV) run --frozen mlflow ui --host 127.0.0.1 \

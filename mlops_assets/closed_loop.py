@@ -22,6 +22,7 @@ from mlops_assets.defs.monitoring import (
     AS_OF_TAG,
     CONDITION_TAG,
     REASON_TAG,
+    RETRAIN_ASSETS,
     RETRAIN_SENSOR,
     RETRAIN_TRIGGER,
     TRIGGER_TAG,
@@ -169,11 +170,9 @@ def run_closed_loop(
     if not instance.get_latest_materialization_event(dg.AssetKey("champion_model")):
         last = start + timedelta(days=bootstrap_days - 1)
         window = {"as_of": last.isoformat(), "days": bootstrap_days}
-        result = dg.materialize(
-            list(defs.assets or []),  # type: ignore[arg-type]
-            selection=dg.AssetSelection.groups("training"),
+        result = defs.resolve_job_def("training").execute_in_process(
+            asset_selection=RETRAIN_ASSETS,
             instance=instance,
-            resources=defs.resources,
             run_config={
                 "ops": {"training_set": {"config": {**window, "validation_days": validation_days}}},
                 "loggers": {"console": {"config": {"log_level": "WARNING"}}},

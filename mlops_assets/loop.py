@@ -63,8 +63,8 @@ class LocalLoop:
             if saved.get("automation"):
                 self.state.automation_cursor = deserialize_value(saved["automation"])
             self.state.sensor_cursors = dict(saved.get("sensors") or {})
-        self._assets = list(defs.assets or [])
         self._resources = dict(defs.resources or {})
+        self._job = defs.resolve_implicit_global_asset_job_def()
 
     def _execute(
         self,
@@ -74,12 +74,13 @@ class LocalLoop:
         tags: dict[str, str],
         run_config: dict[str, Any] | None = None,
     ) -> RunOutcome:
-        result = dg.materialize(
-            self._assets,  # type: ignore[arg-type]
-            selection=keys,
+        # The code location's asset job with an asset selection, as the daemon launches runs:
+        # the run records its selection, which automation reads (a parent updated by a run
+        # that also executed the child does not request the child again).
+        result = self._job.execute_in_process(
+            asset_selection=keys,
             partition_key=partition,
             instance=self.instance,
-            resources=self._resources,
             tags=tags,
             raise_on_error=False,
             run_config={

@@ -59,11 +59,10 @@ class Deployment:
 
     def train(self, config: dict[str, Any] | None = None) -> dg.ExecuteInProcessResult:
         """Runs the training job (as the UI or a sensor would), then the automation."""
-        result = dg.materialize(
-            list(self.defs.assets or []),  # type: ignore[arg-type]
-            selection=TRAINING,
+        # Like a launch of the training job: the run records its asset selection.
+        result = self.defs.resolve_job_def("training").execute_in_process(
+            asset_selection=list(TRAINING.resolve(self.defs.resolve_asset_graph())),
             instance=self.instance,
-            resources=self.resources,
             run_config=config or run_config(),
             raise_on_error=False,
         )

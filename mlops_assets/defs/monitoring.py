@@ -7,14 +7,15 @@ gate decides; a promotion then rebuilds the bento and the drift reference by aut
 
 import functools
 import json
-from collections.abc import Iterator
+import os
+from collections.abc import Iterator, Mapping
 from datetime import date
 from typing import Any
 
 import dagster as dg
 
 from mlops_assets.defs.partitions import daily_partitions, follow_upstream
-from mlops_assets.defs.training import champion_model
+from mlops_assets.defs.training import candidate_model, champion_model, model_card, training_set
 from mlops_assets.resources.lake import LakeReader
 from mlops_assets.resources.reports import ReportStore
 from mlops_assets.resources.tracking import CHAMPION, MlflowTracking
@@ -34,13 +35,39 @@ RETRAIN_TRIGGER = "retrain"
 # Materializations read per tick: enough for the longest policy window, re-materialized
 # days included.
 LOOKBACK_RECORDS = 60
+# What a retraining run materializes (the `training` job's assets).
+RETRAIN_ASSETS = [a.key for a in (training_set, candidate_model, champion_model, model_card)]
 
 
-def retrain_policy() -> Any:
-    """The retraining policy in force (thresholds in ``lib.retraining.RetrainPolicy``)."""
+POLICY_VAR = "MLOPS_RETRAIN_POLICY"
+
+
+def retrain_policy(env: Mapping[str, str] | None = None) -> Any:
+    """The retraining policy in force.
+
+    The defaults live in ``lib.retraining.RetrainPolicy``; ``MLOPS_RETRAIN_POLICY`` may
+    override fields with a JSON object, e.g. ``{"max_auc_drop": 0.03, "cooldown_days": 21}``,
+    read at each sensor evaluation (no code change or reload needed).
+
+    Raises:
+        ValueError: for a value that is not a JSON object of known fields and valid numbers.
+    """
+    from dataclasses import fields
+
     from mlops_assets.lib.retraining import RetrainPolicy
 
-    return RetrainPolicy()
+    raw = (os.environ if env is None else env).get(POLICY_VAR, "").strip()
+    if not raw:
+        return RetrainPolicy()
+    try:
+        values = json.loads(raw)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{POLICY_VAR} is not valid JSON: {error}") from error
+    known = {f.name for f in fields(RetrainPolicy)}
+    if not isinstance(values, dict) or set(values) - known:
+        unknown = sorted(set(values) - known) if isinstance(values, dict) else values
+        raise ValueError(f"{POLICY_VAR}: unknown field(s) {unknown}; known: {sorted(known)}")
+    return RetrainPolicy(**values)
 
 
 @functools.lru_cache(maxsize=16)
@@ -379,6 +406,9 @@ def retrain_requests(context: dg.SensorEvaluationContext) -> Iterator[Any]:
     context.log.info(f"requesting retraining: {decision.reason}")
     yield dg.RunRequest(
         run_key=decision.run_key,
+        # The whole training job, named explicitly: the run then records its selection, and
+        # automation sees the gate already ran with the candidate (no second evaluation).
+        asset_selection=RETRAIN_ASSETS,
         run_config={
             "ops": {
                 "training_set": {
