@@ -7,6 +7,7 @@ executes the runs they request on the same Dagster instance, tagged like the dae
 """
 
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,7 @@ class LocalLoop:
             self.state.sensor_cursors = dict(saved.get("sensors") or {})
         self._resources = dict(defs.resources or {})
         self._job = defs.resolve_implicit_global_asset_job_def()
+        self._sensors: dict[str, dg.SensorDefinition] = {}
 
     def _execute(
         self,
@@ -134,7 +136,7 @@ class LocalLoop:
         Like the daemon, a request whose run key this sensor already used is skipped, and a
         request for a job runs that job's asset selection with the request's run config.
         """
-        sensor = self.defs.get_sensor_def(name)
+        sensor = self._sensor(name)
         cursor = (
             self.state.landing_cursor
             if name == LANDING_SENSOR
@@ -173,6 +175,15 @@ class LocalLoop:
                 )
             )
         return outcomes
+
+    def _sensor(self, name: str) -> dg.SensorDefinition:
+        if name not in self._sensors:
+            with warnings.catch_warnings():
+                # "get_sensor_def will return a SensorDefinition without resolving resource
+                # dependencies": the tick gets the resources from the context instead.
+                warnings.simplefilter("ignore")
+                self._sensors[name] = self.defs.get_sensor_def(name)
+        return self._sensors[name]
 
     def _run_key_used(self, sensor: str, run_key: str) -> bool:
         runs = self.instance.get_run_records(
