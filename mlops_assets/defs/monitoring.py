@@ -244,7 +244,9 @@ def drift_report(
         "drifted_columns": ", ".join(result.drifted_columns) or "none",
         "drifted_count": len(result.drifted_columns),
         "columns": dg.MetadataValue.md(result.markdown()),
-        "scores": json.dumps({c.column: round(c.score, 4) for c in result.columns}),
+        # Columns without data on one side are not evaluated (no score, not in the share).
+        "scores": json.dumps({c.column: round(c.score, 4) for c in result.columns if c.evaluated}),
+        "not_evaluated": ", ".join(c.column for c in result.columns if not c.evaluated) or "none",
         "current_rows": result.current_rows,
         "reference_rows": result.reference_rows,
         "reference_model_version": reference_version,
@@ -381,11 +383,21 @@ def monitored_days(instance: dg.DagsterInstance) -> tuple[list[Any], int]:
     return days, newest
 
 
-def last_retraining(instance: dg.DagsterInstance) -> date | None:
-    """``as_of`` day of the newest retraining run requested (any outcome)."""
+def last_retraining(instance: dg.DagsterInstance) -> tuple[date | None, tuple[str, str] | None]:
+    """The newest retraining run requested (any outcome).
+
+    Returns:
+        Its ``as_of`` day, and the champion version and condition that triggered it.
+    """
     runs = instance.get_runs(filters=dg.RunsFilter(tags={TRIGGER_TAG: RETRAIN_TRIGGER}), limit=1)
-    value = runs[0].tags.get(AS_OF_TAG) if runs else None
-    return date.fromisoformat(value) if value else None
+    if not runs:
+        return None, None
+    tags = runs[0].tags
+    as_of = tags.get(AS_OF_TAG)
+    return (
+        date.fromisoformat(as_of) if as_of else None,
+        (tags.get(CHAMPION_TAG, ""), tags.get(CONDITION_TAG, "")),
+    )
 
 
 def retrain_requests(context: dg.SensorEvaluationContext) -> Iterator[Any]:
@@ -398,7 +410,8 @@ def retrain_requests(context: dg.SensorEvaluationContext) -> Iterator[Any]:
         yield dg.SkipReason("no new monitoring results since the last evaluation")
         return
     policy = retrain_policy()
-    decision = decide_retraining(days, policy, last_retraining=last_retraining(context.instance))
+    last_day, last_trigger = last_retraining(context.instance)
+    decision = decide_retraining(days, policy, last_retraining=last_day, last_trigger=last_trigger)
     context.update_cursor(str(newest))
     if not decision.retrain or decision.as_of is None:
         yield dg.SkipReason(decision.reason)

@@ -45,7 +45,7 @@ class RetrainPolicy:
     """
 
     window_days: int = 7
-    max_auc_drop: float = 0.05
+    max_auc_drop: float = 0.08
     drift_days: int = 7
     cooldown_days: int = 14
     min_new_days: int = 7
@@ -113,6 +113,7 @@ def decide_retraining(
     policy: RetrainPolicy,
     *,
     last_retraining: date | None = None,
+    last_trigger: tuple[str, str] | None = None,
 ) -> RetrainDecision:
     """Applies the policy to the monitored days of the champion.
 
@@ -121,6 +122,9 @@ def decide_retraining(
             day (the current champion) count.
         policy: The thresholds.
         last_retraining: ``as_of`` day of the latest retraining requested, if any.
+        last_trigger: Champion version and condition of that retraining. A drift streak
+            triggers at most once per champion: drift that persists (a season, a holiday
+            schedule) is not a reason to retrain again while performance holds.
     """
     if not days:
         return RetrainDecision(False, "no monitored days yet")
@@ -181,6 +185,10 @@ def decide_retraining(
         if not status.drifted:
             break
         streak += 1
+    if streak >= policy.drift_days and last_trigger == (version, "drift"):
+        notes = [performance_note] if performance_note else []
+        notes.append(f"drift streak {streak} already triggered a retraining of v{version}")
+        return decision(False, "within policy: " + "; ".join(notes))
     if streak >= policy.drift_days:
         recent = mine[-policy.drift_days :]
         shares = [d.drift_share for d in recent if d.drift_share is not None]

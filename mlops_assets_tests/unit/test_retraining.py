@@ -112,6 +112,21 @@ def test_sustained_drift_retrains_after_a_streak() -> None:
     assert "mean drift share 0.60" in decision.reason
 
 
+def test_drift_triggers_once_per_champion() -> None:
+    history = days([0.71] * 30, drifted=[True] * 30)
+    last_day = history[-1].day - timedelta(days=20)
+    again = decide_retraining(
+        history, POLICY, last_retraining=last_day, last_trigger=("1", "drift")
+    )
+    assert not again.retrain
+    assert "already triggered a retraining of v1" in again.reason
+    # After a performance retraining (or for a new champion) drift counts again.
+    other = decide_retraining(
+        history, POLICY, last_retraining=last_day, last_trigger=("1", "performance")
+    )
+    assert other.retrain and other.condition == "drift"
+
+
 def test_a_broken_streak_does_not_retrain() -> None:
     history = days([0.71] * 10, drifted=[True] * 4 + [False] + [True] * 4 + [None])
     assert not decide_retraining(history, POLICY).retrain
@@ -146,6 +161,13 @@ def test_same_data_same_run_key_new_day_new_key() -> None:
     assert first.run_key == again.run_key
     later = decide_retraining(days([0.60] * 9), POLICY)
     assert later.run_key != first.run_key
+
+
+def test_defaults_need_a_clear_drop() -> None:
+    # Daily ROC AUC is noisy (a 7-day mean moves by about +-0.03): 0.05 below is not enough.
+    assert RetrainPolicy().max_auc_drop == 0.08
+    assert not decide_retraining(days([0.665] * 8), RetrainPolicy()).retrain
+    assert decide_retraining(days([0.63] * 8), RetrainPolicy()).retrain
 
 
 @pytest.mark.parametrize(
