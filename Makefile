@@ -1,7 +1,7 @@
 # A thin facade over uv. Every target runs inside the locked environment.
 UV ?= uv
 UV_VERSION ?= 0.13.8
-DAYS ?= 365
+DAYS ?= 56
 PORT ?= 3000
 SERVE_PORT ?= 3001
 REPORTS_PORT ?= 8008

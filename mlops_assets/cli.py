@@ -44,7 +44,7 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 # Days the main job covers by default (bootstrap included).
-DEMO_DAYS = 365
+DEMO_DAYS = 56
 
 
 def _demo(args: argparse.Namespace) -> int:

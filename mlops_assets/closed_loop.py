@@ -78,7 +78,7 @@ def read_history(instance: dg.DagsterInstance) -> History:
     history = History()
     for key, apply in (("model_performance", _apply_performance), ("drift_report", _apply_drift)):
         records = instance.fetch_materializations(
-            dg.AssetKey(key), limit=100_000, ascending=True
+            dg.AssetKey(key), limit=10_000, ascending=True
         ).records
         for record in records:
             if record.partition_key and record.asset_materialization:

@@ -41,10 +41,15 @@ TRAINING_K8S_CONFIG: dict[str, Any] = {
 # `true` adds `training_step_pods`: training with one Kubernetes pod per step.
 STEP_PODS_VAR = "MLOPS_K8S_STEP_PODS"
 
+# The drift reference belongs to the champion: a promotion refreshes it in the same run (it is
+# skipped with the gate's output when the challenger is rejected).
+TRAINING_SELECTION = dg.AssetSelection.groups("training") | dg.AssetSelection.assets(
+    monitoring.drift_reference
+)
 training_job = dg.define_asset_job(
     "training",
-    selection=dg.AssetSelection.groups("training"),
-    description="Training set, candidate, champion gate and model card.",
+    selection=TRAINING_SELECTION,
+    description="Training set, candidate, champion gate, model card and drift reference.",
     # `tags` without `run_tags`: the tag annotates the job and is copied onto each of its runs.
     tags={K8S_CONFIG_TAG: TRAINING_K8S_CONFIG},
 )
@@ -100,7 +105,7 @@ def training_step_pods_job() -> "UnresolvedAssetJobDefinition":
 
     return dg.define_asset_job(
         "training_step_pods",
-        selection=dg.AssetSelection.groups("training"),
+        selection=TRAINING_SELECTION,
         description="Training with one Kubernetes pod per step (MLOPS_K8S_STEP_PODS=true).",
         executor_def=k8s_job_executor.configured({"step_k8s_config": TRAINING_K8S_CONFIG}),
     )

@@ -45,7 +45,7 @@ class RetrainPolicy:
     """
 
     window_days: int = 7
-    max_auc_drop: float = 0.08
+    max_auc_drop: float = 0.07
     drift_days: int = 7
     cooldown_days: int = 14
     min_new_days: int = 7
