@@ -36,9 +36,9 @@ RETRAIN_TRIGGER = "retrain"
 # days included.
 LOOKBACK_RECORDS = 60
 # What a retraining run materializes (the `training` job's assets).
-RETRAIN_ASSETS = [
-    a.key for a in (training_set, candidate_model, champion_model, model_card)
-] + [dg.AssetKey("drift_reference")]
+RETRAIN_ASSETS = [a.key for a in (training_set, candidate_model, champion_model, model_card)] + [
+    dg.AssetKey("drift_reference")
+]
 
 
 POLICY_VAR = "MLOPS_RETRAIN_POLICY"
