@@ -57,6 +57,12 @@ class DayRecord:
     status: str = ""
     drift_share: float | None = None
     drifted: bool | None = None
+    window_end: str | None = None
+
+    @property
+    def out_of_sample(self) -> bool:
+        """Whether the predicting model had not been trained or validated on this day."""
+        return self.window_end is None or self.day > self.window_end
 
 
 @dataclass
@@ -121,6 +127,7 @@ def _apply_performance(day: DayRecord, meta: dict[str, Any]) -> None:
     day.roc_auc = meta.get("roc_auc")
     day.labelled_rows = int(meta.get("labelled_rows") or 0)
     day.status = str(meta.get("status", ""))
+    day.window_end = str(meta["window_end"]) if meta.get("window_end") else None
 
 
 def _apply_drift(day: DayRecord, meta: dict[str, Any]) -> None:
@@ -232,7 +239,12 @@ def summary_table(history: History, outcomes: list[RunOutcome]) -> str:
     rows = []
     for month, records in months.items():
         retrainings = retrain_by_month.get(month, [])
-        aucs = [r.roc_auc for r in records if r.roc_auc is not None and r.status == "ok"]
+        # In-sample days (the champion's own training window) would flatter the model.
+        aucs = [
+            r.roc_auc
+            for r in records
+            if r.roc_auc is not None and r.status == "ok" and r.out_of_sample
+        ]
         shares = [r.drift_share for r in records if r.drift_share is not None]
         versions = [r.model_version for r in records if r.model_version]
         mean_auc = _mean(aucs)
@@ -263,7 +275,7 @@ def summary_table(history: History, outcomes: list[RunOutcome]) -> str:
             "promoted",
             "rejected",
             "champion",
-            "daily AUC",
+            "daily AUC (unseen days)",
         ],
         tablefmt="github",
     )
