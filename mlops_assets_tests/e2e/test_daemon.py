@@ -1,375 +1,443 @@
-"""End to end: a real ``dagster dev`` (webserver + daemon) turns landing files into partitions.
+"""End to end: the closed loop under a real ``dagster dev`` (webserver + daemon).
 
-The server is started the way a developer starts it (``mlops-assets dev``) on a private state
-folder and a free port on 127.0.0.1, and is observed only through its GraphQL API. Nothing is
-launched by hand: the landing sensor and the automation sensor must do all the work.
+The state is deployed in-process first (``deployed.deploy``: three weeks replayed, champion
+v1 promoted, its Bento, 2013-01-22 predicted and monitored) on a Dagster instance living in
+the state's ``dagster_home``. Then ``mlops-assets dev`` runs on that state, on 127.0.0.1 and a
+free port, with a short retraining policy in its environment, and is observed only through its
+GraphQL API. The tests launch nothing: the landing sensor, the automation sensor and the
+retraining sensor do all the work.
 
-Runtime is dominated by the two 15 s sensor intervals; expect roughly two minutes.
+The tests are phases of one story and share the state and the server (a ``dagster dev``
+start costs 25-55 s here); a phase is skipped when the one before it failed.
+
+1. The daemon resumes the state built in-process without redoing any of it; a new real day
+   flows raw -> features -> predictions -> drift report (with its check) and performance.
+2. The server stops; two degraded days (labels shuffled) land while it is down; after the
+   restart they are monitored and ``retrain_sensor`` requests one training run for the
+   performance decay; the run finishes and the gate's decision is recorded in it.
+3. The retraining sensor loses its cursor (as after an operator's reset) and evaluates the
+   same condition again: still exactly one retraining run.
+
+Expect about eight minutes on two shared cores, a third of it the in-process deployment.
+Per-phase timings are printed at the end of the module (``pytest -s`` or ``-rP`` shows them).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
-import re
-import subprocess
-import sys
-import warnings
+import logging
+import shutil
+import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
 
+import dagster as dg
+import pandas as pd
 import pytest
-import requests
 
-from mlops_assets.lib.source import replay
-from mlops_assets_tests.e2e.processes import (
-    HOST,
-    default_signals,
-    free_port,
-    live_group_members,
-    stop_process_group,
-    wait_for,
+from mlops_assets import settings
+from mlops_assets.defs.monitoring import (
+    AS_OF_TAG,
+    CHAMPION_TAG,
+    CONDITION_TAG,
+    DRIFT_CHECK,
+    POLICY_VAR,
+    REASON_TAG,
+    RETRAIN_ASSETS,
+    RETRAIN_TRIGGER,
+    TRIGGER_TAG,
 )
+from mlops_assets.lib.source import replay
+from mlops_assets_tests.assets.test_monitoring import TEST_POLICY, shuffle_labels
+from mlops_assets_tests.deployed import PREDICT_DAY, deploy
+from mlops_assets_tests.e2e.daemon import (
+    AUTOMATION_SENSOR,
+    BROKEN,
+    FINISHED,
+    LANDING_SENSOR,
+    PARTITION_TAG,
+    PROJECT_ROOT,
+    RETRAIN_SENSOR,
+    RUN_KEY_TAG,
+    SENSOR_TAG,
+    SENSORS,
+    DagsterDev,
+    start_dagster_dev,
+)
+from mlops_assets_tests.e2e.processes import wait_for
 
 pytestmark = pytest.mark.e2e
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-LOCATION = "mlops_assets"
-REPOSITORY = "__repository__"
-LANDING_SENSOR = "landing_sensor"
-AUTOMATION_SENSOR = "automation_sensor"
-DAY1, DAY2 = date(2013, 1, 1), date(2013, 1, 2)
+NEW_DAY = date(2013, 1, 23)  # a normal day, the first the daemon sees
+DEGRADED = [date(2013, 1, 24), date(2013, 1, 25)]  # labels shuffled: the champion is at chance
 RAW_ASSETS = ("raw_flights", "raw_weather")
-FEATURES = "flight_features"
-REFERENCE_ASSETS = ("planes", "airports", "airlines")
+DAY_ASSETS = ("flight_features", "batch_predictions", "drift_report", "model_performance")
+MONITORING = ("drift_report", "model_performance")
+# The short policy of the asset tests (two usable days decide) with an explicit AUC margin.
+# The three-week champion validates at ROC AUC 0.665: normal days score ~0.61 (drop ~0.05),
+# the shuffled 2013-01-24 0.53 and 2013-01-25 0.47. With 0.1, 2013-01-23 stays within the
+# policy, and whichever order the daemon finishes the shuffled days in, the decision falls on
+# 2013-01-25 (23+24: drop 0.091, no; 23+25: 0.12 or 24+25: 0.16, yes).
+POLICY = {**TEST_POLICY, "max_auc_drop": 0.1}
 
-STARTUP_TIMEOUT = 120.0  # webserver answering and the code location loaded
-FIRST_DAY_TIMEOUT = 300.0  # references, then raw day, then features (three sensor hops)
-NEW_DAY_TIMEOUT = 180.0  # raw day, then features (two sensor hops)
-TICK_TIMEOUT = 60.0  # one more landing-sensor tick (15 s interval)
-STOP_TIMEOUT = 20.0  # SIGTERM grace period before SIGKILL
+DAY_TIMEOUT = 300.0  # landing tick, raw run, automation tick, one run through monitoring
+DEGRADED_TIMEOUT = 420.0  # the same for two days (two concurrent runs at most)
+TICK_TIMEOUT = 90.0  # one more tick of a sensor (15 s or 30 s interval)
+RETRAIN_REQUEST_TIMEOUT = 150.0  # a retraining tick (30 s) after the monitoring results
+TRAINING_TIMEOUT = 300.0  # the queued training run, started and finished
+PROMOTION_TIMEOUT = 300.0  # the bento rebuilt by automation (if promoted)
 
-ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 
+class ClosedLoop:
+    """The module's state folder, its (re)started server and the phases done so far."""
 
-@dataclass
-class DagsterDev:
-    """A running ``mlops-assets dev`` and a GraphQL client for it."""
-
-    process: subprocess.Popen[bytes]
-    port: int
-    state: Path
-    log_path: Path
-    http: requests.Session
+    def __init__(self, state: Path, logs: Path) -> None:
+        self.state = state
+        self.logs = logs
+        self.server: DagsterDev | None = None
+        self.starts = 0
+        self.done: set[str] = set()
+        self.timings: list[tuple[str, float]] = []
 
     @property
-    def base_url(self) -> str:
-        return f"http://{HOST}:{self.port}"
-
-    # -- plumbing ---------------------------------------------------------------------------
-
-    def log_tail(self, lines: int = 60) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError as error:
-            return f"(no server log: {error})"
-        return "\n".join(ANSI_ESCAPE.sub("", text).splitlines()[-lines:])
-
-    def check_alive(self) -> None:
-        code = self.process.poll()
-        if code is not None:
-            raise AssertionError(
-                f"mlops-assets dev exited with code {code}; log tail:\n{self.log_tail()}"
-            )
-
-    def graphql(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
-        self.check_alive()
-        response = self.http.post(
-            f"{self.base_url}/graphql",
-            json={"query": query, "variables": variables or {}},
-            timeout=30,
-        )
-        response.raise_for_status()
-        payload = response.json()
-        if payload.get("errors"):
-            raise AssertionError(f"GraphQL errors: {json.dumps(payload['errors'], indent=1)}")
-        return dict(payload["data"])
-
-    # -- observations -----------------------------------------------------------------------
-
-    def materializations(self, asset: str, partitions: list[str]) -> list[dict[str, Any]]:
-        """Every materialization event of ``asset`` for ``partitions`` (partition, runId)."""
-        data = self.graphql(
-            """
-            query Materializations($key: AssetKeyInput!, $partitions: [String!]) {
-              assetOrError(assetKey: $key) {
-                __typename
-                ... on Asset {
-                  assetMaterializations(partitions: $partitions) { partition runId timestamp }
-                }
-              }
-            }
-            """,
-            {"key": {"path": [asset]}, "partitions": partitions},
-        )
-        result = data["assetOrError"]
-        if result["__typename"] == "AssetNotFoundError":
-            return []
-        assert result["__typename"] == "Asset", result
-        return list(result["assetMaterializations"])
-
-    def materialized(self, asset: str, day: date) -> list[dict[str, Any]]:
-        return self.materializations(asset, [day.isoformat()])
-
-    def runs(self, **tags: str) -> list[dict[str, Any]]:
-        """Runs (newest first) carrying all ``tags``; each with its tags as a dict."""
-        data = self.graphql(
-            """
-            query Runs($filter: RunsFilter) {
-              runsOrError(filter: $filter) {
-                __typename
-                ... on Runs { results { runId status creationTime tags { key value } } }
-                ... on PythonError { message }
-              }
-            }
-            """,
-            {"filter": {"tags": [{"key": k, "value": v} for k, v in tags.items()]}},
-        )
-        result = data["runsOrError"]
-        assert result["__typename"] == "Runs", result
-        return [
-            {**run, "tags": {t["key"]: t["value"] for t in run["tags"]}}
-            for run in result["results"]
-        ]
-
-    def run(self, run_id: str) -> dict[str, Any]:
-        matches = [r for r in self.runs() if r["runId"] == run_id]
-        assert len(matches) == 1, f"run {run_id} not found"
-        return matches[0]
-
-    def sensor_ticks(self, sensor: str, limit: int = 10) -> list[dict[str, Any]]:
-        data = self.graphql(
-            """
-            query Ticks($selector: SensorSelector!, $limit: Int) {
-              sensorOrError(sensorSelector: $selector) {
-                __typename
-                ... on Sensor {
-                  sensorState { status ticks(limit: $limit) { tickId status timestamp runIds } }
-                }
-                ... on PythonError { message }
-              }
-            }
-            """,
-            {
-                "selector": {
-                    "repositoryLocationName": LOCATION,
-                    "repositoryName": REPOSITORY,
-                    "sensorName": sensor,
-                },
-                "limit": limit,
-            },
-        )
-        result = data["sensorOrError"]
-        assert result["__typename"] == "Sensor", result
-        return list(result["sensorState"]["ticks"])
-
-    def diagnostics(self) -> str:
-        """Runs, last sensor ticks and the server log tail, for failure messages."""
-        parts = []
-        try:
-            for run in self.runs():
-                tags = run["tags"]
-                parts.append(
-                    f"  run {run['runId'][:8]} {run['status']:<9} "
-                    f"sensor={tags.get('dagster/sensor_name')} "
-                    f"partition={tags.get('dagster/partition')} files={tags.get('mlops/files')}"
-                )
-            for sensor in (LANDING_SENSOR, AUTOMATION_SENSOR):
-                for tick in self.sensor_ticks(sensor, limit=3):
-                    parts.append(f"  tick {sensor} {tick['status']} runs={tick['runIds']}")
-        except Exception as error:  # diagnostics must never hide the real failure
-            parts.append(f"  (could not query the server: {error!r})")
-        return "runs and ticks:\n" + "\n".join(parts) + f"\nserver log tail:\n{self.log_tail()}"
+    def landing(self) -> Path:
+        return self.state / "landing"
 
     @contextlib.contextmanager
-    def report_on_failure(self) -> Iterator[None]:
-        """Prints diagnostics (shown by pytest with the failure) when the block raises."""
+    def phase(self, name: str) -> Iterator[None]:
+        """Times the block; on failure prints the server's diagnostics."""
+        started = time.monotonic()
         try:
             yield
         except BaseException:
-            print(self.diagnostics())
+            self.timings.append((f"{name} (FAILED)", time.monotonic() - started))
+            if self.server is not None:
+                print(self.server.diagnostics())
             raise
+        self.timings.append((name, time.monotonic() - started))
 
+    def require(self, phase: str) -> None:
+        if phase not in self.done:
+            pytest.skip(f"the '{phase}' phase did not complete")
 
-@pytest.fixture
-def state(tmp_path: Path) -> Path:
-    """A private state folder whose landing zone already holds day 1 and the references."""
-    folder = tmp_path / "state"
-    replay(folder / "landing", DAY1, 1)
-    return folder
-
-
-@pytest.fixture
-def dagster_dev(tmp_path: Path, state: Path) -> Iterator[DagsterDev]:
-    """``mlops-assets dev`` on ``state``, bound to 127.0.0.1 on a free port, ready to query."""
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
-    env.update(
-        MLOPS_STATE_DIR=str(state),
-        MLOPS_ENV="local",
-        DAGSTER_DISABLE_TELEMETRY="true",
-        DO_NOT_TRACK="true",
-        DVC_NO_ANALYTICS="1",
-        PYTHONUNBUFFERED="1",
-    )
-    script = Path(sys.executable).with_name("mlops-assets")
-    entry = [str(script)] if script.exists() else [sys.executable, "-m", "mlops_assets.cli"]
-    command = [*entry, "dev", "--host", HOST, "--port", str(port)]
-    log_path = tmp_path / "dagster_dev.log"
-    http = requests.Session()
-    http.trust_env = False  # no proxies: every request goes to 127.0.0.1 only
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            command,
-            cwd=PROJECT_ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=default_signals,
-        )
-    server = DagsterDev(process, port, state, log_path, http)
-    try:
-        wait_for(
-            lambda: _ready(server),
-            STARTUP_TIMEOUT,
-            interval=1.0,
-            what=f"dagster dev to answer on {server.base_url} with {LOCATION} loaded",
-            diagnose=server.log_tail,
-        )
-        yield server
-    finally:
-        http.close()
-        escalations = stop_process_group(process, STOP_TIMEOUT)
-        if any(step.startswith("SIGKILL") for step in escalations):
-            warnings.warn(f"dagster dev needed SIGKILL to stop: {escalations}", stacklevel=1)
-        leftovers = live_group_members(process.pid)
-        assert not leftovers, f"dagster dev left processes behind: {leftovers}"
-
-
-def _ready(server: DagsterDev) -> bool:
-    """Whether the webserver answers and the code location has loaded (fails on load error)."""
-    server.check_alive()
-    try:
-        info = server.http.get(f"{server.base_url}/server_info", timeout=5)
-        if info.status_code != 200:
-            return False
-        data = server.graphql(
-            """
-            {
-              workspaceOrError {
-                __typename
-                ... on Workspace {
-                  locationEntries {
-                    name
-                    loadStatus
-                    locationOrLoadError { __typename ... on PythonError { message stack } }
-                  }
-                }
-              }
-            }
-            """
-        )
-    except requests.RequestException:
-        return False
-    entries = data["workspaceOrError"].get("locationEntries", [])
-    for entry in entries:
-        error = entry["locationOrLoadError"]
-        if error and error["__typename"] == "PythonError":
-            raise AssertionError(
-                f"code location {entry['name']} failed to load: {error['message']}\n"
-                + "".join(error["stack"])
+    def start(self) -> DagsterDev:
+        assert self.server is None, "a server is already running"
+        self.starts += 1
+        with self.phase(f"server start #{self.starts}"):
+            self.server = start_dagster_dev(
+                self.state,
+                self.logs / f"dagster_dev_{self.starts}.log",
+                {POLICY_VAR: json.dumps(POLICY)},
             )
-    return any(
-        e["name"] == LOCATION
-        and e["loadStatus"] == "LOADED"
-        and (e["locationOrLoadError"] or {}).get("__typename") == "RepositoryLocation"
-        for e in entries
-    )
+        return self.server
+
+    def stop(self) -> None:
+        if self.server is not None:
+            with self.phase(f"server stop #{self.starts}"):
+                server, self.server = self.server, None
+                server.shutdown()
+
+    def timing_report(self) -> str:
+        lines = [f"  {seconds:7.1f} s  {name}" for name, seconds in self.timings]
+        total = sum(seconds for _, seconds in self.timings)
+        return (
+            "closed loop under the daemon, per phase:\n"
+            + "\n".join(lines)
+            + (f"\n  {total:7.1f} s  in all")
+        )
 
 
-def _materialized_by(server: DagsterDev, asset: str, day: date) -> dict[str, Any]:
-    """The single run that materialized ``asset`` for ``day``."""
+def deploy_in_process(state: Path) -> None:
+    """``deploy`` on a Dagster instance in ``<state>/dagster_home`` with the project's
+    dagster.yaml (as ``prepare_dagster_home`` installs it), closed before the server starts."""
+    home = settings.locations({settings.STATE_DIR_VAR: str(state)}).dagster_home
+    home.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
+    # The automation evaluations log every asset at DEBUG: thousands of captured lines that
+    # would bury the server diagnostics of a failure report.
+    dagster_logger = logging.getLogger("dagster")
+    level = dagster_logger.level
+    dagster_logger.setLevel(logging.WARNING)
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv(settings.STATE_DIR_VAR, str(state))
+            mp.setenv(settings.ENV_VAR, "local")
+            mp.delenv("DAGSTER_HOME", raising=False)
+            with dg.DagsterInstance.from_config(str(home)) as instance:
+                deploy(state, instance)
+    finally:
+        dagster_logger.setLevel(level)
+
+
+@pytest.fixture(scope="module")
+def loop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClosedLoop]:
+    base = tmp_path_factory.mktemp("daemon")
+    closed = ClosedLoop(base / "state", base)
+    with closed.phase(f"deploy in-process (2013-01-01 .. {PREDICT_DAY}, champion v1)"):
+        deploy_in_process(closed.state)
+    try:
+        yield closed
+    finally:
+        closed.stop()
+        print(closed.timing_report())
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+
+def land_degraded(landing: Path, day: date) -> None:
+    """Lands a real day whose arrival delays are shuffled among its flights (server down, so
+    the file is rewritten in place)."""
+    replay(landing, day, 1, include_reference=False)
+    path = landing / "flights" / f"{day.isoformat()}.csv"
+    flights = pd.read_csv(path, dtype=str, keep_default_na=False)
+    shuffle_labels(flights)
+    flights.to_csv(path, index=False)
+
+
+def single_event(server: DagsterDev, asset: str, day: date) -> dict[str, Any]:
     events = server.materialized(asset, day)
     assert len(events) == 1, f"{asset}[{day}]: expected one materialization, got {events}"
-    return server.run(events[0]["runId"])
+    return events[0]
 
 
-@pytest.mark.timeout(900)
-def _assert_day_flowed_by_sensors(server: DagsterDev, day: date, timeout: float) -> None:
-    """Waits for the day's raw and feature partitions and checks which sensor ran them."""
+def assert_day_flowed_by_sensors(server: DagsterDev, day: date) -> dict[str, dict[str, Any]]:
+    """Checks which sensor materialized each asset of ``day`` (once each); returns the
+    materialization of each asset."""
     key = day.isoformat()
-    wait_for(
-        lambda: all(server.materialized(a, day) for a in (*RAW_ASSETS, FEATURES)),
-        timeout,
-        what=f"raw_flights, raw_weather and flight_features for {key}",
-    )
-    for asset in RAW_ASSETS:
-        run = _materialized_by(server, asset, day)
-        assert run["tags"].get("dagster/sensor_name") == LANDING_SENSOR, (asset, run)
-        assert run["tags"].get("dagster/partition") == key, (asset, run)
-        assert run["tags"].get("mlops/trigger") == "landing", (asset, run)
-    run = _materialized_by(server, FEATURES, day)
-    assert run["tags"].get("dagster/sensor_name") == AUTOMATION_SENSOR, run
-    assert run["tags"].get("dagster/partition") == key, run
+    events = {a: single_event(server, a, day) for a in (*RAW_ASSETS, *DAY_ASSETS)}
+    runs = {e["runId"]: server.run(e["runId"]) for e in events.values()}
+    for asset, event in events.items():
+        run = runs[event["runId"]]
+        sensor = LANDING_SENSOR if asset in RAW_ASSETS else AUTOMATION_SENSOR
+        assert run["tags"].get(SENSOR_TAG) == sensor, (asset, run)
+        assert run["tags"].get(PARTITION_TAG) == key, (asset, run)
+        assert run["status"] == "SUCCESS", (asset, run)
+        if asset in RAW_ASSETS:
+            assert run["tags"].get("mlops/trigger") == "landing", (asset, run)
+    return events
 
 
-def test_new_landing_day_is_materialized_by_the_daemon(
-    dagster_dev: DagsterDev, state: Path
-) -> None:
-    server = dagster_dev
-    landing = state / "landing"
-    day1 = DAY1.isoformat()
-    with server.report_on_failure():
-        # Day 1 and the references were waiting when the server started: the landing sensor
-        # materializes the references, then the day's raw files; automation follows with
-        # the features.
-        _assert_day_flowed_by_sensors(server, DAY1, FIRST_DAY_TIMEOUT)
+def assert_no_failed_ticks(server: DagsterDev, since: float) -> None:
+    for sensor in SENSORS:
+        failed = [
+            t
+            for t in server.sensor_ticks(sensor, limit=50)
+            if t["timestamp"] > since and t["status"] == "FAILURE"
+        ]
+        assert not failed, f"{sensor} ticks failed: {failed}"
 
-        # A new day arrives while the server runs: no reference files this time.
-        replay(landing, DAY2, 1, include_reference=False)
-        _assert_day_flowed_by_sensors(server, DAY2, NEW_DAY_TIMEOUT)
 
-        # At least one landing tick after the last landing run: unchanged files must not be
-        # requested again (the run keys and the cursor both carry file fingerprints).
-        last_landing_run = max(
-            r["creationTime"] for r in server.runs(**{"dagster/sensor_name": LANDING_SENSOR})
+def latest_version(server: DagsterDev, asset: str) -> str | None:
+    """``model_version`` of the asset's latest materialization."""
+    events = server.materializations(asset, limit=1)
+    return str(events[0]["metadata"].get("model_version")) if events else None
+
+
+def finished(server: DagsterDev, run_id: str) -> dict[str, Any] | None:
+    """The run once it has finished (any outcome), else None."""
+    run = server.run(run_id)
+    return run if run["status"] in FINISHED else None
+
+
+def retraining_runs(server: DagsterDev) -> list[dict[str, Any]]:
+    return server.runs(**{TRIGGER_TAG: RETRAIN_TRIGGER})
+
+
+# -- the phases ---------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(1500)  # the in-process deployment is part of this test's setup
+def test_daemon_resumes_a_deployed_state_and_monitors_a_new_day(loop: ClosedLoop) -> None:
+    started = time.time()
+    server = loop.start()
+    key = NEW_DAY.isoformat()
+    with loop.phase(f"{key} through ingestion, features, predictions and monitoring"):
+        replay(loop.landing, NEW_DAY, 1, include_reference=False)
+        wait_for(
+            lambda: all(server.materialized(a, NEW_DAY) for a in MONITORING),
+            DAY_TIMEOUT,
+            what=f"drift_report and model_performance for {key}",
         )
+        events = assert_day_flowed_by_sensors(server, NEW_DAY)
+
+        performance = events["model_performance"]["metadata"]
+        assert performance["status"] == "ok" and performance["usable"] is True, performance
+        assert performance["model_version"] == "1", performance
+        assert performance["window_end"] == "2013-01-21", performance
+        # The scenario needs a normal day that stays within the policy.
+        assert performance["auc_drop"] < POLICY["max_auc_drop"], performance
+
+        drift_event = events["drift_report"]
+        drift = drift_event["metadata"]
+        assert drift["model_version"] == "1" and drift["reference_model_version"] == "1", drift
+        assert drift["status"] == ("drifted" if drift["drifted"] else "ok"), drift
+        checks = server.check_executions("drift_report", DRIFT_CHECK, key)
+        assert len(checks) == 1, checks
+        evaluation = checks[0]["evaluation"]
+        assert checks[0]["runId"] == drift_event["runId"], checks
+        assert evaluation["partition"] == key, evaluation
+        assert evaluation["severity"] == "WARN", evaluation
+        assert evaluation["success"] is (not drift["drifted"]), (evaluation, drift)
+
+    with loop.phase("sensors settle: retraining within policy, no landing re-request"):
+        # The retraining sensor evaluated the two monitored days and stayed quiet.
+        window = f"{PREDICT_DAY.isoformat()}..{key}"
         wait_for(
             lambda: any(
-                t["timestamp"] > last_landing_run and t["status"] in ("SKIPPED", "SUCCESS")
-                for t in server.sensor_ticks(LANDING_SENSOR)
+                (t.get("skipReason") or "").startswith("within policy")
+                and window in t["skipReason"]
+                for t in server.ticks_after(RETRAIN_SENSOR, started)
             ),
+            TICK_TIMEOUT,
+            what=f"a retrain_sensor tick judging {window} within policy",
+        )
+        # A landing tick after the last landing run: unchanged files are not requested again.
+        last_landing = max(r["creationTime"] for r in server.runs(**{SENSOR_TAG: LANDING_SENSOR}))
+        wait_for(
+            lambda: server.ticks_after(LANDING_SENSOR, last_landing),
             TICK_TIMEOUT,
             what="a landing-sensor tick after the last landing run",
         )
-        landing_runs = server.runs(**{"dagster/sensor_name": LANDING_SENSOR})
-        day1_runs = [r for r in landing_runs if r["tags"].get("dagster/partition") == day1]
-        assert len(day1_runs) == 1, f"duplicate landing runs for {day1}: {day1_runs}"
-        assert day1_runs[0]["tags"].get("mlops/files") == "flights,weather", day1_runs
-        reference_runs = [r for r in landing_runs if "dagster/partition" not in r["tags"]]
-        assert len(reference_runs) == 1, f"expected one reference run: {reference_runs}"
-        assert reference_runs[0]["tags"].get("mlops/files") == ",".join(sorted(REFERENCE_ASSETS)), (
-            reference_runs
+        # Everything the daemon ran is the new day: what the in-process loop did (under the
+        # same sensor names and run keys) was neither re-landed nor re-automated.
+        since_start = server.runs_since(started)
+        assert {r["tags"].get(PARTITION_TAG) for r in since_start} == {key}, since_start
+        landing_runs = [r for r in since_start if r["tags"].get(SENSOR_TAG) == LANDING_SENSOR]
+        assert len(landing_runs) == 1, landing_runs
+        assert landing_runs[0]["tags"].get("mlops/files") == "flights,weather", landing_runs
+        assert not retraining_runs(server)
+        assert not [r for r in since_start if r["status"] in BROKEN], since_start
+        assert_no_failed_ticks(server, started)
+    loop.done.add("new day")
+
+
+@pytest.mark.timeout(1200)
+def test_decay_landed_while_the_daemon_is_down_requests_one_retraining(loop: ClosedLoop) -> None:
+    loop.require("new day")
+    loop.stop()
+    for day in DEGRADED:
+        land_degraded(loop.landing, day)
+    restarted = time.time()
+    server = loop.start()
+    keys = [d.isoformat() for d in DEGRADED]
+    with loop.phase(f"degraded {keys[0]}, {keys[1]} monitored after the restart"):
+        wait_for(
+            lambda: all(server.materialized(a, d) for a in MONITORING for d in DEGRADED),
+            DEGRADED_TIMEOUT,
+            what=f"drift_report and model_performance for {keys}",
         )
-        for asset in (*RAW_ASSETS, FEATURES):
-            for day in (DAY1, DAY2):
-                events = server.materialized(asset, day)
-                assert len(events) == 1, f"{asset}[{day}] materialized {len(events)} times"
-        broken = [r for r in server.runs() if r["status"] in ("FAILURE", "CANCELED", "CANCELING")]
-        assert not broken, f"runs did not succeed: {broken}"
+        for day in DEGRADED:
+            performance = assert_day_flowed_by_sensors(server, day)["model_performance"]
+            meta = performance["metadata"]
+            assert meta["model_version"] == "1" and meta["usable"] is True, (day, meta)
+            assert meta["roc_auc"] < 0.6, (day, meta)
+        # The landing cursor survived the restart: only the new files were requested.
+        landed = {
+            r["tags"].get(PARTITION_TAG)
+            for r in server.runs_since(restarted)
+            if r["tags"].get(SENSOR_TAG) == LANDING_SENSOR
+        }
+        assert landed == set(keys), landed
+
+    with loop.phase("retraining requested by retrain_sensor"):
+        requested = wait_for(
+            lambda: retraining_runs(server),
+            RETRAIN_REQUEST_TIMEOUT,
+            what="a training run requested by retrain_sensor",
+        )
+        assert len(requested) == 1, requested
+        run = requested[0]
+        tags = run["tags"]
+        assert tags.get(SENSOR_TAG) == RETRAIN_SENSOR, tags
+        assert tags[REASON_TAG].startswith("performance decay"), tags
+        assert tags[CONDITION_TAG] == "performance", tags
+        assert tags[AS_OF_TAG] == keys[-1], tags
+        assert tags[CHAMPION_TAG] == "1", tags
+        assert tags.get(RUN_KEY_TAG) == f"retrain-v1-performance-{keys[-1]}", tags
+        assert run["assets"] == sorted(k.to_user_string() for k in RETRAIN_ASSETS), run
+        ticks = [t for t in server.ticks_after(RETRAIN_SENSOR, restarted) if t["runIds"]]
+        assert [t["runIds"] for t in ticks] == [[run["runId"]]], ticks
+
+    with loop.phase("retraining run finished, gate decision recorded"):
+        done = wait_for(
+            lambda: finished(server, run["runId"]),
+            TRAINING_TIMEOUT,
+            what=f"training run {run['runId']} to finish",
+        )
+        assert done is not None and done["status"] == "SUCCESS", done
+        candidates = [
+            e
+            for e in server.materializations("candidate_model", limit=5)
+            if e["runId"] == run["runId"]
+        ]
+        assert len(candidates) == 1, candidates
+        challenger = str(candidates[0]["metadata"]["model_version"])
+        decisions = [
+            e["metadata"]
+            for e in [
+                *server.materializations("champion_model", limit=5),
+                *server.observations("champion_model", limit=5),
+            ]
+            if e["runId"] == run["runId"]
+        ]
+        assert len(decisions) == 1, decisions
+        decision = decisions[0]
+        # Versions are recorded as integers (MLflow's) in the gate's metadata.
+        assert str(decision["challenger_version"]) == challenger, decision
+        assert str(decision["champion_version"]) == "1", decision
+        assert decision["decision"] in ("promoted", "rejected"), decision
+        assert decision["reason"], decision
+        print(f"gate on v{challenger}: {decision['decision']}: {decision['reason']}")
+        if decision["decision"] == "promoted":
+            # A promotion refreshes the drift reference in the training run and the bento by
+            # automation.
+            wait_for(
+                lambda: all(
+                    latest_version(server, a) == challenger for a in ("bento", "drift_reference")
+                ),
+                PROMOTION_TIMEOUT,
+                what=f"bento and drift_reference of v{challenger}",
+            )
+        else:
+            for asset in ("bento", "drift_reference"):
+                assert latest_version(server, asset) == "1", server.materializations(asset, limit=1)
+        assert not [r for r in server.runs_since(restarted) if r["status"] in BROKEN]
+        assert_no_failed_ticks(server, restarted)
+    loop.done.add("retraining")
+
+
+@pytest.mark.timeout(300)
+def test_the_same_condition_is_not_retrained_twice(loop: ClosedLoop) -> None:
+    loop.require("retraining")
+    server = loop.server
+    assert server is not None
+    as_of = DEGRADED[-1].isoformat()
+    with loop.phase("retrain_sensor cursor lost: the condition is judged again, no new run"):
+        # Clearing the cursor makes the next tick read every monitoring result again, as a
+        # sensor that lost its state would. A tick in flight while clearing may write its
+        # cursor back: then clear once more.
+        judged: list[dict[str, Any]] = []
+        for _ in range(2):
+            cleared = time.time()
+            server.set_sensor_cursor(RETRAIN_SENSOR, None)
+            ticks = wait_for(
+                lambda: server.ticks_after(RETRAIN_SENSOR, cleared),  # noqa: B023
+                TICK_TIMEOUT,
+                what="a retrain_sensor tick after its cursor was cleared",
+            )
+            judged = [t for t in ticks if "no new monitoring" not in (t.get("skipReason") or "")]
+            if judged:
+                break
+        assert judged, "no retrain_sensor tick re-evaluated the policy after the cursor reset"
+        tick = judged[-1]
+        assert tick["status"] == "SKIPPED" and not tick["runIds"], tick
+        assert tick["skipReason"].startswith(f"cooldown: last retraining as of {as_of}"), tick
+        runs = retraining_runs(server)
+        assert len(runs) == 1, f"expected one retraining run, got {runs}"
+        assert runs[0]["tags"][AS_OF_TAG] == as_of, runs
+        assert not [r for r in server.runs() if r["status"] in BROKEN]
+        assert_no_failed_ticks(server, 0.0)

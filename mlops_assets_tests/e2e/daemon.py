@@ -1,0 +1,458 @@
+"""A real ``mlops-assets dev`` (webserver + daemon) for end-to-end tests, seen through GraphQL.
+
+``start_dagster_dev`` starts the server the way a developer does, on a private state folder
+and a free port on 127.0.0.1, and waits until the code location has loaded; ``DagsterDev``
+queries it (runs, materializations with their metadata, check executions, sensor ticks) and
+stops it with its whole process group. Nothing here launches a run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import sys
+import warnings
+from collections.abc import Iterator, Mapping
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from mlops_assets_tests.e2e.processes import (
+    HOST,
+    LoggedServer,
+    free_port,
+    live_group_members,
+    spawn_logged,
+    wait_for,
+)
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+LOCATION = "mlops_assets"
+REPOSITORY = "__repository__"
+LANDING_SENSOR = "landing_sensor"
+AUTOMATION_SENSOR = "automation_sensor"
+RETRAIN_SENSOR = "retrain_sensor"
+SENSORS = (LANDING_SENSOR, AUTOMATION_SENSOR, RETRAIN_SENSOR)
+SENSOR_TAG = "dagster/sensor_name"
+PARTITION_TAG = "dagster/partition"
+RUN_KEY_TAG = "dagster/run_key"
+
+STARTUP_TIMEOUT = 150.0  # webserver answering and the code location loaded
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
+BROKEN = ("FAILURE", "CANCELED", "CANCELING")
+FINISHED = ("SUCCESS", *BROKEN)
+
+# Every metadata value type the project writes, as a fragment (``...Entry``).
+METADATA_FRAGMENT = """
+fragment Entry on MetadataEntry {
+  label
+  ... on TextMetadataEntry { text }
+  ... on FloatMetadataEntry { floatValue }
+  ... on IntMetadataEntry { intRepr }
+  ... on BoolMetadataEntry { boolValue }
+  ... on PathMetadataEntry { path }
+  ... on UrlMetadataEntry { url }
+  ... on MarkdownMetadataEntry { mdStr }
+  ... on JsonMetadataEntry { jsonString }
+}
+"""
+
+
+def metadata_dict(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """GraphQL metadata entries as ``{label: value}`` (ints as int, text as str, ...)."""
+    values: dict[str, Any] = {}
+    for entry in entries:
+        value: Any = None
+        for field in ("text", "floatValue", "boolValue", "path", "url", "mdStr", "jsonString"):
+            if field in entry:
+                value = entry[field]
+                break
+        else:
+            if "intRepr" in entry:
+                value = int(entry["intRepr"])
+        values[entry["label"]] = value
+    return values
+
+
+class DagsterDev(LoggedServer):
+    """A running ``mlops-assets dev`` and a GraphQL client for it."""
+
+    NAME = "mlops-assets dev"
+    STOP_GRACE = 20.0
+
+    def __init__(self, process: Any, port: int, state: Path, log_path: Path) -> None:
+        self.process = process
+        self.port = port
+        self.state = state
+        self.log_path = log_path
+        self.http = requests.Session()
+        self.http.trust_env = False  # no proxies: every request goes to 127.0.0.1 only
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def log_tail(self, lines: int = 60) -> str:
+        return "\n".join(ANSI_ESCAPE.sub("", self.log_text()).splitlines()[-lines:])
+
+    def graphql(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+        self.check_alive()
+        response = self.http.post(
+            f"{self.base_url}/graphql",
+            json={"query": query, "variables": variables or {}},
+            timeout=30,
+        )
+        response.raise_for_status()
+        payload = response.json()
+        if payload.get("errors"):
+            raise AssertionError(f"GraphQL errors: {json.dumps(payload['errors'], indent=1)}")
+        return dict(payload["data"])
+
+    def ready(self) -> bool:
+        """Whether the webserver answers and the code location has loaded (raises on a load
+        error or a dead server)."""
+        self.check_alive()
+        try:
+            if self.http.get(f"{self.base_url}/server_info", timeout=5).status_code != 200:
+                return False
+            data = self.graphql(
+                """
+                {
+                  workspaceOrError {
+                    __typename
+                    ... on Workspace {
+                      locationEntries {
+                        name
+                        loadStatus
+                        locationOrLoadError { __typename ... on PythonError { message stack } }
+                      }
+                    }
+                  }
+                }
+                """
+            )
+        except requests.RequestException:
+            return False
+        entries = data["workspaceOrError"].get("locationEntries", [])
+        for entry in entries:
+            error = entry["locationOrLoadError"]
+            if error and error["__typename"] == "PythonError":
+                raise AssertionError(
+                    f"code location {entry['name']} failed to load: {error['message']}\n"
+                    + "".join(error["stack"])
+                )
+        return any(
+            e["name"] == LOCATION
+            and e["loadStatus"] == "LOADED"
+            and (e["locationOrLoadError"] or {}).get("__typename") == "RepositoryLocation"
+            for e in entries
+        )
+
+    def shutdown(self) -> list[str]:
+        """Stops the server and everything it started; fails if a process is left behind."""
+        self.http.close()
+        escalations = self.stop()
+        if any(step.startswith("SIGKILL") for step in escalations):
+            warnings.warn(f"dagster dev needed SIGKILL to stop: {escalations}", stacklevel=2)
+        leftovers = live_group_members(self.process.pid)
+        assert not leftovers, f"dagster dev left processes behind: {leftovers}"
+        return escalations
+
+    # -- observations -----------------------------------------------------------------------
+
+    def materializations(
+        self, asset: str, partitions: list[str] | None = None, limit: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Materialization events of ``asset`` (newest first): partition, runId, timestamp
+        (ms, as a string) and ``metadata`` as a dict."""
+        data = self.graphql(
+            """
+            query Materializations($key: AssetKeyInput!, $partitions: [String!], $limit: Int) {
+              assetOrError(assetKey: $key) {
+                __typename
+                ... on Asset {
+                  assetMaterializations(partitions: $partitions, limit: $limit) {
+                    partition runId timestamp metadataEntries { ...Entry }
+                  }
+                }
+              }
+            }
+            """
+            + METADATA_FRAGMENT,
+            {"key": {"path": [asset]}, "partitions": partitions, "limit": limit},
+        )
+        result = data["assetOrError"]
+        if result["__typename"] == "AssetNotFoundError":
+            return []
+        assert result["__typename"] == "Asset", result
+        return [
+            {**event, "metadata": metadata_dict(event.pop("metadataEntries"))}
+            for event in result["assetMaterializations"]
+        ]
+
+    def materialized(self, asset: str, day: date) -> list[dict[str, Any]]:
+        return self.materializations(asset, [day.isoformat()])
+
+    def observations(self, asset: str, limit: int = 10) -> list[dict[str, Any]]:
+        """Observation events of ``asset`` (newest first), like ``materializations``."""
+        data = self.graphql(
+            """
+            query Observations($key: AssetKeyInput!, $limit: Int) {
+              assetOrError(assetKey: $key) {
+                __typename
+                ... on Asset {
+                  assetObservations(limit: $limit) {
+                    runId timestamp metadataEntries { ...Entry }
+                  }
+                }
+              }
+            }
+            """
+            + METADATA_FRAGMENT,
+            {"key": {"path": [asset]}, "limit": limit},
+        )
+        result = data["assetOrError"]
+        if result["__typename"] == "AssetNotFoundError":
+            return []
+        return [
+            {**event, "metadata": metadata_dict(event.pop("metadataEntries"))}
+            for event in result["assetObservations"]
+        ]
+
+    def check_executions(self, asset: str, check: str, partition: str) -> list[dict[str, Any]]:
+        """Executions of an asset check for one partition (newest first), with evaluation."""
+        data = self.graphql(
+            """
+            query Checks($key: AssetKeyInput!, $check: String!, $partition: String) {
+              assetCheckExecutions(
+                assetKey: $key, checkName: $check, partition: $partition, limit: 10
+              ) {
+                runId status partition
+                evaluation { success severity description partition }
+              }
+            }
+            """,
+            {"key": {"path": [asset]}, "check": check, "partition": partition},
+        )
+        return list(data["assetCheckExecutions"])
+
+    def runs(self, **tags: str) -> list[dict[str, Any]]:
+        """Runs (newest first) carrying all ``tags``; each with its tags as a dict."""
+        data = self.graphql(
+            """
+            query Runs($filter: RunsFilter) {
+              runsOrError(filter: $filter) {
+                __typename
+                ... on Runs {
+                  results {
+                    runId status creationTime startTime endTime
+                    tags { key value }
+                    assetSelection { path }
+                  }
+                }
+                ... on PythonError { message }
+              }
+            }
+            """,
+            {"filter": {"tags": [{"key": k, "value": v} for k, v in tags.items()]}},
+        )
+        result = data["runsOrError"]
+        assert result["__typename"] == "Runs", result
+        return [
+            {
+                **run,
+                "tags": {t["key"]: t["value"] for t in run["tags"]},
+                "assets": sorted("/".join(a["path"]) for a in run["assetSelection"] or []),
+            }
+            for run in result["results"]
+        ]
+
+    def run(self, run_id: str) -> dict[str, Any]:
+        matches = [r for r in self.runs() if r["runId"] == run_id]
+        assert len(matches) == 1, f"run {run_id} not found"
+        return matches[0]
+
+    def runs_since(self, timestamp: float) -> list[dict[str, Any]]:
+        """Runs created after ``timestamp`` (seconds since the epoch)."""
+        return [r for r in self.runs() if r["creationTime"] > timestamp]
+
+    def _selector(self, sensor: str) -> dict[str, str]:
+        return {
+            "repositoryLocationName": LOCATION,
+            "repositoryName": REPOSITORY,
+            "sensorName": sensor,
+        }
+
+    def sensor_ticks(self, sensor: str, limit: int = 10) -> list[dict[str, Any]]:
+        """The sensor's last ticks (newest first): status, timestamp, runIds, skipReason,
+        error."""
+        data = self.graphql(
+            """
+            query Ticks($selector: SensorSelector!, $limit: Int) {
+              sensorOrError(sensorSelector: $selector) {
+                __typename
+                ... on Sensor {
+                  sensorState {
+                    status
+                    ticks(limit: $limit) {
+                      tickId status timestamp runIds skipReason error { message }
+                    }
+                  }
+                }
+                ... on PythonError { message }
+              }
+            }
+            """,
+            {"selector": self._selector(sensor), "limit": limit},
+        )
+        result = data["sensorOrError"]
+        assert result["__typename"] == "Sensor", result
+        return list(result["sensorState"]["ticks"])
+
+    def ticks_after(self, sensor: str, timestamp: float, limit: int = 50) -> list[dict[str, Any]]:
+        """Finished ticks of ``sensor`` that started after ``timestamp`` (newest first)."""
+        return [
+            t
+            for t in self.sensor_ticks(sensor, limit=limit)
+            if t["timestamp"] > timestamp and t["status"] != "STARTED"
+        ]
+
+    def set_sensor_cursor(self, sensor: str, cursor: str | None) -> None:
+        """Sets (None: clears) a sensor's cursor, as the UI's "edit cursor" does."""
+        data = self.graphql(
+            """
+            mutation Cursor($selector: SensorSelector!, $cursor: String) {
+              setSensorCursor(sensorSelector: $selector, cursor: $cursor) {
+                __typename
+                ... on Sensor {
+                  sensorState { typeSpecificData { ... on SensorData { lastCursor } } }
+                }
+                ... on PythonError { message }
+              }
+            }
+            """,
+            {"selector": self._selector(sensor), "cursor": cursor},
+        )
+        result = data["setSensorCursor"]
+        assert result["__typename"] == "Sensor", result
+        assert result["sensorState"]["typeSpecificData"]["lastCursor"] == cursor, result
+
+    def backfills(self) -> list[dict[str, Any]]:
+        data = self.graphql(
+            """
+            {
+              partitionBackfillsOrError(limit: 20) {
+                ... on PartitionBackfills {
+                  results { id status numPartitions assetSelection { path } }
+                }
+              }
+            }
+            """
+        )
+        return list(data["partitionBackfillsOrError"].get("results", []))
+
+    # -- failure reports --------------------------------------------------------------------
+
+    def diagnostics(self, runs: int = 25) -> str:
+        """Recent runs, backfills, sensor ticks and the server log tail, for failure
+        messages."""
+        parts = []
+        try:
+            for run in self.runs()[:runs]:
+                tags = run["tags"]
+                parts.append(
+                    f"  run {run['runId'][:8]} {run['status']:<9} "
+                    f"sensor={tags.get(SENSOR_TAG)} partition={tags.get(PARTITION_TAG)} "
+                    f"backfill={tags.get('dagster/backfill')} assets={','.join(run['assets'])} "
+                    f"reason={tags.get('mlops/retrain_reason')}"
+                )
+            for backfill in self.backfills():
+                parts.append(
+                    f"  backfill {backfill['id']} {backfill['status']} "
+                    f"partitions={backfill['numPartitions']}"
+                )
+            for sensor in SENSORS:
+                for tick in self.sensor_ticks(sensor, limit=4):
+                    error = (tick.get("error") or {}).get("message", "")
+                    parts.append(
+                        f"  tick {sensor} {tick['status']} runs={tick['runIds']} "
+                        f"skip={tick.get('skipReason')!r} {error[:500]}"
+                    )
+        except Exception as error:  # diagnostics must never hide the real failure
+            parts.append(f"  (could not query the server: {error!r})")
+        return (
+            "runs, backfills and ticks:\n"
+            + "\n".join(parts)
+            + f"\nserver log tail ({self.log_path}):\n{self.log_tail()}"
+        )
+
+    @contextlib.contextmanager
+    def report_on_failure(self) -> Iterator[None]:
+        """Prints diagnostics (shown by pytest with the failure) when the block raises."""
+        try:
+            yield
+        except BaseException:
+            print(self.diagnostics())
+            raise
+
+
+def dev_environment(state: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The server's environment: this one without DAGSTER_HOME, on ``state``, no telemetry."""
+    env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
+    env.update(
+        MLOPS_STATE_DIR=str(state),
+        MLOPS_ENV="local",
+        DAGSTER_DISABLE_TELEMETRY="true",
+        DO_NOT_TRACK="true",
+        DVC_NO_ANALYTICS="1",
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(extra or {})
+    return env
+
+
+def start_dagster_dev(
+    state: Path, log_path: Path, env: Mapping[str, str] | None = None
+) -> DagsterDev:
+    """Starts ``mlops-assets dev`` on ``state`` (127.0.0.1, free port) and waits until it is
+    ready; ``env`` adds variables to the server's environment."""
+    script = Path(sys.executable).with_name("mlops-assets")
+    entry = [str(script)] if script.exists() else [sys.executable, "-m", "mlops_assets.cli"]
+    port = free_port()
+    process = spawn_logged(
+        [*entry, "dev", "--host", HOST, "--port", str(port)],
+        cwd=PROJECT_ROOT,
+        env=dev_environment(state, env),
+        log_path=log_path,
+    )
+    server = DagsterDev(process, port, state, log_path)
+    try:
+        wait_for(
+            server.ready,
+            STARTUP_TIMEOUT,
+            interval=1.0,
+            what=f"dagster dev to answer on {server.base_url} with {LOCATION} loaded",
+            diagnose=server.log_tail,
+        )
+    except BaseException:
+        server.shutdown()
+        raise
+    return server
+
+
+@contextlib.contextmanager
+def dagster_dev(
+    state: Path, log_path: Path, env: Mapping[str, str] | None = None
+) -> Iterator[DagsterDev]:
+    """``start_dagster_dev`` for the duration of the block."""
+    server = start_dagster_dev(state, log_path, env)
+    try:
+        yield server
+    finally:
+        server.shutdown()
