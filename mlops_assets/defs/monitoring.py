@@ -402,6 +402,31 @@ def last_retraining(instance: dg.DagsterInstance) -> tuple[date | None, tuple[st
     )
 
 
+IN_FLIGHT = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
+
+
+def days_in_flight(instance: dg.DagsterInstance, up_to: date) -> list[str]:
+    """Days up to ``up_to`` that a queued or running run is still working on.
+
+    Under the daemon, days run concurrently: the latest day can be reported while an earlier
+    one is still being processed, and a training window read now would miss it.
+    """
+    runs = instance.get_runs(filters=dg.RunsFilter(statuses=IN_FLIGHT), limit=200)
+    days = set()
+    for run in runs:
+        partition = run.tags.get("dagster/partition")
+        start = run.tags.get("dagster/asset_partition_range_start")
+        for key in (partition, start):
+            if key and len(key) == 10 and key <= up_to.isoformat():
+                days.add(key)
+    return sorted(days)
+
+
 def retrain_requests(context: dg.SensorEvaluationContext) -> Iterator[Any]:
     """One tick: read monitoring metadata, apply the policy, request training if it says so."""
     from mlops_assets.lib.retraining import decide_retraining
@@ -412,6 +437,12 @@ def retrain_requests(context: dg.SensorEvaluationContext) -> Iterator[Any]:
         yield dg.SkipReason("no new monitoring results since the last evaluation")
         return
     policy = retrain_policy()
+    latest = max((d.day for d in days), default=None)
+    busy = days_in_flight(context.instance, latest) if latest else []
+    if busy:
+        # The cursor stays: the next tick evaluates again once these days are done.
+        yield dg.SkipReason(f"waiting for day(s) still in flight: {', '.join(busy)}")
+        return
     last_day, last_trigger = last_retraining(context.instance)
     decision = decide_retraining(days, policy, last_retraining=last_day, last_trigger=last_trigger)
     context.update_cursor(str(newest))

@@ -167,8 +167,9 @@ def decide_retraining(
         rolling = fmean(d.roc_auc for d in usable if d.roc_auc is not None)
         drop = reference - rolling
         performance_note = (
-            f"rolling ROC AUC {rolling:.3f} over {len(usable)} days "
-            f"{usable[0].day}..{usable[-1].day} vs validation {reference:.3f} (drop {drop:.3f})"
+            f"rolling ROC AUC {rolling:.3f} over {len(usable)} usable day(s) from "
+            f"{usable[0].day} to {usable[-1].day} vs validation {reference:.3f} "
+            f"(drop {drop:.3f})"
         )
         if drop > policy.max_auc_drop:
             return decision(

@@ -92,7 +92,7 @@ def test_days_inside_the_training_window_do_not_count() -> None:
     after = days([0.60] * 7, first=date(2013, 2, 8))
     decision = decide_retraining(inside + after, POLICY)
     assert decision.retrain
-    assert "2013-02-08..2013-02-14" in decision.reason
+    assert "from 2013-02-08 to 2013-02-14" in decision.reason
 
 
 def test_only_the_current_champions_days_count() -> None:
