@@ -50,6 +50,22 @@ def day_slice(frame: pd.DataFrame, day: date) -> pd.DataFrame:
     return frame[mask].reset_index(drop=True)
 
 
+def validated_day(tables: dict[str, pd.DataFrame], day: date) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The day's flights and weather, validated against their contracts like the pipeline."""
+    from mlops_assets.lib import contracts
+
+    carriers, airports = tables["airlines"]["carrier"], tables["airports"]["faa"]
+    flights = contracts.validate(
+        day_slice(tables["flights"], day),
+        contracts.flights_schema(carriers, airports, day),
+        source="flights",
+    )
+    weather = contracts.validate(
+        day_slice(tables["weather"], day), contracts.weather_schema(day), source="weather"
+    )
+    return flights, weather
+
+
 STRAY_STATE = ("mlflow.db", "mlruns", "mlartifacts", ".dvc")
 
 

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from mlops_assets.lib import contracts, drift, features, modeling
-from mlops_assets_tests.conftest import day_slice
+from mlops_assets_tests.conftest import validated_day
 
 JANUARY = [date(2013, 1, 1) + timedelta(days=i) for i in range(29)]  # Jan 1 .. Jan 29
 
@@ -18,17 +18,9 @@ JANUARY = [date(2013, 1, 1) + timedelta(days=i) for i in range(29)]  # Jan 1 .. 
 def january(tables) -> dict[date, pd.DataFrame]:
     """Real feature frames of 2013-01-01 .. 2013-01-29."""
     planes = contracts.validate(tables["planes"], contracts.planes_schema(), source="p")
-    carriers, airports = tables["airlines"]["carrier"], tables["airports"]["faa"]
     frames = {}
     for day in JANUARY:
-        flights = contracts.validate(
-            day_slice(tables["flights"], day),
-            contracts.flights_schema(carriers, airports, day),
-            source="f",
-        )
-        weather = contracts.validate(
-            day_slice(tables["weather"], day), contracts.weather_schema(day), source="w"
-        )
+        flights, weather = validated_day(tables, day)
         frames[day] = features.build_flight_features(flights, weather, planes)
     return frames
 

@@ -13,26 +13,16 @@ import pytest
 
 from mlops_assets.lib import contracts, features, modeling, scoring
 from mlops_assets.lib.modeling import _booster
-from mlops_assets_tests.conftest import day_slice
+from mlops_assets_tests.conftest import validated_day
 
 DAYS = [date(2013, 1, 3), date(2013, 1, 4), date(2013, 1, 5)]
 
 
 @pytest.fixture(scope="module")
 def validated(tables) -> dict[str, Any]:
-    carriers, airports = tables["airlines"]["carrier"], tables["airports"]["faa"]
+    carriers = tables["airlines"]["carrier"]
     planes = contracts.validate(tables["planes"], contracts.planes_schema(), source="planes")
-    days = {}
-    for day in DAYS:
-        flights = contracts.validate(
-            day_slice(tables["flights"], day),
-            contracts.flights_schema(carriers, airports, day),
-            source="flights",
-        )
-        weather = contracts.validate(
-            day_slice(tables["weather"], day), contracts.weather_schema(day), source="weather"
-        )
-        days[day] = (flights, weather)
+    days = {day: validated_day(tables, day) for day in DAYS}
     return {
         "planes": planes,
         "days": days,
