@@ -285,7 +285,7 @@ def test_daemon_resumes_a_deployed_state_and_monitors_a_new_day(loop: ClosedLoop
 
     with loop.phase("sensors settle: retraining within policy, no landing re-request"):
         # The retraining sensor evaluated the two monitored days and stayed quiet.
-        window = f"{PREDICT_DAY.isoformat()}..{key}"
+        window = f"from {PREDICT_DAY.isoformat()} to {key}"
         wait_for(
             lambda: any(
                 (t.get("skipReason") or "").startswith("within policy")
