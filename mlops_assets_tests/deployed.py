@@ -38,6 +38,27 @@ def run_config(margin: float = 0.005, **training: Any) -> dict[str, Any]:
     }
 
 
+def latest_metadata(
+    instance: dg.DagsterInstance, asset: str, partition: str | None = None
+) -> dict[str, Any]:
+    """Metadata of the latest materialization of ``asset`` (or of one partition).
+
+    Raises:
+        LookupError: when it has not been materialized.
+    """
+    key = dg.AssetKey(asset)
+    if partition is None:
+        event = instance.get_latest_materialization_event(key)
+    else:
+        records = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1
+        ).records
+        event = records[0].event_log_entry if records else None
+    if event is None or event.asset_materialization is None:
+        raise LookupError(f"{asset} {partition or ''} is not materialized")
+    return {k: v.value for k, v in event.asset_materialization.metadata.items()}
+
+
 @dataclass
 class Deployment:
     """Handles on a deployed state."""
@@ -76,17 +97,7 @@ class Deployment:
 
     def metadata(self, asset: str, partition: str | None = None) -> dict[str, Any]:
         """Metadata of the latest materialization of ``asset`` (or of one partition)."""
-        key = dg.AssetKey(asset)
-        if partition is None:
-            event = self.instance.get_latest_materialization_event(key)
-        else:
-            records = self.instance.fetch_materializations(
-                dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1
-            ).records
-            event = records[0].event_log_entry if records else None
-        if event is None or event.asset_materialization is None:
-            raise LookupError(f"{asset} {partition or ''} is not materialized")
-        return {k: v.value for k, v in event.asset_materialization.metadata.items()}
+        return latest_metadata(self.instance, asset, partition)
 
     def count(self, asset: str) -> int:
         """Number of materializations of ``asset``."""

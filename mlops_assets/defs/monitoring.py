@@ -189,11 +189,8 @@ def drift_report(
     from mlops_assets.lib.features import KEY_COLUMNS
 
     day = context.partition_key
-    reference_version = (
-        str(drift_reference["model_version"].iloc[0])
-        if "model_version" in (drift_reference.columns)
-        else None
-    )
+    # drift_reference carries the version that scored it on every row.
+    reference_version = str(drift_reference["model_version"].iloc[0])
     current = flight_features.merge(
         batch_predictions[[*KEY_COLUMNS, "probability", "model_version"]],
         on=KEY_COLUMNS,
@@ -436,13 +433,13 @@ def retrain_requests(context: dg.SensorEvaluationContext) -> Iterator[Any]:
     if newest <= seen:
         yield dg.SkipReason("no new monitoring results since the last evaluation")
         return
-    policy = retrain_policy()
     latest = max((d.day for d in days), default=None)
     busy = days_in_flight(context.instance, latest) if latest else []
     if busy:
         # The cursor stays: the next tick evaluates again once these days are done.
         yield dg.SkipReason(f"waiting for day(s) still in flight: {', '.join(busy)}")
         return
+    policy = retrain_policy()
     last_day, last_trigger = last_retraining(context.instance)
     decision = decide_retraining(days, policy, last_retraining=last_day, last_trigger=last_trigger)
     context.update_cursor(str(newest))

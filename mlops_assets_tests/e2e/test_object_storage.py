@@ -42,7 +42,7 @@ from mlops_assets.defs.training import TRACKING_RETRY
 from mlops_assets.lib.registry import DataRegistry
 from mlops_assets.lib.source import replay
 from mlops_assets.loop import LocalLoop, RunOutcome
-from mlops_assets_tests.deployed import run_config
+from mlops_assets_tests.deployed import latest_metadata, run_config
 from mlops_assets_tests.e2e.processes import live_group_members
 from mlops_assets_tests.e2e.s3 import (
     AWS_CONTEXT_VARS,
@@ -157,16 +157,7 @@ class World:
         return bytes(self.s3.get_object(Bucket=BUCKET, Key=key)["Body"].read())
 
     def metadata(self, asset: str, partition: str | None = None) -> dict[str, Any]:
-        key = dg.AssetKey(asset)
-        if partition is None:
-            event = self.instance.get_latest_materialization_event(key)
-        else:
-            records = self.instance.fetch_materializations(
-                dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1
-            ).records
-            event = records[0].event_log_entry if records else None
-        assert event is not None and event.asset_materialization is not None, (asset, partition)
-        return {k: v.value for k, v in event.asset_materialization.metadata.items()}
+        return latest_metadata(self.instance, asset, partition)
 
     def materialize(self, defs: dg.Definitions, selection: Any, **kwargs: Any) -> Any:
         return dg.materialize(
