@@ -5,8 +5,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+# [template:if with_kubernetes]
 import yaml
 
+# [template:end]
 from mlops_assets import settings
 from mlops_assets.resources.environments import OPTIONAL_PRODUCTION_VARS, PRODUCTION_VARS
 
@@ -24,6 +26,16 @@ def _env_example(path: Path) -> set[str]:
 
 def test_every_setting_is_documented():
     instance = (ROOT / "deploy" / "dagster.yaml").read_text()
+    names = (
+        set(PRODUCTION_VARS)
+        | set(OPTIONAL_PRODUCTION_VARS)
+        | set(re.findall(r"env: (\w+)", instance))
+        | {"MLOPS_API_KEY", "MLOPS_K8S_STEP_PODS", "DAGSTER_HOME"}
+    )
+    # [template:if with_compose]
+    names |= _env_example(ROOT / "deploy" / "compose" / ".env.example")
+    # [template:end]
+    # [template:if with_kubernetes]
     secrets = [
         doc
         for doc in yaml.safe_load_all(
@@ -31,19 +43,13 @@ def test_every_setting_is_documented():
         )
         if doc
     ]
-    names = (
-        set(PRODUCTION_VARS)
-        | set(OPTIONAL_PRODUCTION_VARS)
-        | set(re.findall(r"env: (\w+)", instance))
-        | _env_example(ROOT / "deploy" / "compose" / ".env.example")
-        | {
-            key
-            for doc in secrets
-            if doc["metadata"]["name"] == "mlops-assets-env"
-            for key in doc["stringData"]
-        }
-        | {"MLOPS_API_KEY", "MLOPS_K8S_STEP_PODS", "DAGSTER_HOME"}
-    )
+    names |= {
+        key
+        for doc in secrets
+        if doc["metadata"]["name"] == "mlops-assets-env"
+        for key in doc["stringData"]
+    }
+    # [template:end]
     missing = sorted(name for name in names if f"`{name}`" not in GUIDE)
     assert not missing, f"docs/deploy.md does not name {missing}"
 
