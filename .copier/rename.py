@@ -31,10 +31,16 @@ NAMES = {
     "flight_delay": "model_name",
 }
 _NAME = re.compile("|".join(re.escape(name) for name in NAMES))
-_FENCE = re.compile(r"\[template:(?:if (?P<question>\w+)|(?P<end>end))\]")
+# A marker line: nothing but the marker in a comment ("# ...", "<!-- ... -->").
+_FENCE = re.compile(
+    r"^[ \t]*(?:<!--|#)[ \t]*\[template:(?:if (?P<question>\w+)|(?P<end>end))\]"
+    r"[ \t]*(?:-->)?[ \t]*$"
+)
 # A marker at the end of a line that keeps just that line (e.g. a Markdown table row):
 # "... <!-- [template:only question] -->" or "...  # [template:only question]".
-_ONLY = re.compile(r"[ \t]*(?:<!--|#)[ \t]*\[template:only (?P<question>\w+)\][ \t]*(?:-->)?[ \t]*$")
+_ONLY = re.compile(
+    r"[ \t]*(?:<!--|#)[ \t]*\[template:only (?P<question>\w+)\][ \t]*(?:-->)?[ \t]*$"
+)
 _ANSWERS_TEMPLATE = "{{ _copier_conf.answers_file }}"
 
 
@@ -58,7 +64,7 @@ def render_source(text: str) -> str:
     plain: list[str] = []
     depth = 0
     for line in text.splitlines(keepends=True):
-        fence = _FENCE.search(line)
+        fence = _FENCE.search(line.rstrip("\r\n"))
         only = _ONLY.search(line.rstrip("\r\n"))
         if fence is None and only is None:
             plain.append(line)

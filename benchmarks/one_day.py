@@ -177,7 +177,7 @@ def measure(args: argparse.Namespace, tmp: Path, out: Path, instance: Any, home:
     from mlops_assets.lib.hashing import frame_fingerprint, md5_bytes, to_parquet_bytes
     from mlops_assets.lib.landing import landing_path, read_csv, write_atomic
     from mlops_assets.lib.registry import DataRegistry
-    from mlops_assets.lib.source import replay
+    from mlops_assets.lib.replay import replay
     from mlops_assets.loop import LocalLoop, RunOutcome
 
     where = settings.locations()

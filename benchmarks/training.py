@@ -41,6 +41,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import cProfile
+import dataclasses
 import functools
 import gc
 import io
@@ -298,7 +299,7 @@ def build_feature_days(args: argparse.Namespace, instance: Any, home: Path) -> d
     from mlops_assets import settings
     from mlops_assets.definitions import defs
     from mlops_assets.lib.landing import DAY_DATASETS, landing_path
-    from mlops_assets.lib.source import replay
+    from mlops_assets.lib.replay import replay
     from mlops_assets.loop import LocalLoop
 
     where = settings.locations()
@@ -415,9 +416,9 @@ def measure_with_probes(
     window: dict[str, Any],
     training_set_s: float,
 ) -> int:
-    from mlops_assets.lib import modeling
+    from mlops_assets.lib import estimator, modeling
 
-    params = modeling.HyperParameters()
+    params = estimator.HyperParameters()
 
     def pipeline() -> dict[str, Any]:
         with probes.recording() as stages:
@@ -509,7 +510,8 @@ def measure_with_probes(
             **{str(k): int(v) for k, v in data["split"].value_counts().items()},
         },
         "training_set_run_s": training_set_s,
-        "hyper_parameters": params.lightgbm() | {"n_estimators": params.n_estimators},
+        "estimator": estimator.KIND,
+        "hyper_parameters": dataclasses.asdict(params),
         "warmup": cold,
         "repetitions": reps,
         "median_pipeline_s": pipeline_median,

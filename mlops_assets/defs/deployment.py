@@ -8,6 +8,7 @@ import dagster as dg
 from mlops_assets.defs.ingestion import airlines, airports, planes
 from mlops_assets.defs.partitions import daily_partitions, follow_upstream
 from mlops_assets.defs.training import champion_model
+from mlops_assets.lib import estimator
 from mlops_assets.resources.bentos import BentoStore
 from mlops_assets.resources.tracking import CHAMPION, MlflowTracking, project_fingerprint
 
@@ -103,7 +104,7 @@ def bento(
     # rewrite past predictions.
     automation_condition=follow_upstream(ignore=dg.AssetSelection.assets(champion_model))
     & ~dg.AutomationCondition.any_deps_missing().allow(dg.AssetSelection.assets(champion_model)),
-    kinds={"lightgbm", "parquet"},
+    kinds={estimator.KIND, "parquet"},
 )
 def batch_predictions(
     context: dg.AssetExecutionContext, tracking: MlflowTracking, flight_features: Any

@@ -1,20 +1,23 @@
 """Training: a versioned training set, a tracked candidate, the champion gate, the model card."""
 
+import dataclasses
 import json
 from collections.abc import Iterator
 from datetime import date
-from typing import Any
+from typing import TYPE_CHECKING, Any, get_type_hints
 
 import dagster as dg
-from pydantic import Field
+from pydantic import Field, create_model
 
+from mlops_assets import settings
 from mlops_assets.defs.features import flight_features
+from mlops_assets.lib import estimator
 from mlops_assets.resources.lake import LakeReader
 from mlops_assets.resources.registry import DataRegistryResource
 from mlops_assets.resources.tracking import CHALLENGER, CHAMPION, MlflowTracking
 
 TRAINING_GROUP = "training"
-TRAINING_SET_PATH = "training_set/flight_delay.parquet"
+TRAINING_SET_PATH = f"training_set/{settings.MODEL_NAME}.parquet"
 # MLflow unreachable or busy: try again a little later before failing the run.
 TRACKING_RETRY = dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL)
 
@@ -32,17 +35,34 @@ class TrainingSetConfig(dg.Config):
     )
 
 
-class TrainingConfig(dg.Config):
-    """LightGBM hyper-parameters (defaults in lib.modeling.HyperParameters)."""
+def _config_fields(parameters: type) -> dict[str, Any]:
+    """Pydantic fields of the dataclass fields that carry a ``description`` in their metadata."""
+    hints = get_type_hints(parameters)
+    fields: dict[str, Any] = {}
+    for spec in dataclasses.fields(parameters):
+        if "description" not in spec.metadata:
+            continue  # internal: not a training setting
+        if spec.default is dataclasses.MISSING:
+            raise TypeError(f"{parameters.__name__}.{spec.name} needs a default value")
+        fields[spec.name] = (
+            hints[spec.name],
+            Field(default=spec.default, description=spec.metadata["description"]),
+        )
+    return fields
 
-    n_estimators: int = Field(default=200, description="Boosting rounds.")
-    learning_rate: float = Field(default=0.05, description="Shrinkage per round.")
-    num_leaves: int = Field(default=15, description="Leaves per tree.")
-    min_child_samples: int = Field(default=200, description="Minimum rows per leaf.")
-    feature_fraction: float = Field(default=0.9, description="Share of features per tree.")
-    cat_smooth: float = Field(default=50.0, description="Smoothing of categorical splits.")
-    min_data_per_group: int = Field(default=200, description="Minimum rows per category.")
-    seed: int = Field(default=2013, description="Random seed (training is deterministic).")
+
+# Generated, not written out: the estimator module (lib/estimator.py) owns its settings, their
+# defaults and descriptions, so swapping the algorithm changes the launchpad with it.
+if TYPE_CHECKING:  # mypy cannot see generated fields: it checks the config as a plain Config
+    TrainingConfig = dg.Config
+else:
+    TrainingConfig = create_model(
+        "TrainingConfig",
+        __base__=dg.Config,
+        __doc__=f"Settings of the {estimator.KIND} estimator (HyperParameters, lib/estimator.py).",
+        __module__=__name__,
+        **_config_fields(estimator.HyperParameters),
+    )
 
 
 class GateConfig(dg.Config):
@@ -124,7 +144,7 @@ def training_set(
     group_name=TRAINING_GROUP,
     retry_policy=TRACKING_RETRY,
     automation_condition=dg.AutomationCondition.eager(),
-    kinds={"lightgbm", "mlflow"},
+    kinds={estimator.KIND, "mlflow"},
 )
 def candidate_model(
     context: dg.AssetExecutionContext,
@@ -132,7 +152,10 @@ def candidate_model(
     tracking: MlflowTracking,
     training_set: Any,
 ) -> dg.MaterializeResult:
-    """A LightGBM delay classifier trained on the training set, tracked and registered in MLflow.
+    """A delay classifier trained on the training set, tracked and registered in MLflow.
+
+    The learning algorithm is `lib/estimator.py` (its name is this asset's kind); this asset's
+    config is the estimator's `HyperParameters`.
 
     One MLflow run per training (ended FINISHED or FAILED on every path), tagged with the
     Dagster run, the training-set version (DVC md5 + registry revision), the project commit
@@ -148,7 +171,7 @@ def candidate_model(
     from mlops_assets.lib.pyfunc import DelayModel, pip_requirements
 
     data_meta = _latest_metadata(context.instance, dg.AssetKey("training_set"))
-    params = modeling.HyperParameters(**config.model_dump())
+    params = estimator.HyperParameters(**config.model_dump())
     tags = {
         "mlops.data.dvc_md5": str(data_meta["dvc_md5"]),
         "mlops.data.registry_rev": str(data_meta["registry_rev"]),
@@ -218,8 +241,8 @@ def _importance_plot(importances: Any) -> Any:
 
     top = importances.head(15).iloc[::-1]
     figure, axis = plt.subplots(figsize=(7, 5))
-    axis.barh(top["feature"], top["gain"])
-    axis.set_xlabel("gain")
+    axis.barh(top["feature"], top["importance"])
+    axis.set_xlabel(f"importance ({estimator.KIND})")
     axis.set_title("Feature importance")
     figure.tight_layout()
     plt.close(figure)
@@ -345,6 +368,8 @@ def model_card(context: dg.AssetExecutionContext, tracking: MlflowTracking) -> d
         importances = pd.read_csv(
             client.download_artifacts(run.info.run_id, "feature_importance.csv", folder)
         )
+    # Models logged before the estimator module named the column `gain` (a rollback reaches them).
+    values = importances["importance" if "importance" in importances else "gain"]
     params = {k: v for k, v in data.params.items() if k != "threshold"}
     facts = CardFacts(
         model_name=tracking.model_name,
@@ -357,7 +382,7 @@ def model_card(context: dg.AssetExecutionContext, tracking: MlflowTracking) -> d
         + ": "
         + version.tags.get("mlops.gate_reason", ""),
         features=list(importances["feature"]),
-        importances=list(zip(importances["feature"], importances["gain"], strict=True)),
+        importances=list(zip(importances["feature"], values, strict=True)),
         mlflow_run_id=run.info.run_id,
         dagster_run_id=tags.get("dagster_run_id", "?"),
         git_commit=tags.get("mlops.git_commit", "?"),

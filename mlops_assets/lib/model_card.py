@@ -18,7 +18,7 @@ class CardFacts:
     metrics: dict[str, float]
     decision: str
     features: list[str]
-    importances: list[tuple[str, float]]
+    importances: list[tuple[str, float]]  # (feature, the estimator's importance), best first
     mlflow_run_id: str
     dagster_run_id: str
     git_commit: str
@@ -30,7 +30,7 @@ def render_model_card(facts: CardFacts) -> str:
     metrics = "\n".join(
         f"| {name} | {value:.4f} |" for name, value in sorted(facts.metrics.items())
     )
-    top = "\n".join(f"| {name} | {gain:,.0f} |" for name, gain in facts.importances[:10])
+    top = "\n".join(f"| {name} | {_number(value)} |" for name, value in facts.importances[:10])
     params = ", ".join(f"`{k}={v}`" for k, v in sorted(facts.params.items()))
     return f"""# {facts.model_name} v{facts.version}
 
@@ -52,8 +52,8 @@ about individual passengers or crews. Only facts known before departure are inpu
 ## Gate decision
 {facts.decision}
 
-## Most important features (gain)
-| feature | gain |
+## Most important features
+| feature | importance |
 |---|---|
 {top}
 
@@ -71,3 +71,8 @@ Parameters: {params}
 - Dagster run `{facts.dagster_run_id}`
 - Project commit `{facts.git_commit}`
 """
+
+
+def _number(value: float) -> str:
+    # Importances are the estimator's own measure: gains in the thousands, or shares below 1.
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.4g}"

@@ -1,10 +1,9 @@
 """Training data windows, the delay classifier, its metrics and the promotion gate.
 
-Plain functions on frames: no Dagster, no MLflow. LightGBM is used (not scikit-learn's
-HistGradientBoosting) because it handles pandas categoricals natively (carrier, route, ...
-without one-hot encoding), trains the 90-day window in about a second on two cores, and is
-bit-for-bit deterministic with ``deterministic=True`` and a fixed seed and thread count, which
-``reproduce`` relies on.
+Plain functions on frames: no Dagster, no MLflow, and no particular learning algorithm. The
+classifier turns feature columns into a float matrix (a categorical level becomes its
+position in the training levels) and leaves fitting, predicting and importances to
+``lib.estimator``, the one module to edit to change the model.
 """
 
 from __future__ import annotations
@@ -15,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import date, timedelta
 from typing import TYPE_CHECKING, Any
 
+from mlops_assets.lib import estimator
 from mlops_assets.lib.features import (
     CATEGORICAL_FEATURES,
     FEATURE_COLUMNS,
@@ -109,98 +109,56 @@ def check_trainable(data: pd.DataFrame) -> None:
             )
 
 
-@dataclass(frozen=True)
-class HyperParameters:
-    """LightGBM settings (see ``TrainingConfig`` for their descriptions)."""
-
-    n_estimators: int = 200
-    learning_rate: float = 0.05
-    num_leaves: int = 15
-    min_child_samples: int = 200
-    feature_fraction: float = 0.9
-    cat_smooth: float = 50.0
-    min_data_per_group: int = 200
-    seed: int = 2013
-    threads: int = 1
-
-    def lightgbm(self) -> dict[str, Any]:
-        """Parameters for ``lightgbm.train`` (deterministic)."""
-        return {
-            "objective": "binary",
-            "learning_rate": self.learning_rate,
-            "num_leaves": self.num_leaves,
-            "min_child_samples": self.min_child_samples,
-            "feature_fraction": self.feature_fraction,
-            # Smoothing keeps high-cardinality categoricals (route) from memorizing noise.
-            "cat_smooth": self.cat_smooth,
-            "cat_l2": 20.0,
-            "min_data_per_group": self.min_data_per_group,
-            "seed": self.seed,
-            "num_threads": self.threads,
-            "deterministic": True,
-            "force_row_wise": True,
-            "verbosity": -1,
-        }
-
-
 @dataclass
 class DelayClassifier:
-    """A trained booster plus what it needs to turn feature rows into probabilities.
+    """A trained model plus what it needs to turn feature rows into probabilities.
+
+    Generic over the learning algorithm: this class builds the float matrix the estimator
+    (``lib.estimator``) learns from and predicts on, and the estimator does the rest.
 
     Attributes:
-        booster_text: The LightGBM model as text (portable, diffable, picklable).
-        categories: Levels of each categorical feature seen in training; unseen levels at
-            prediction time become missing, as LightGBM expects.
+        model_text: The model serialized as text by ``estimator.fit`` (portable, picklable,
+            stored as is in the scoring bundle's JSON).
+        categories: Levels of each categorical feature seen in training, in code order; a
+            level is coded as its position, an unseen or missing level as NaN.
         threshold: Probability above which a flight is predicted delayed.
         features: Feature columns, in training order.
     """
 
-    booster_text: str
+    model_text: str
     categories: dict[str, list[str]]
     threshold: float = 0.5
     features: list[str] = field(default_factory=lambda: list(FEATURE_COLUMNS))
 
-    def prepare(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """Selects and types the feature columns exactly as in training."""
-        import pandas as pd
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # Models registered before the rename pickled the model text as ``booster_text``.
+        if "booster_text" in state:
+            state = {**state, "model_text": state["booster_text"]}
+            del state["booster_text"]
+        self.__dict__.update(state)
 
-        missing = [c for c in self.features if c not in frame.columns]
-        if missing:
-            raise ValueError(f"feature columns missing from the input: {missing}")
-        out = frame[self.features].copy()
-        for column in CATEGORICAL_FEATURES:
-            if column in out:
-                out[column] = pd.Categorical(
-                    out[column].astype("string"), categories=self.categories[column]
-                )
-        for column in self.features:
-            if column not in CATEGORICAL_FEATURES:
-                out[column] = out[column].astype("float64")
-        return out
-
-    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
-        """Probability that each flight arrives 15+ minutes late."""
+    def prepare(self, frame: pd.DataFrame) -> np.ndarray:
+        """The float matrix of a frame's feature columns, exactly as in training."""
         missing = [c for c in self.features if c not in frame.columns]
         if missing:
             raise ValueError(f"feature columns missing from the input: {missing}")
         import numpy as np
 
-        return self.predict_columns(
+        return self.matrix(
             {
                 c: object_values(frame[c])
-                if c in CATEGORICAL_FEATURES
+                if c in self.categories
                 else frame[c].to_numpy(dtype="float64", na_value=np.nan)
                 for c in self.features
             }
         )
 
-    def predict_columns(self, columns: Mapping[str, Any]) -> np.ndarray:
-        """Probabilities for feature columns given as arrays (no DataFrame needed).
+    def matrix(self, columns: Mapping[str, Any]) -> np.ndarray:
+        """The float matrix of feature columns given as arrays (no DataFrame needed).
 
-        The path both the pipeline and the service take. Categorical levels become their
-        position in the training levels (unseen or missing -> NaN), exactly the codes
-        LightGBM derives from pandas categoricals in training, so the result equals a
-        prediction on the prepared DataFrame bit for bit (tested).
+        The one place features become model input, for training, batch predictions and the
+        service alike. Categorical levels become their position in the training levels
+        (unseen or missing -> NaN); numbers become floats (``None`` -> NaN).
         """
         import numpy as np
 
@@ -208,7 +166,7 @@ class DelayClassifier:
         matrix = np.empty((len(first), len(self.features)), dtype="float64")
         for j, name in enumerate(self.features):
             values = columns[name]
-            if name in CATEGORICAL_FEATURES:
+            if name in self.categories:
                 codes = _level_codes(tuple(self.categories[name]))
                 matrix[:, j] = [
                     codes.get(v, np.nan) if isinstance(v, str) else np.nan for v in values
@@ -220,26 +178,29 @@ class DelayClassifier:
                     else values,
                     dtype="float64",
                 )
-        booster = _booster(self.booster_text)
-        return np.asarray(booster.predict(matrix, num_threads=1), dtype="float64")
+        return matrix
+
+    def categorical_indices(self) -> list[int]:
+        """Positions of the categorical features in the matrix."""
+        return [j for j, name in enumerate(self.features) if name in self.categories]
+
+    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
+        """Probability that each flight arrives 15+ minutes late."""
+        return estimator.predict(self.model_text, self.prepare(frame))
+
+    def predict_columns(self, columns: Mapping[str, Any]) -> np.ndarray:
+        """Probabilities for feature columns given as arrays: the path the service takes.
+
+        Equal to ``predict_proba`` on a DataFrame of the same columns, bit for bit (tested).
+        """
+        return estimator.predict(self.model_text, self.matrix(columns))
 
     def importances(self) -> pd.DataFrame:
-        """Gain and split importances per feature, most important first."""
-        import lightgbm as lgb
+        """Columns ``feature`` and ``importance`` (the estimator's own measure), best first."""
         import pandas as pd
 
-        booster = lgb.Booster(model_str=self.booster_text)
-        return (
-            pd.DataFrame(
-                {
-                    "feature": booster.feature_name(),
-                    "gain": booster.feature_importance("gain"),
-                    "splits": booster.feature_importance("split"),
-                }
-            )
-            .sort_values("gain", ascending=False)
-            .reset_index(drop=True)
-        )
+        pairs = estimator.importances(self.model_text, list(self.features))
+        return pd.DataFrame(pairs, columns=["feature", "importance"])
 
 
 @functools.lru_cache(maxsize=64)
@@ -247,27 +208,19 @@ def _level_codes(levels: tuple[str, ...]) -> dict[str, float]:
     return {level: float(i) for i, level in enumerate(levels)}
 
 
-@functools.lru_cache(maxsize=4)
-def _booster(text: str) -> Any:
-    # Parsing the model text costs milliseconds; a service scores one request at a time.
-    import lightgbm as lgb
-
-    return lgb.Booster(model_str=text)
-
-
-def train_classifier(train: pd.DataFrame, params: HyperParameters) -> DelayClassifier:
-    """Fits LightGBM on the training rows (deterministic for fixed params and data)."""
-    import lightgbm as lgb
-
+def train_classifier(train: pd.DataFrame, params: estimator.HyperParameters) -> DelayClassifier:
+    """Fits the estimator on the training rows (deterministic for fixed params and data)."""
     categories = {
         c: sorted(train[c].dropna().astype(str).unique().tolist()) for c in CATEGORICAL_FEATURES
     }
-    model = DelayClassifier(booster_text="", categories=categories)
-    x = model.prepare(train)
-    y = train[LABEL_COLUMN].astype(int).to_numpy()
-    dataset = lgb.Dataset(x, label=y, categorical_feature=CATEGORICAL_FEATURES, free_raw_data=True)
-    booster = lgb.train(params.lightgbm(), dataset, num_boost_round=params.n_estimators)
-    model.booster_text = booster.model_to_string()
+    model = DelayClassifier(model_text="", categories=categories)
+    model.model_text = estimator.fit(
+        model.prepare(train),
+        train[LABEL_COLUMN].astype(int).to_numpy(),
+        features=list(model.features),
+        categorical=model.categorical_indices(),
+        params=params,
+    )
     return model
 
 
@@ -314,7 +267,9 @@ def evaluate(model: DelayClassifier, frame: pd.DataFrame) -> dict[str, float]:
     }
 
 
-def fit(data: pd.DataFrame, params: HyperParameters) -> tuple[DelayClassifier, dict[str, float]]:
+def fit(
+    data: pd.DataFrame, params: estimator.HyperParameters
+) -> tuple[DelayClassifier, dict[str, float]]:
     """Trains on the train split, picks the threshold and scores on the validation split."""
     train = data[data[SPLIT_COLUMN] == "train"]
     validation = data[data[SPLIT_COLUMN] == "validation"]

@@ -10,10 +10,16 @@ from importlib.metadata import version
 import mlflow.pyfunc
 from mlflow.pyfunc import PythonModel
 
+from mlops_assets.lib import estimator
 from mlops_assets.lib.modeling import DelayClassifier
 
 # Pinned from the running environment: inferring requirements costs ~8 s per log_model.
-RUNTIME_PACKAGES = ("lightgbm", "pandas", "numpy", "scikit-learn", "pyarrow", "cloudpickle")
+# The generic ones, then what the estimator (lib/estimator.py) needs to predict.
+RUNTIME_PACKAGES = tuple(
+    dict.fromkeys(
+        ("pandas", "numpy", "scikit-learn", "pyarrow", "cloudpickle", *estimator.RUNTIME_PACKAGES)
+    )
+)
 
 
 def pip_requirements() -> list[str]:

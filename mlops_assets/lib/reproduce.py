@@ -5,9 +5,9 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, get_type_hints
 
-from mlops_assets.lib import modeling
+from mlops_assets.lib import estimator, modeling
 from mlops_assets.lib.hashing import md5_bytes
 from mlops_assets.lib.registry import DataRegistry
 
@@ -35,13 +35,17 @@ class Reproduction:
         return all(self.reproduced.get(k) == v for k, v in self.recorded.items())
 
 
-def _hyper_parameters(params: dict[str, str]) -> modeling.HyperParameters:
-    kwargs: dict[str, Any] = {}
-    for spec in fields(modeling.HyperParameters):
-        if spec.name in params:
-            kind = type(getattr(modeling.HyperParameters(), spec.name))
-            kwargs[spec.name] = kind(params[spec.name])
-    return modeling.HyperParameters(**kwargs)
+def _hyper_parameters(params: dict[str, str]) -> estimator.HyperParameters:
+    """The estimator's parameters from a run's logged ones (strings); others keep defaults."""
+    from pydantic import TypeAdapter
+
+    hints = get_type_hints(estimator.HyperParameters)
+    kwargs: dict[str, Any] = {
+        spec.name: TypeAdapter(hints[spec.name]).validate_python(params[spec.name])
+        for spec in fields(estimator.HyperParameters)
+        if spec.name in params
+    }
+    return estimator.HyperParameters(**kwargs)
 
 
 def reproduce(tracking: Any, registry: DataRegistry, version: str) -> Reproduction:

@@ -10,7 +10,7 @@ The API and the pipeline must not disagree, so nothing here is written twice:
   the pipeline's features and batch predictions use: one implementation of each.
 
 A ``ScoringBundle`` is everything the service needs, saved as plain files (the classifier as
-JSON with the LightGBM model text, the planes table as Parquet, the known carriers and
+JSON with the estimator's model text, the planes table as Parquet, the known carriers and
 airports, the model's identity), so serving needs neither MLflow nor the lake.
 """
 

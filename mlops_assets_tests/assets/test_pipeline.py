@@ -20,7 +20,7 @@ import pytest
 from mlops_assets import settings
 from mlops_assets.definitions import build_defs
 from mlops_assets.lib.registry import DataRegistry
-from mlops_assets.lib.source import replay
+from mlops_assets.lib.replay import replay
 from mlops_assets.loop import LocalLoop
 
 DAY = "2013-01-01"

@@ -18,8 +18,8 @@ from mlops_assets import settings
 from mlops_assets.definitions import build_defs
 from mlops_assets.lib import modeling
 from mlops_assets.lib.registry import DataRegistry
+from mlops_assets.lib.replay import replay
 from mlops_assets.lib.reproduce import ReproductionError, reproduce, rollback
-from mlops_assets.lib.source import replay
 from mlops_assets.loop import LocalLoop
 from mlops_assets_tests.deployed import TRAINING, run_config
 

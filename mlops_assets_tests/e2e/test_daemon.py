@@ -50,7 +50,7 @@ from mlops_assets.defs.monitoring import (
     RETRAIN_TRIGGER,
     TRIGGER_TAG,
 )
-from mlops_assets.lib.source import replay
+from mlops_assets.lib.replay import replay
 from mlops_assets_tests.assets.test_monitoring import TEST_POLICY, shuffle_labels
 from mlops_assets_tests.deployed import PREDICT_DAY, deploy
 from mlops_assets_tests.e2e.daemon import (

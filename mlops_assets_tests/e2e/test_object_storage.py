@@ -40,7 +40,7 @@ from mlops_assets import settings
 from mlops_assets.definitions import build_defs
 from mlops_assets.defs.training import TRACKING_RETRY
 from mlops_assets.lib.registry import DataRegistry
-from mlops_assets.lib.source import replay
+from mlops_assets.lib.replay import replay
 from mlops_assets.loop import LocalLoop, RunOutcome
 from mlops_assets_tests.deployed import latest_metadata, run_config
 from mlops_assets_tests.e2e.processes import live_group_members

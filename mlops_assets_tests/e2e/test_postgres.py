@@ -43,7 +43,7 @@ import pytest
 from mlops_assets import settings
 from mlops_assets.definitions import build_defs
 from mlops_assets.defs.training import TRACKING_RETRY
-from mlops_assets.lib.source import replay
+from mlops_assets.lib.replay import replay
 from mlops_assets.loop import LocalLoop, RunOutcome
 from mlops_assets.resources.environments import PRODUCTION_VARS, MissingSettingError
 from mlops_assets.resources.tracking import CHAMPION

@@ -83,6 +83,7 @@ def test_no_trace_of_the_template_names_or_markers(rendered: tuple[Path, Path]) 
     assert "_commit: v1.0.0" in answers
     assert "model_name: fraud_risk" in answers
     assert "with_kubernetes: false" in answers
+    assert "template_docs" not in answers
 
 
 def test_optional_sections_follow_the_answers(rendered: tuple[Path, Path]) -> None:
@@ -100,10 +101,11 @@ def test_optional_sections_follow_the_answers(rendered: tuple[Path, Path]) -> No
     assert 'fraud-assets = "fraud_assets.cli:main"' in pyproject
     assert 'root_module = "fraud_assets"' in pyproject
     assert 'name = "fraud-assets"' in (project / "uv.lock").read_text()
-    assert (
-        'MODEL_NAME = "fraud_risk"'
-        in (project / "fraud_assets" / "serving" / "service.py").read_text()
-    )
+    assert 'MODEL_NAME = "fraud_risk"' in (project / "fraud_assets" / "settings.py").read_text()
+    guide = (project / "docs" / "template.md").read_text()
+    assert "## Upgrade a generated project" in guide
+    assert "## Swap points" in guide
+    assert "## Generate a project" not in guide  # about the template, not the project
 
 
 def test_extension_keeps_text_literal_and_fences_sections() -> None:

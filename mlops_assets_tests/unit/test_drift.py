@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlops_assets.lib import contracts, drift, features, modeling
+from mlops_assets.lib import contracts, drift, estimator, features, modeling
 from mlops_assets_tests.conftest import validated_day
 
 JANUARY = [date(2013, 1, 1) + timedelta(days=i) for i in range(29)]  # Jan 1 .. Jan 29
@@ -30,7 +30,7 @@ def model(january) -> modeling.DelayClassifier:
     """A champion trained on the 28 days before 2013-01-29 (few trees: fast)."""
     window = modeling.TrainingWindow(as_of=JANUARY[-2], days=28, validation_days=7)
     data = modeling.assemble_training_set({d.isoformat(): f for d, f in january.items()}, window)
-    classifier, _ = modeling.fit(data, modeling.HyperParameters(n_estimators=40))
+    classifier, _ = modeling.fit(data, estimator.HyperParameters(n_estimators=40))
     return classifier
 
 

@@ -86,7 +86,7 @@ def test_dvc_cli_data_commands_work(tmp_path: Path):
 
 
 def test_dg_loads_the_project_and_launches_a_string_selection(tmp_path: Path):
-    from mlops_assets.lib.source import replay
+    from mlops_assets.lib.replay import replay
 
     state, home = tmp_path / "state", tmp_path / "home"
     home.mkdir()

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from mlops_assets.lib import landing
-from mlops_assets.lib.source import replay
+from mlops_assets.lib.replay import replay
 
 FIRST, END = date(2013, 1, 1), date(2014, 1, 1)
 

@@ -1,12 +1,13 @@
 from __future__ import annotations
 
+import pickle
 from datetime import date
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from mlops_assets.lib import modeling
+from mlops_assets.lib import estimator, modeling
 from mlops_assets.lib.features import FEATURE_COLUMNS, LABEL_COLUMN
 
 
@@ -57,25 +58,52 @@ def test_single_class_window_is_rejected():
 def test_training_is_deterministic_and_learns_the_signal():
     window = modeling.TrainingWindow(as_of=date(2013, 3, 10), days=10, validation_days=3)
     data = modeling.assemble_training_set(synthetic_days(10), window)
-    params = modeling.HyperParameters(n_estimators=50)
+    params = estimator.HyperParameters(n_estimators=50)
     model, metrics = modeling.fit(data, params)
     again, metrics_again = modeling.fit(data, params)
     assert metrics == metrics_again
-    assert model.booster_text == again.booster_text
+    assert model.model_text == again.model_text
     assert metrics["roc_auc"] > 0.7
     assert 0 < model.threshold < 1
-    assert model.importances()["feature"].iloc[0] == "temp"
+    importances = model.importances()
+    assert list(importances.columns) == ["feature", "importance"]
+    assert importances["feature"].iloc[0] == "temp"
 
 
 def test_unseen_categories_and_missing_columns():
     window = modeling.TrainingWindow(as_of=date(2013, 3, 10), days=10, validation_days=3)
     data = modeling.assemble_training_set(synthetic_days(10), window)
-    model, _ = modeling.fit(data, modeling.HyperParameters(n_estimators=20))
+    model, _ = modeling.fit(data, estimator.HyperParameters(n_estimators=20))
     rows = data.head(3).copy()
     rows["carrier"] = pd.array(["ZZ", "A", "B"], dtype="string")  # ZZ never seen
     assert np.isfinite(model.predict_proba(rows)).all()
     with pytest.raises(ValueError, match="missing from the input"):
         model.predict_proba(rows.drop(columns=["temp"]))
+
+
+def test_training_and_prediction_share_one_matrix():
+    """Level codes are positions in the training levels; unseen and missing levels are NaN."""
+    model = modeling.DelayClassifier(
+        model_text="", categories={"carrier": ["A", "B"]}, features=["carrier", "temp"]
+    )
+    frame = pd.DataFrame(
+        {
+            "carrier": pd.array(["B", "A", "ZZ", None], dtype="string"),
+            "temp": pd.array([1.5, None, 3, 4], dtype="Float64"),
+        }
+    )
+    expected = np.array([[1.0, 1.5], [0.0, np.nan], [np.nan, 3.0], [np.nan, 4.0]])
+    np.testing.assert_array_equal(model.prepare(frame), expected)
+    columns = {"carrier": ["B", "A", "ZZ", None], "temp": [1.5, None, 3, 4]}
+    np.testing.assert_array_equal(model.matrix(columns), expected)
+    assert model.categorical_indices() == [0]
+
+
+def test_models_pickled_before_the_rename_still_load():
+    model = modeling.DelayClassifier.__new__(modeling.DelayClassifier)
+    model.__setstate__({"booster_text": "text", "categories": {}, "threshold": 0.4, "features": []})
+    assert model == modeling.DelayClassifier("text", {}, 0.4, [])
+    assert pickle.loads(pickle.dumps(model)) == model
 
 
 @pytest.mark.parametrize(

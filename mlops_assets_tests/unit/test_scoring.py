@@ -11,8 +11,7 @@ import pandas as pd
 import pydantic
 import pytest
 
-from mlops_assets.lib import contracts, features, modeling, scoring
-from mlops_assets.lib.modeling import _booster
+from mlops_assets.lib import contracts, estimator, features, modeling, scoring
 from mlops_assets_tests.conftest import validated_day
 
 DAYS = [date(2013, 1, 3), date(2013, 1, 4), date(2013, 1, 5)]
@@ -39,7 +38,7 @@ def bundle(validated) -> scoring.ScoringBundle:
     ]
     train = pd.concat(frames[:2], ignore_index=True)
     train = train[train[features.LABEL_COLUMN].notna()]
-    classifier = modeling.train_classifier(train, modeling.HyperParameters(n_estimators=30))
+    classifier = modeling.train_classifier(train, estimator.HyperParameters(n_estimators=30))
     classifier.threshold = 0.3
     return scoring.ScoringBundle(
         classifier=classifier,
@@ -163,15 +162,30 @@ def test_answers_keep_the_request_order(bundle, model):
     assert results[0]["probability"] == results[2]["probability"]
 
 
-def test_array_prediction_equals_lightgbm_on_the_prepared_frame(validated, bundle):
+def test_array_prediction_equals_the_estimator_on_pandas_level_codes(validated, bundle):
     flights, weather = validated["days"][DAYS[2]]
     frame = features.build_flight_features(flights, weather, validated["planes"])
     frame.loc[0, "route"] = "EWR-NEVER"  # an unseen level
     frame.loc[1, "temp"] = np.nan
     frame.loc[2, "carrier"] = pd.NA
     classifier = bundle.classifier
-    reference = _booster(classifier.booster_text).predict(classifier.prepare(frame))
+    # The reference matrix, built independently: pandas categorical codes (-1 -> NaN).
+    reference_matrix = np.column_stack(
+        [
+            _pandas_codes(frame[c], classifier.categories[c])
+            if c in classifier.categories
+            else frame[c].to_numpy(dtype="float64", na_value=np.nan)
+            for c in classifier.features
+        ]
+    )
+    np.testing.assert_array_equal(classifier.prepare(frame), reference_matrix)
+    reference = estimator.predict(classifier.model_text, reference_matrix)
     np.testing.assert_array_equal(classifier.predict_proba(frame), reference)
+
+
+def _pandas_codes(values: pd.Series, levels: list[str]) -> np.ndarray:
+    codes = pd.Categorical(values.astype("string"), categories=levels).codes
+    return np.where(codes < 0, np.nan, codes.astype("float64"))
 
 
 def test_derived_calendar_and_schedule_features():

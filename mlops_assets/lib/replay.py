@@ -1,0 +1,106 @@
+"""Replays the data source into the landing zone, one file per dataset and day.
+
+Generic: the tables come only through the source interface (``read_source_csv`` and
+``read_source_table`` of ``mlops_assets.lib.source``), so a team feeding the pipeline from
+its own upstream replaces that one module and this replay works unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from mlops_assets.lib import source as default_source
+from mlops_assets.lib.landing import DAY_DATASETS, REFERENCE_DATASETS, landing_path, write_atomic
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from upath import UPath
+
+
+class DataSource(Protocol):
+    """The interface of a source module (see ``mlops_assets/lib/source.py``)."""
+
+    def read_source_csv(self, name: str) -> bytes:
+        """CSV bytes of one dataset, as the upstream delivers them."""
+        ...
+
+    def read_source_table(self, name: str) -> pd.DataFrame:
+        """One dataset as a frame of strings."""
+        ...
+
+
+@dataclass(frozen=True)
+class ReplaySummary:
+    """What a replay wrote."""
+
+    days: list[date]
+    files: list[str]
+    rows: dict[str, int]
+
+
+def replay(
+    landing: UPath | Path,
+    start: date,
+    days: int,
+    *,
+    include_reference: bool = True,
+    skip_existing: bool = False,
+    source: DataSource | None = None,
+) -> ReplaySummary:
+    """Copies ``days`` days from the data source into the landing zone, one file per day.
+
+    The day datasets are split into days by their ``year``, ``month`` and ``day`` columns.
+    Files are written atomically (temporary name, then rename), so a watcher never sees a
+    partial file. A day with no rows in the source (the weather of 2013-12-31 in the demo
+    data) produces a header-only file, as an upstream export of an empty day would.
+
+    Args:
+        landing: Root of the landing zone.
+        start: First day to replay.
+        days: Number of consecutive days.
+        include_reference: Also (re)write planes, airports and airlines.
+        skip_existing: Leave files that already exist untouched.
+        source: A module (or object) with the source interface; default
+            ``mlops_assets.lib.source``.
+
+    Returns:
+        The days, the files written and row counts per dataset.
+    """
+    if days < 1:
+        raise ValueError("days must be at least 1")
+    upstream: DataSource = source if source is not None else default_source
+    wanted = [start + timedelta(days=i) for i in range(days)]
+    written: list[str] = []
+    rows: dict[str, int] = {}
+    for dataset in DAY_DATASETS:
+        table = upstream.read_source_table(dataset)
+        keys = table["year"] + "-" + table["month"].str.zfill(2) + "-" + table["day"].str.zfill(2)
+        groups = dict(iter(table.groupby(keys, sort=False)))
+        for day in wanted:
+            target = landing_path(landing, dataset, day)
+            if skip_existing and target.exists():
+                continue
+            frame = groups.get(day.isoformat(), table.iloc[0:0])
+            write_atomic(target, frame.to_csv(index=False).encode())
+            written.append(str(target))
+            rows[dataset] = rows.get(dataset, 0) + len(frame)
+    if include_reference:
+        for name in REFERENCE_DATASETS:
+            target = landing_path(landing, name)
+            if skip_existing and target.exists():
+                continue
+            write_atomic(target, upstream.read_source_csv(name))
+            written.append(str(target))
+    return ReplaySummary(days=wanted, files=written, rows=rows)
+
+
+def days_between(start: date, end: date) -> Iterable[date]:
+    """Days from ``start`` up to, not including, ``end``."""
+    day = start
+    while day < end:
+        yield day
+        day += timedelta(days=1)
