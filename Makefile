@@ -10,7 +10,8 @@ STATE ?= $(or $(MLOPS_STATE_DIR),$(CURDIR)/state)
 export DAGSTER_DISABLE_TELEMETRY=true DO_NOT_TRACK=true DVC_NO_ANALYTICS=1 \
        MLFLOW_DISABLE_TELEMETRY=true BENTOML_DO_NOT_TRACK=true EVIDENTLY_DISABLE_TELEMETRY=1
 
-.PHONY: setup demo test test-fast dev serve reports ui-check mlflow-ui lint typecheck bench clean
+.PHONY: setup demo test test-fast template-check dev serve reports ui-check mlflow-ui lint typecheck \
+	bench clean
 
 setup:  ## install uv if missing, then the locked environment (.venv)
 	@command -v $(UV) >/dev/null 2>&1 || python3 -m pip install --quiet "uv==$(UV_VERSION)"
@@ -24,6 +25,11 @@ test: setup  ## the whole test suite (unit, assets, end-to-end)
 
 test-fast: setup  ## everything but the end-to-end tests
 	$(UV) run --frozen pytest -m "not e2e"
+
+# [template:if template_docs]
+template-check: setup  ## render this repository as a project, upgrade one, test a generated one
+	$(UV) run --frozen pytest mlops_assets_tests/template
+# [template:end]
 
 dev: setup  ## Dagster UI + daemon on the local state (http://127.0.0.1:$(PORT))
 	$(UV) run --frozen mlops-assets dev --port $(PORT)

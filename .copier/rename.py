@@ -9,8 +9,9 @@ renders it, this extension rewrites each file's text before Jinja parses it:
   prefix, the tests package) -> ``package_name``, ``mlops-assets`` (distribution, command,
   Kubernetes names) -> ``project_name``, ``flight_delay`` (registered model, bento service)
   -> ``model_name``;
-* lines between a ``[template:if <question>]`` and a ``[template:end]`` marker line (in the
-  file's own comment syntax) are kept only when the boolean question was answered yes, and
+* lines between a ``[template:if <question>]`` (or ``[template:if not <question>]``) and a
+  ``[template:end]`` marker line (in the file's own comment syntax) are kept only when the
+  boolean question was answered yes (no), and
   a line ending in a ``[template:only <question>]`` comment (e.g. a Markdown table row) is
   kept, without the comment, only then; marker lines never reach the generated project.
 
@@ -33,7 +34,7 @@ NAMES = {
 _NAME = re.compile("|".join(re.escape(name) for name in NAMES))
 # A marker line: nothing but the marker in a comment ("# ...", "<!-- ... -->").
 _FENCE = re.compile(
-    r"^[ \t]*(?:<!--|#)[ \t]*\[template:(?:if (?P<question>\w+)|(?P<end>end))\]"
+    r"^[ \t]*(?:<!--|#)[ \t]*\[template:(?:if (?P<question>(?:not )?\w+)|(?P<end>end))\]"
     r"[ \t]*(?:-->)?[ \t]*$"
 )
 # A marker at the end of a line that keeps just that line (e.g. a Markdown table row):

@@ -33,7 +33,7 @@ from {package} import settings
 
 where = settings.locations()
 out = {{}}
-with dg.DagsterInstance.from_config(str(where.dagster_home)) as instance:
+with dg.DagsterInstance.get() as instance:  # DAGSTER_HOME is <state>/dagster_home
     def meta(asset):
         event = instance.get_latest_materialization_event(dg.AssetKey(asset))
         m = event.asset_materialization.metadata
@@ -61,6 +61,7 @@ def _env(state: Path) -> dict[str, str]:
         if not k.startswith(("MLOPS_", "PYTEST_", "DAGSTER_", "VIRTUAL_ENV", "UV_PROJECT"))
     }
     env["MLOPS_STATE_DIR"] = str(state)
+    env["DAGSTER_HOME"] = str(state / "dagster_home")  # as the demo sets it
     return env
 
 

@@ -95,6 +95,9 @@ def test_optional_sections_follow_the_answers(rendered: tuple[Path, Path]) -> No
     readme = (project / "README.md").read_text()
     assert "on one host with compose (`deploy/compose.yaml`" in readme
     assert "Helm chart" not in readme
+    assert "## Template updates and swap points" in readme
+    assert "## Your own platform from this template" not in readme
+    assert "template-check: setup" not in (project / "Makefile").read_text()
     assert "import yaml" not in (project / "fraud_assets_tests/unit/test_docs.py").read_text()
     pyproject = (project / "pyproject.toml").read_text()
     assert 'name = "fraud-assets"' in pyproject
@@ -130,6 +133,9 @@ def test_extension_keeps_text_literal_and_fences_sections() -> None:
         "x = {'a': '{{ b }}'}  # {% if %}\nimport p.lib  # p-p m\nk8s = True\n"
         "| row | kubernetes |\nlast\n"
     )
+    negated = rename.render_source("# [template:if not k]\nno k\n# [template:end]\n")
+    assert env.from_string(negated).render(k=False) == "no k\n"
+    assert env.from_string(negated).render(k=True) == ""
     with pytest.raises(ValueError, match="without a matching"):
         rename.render_source("# [template:if with_kubernetes]\n")
     with pytest.raises(ValueError, match="without a matching"):
