@@ -111,6 +111,27 @@ def test_optional_sections_follow_the_answers(rendered: tuple[Path, Path]) -> No
     assert "## Generate a project" not in guide  # about the template, not the project
 
 
+def test_default_answers_reproduce_this_repository(
+    tmp_path: Path, rendered: tuple[Path, Path]
+) -> None:
+    template, _ = rendered
+    project = render(template, tmp_path / "same", {})
+    answers = (project / ".copier-answers.yml").read_text()
+    assert "project_name: mlops-assets" in answers
+    assert "package_name: mlops_assets" in answers
+    assert "model_name: flight_delay" in answers
+    for path in template.rglob("*"):
+        relative = path.relative_to(template)
+        if not path.is_file() or relative.parts[0] in {*TEMPLATE_ONLY, ".git"}:
+            continue
+        if relative.parts[:2] == ("mlops_assets_tests", "template") or path.suffix == ".pyc":
+            continue
+        text = path.read_text()
+        if "[template:" in text:
+            continue  # marker lines are dropped; the rest is compared in the other tests
+        assert (project / relative).read_text() == text, relative
+
+
 def test_extension_keeps_text_literal_and_fences_sections() -> None:
     rename = _extension()
     source = (
