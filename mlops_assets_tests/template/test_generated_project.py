@@ -46,7 +46,8 @@ with dg.DagsterInstance.get() as instance:  # DAGSTER_HOME is <state>/dagster_ho
     out["performance_days"] = sorted(
         instance.get_materialized_partitions(dg.AssetKey("model_performance"))
     )
-client = MlflowClient(f"sqlite:///{{where.state / 'mlflow' / 'mlflow.db'}}")
+uri = f"sqlite:///{{where.state / 'mlflow' / 'mlflow.db'}}"
+client = MlflowClient(tracking_uri=uri, registry_uri=uri)
 champion = client.get_model_version_by_alias("{model}", "champion")
 out["champion_version"] = str(champion.version)
 out["params"] = client.get_run(champion.run_id).data.params
@@ -58,7 +59,19 @@ def _env(state: Path) -> dict[str, str]:
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("MLOPS_", "PYTEST_", "DAGSTER_", "VIRTUAL_ENV", "UV_PROJECT"))
+        # MLflow exports the URIs it was last given (MLFLOW_TRACKING_URI, MLFLOW_REGISTRY_URI)
+        # into os.environ: earlier in-process tests would point the project at their stores.
+        if not k.startswith(
+            (
+                "MLOPS_",
+                "PYTEST_",
+                "DAGSTER_",
+                "MLFLOW_",
+                "BENTOML_HOME",
+                "VIRTUAL_ENV",
+                "UV_PROJECT",
+            )
+        )
     }
     env["MLOPS_STATE_DIR"] = str(state)
     env["DAGSTER_HOME"] = str(state / "dagster_home")  # as the demo sets it
