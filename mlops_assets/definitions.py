@@ -41,11 +41,10 @@ TRAINING_K8S_CONFIG: dict[str, Any] = {
 # `true` adds `training_step_pods`: training with one Kubernetes pod per step.
 STEP_PODS_VAR = "MLOPS_K8S_STEP_PODS"
 
-# The drift reference belongs to the champion: a promotion refreshes it in the same run (it is
-# skipped with the gate's output when the challenger is rejected).
-TRAINING_SELECTION = dg.AssetSelection.groups("training") | dg.AssetSelection.assets(
-    monitoring.drift_reference
-)
+# The training group plus the drift reference (monitoring.RETRAIN_ASSETS, also what the
+# retrain sensor requests): the reference belongs to the champion, so a promotion refreshes it
+# in the same run (it is skipped with the gate's output when the challenger is rejected).
+TRAINING_SELECTION = dg.AssetSelection.assets(*monitoring.RETRAIN_ASSETS)
 training_job = dg.define_asset_job(
     "training",
     selection=TRAINING_SELECTION,

@@ -35,7 +35,8 @@ RETRAIN_TRIGGER = "retrain"
 # Materializations read per tick: enough for the longest policy window, re-materialized
 # days included.
 LOOKBACK_RECORDS = 60
-# What a retraining run materializes (the `training` job's assets).
+# What a retraining run materializes: the training group and the drift reference (the
+# `training` job's selection in definitions.py is this list).
 RETRAIN_ASSETS = [a.key for a in (training_set, candidate_model, champion_model, model_card)] + [
     dg.AssetKey("drift_reference")
 ]

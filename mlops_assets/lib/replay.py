@@ -7,7 +7,6 @@ its own upstream replaces that one module and this replay works unchanged.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -40,6 +39,11 @@ class ReplaySummary:
     days: list[date]
     files: list[str]
     rows: dict[str, int]
+
+
+def day_keys(table: pd.DataFrame) -> pd.Series:
+    """The ISO day (``2013-01-05``) of each row of a day dataset read as strings."""
+    return table["year"] + "-" + table["month"].str.zfill(2) + "-" + table["day"].str.zfill(2)
 
 
 def replay(
@@ -78,8 +82,7 @@ def replay(
     rows: dict[str, int] = {}
     for dataset in DAY_DATASETS:
         table = upstream.read_source_table(dataset)
-        keys = table["year"] + "-" + table["month"].str.zfill(2) + "-" + table["day"].str.zfill(2)
-        groups = dict(iter(table.groupby(keys, sort=False)))
+        groups = dict(iter(table.groupby(day_keys(table), sort=False)))
         for day in wanted:
             target = landing_path(landing, dataset, day)
             if skip_existing and target.exists():
@@ -96,11 +99,3 @@ def replay(
             write_atomic(target, upstream.read_source_csv(name))
             written.append(str(target))
     return ReplaySummary(days=wanted, files=written, rows=rows)
-
-
-def days_between(start: date, end: date) -> Iterable[date]:
-    """Days from ``start`` up to, not including, ``end``."""
-    day = start
-    while day < end:
-        yield day
-        day += timedelta(days=1)

@@ -1,7 +1,9 @@
 """A real ``mlops-assets dev`` (webserver + daemon) for end-to-end tests, seen through GraphQL.
 
 ``start_dagster_dev`` starts the server the way a developer does, on a private state folder
-and a free port on 127.0.0.1, and waits until the code location has loaded; ``DagsterDev``
+and a free port on 127.0.0.1, and waits until the code location has loaded
+(``spawn_dagster_dev`` + ``DagsterDev.wait_ready`` when the caller has something to do
+meanwhile, like the UI check starting its browser); ``DagsterDev``
 queries it (runs, materializations with their metadata, check executions, sensor ticks) and
 stops it with its whole process group. Nothing here launches a run.
 """
@@ -13,6 +15,7 @@ import json
 import os
 import re
 import sys
+import time
 import warnings
 from collections.abc import Iterator, Mapping
 from datetime import date
@@ -21,6 +24,7 @@ from typing import Any
 
 import requests
 
+from mlops_assets import settings
 from mlops_assets_tests.e2e.processes import (
     HOST,
     LoggedServer,
@@ -153,6 +157,18 @@ class DagsterDev(LoggedServer):
             and (e["locationOrLoadError"] or {}).get("__typename") == "RepositoryLocation"
             for e in entries
         )
+
+    def wait_ready(self, timeout: float = STARTUP_TIMEOUT) -> float:
+        """Waits (bounded) until :meth:`ready`; returns the seconds waited."""
+        started = time.monotonic()
+        wait_for(
+            self.ready,
+            timeout,
+            interval=0.5,
+            what=f"dagster dev to answer on {self.base_url} with {LOCATION} loaded",
+            diagnose=self.log_tail,
+        )
+        return time.monotonic() - started
 
     def shutdown(self) -> list[str]:
         """Stops the server and everything it started; fails if a process is left behind."""
@@ -406,40 +422,38 @@ def dev_environment(state: Path, extra: Mapping[str, str] | None = None) -> dict
     """The server's environment: this one without DAGSTER_HOME, on ``state``, no telemetry."""
     env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
     env.update(
-        MLOPS_STATE_DIR=str(state),
-        MLOPS_ENV="local",
-        DAGSTER_DISABLE_TELEMETRY="true",
-        DO_NOT_TRACK="true",
-        DVC_NO_ANALYTICS="1",
-        PYTHONUNBUFFERED="1",
+        {settings.STATE_DIR_VAR: str(state), settings.ENV_VAR: "local", "PYTHONUNBUFFERED": "1"}
     )
+    settings.telemetry_off(env)
     env.update(extra or {})
     return env
 
 
-def start_dagster_dev(
+def spawn_dagster_dev(
     state: Path, log_path: Path, env: Mapping[str, str] | None = None
 ) -> DagsterDev:
-    """Starts ``mlops-assets dev`` on ``state`` (127.0.0.1, free port) and waits until it is
-    ready; ``env`` adds variables to the server's environment."""
+    """Starts ``mlops-assets dev`` on ``state`` (127.0.0.1, free port) without waiting for it;
+    ``env`` adds variables to the server's environment."""
     script = Path(sys.executable).with_name("mlops-assets")
     entry = [str(script)] if script.exists() else [sys.executable, "-m", "mlops_assets.cli"]
     port = free_port()
+    log_path.parent.mkdir(parents=True, exist_ok=True)
     process = spawn_logged(
         [*entry, "dev", "--host", HOST, "--port", str(port)],
         cwd=PROJECT_ROOT,
         env=dev_environment(state, env),
         log_path=log_path,
     )
-    server = DagsterDev(process, port, state, log_path)
+    return DagsterDev(process, port, state, log_path)
+
+
+def start_dagster_dev(
+    state: Path, log_path: Path, env: Mapping[str, str] | None = None
+) -> DagsterDev:
+    """``spawn_dagster_dev``, then waits until the server is ready (stops it if it is not)."""
+    server = spawn_dagster_dev(state, log_path, env)
     try:
-        wait_for(
-            server.ready,
-            STARTUP_TIMEOUT,
-            interval=1.0,
-            what=f"dagster dev to answer on {server.base_url} with {LOCATION} loaded",
-            diagnose=server.log_tail,
-        )
+        server.wait_ready()
     except BaseException:
         server.shutdown()
         raise

@@ -57,7 +57,7 @@ DEPLOY_CONFIG = Path(__file__).resolve().parents[2] / "deploy" / "dagster.yaml"
 FIRST_DAY = deployed.TRAIN_START
 DAYS = deployed.TRAIN_DAYS
 DAY_KEYS = [str(FIRST_DAY + timedelta(days=n)) for n in range(DAYS)]
-MODEL_NAME = "flight_delay"  # the production default of MlflowTracking
+MODEL_NAME = settings.MODEL_NAME  # the default of MlflowTracking
 WRONG_PASSWORD = "not-the-password-7f3a"
 AUTH_FAILED = f'password authentication failed for user "{ROLE}"'
 SQLITE_MAGIC = b"SQLite format 3\x00"

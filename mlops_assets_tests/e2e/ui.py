@@ -34,7 +34,6 @@ import argparse
 import contextlib
 import os
 import shutil
-import subprocess
 import sys
 import time
 import warnings
@@ -44,20 +43,12 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from mlops_assets import settings
-from mlops_assets_tests.e2e.processes import (
-    HOST,
-    LoggedServer,
-    free_port,
-    live_group_members,
-    spawn_logged,
-    wait_for,
-)
+from mlops_assets_tests.e2e.daemon import LOCATION, REPOSITORY, spawn_dagster_dev
+from mlops_assets_tests.e2e.processes import live_group_members
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page, Route
 
-LOCATION = "mlops_assets"
-REPOSITORY = "__repository__"
 LINEAGE_PATH = "/asset-groups"  # Dagster UI: "Lineage" in the navigation (global asset lineage)
 STARTUP_TIMEOUT = 120.0  # webserver answering and the code location loaded
 GRAPH_TIMEOUT = 60.0  # the page showing every asset node
@@ -241,82 +232,6 @@ def playwright_available() -> bool:
     return True
 
 
-class DagsterUI(LoggedServer):
-    """``mlops-assets dev`` (webserver + daemon) on a state folder and a port of 127.0.0.1."""
-
-    NAME = "mlops-assets dev"
-    STOP_GRACE = 20.0
-
-    def __init__(self, state: Path, port: int, log_path: Path) -> None:
-        env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
-        env.update(
-            {settings.STATE_DIR_VAR: str(state), settings.ENV_VAR: "local", "PYTHONUNBUFFERED": "1"}
-        )
-        settings.telemetry_off(env)
-        script = Path(sys.executable).with_name("mlops-assets")
-        entry = [str(script)] if script.exists() else [sys.executable, "-m", "mlops_assets.cli"]
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        self.port = port
-        self.log_path = log_path
-        self.process: subprocess.Popen[bytes] = spawn_logged(
-            [*entry, "dev", "--host", HOST, "--port", str(port)],
-            cwd=settings.project_root(),
-            env=env,
-            log_path=log_path,
-        )
-
-    @property
-    def base_url(self) -> str:
-        return f"http://{HOST}:{self.port}"
-
-    def location_loaded(self) -> bool:
-        """Whether the code location has loaded (raises with the error if it failed to)."""
-        import requests
-
-        self.check_alive()
-        query = """
-        { workspaceOrError { __typename ... on Workspace { locationEntries {
-            name loadStatus
-            locationOrLoadError { __typename ... on PythonError { message stack } }
-        } } } }
-        """
-        with requests.Session() as http:
-            http.trust_env = False  # no proxies: only 127.0.0.1
-            try:
-                response = http.post(f"{self.base_url}/graphql", json={"query": query}, timeout=10)
-                response.raise_for_status()
-                data = response.json()["data"]
-            except (requests.RequestException, ValueError, KeyError, TypeError):
-                return False
-        entries = (data.get("workspaceOrError") or {}).get("locationEntries") or []
-        for entry in entries:
-            error = entry["locationOrLoadError"] or {}
-            if error.get("__typename") == "PythonError":
-                raise UICheckError(
-                    f"code location {entry['name']} failed to load: {error['message']}\n"
-                    + "".join(error.get("stack") or [])
-                )
-        return any(
-            e["name"] == LOCATION
-            and e["loadStatus"] == "LOADED"
-            and (e["locationOrLoadError"] or {}).get("__typename") == "RepositoryLocation"
-            for e in entries
-        )
-
-    def wait_ready(self, timeout: float) -> float:
-        """Waits for ``/server_info`` and the loaded code location; returns the seconds waited."""
-        started = time.monotonic()
-        self.wait_http(f"{self.base_url}/server_info", timeout)
-        wait_for(
-            self.location_loaded,
-            max(1.0, timeout - (time.monotonic() - started)),
-            0.5,
-            what=f"code location {LOCATION} to load",
-            diagnose=lambda: f"log tail:\n{self.log_tail()}",
-        )
-        return time.monotonic() - started
-
-
 def lineage_url(base_url: str, groups: tuple[str, ...]) -> str:
     """The global lineage page with every group expanded (both group-id spellings the UI
     uses, with and without its per-code-location feature flag)."""
@@ -446,7 +361,7 @@ def check_lineage(
     state.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     started = time.monotonic()
-    server = DagsterUI(state, free_port(), log_path)
+    server = spawn_dagster_dev(state, log_path)
     try:
         with server.report_on_failure(), sync_playwright() as playwright:
             # Both overlap with the server's start-up.
@@ -470,6 +385,7 @@ def check_lineage(
                 browser.close()
     finally:
         stop_started = time.monotonic()
+        server.http.close()
         escalations = server.stop()
         leftovers = live_group_members(server.process.pid)
         timings["server stop"] = time.monotonic() - stop_started
