@@ -3,7 +3,7 @@
 Setup (not timed): a temporary state folder (``MLOPS_STATE_DIR``, set before the code location
 is imported), a Dagster instance under it (the project's ``dagster.yaml``, SQLite storage, as
 ``mlops-assets demo`` uses) or an ephemeral one, the reference tables and warm-up day(s)
-replayed and materialized with ``LocalLoop``, and the same warm-up done by the pure path, so
+replayed and materialized with ``LocalDaemon``, and the same warm-up done by the pure path, so
 imports and caches are warm in this process.
 
 For every measured day D (alternating which side goes first):
@@ -174,16 +174,17 @@ def measure(args: argparse.Namespace, tmp: Path, out: Path, instance: Any, home:
     from mlops_assets import settings
     from mlops_assets.definitions import defs
     from mlops_assets.lib import contracts, features
-    from mlops_assets.lib.hashing import frame_fingerprint, md5_bytes, to_parquet_bytes
-    from mlops_assets.lib.landing import landing_path, read_csv, write_atomic
-    from mlops_assets.lib.registry import DataRegistry
+    from mlops_assets.lib.data_registry import DataRegistry
+    from mlops_assets.lib.fingerprints import frame_fingerprint, md5_bytes
+    from mlops_assets.lib.landing import landing_path, read_csv
     from mlops_assets.lib.replay import replay
-    from mlops_assets.loop import LocalLoop, RunOutcome
+    from mlops_assets.lib.storage import to_parquet_bytes, write_atomic
+    from mlops_assets.local_daemon import LocalDaemon, RunOutcome
 
     where = settings.locations()
 
-    class TimedLoop(LocalLoop):
-        """LocalLoop that also records the duration of every executed run."""
+    class TimedLoop(LocalDaemon):
+        """LocalDaemon that also records the duration of every executed run."""
 
         run_seconds: list[float]
 

@@ -4,7 +4,7 @@ Setup (not timed): a temporary state folder (``MLOPS_STATE_DIR``, set before the
 is imported) with a Dagster instance in ``DAGSTER_HOME`` under it (the project's
 ``dagster.yaml``, SQLite storage, as ``mlops-assets demo`` uses); the reference tables and the
 window's days replayed and pushed through ingestion and features with
-``LocalLoop(defs, instance, cursor_file).run_until_idle()`` (2-3 minutes for 90 days;
+``LocalDaemon(defs, instance, cursor_file).run_until_idle()`` (2-3 minutes for 90 days;
 ``--reuse STATE_DIR`` starts from an existing state folder instead); then ``training_set``
 materialized once for the window, and one unmeasured warm-up of each side (imports, MLflow
 store creation, the registered model).
@@ -300,7 +300,7 @@ def build_feature_days(args: argparse.Namespace, instance: Any, home: Path) -> d
     from mlops_assets.definitions import defs
     from mlops_assets.lib.landing import DAY_DATASETS, landing_path
     from mlops_assets.lib.replay import replay
-    from mlops_assets.loop import LocalLoop
+    from mlops_assets.local_daemon import LocalDaemon
 
     where = settings.locations()
     days = [args.start + timedelta(days=i) for i in range(args.days)]
@@ -318,7 +318,7 @@ def build_feature_days(args: argparse.Namespace, instance: Any, home: Path) -> d
     # blocked by the contracts then (ticking again would only start automated trainings).
     if missing() and not (args.reuse and replayed):
         replay(where.landing, args.start, args.days, include_reference=True, skip_existing=True)
-        loop = LocalLoop(defs, instance, home / "local_loop_cursors.json")
+        loop = LocalDaemon(defs, instance, home / "local_loop_cursors.json")
         for _ in range(5):
             outcomes = loop.run_until_idle(max_ticks=200)
             runs += len(outcomes)

@@ -63,17 +63,17 @@ def _demo(args: argparse.Namespace) -> int:
 
     import dagster as dg
 
-    from mlops_assets.closed_loop import read_history, run_closed_loop, summary_table
     from mlops_assets.definitions import defs
     from mlops_assets.defs.monitoring import RETRAIN_SENSOR
-    from mlops_assets.loop import LocalLoop
+    from mlops_assets.demo import read_history, run_closed_loop, summary_table
+    from mlops_assets.local_daemon import LocalDaemon
 
     print(
         f"closed loop on {args.start} .. {until}: bootstrap {args.bootstrap_days} days, "
         f"then day by day (state {where.state})"
     )
     with dg.DagsterInstance.get() as instance:
-        loop = LocalLoop(
+        loop = LocalDaemon(
             defs,
             instance,
             where.dagster_home / "local_loop_cursors.json",
@@ -104,7 +104,7 @@ def _demo(args: argparse.Namespace) -> int:
     print("\nresults:")
     print(f"  lake (Parquet)        {where.lake}")
     print(f"  drift reports (HTML)  {where.reports}  (make reports)")
-    print(f"  data registry (DVC)   {where.registry}  (remote {where.dvc_remote})")
+    print(f"  data registry (DVC)   {where.data_registry}  (remote {where.dvc_remote})")
     print(f"  MLflow store          {where.state / 'mlflow'}  (make mlflow-ui)")
     print(f"  Dagster home          {where.dagster_home}")
     print(f"  done in {time.perf_counter() - started:.1f} s; the history in the UI: make dev")
@@ -127,17 +127,17 @@ def _print_deployment(instance: Any) -> None:
 
 
 def _restore(args: argparse.Namespace) -> int:
-    from mlops_assets.lib.registry import RegistryError
+    from mlops_assets.lib.data_registry import DataRegistryError
     from mlops_assets.resources import build_resources
 
     where = settings.locations()
-    registry = build_resources()["registry"].registry()  # local or production flavour
+    registry = build_resources()["data_registry"].open()  # local or production flavour
     path = f"{args.dataset}/{args.partition}.parquet"
     out = Path(args.out) if args.out else where.state / "restored" / args.rev[:12] / path
     try:
         expected = registry.recorded_md5(path, args.rev)
         digest = registry.restore(path, args.rev, out, expected_md5=expected)
-    except RegistryError as error:
+    except DataRegistryError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     print(f"restored {path} at registry revision {args.rev} -> {out} (md5 {digest}, verified)")
@@ -174,7 +174,7 @@ def _reproduce(args: argparse.Namespace) -> int:
     resources = build_resources()
     try:
         result = reproduce(
-            resources["tracking"], resources["registry"].registry(), args.model_version
+            resources["tracking"], resources["data_registry"].open(), args.model_version
         )
     except ReproductionError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -223,7 +223,7 @@ def _rollback(args: argparse.Namespace) -> int:
 
 def _where(_: argparse.Namespace) -> int:
     where = settings.locations()
-    for name in ("state", "dagster_home", "landing", "lake", "registry", "dvc_remote"):
+    for name in ("state", "dagster_home", "landing", "lake", "data_registry", "dvc_remote"):
         print(f"{name:13} {getattr(where, name)}")
     return 0
 

@@ -82,9 +82,9 @@ class Locations:
         return self.state / "lake"
 
     @property
-    def registry(self) -> Path:
+    def data_registry(self) -> Path:
         """Work tree of the DVC data-registry repository."""
-        return self.state / "registry"
+        return self.state / "data-registry"
 
     @property
     def dvc_remote(self) -> Path:

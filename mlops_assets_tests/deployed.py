@@ -16,7 +16,7 @@ import dagster as dg
 from mlops_assets import settings
 from mlops_assets.definitions import build_defs
 from mlops_assets.lib.replay import replay
-from mlops_assets.loop import LocalLoop
+from mlops_assets.local_daemon import LocalDaemon
 
 TRAIN_START = date(2013, 1, 1)
 TRAIN_DAYS = 21
@@ -66,7 +66,7 @@ class Deployment:
     state: Path
     instance: dg.DagsterInstance
     defs: dg.Definitions
-    loop: LocalLoop
+    loop: LocalDaemon
 
     @property
     def resources(self) -> dict[str, Any]:
@@ -113,7 +113,7 @@ def deploy(state: Path, instance: dg.DagsterInstance) -> Deployment:
     """
     defs = build_defs({settings.STATE_DIR_VAR: str(state)})
     replay(state / "landing", TRAIN_START, TRAIN_DAYS)
-    loop = LocalLoop(defs, instance, state / "cursors.json")
+    loop = LocalDaemon(defs, instance, state / "cursors.json")
     loop.run_until_idle()
     deployment = Deployment(state, instance, defs, loop)
     result = deployment.train()

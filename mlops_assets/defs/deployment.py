@@ -8,16 +8,16 @@ import dagster as dg
 from mlops_assets.defs.ingestion import airlines, airports, planes
 from mlops_assets.defs.partitions import daily_partitions, follow_upstream
 from mlops_assets.defs.training import champion_model
-from mlops_assets.lib import estimator
+from mlops_assets.lib import estimator, model_tags
 from mlops_assets.resources.bentos import BentoStore
-from mlops_assets.resources.tracking import CHAMPION, MlflowTracking, project_fingerprint
+from mlops_assets.resources.tracking import MlflowTracking, project_fingerprint
 
 DEPLOYMENT_GROUP = "deployment"
 REFERENCE_TABLES = dg.AssetSelection.assets(planes, airports, airlines)
 
 
 def _champion(tracking: MlflowTracking) -> Any:
-    champion = tracking.version_by_alias(CHAMPION)
+    champion = tracking.version_by_alias(model_tags.CHAMPION)
     if champion is None:
         raise dg.Failure(
             f"{tracking.model_name} has no champion yet: train and promote a model first "
@@ -69,8 +69,8 @@ def bento(
         "model_name": tracking.model_name,
         "model_version": version,
         "mlflow_run_id": str(champion.run_id),
-        "training_set_md5": run.data.tags.get("mlops.data.dvc_md5", "unknown"),
-        "git_commit": fingerprint["mlops.git_commit"],
+        "training_set_md5": run.data.tags.get(model_tags.DATA_DVC_MD5, "unknown"),
+        "git_commit": fingerprint[model_tags.GIT_COMMIT],
     }
     bundle = ScoringBundle(
         classifier=classifier,
@@ -119,7 +119,7 @@ def batch_predictions(
     import numpy as np
 
     from mlops_assets.lib.features import KEY_COLUMNS
-    from mlops_assets.lib.hashing import frame_fingerprint
+    from mlops_assets.lib.fingerprints import frame_fingerprint
 
     champion = _champion(tracking)
     version = str(champion.version)

@@ -5,9 +5,9 @@ from typing import Any
 
 import dagster as dg
 
-from mlops_assets.defs.gates import contract_spec, failed, validated_output
+from mlops_assets.defs.contract_checks import contract_spec, failed, validated_output
 from mlops_assets.defs.partitions import daily_partitions, follow_upstream
-from mlops_assets.resources.registry import DataRegistryResource
+from mlops_assets.resources.data_registry import DataRegistryResource
 
 FEATURES_GROUP = "features"
 LEAKAGE_CHECK = "no_leakage"
@@ -34,7 +34,7 @@ REGISTRY_POOL = "data_registry"
 )
 def flight_features(
     context: dg.AssetExecutionContext,
-    registry: DataRegistryResource,
+    data_registry: DataRegistryResource,
     raw_flights: Any,
     raw_weather: Any,
     planes: Any,
@@ -51,7 +51,7 @@ def flight_features(
     """
     from mlops_assets.lib import features
     from mlops_assets.lib.contracts import validate
-    from mlops_assets.lib.hashing import to_parquet_bytes
+    from mlops_assets.lib.storage import to_parquet_bytes
 
     day = context.partition_key
     frame = features.build_flight_features(raw_flights, raw_weather, planes)
@@ -68,7 +68,7 @@ def flight_features(
     registry_path = f"flight_features/{day}.parquet"
 
     def version(checked: Any) -> dict[str, Any]:
-        saved = registry.registry().commit(
+        saved = data_registry.open().commit(
             registry_path,
             to_parquet_bytes(checked),
             f"flight_features {day} (dagster run {context.run.run_id})",

@@ -6,7 +6,7 @@ from typing import Any
 
 import dagster as dg
 
-from mlops_assets.defs.gates import contract_spec, validated_output
+from mlops_assets.defs.contract_checks import contract_spec, validated_output
 from mlops_assets.defs.partitions import daily_partitions
 from mlops_assets.resources.landing import LandingZone
 

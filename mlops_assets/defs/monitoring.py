@@ -16,9 +16,10 @@ import dagster as dg
 
 from mlops_assets.defs.partitions import daily_partitions, follow_upstream
 from mlops_assets.defs.training import candidate_model, champion_model, model_card, training_set
+from mlops_assets.lib import model_tags
 from mlops_assets.resources.lake import LakeReader
 from mlops_assets.resources.reports import ReportStore
-from mlops_assets.resources.tracking import CHAMPION, MlflowTracking
+from mlops_assets.resources.tracking import MlflowTracking
 
 MONITORING_GROUP = "monitoring"
 DRIFT_CHECK = "drift_within_threshold"
@@ -80,7 +81,9 @@ def _model_facts(tracking_uri: str, model_name: str, version: str) -> dict[str, 
 
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     run = client.get_run(str(client.get_model_version(model_name, version).run_id))
-    start, _, end = run.data.tags.get("mlops.data.window", "").partition(" .. ")
+    start, _, end = run.data.tags.get(model_tags.DATA_WINDOW, "").partition(
+        model_tags.WINDOW_SEPARATOR
+    )
     metrics = run.data.metrics
     return {
         "validation_roc_auc": metrics.get("roc_auc"),
@@ -111,10 +114,10 @@ def drift_reference(
     import pandas as pd
 
     from mlops_assets.lib.drift import DriftPolicy, sample_reference
-    from mlops_assets.lib.hashing import frame_fingerprint
+    from mlops_assets.lib.fingerprints import frame_fingerprint
     from mlops_assets.lib.modeling import TrainingWindow
 
-    champion = tracking.version_by_alias(CHAMPION)
+    champion = tracking.version_by_alias(model_tags.CHAMPION)
     if champion is None:
         raise dg.Failure(f"{tracking.model_name} has no champion yet: promote a model first")
     version = str(champion.version)

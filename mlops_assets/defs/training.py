@@ -11,10 +11,10 @@ from pydantic import Field, create_model
 
 from mlops_assets import settings
 from mlops_assets.defs.features import flight_features
-from mlops_assets.lib import estimator
+from mlops_assets.lib import estimator, model_tags
+from mlops_assets.resources.data_registry import DataRegistryResource
 from mlops_assets.resources.lake import LakeReader
-from mlops_assets.resources.registry import DataRegistryResource
-from mlops_assets.resources.tracking import CHALLENGER, CHAMPION, MlflowTracking
+from mlops_assets.resources.tracking import MlflowTracking
 
 TRAINING_GROUP = "training"
 TRAINING_SET_PATH = f"training_set/{settings.MODEL_NAME}.parquet"
@@ -86,7 +86,7 @@ def training_set(
     context: dg.AssetExecutionContext,
     config: TrainingSetConfig,
     lake: LakeReader,
-    registry: DataRegistryResource,
+    data_registry: DataRegistryResource,
 ) -> dg.Output[Any]:
     """The labelled rows of a window of feature days, split by time, versioned in DVC.
 
@@ -96,8 +96,9 @@ def training_set(
     reason. The snapshot is committed to the data registry: `dvc_md5` and `registry_rev`
     restore it bit for bit and are tagged on every model trained from it.
     """
-    from mlops_assets.lib.hashing import frame_fingerprint, to_parquet_bytes
+    from mlops_assets.lib.fingerprints import frame_fingerprint
     from mlops_assets.lib.modeling import TrainingDataError, TrainingWindow, assemble_training_set
+    from mlops_assets.lib.storage import to_parquet_bytes
 
     if config.as_of:
         as_of = date.fromisoformat(config.as_of)
@@ -112,7 +113,7 @@ def training_set(
         data = assemble_training_set(frames, window)
     except TrainingDataError as error:
         raise dg.Failure(f"training_set {window.start} .. {window.as_of}: {error}") from error
-    saved = registry.registry().commit(
+    saved = data_registry.open().commit(
         TRAINING_SET_PATH,
         to_parquet_bytes(data),
         f"training_set {window.start} .. {window.as_of} (dagster run {context.run.run_id})",
@@ -173,11 +174,11 @@ def candidate_model(
     data_meta = _latest_metadata(context.instance, dg.AssetKey("training_set"))
     params = estimator.HyperParameters(**config.model_dump())
     tags = {
-        "mlops.data.dvc_md5": str(data_meta["dvc_md5"]),
-        "mlops.data.registry_rev": str(data_meta["registry_rev"]),
-        "mlops.data.registry_path": str(data_meta["registry_path"]),
-        "mlops.data.window": str(data_meta["window"]),
-        "mlops.data.validation_start": str(data_meta["validation_start"]),
+        model_tags.DATA_DVC_MD5: str(data_meta["dvc_md5"]),
+        model_tags.DATA_REGISTRY_REV: str(data_meta["registry_rev"]),
+        model_tags.DATA_REGISTRY_PATH: str(data_meta["registry_path"]),
+        model_tags.DATA_WINDOW: str(data_meta["window"]),
+        model_tags.DATA_VALIDATION_START: str(data_meta["validation_start"]),
     }
     client = tracking.client()
     registered = None
@@ -206,9 +207,11 @@ def candidate_model(
                 registered_model_name=tracking.model_name,
             )
             registered = str(info.registered_model_version)
-            client.set_registered_model_alias(tracking.model_name, CHALLENGER, registered)
+            client.set_registered_model_alias(
+                tracking.model_name, model_tags.CHALLENGER, registered
+            )
             client.set_model_version_tag(
-                tracking.model_name, registered, "mlops.dagster_run_id", context.run.run_id
+                tracking.model_name, registered, model_tags.DAGSTER_RUN_ID, context.run.run_id
             )
         except BaseException:
             # No half-registered version: a version without its alias is removed again.
@@ -224,8 +227,8 @@ def candidate_model(
             "model_uri": f"models:/{tracking.model_name}/{registered}",
             "threshold": round(model.threshold, 4),
             **{k: round(v, 4) for k, v in metrics.items()},
-            "training_set_md5": tags["mlops.data.dvc_md5"],
-            "training_set_rev": tags["mlops.data.registry_rev"],
+            "training_set_md5": tags[model_tags.DATA_DVC_MD5],
+            "training_set_rev": tags[model_tags.DATA_REGISTRY_REV],
             "feature_importance": dg.MetadataValue.md(
                 importances.head(15).to_markdown(index=False)
             ),
@@ -276,10 +279,10 @@ def champion_model(
 
     client = tracking.client()
     name = tracking.model_name
-    challenger = tracking.version_by_alias(CHALLENGER)
+    challenger = tracking.version_by_alias(model_tags.CHALLENGER)
     if challenger is None:
         raise dg.Failure(f"{name} has no challenger: materialize candidate_model first")
-    champion = tracking.version_by_alias(CHAMPION)
+    champion = tracking.version_by_alias(model_tags.CHAMPION)
     holdout = training_set[training_set["split"] == "validation"]
     challenger_model = load_classifier(
         f"models:/{name}/{challenger.version}", tracking.tracking_uri
@@ -301,8 +304,8 @@ def champion_model(
                 + ("feature lists differ" if changed else "")
                 + ". Not promoting; compare or retire the champion deliberately."
             )
-            client.set_model_version_tag(name, challenger.version, "mlops.gate", "rejected")
-            client.set_model_version_tag(name, challenger.version, "mlops.gate_reason", reason)
+            client.set_model_version_tag(name, challenger.version, model_tags.GATE, "rejected")
+            client.set_model_version_tag(name, challenger.version, model_tags.GATE_REASON, reason)
             raise dg.Failure(description=reason, allow_retries=False)
         champion_scores = modeling.evaluate(champion_model_, holdout)
     elif champion is not None:
@@ -314,11 +317,11 @@ def champion_model(
     )
     decision = modeling.decide(challenger_scores, champion_scores, policy)
     verdict = "promoted" if decision.promote else "rejected"
-    client.set_model_version_tag(name, challenger.version, "mlops.gate", verdict)
-    client.set_model_version_tag(name, challenger.version, "mlops.gate_reason", decision.reason)
+    client.set_model_version_tag(name, challenger.version, model_tags.GATE, verdict)
+    client.set_model_version_tag(name, challenger.version, model_tags.GATE_REASON, decision.reason)
     run_id = challenger.run_id
     if run_id:
-        client.set_tag(run_id, "mlops.gate", f"{verdict}: {decision.reason}")
+        client.set_tag(run_id, model_tags.GATE, f"{verdict}: {decision.reason}")
     metadata = {
         "decision": verdict,
         "reason": decision.reason,
@@ -334,9 +337,9 @@ def champion_model(
         return
     if champion is not None:
         client.set_model_version_tag(
-            name, challenger.version, "mlops.previous_champion", champion.version
+            name, challenger.version, model_tags.PREVIOUS_CHAMPION, champion.version
         )
-    client.set_registered_model_alias(name, CHAMPION, challenger.version)
+    client.set_registered_model_alias(name, model_tags.CHAMPION, challenger.version)
     yield dg.MaterializeResult(
         metadata={**metadata, "model_version": challenger.version, "mlflow_run_id": run_id},
         data_version=dg.DataVersion(f"{name}-v{challenger.version}"),
@@ -361,7 +364,7 @@ def model_card(context: dg.AssetExecutionContext, tracking: MlflowTracking) -> d
     from mlops_assets.lib.model_card import CardFacts, render_model_card
 
     client = tracking.client()
-    version = client.get_model_version_by_alias(tracking.model_name, CHAMPION)
+    version = client.get_model_version_by_alias(tracking.model_name, model_tags.CHAMPION)
     run = client.get_run(version.run_id)
     tags, data = run.data.tags, run.data
     with tempfile.TemporaryDirectory() as folder:
@@ -374,18 +377,18 @@ def model_card(context: dg.AssetExecutionContext, tracking: MlflowTracking) -> d
     facts = CardFacts(
         model_name=tracking.model_name,
         version=str(version.version),
-        window=tags.get("mlops.data.window", "?"),
-        data_md5=tags.get("mlops.data.dvc_md5", "?"),
-        data_rev=tags.get("mlops.data.registry_rev", "?"),
+        window=tags.get(model_tags.DATA_WINDOW, "?"),
+        data_md5=tags.get(model_tags.DATA_DVC_MD5, "?"),
+        data_rev=tags.get(model_tags.DATA_REGISTRY_REV, "?"),
         metrics={k: v for k, v in data.metrics.items() if k != "rows"},
-        decision=version.tags.get("mlops.gate", "?")
+        decision=version.tags.get(model_tags.GATE, "?")
         + ": "
-        + version.tags.get("mlops.gate_reason", ""),
+        + version.tags.get(model_tags.GATE_REASON, ""),
         features=list(importances["feature"]),
         importances=list(zip(importances["feature"], values, strict=True)),
         mlflow_run_id=run.info.run_id,
-        dagster_run_id=tags.get("dagster_run_id", "?"),
-        git_commit=tags.get("mlops.git_commit", "?"),
+        dagster_run_id=tags.get(model_tags.DAGSTER_RUN_ID_RUN_TAG, "?"),
+        git_commit=tags.get(model_tags.GIT_COMMIT, "?"),
         params=params,
     )
     card = render_model_card(facts)

@@ -10,7 +10,6 @@ Layout (any fsspec/UPath URL works as the root)::
 from __future__ import annotations
 
 import re
-import uuid
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -38,31 +37,6 @@ def landing_path(root: UPath | Path, dataset: str, day: date | None = None) -> A
     if day is None:
         raise ValueError(f"dataset {dataset!r} needs a day")
     return root / dataset / f"{day.isoformat()}.csv"
-
-
-def is_object_store(path: Any) -> bool:
-    """Whether ``path`` lives in a cloud object store (S3, GCS, Azure): keys, no directories."""
-    try:
-        from upath.implementations.cloud import CloudPath
-    except ImportError:  # pragma: no cover - upath is a dependency
-        return False
-    return isinstance(path, CloudPath)
-
-
-def write_atomic(target: Any, payload: bytes) -> None:
-    """Writes ``payload`` so that readers see the old content or the new, never a part.
-
-    On a disk: under a hidden temporary name, then renamed into place. In an object store a
-    single PUT is already atomic, and there are no directories to create (``mkdir`` with
-    parents would create a missing *bucket*), so the object is written directly.
-    """
-    if is_object_store(target):
-        target.write_bytes(payload)
-        return
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.{uuid.uuid4().hex}.tmp"
-    tmp.write_bytes(payload)
-    tmp.rename(target)
 
 
 @dataclass(frozen=True)

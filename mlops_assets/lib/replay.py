@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from mlops_assets.lib import source as default_source
-from mlops_assets.lib.landing import DAY_DATASETS, REFERENCE_DATASETS, landing_path, write_atomic
+from mlops_assets.lib.landing import DAY_DATASETS, REFERENCE_DATASETS, landing_path
+from mlops_assets.lib.storage import write_atomic
 
 if TYPE_CHECKING:
     import pandas as pd

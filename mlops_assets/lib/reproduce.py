@@ -7,12 +7,9 @@ from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any, get_type_hints
 
-from mlops_assets.lib import estimator, modeling
-from mlops_assets.lib.hashing import md5_bytes
-from mlops_assets.lib.registry import DataRegistry
-
-CHAMPION = "champion"
-PREVIOUS = "mlops.previous_champion"
+from mlops_assets.lib import estimator, model_tags, modeling
+from mlops_assets.lib.data_registry import DataRegistry
+from mlops_assets.lib.fingerprints import md5_bytes
 
 
 class ReproductionError(RuntimeError):
@@ -69,9 +66,9 @@ def reproduce(tracking: Any, registry: DataRegistry, version: str) -> Reproducti
         raise ReproductionError(f"model version {version} not found: {exc}") from exc
     tags = run.data.tags
     try:
-        path = tags["mlops.data.registry_path"]
-        rev = tags["mlops.data.registry_rev"]
-        md5 = tags["mlops.data.dvc_md5"]
+        path = tags[model_tags.DATA_REGISTRY_PATH]
+        rev = tags[model_tags.DATA_REGISTRY_REV]
+        md5 = tags[model_tags.DATA_DVC_MD5]
     except KeyError as exc:
         raise ReproductionError(f"run {run.info.run_id} has no data-version tag {exc}") from exc
     payload = registry.read(path, rev)
@@ -99,18 +96,22 @@ def rollback(tracking: Any, reason: str) -> Rollback:
     """
     client = tracking.client()
     name = tracking.model_name
-    current = tracking.version_by_alias(CHAMPION)
+    current = tracking.version_by_alias(model_tags.CHAMPION)
     if current is None:
         raise ReproductionError(f"{name} has no champion to roll back")
-    previous = current.tags.get(PREVIOUS)
+    previous = current.tags.get(model_tags.PREVIOUS_CHAMPION)
     if not previous:
         raise ReproductionError(
-            f"{name} v{current.version} records no previous champion ({PREVIOUS} tag)"
+            f"{name} v{current.version} records no previous champion "
+            f"({model_tags.PREVIOUS_CHAMPION} tag)"
         )
     stamp = datetime.now(UTC).isoformat(timespec="seconds")
-    client.set_registered_model_alias(name, CHAMPION, previous)
-    client.set_model_version_tag(name, current.version, "mlops.rolled_back", f"{stamp} {reason}")
+    client.set_registered_model_alias(name, model_tags.CHAMPION, previous)
+    client.set_model_version_tag(name, current.version, model_tags.ROLLED_BACK, f"{stamp} {reason}")
     client.set_model_version_tag(
-        name, previous, "mlops.restored_by_rollback", f"{stamp} from v{current.version}: {reason}"
+        name,
+        previous,
+        model_tags.RESTORED_BY_ROLLBACK,
+        f"{stamp} from v{current.version}: {reason}",
     )
     return Rollback(str(current.version), str(previous))

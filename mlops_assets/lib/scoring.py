@@ -252,7 +252,7 @@ class ScoringBundle:
 
     def save(self, folder: Path) -> None:
         """Writes the bundle as plain files into ``folder``."""
-        from mlops_assets.lib.hashing import to_parquet_bytes
+        from mlops_assets.lib.storage import to_parquet_bytes
 
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "classifier.json").write_text(json.dumps(asdict(self.classifier)))

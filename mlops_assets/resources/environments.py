@@ -8,9 +8,9 @@ import dagster as dg
 
 from mlops_assets import settings
 from mlops_assets.resources.bentos import BentoStore, local_bentos
+from mlops_assets.resources.data_registry import DataRegistryResource
 from mlops_assets.resources.lake import LakeIOManager, LakeReader
 from mlops_assets.resources.landing import LandingZone
-from mlops_assets.resources.registry import DataRegistryResource
 from mlops_assets.resources.reports import ReportStore
 from mlops_assets.resources.tracking import MlflowTracking, local_tracking
 
@@ -48,8 +48,8 @@ def _local(env: Mapping[str, str]) -> dict[str, Any]:
         "io_manager": LakeIOManager(base_url=str(where.lake)),
         "lake": LakeReader(base_url=str(where.lake)),
         "landing": LandingZone(url=str(where.landing)),
-        "registry": DataRegistryResource(
-            path=str(where.registry), dvc_remote=str(where.dvc_remote)
+        "data_registry": DataRegistryResource(
+            path=str(where.data_registry), dvc_remote=str(where.dvc_remote)
         ),
         "tracking": local_tracking(where.state),
         "bentos": local_bentos(where.state),
@@ -80,8 +80,8 @@ def _production(env: Mapping[str, str]) -> dict[str, Any]:
             tracking_uri=dg.EnvVar("MLFLOW_TRACKING_URI"), artifact_location=artifacts
         ),
         "landing": LandingZone(url=dg.EnvVar("MLOPS_LANDING_URL")),
-        "registry": DataRegistryResource(
-            path=str(where.registry),
+        "data_registry": DataRegistryResource(
+            path=str(where.data_registry),
             dvc_remote=dg.EnvVar("MLOPS_DVC_REMOTE_URL"),
             git_remote=dg.EnvVar("MLOPS_REGISTRY_GIT_URL"),
         ),

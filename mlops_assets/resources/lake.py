@@ -1,6 +1,5 @@
 """The lake: Parquet files under a local folder or any fsspec/UPath URL."""
 
-import json
 from typing import Any
 
 import dagster as dg
@@ -22,13 +21,10 @@ class LakeIOManager(dg.ConfigurableIOManagerFactory):
     def create_io_manager(self, context: dg.InitResourceContext) -> Any:
         """Builds the UPath IO manager for the configured base URL."""
         # upath (and fsspec behind it) load only when a run needs the lake.
-        from upath import UPath
-
+        from mlops_assets.lib.storage import location
         from mlops_assets.resources.parquet_io import ParquetLakeIOManager
 
-        return ParquetLakeIOManager(
-            base_path=UPath(self.base_url, **json.loads(self.storage_options))
-        )
+        return ParquetLakeIOManager(base_path=location(self.base_url, self.storage_options))
 
 
 class LakeReader(dg.ConfigurableResource):
@@ -45,9 +41,10 @@ class LakeReader(dg.ConfigurableResource):
     def read_partitions(self, asset: str, partitions: list[str]) -> dict[str, Any]:
         """Frames of the stored partitions among ``partitions`` (missing ones are skipped)."""
         import pandas as pd
-        from upath import UPath
 
-        root = UPath(self.base_url, **json.loads(self.storage_options)) / asset
+        from mlops_assets.lib.storage import location
+
+        root = location(self.base_url, self.storage_options) / asset
         frames = {}
         for key in partitions:
             path = root / f"{key}.parquet"

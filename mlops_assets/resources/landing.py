@@ -1,6 +1,5 @@
 """The landing zone where upstream systems drop one file per dataset and day."""
 
-import json
 from datetime import date
 from typing import Any
 
@@ -20,9 +19,9 @@ class LandingZone(dg.ConfigurableResource):
 
     def root(self) -> Any:
         """The landing root as a UPath (imported here: upath is not needed to load)."""
-        from upath import UPath
+        from mlops_assets.lib.storage import location
 
-        return UPath(self.url, **json.loads(self.storage_options))
+        return location(self.url, self.storage_options)
 
     def path(self, dataset: str, day: date | None = None) -> Any:
         """Path of a dataset's file for a day (or of a reference table)."""

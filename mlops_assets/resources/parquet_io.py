@@ -12,7 +12,7 @@ class LakeStorageError(RuntimeError):
 
 def _storage_problem(path: UPath, error: BaseException) -> str:
     """Why ``path`` could not be used, naming the bucket when it does not exist."""
-    from mlops_assets.lib.landing import is_object_store
+    from mlops_assets.lib.storage import is_object_store
 
     reason = f"{type(error).__name__}: {error}"
     # Only a "not found" is checked against the bucket: without s3:ListBucket the probe fails
@@ -46,15 +46,14 @@ class ParquetLakeIOManager(dg.UPathIOManager):
         Object stores have no directories, and ``mkdir(parents=True)`` of s3fs creates a
         missing *bucket*: a mistyped lake URL would silently start a new lake.
         """
-        from mlops_assets.lib.landing import is_object_store
+        from mlops_assets.lib.storage import is_object_store
 
         if not is_object_store(path):
             super().make_directory(path)
 
     def dump_to_path(self, context: dg.OutputContext, obj: Any, path: UPath) -> None:
         """Writes a frame as Parquet, atomically."""
-        from mlops_assets.lib.hashing import to_parquet_bytes
-        from mlops_assets.lib.landing import write_atomic
+        from mlops_assets.lib.storage import to_parquet_bytes, write_atomic
 
         payload = to_parquet_bytes(obj)
         try:

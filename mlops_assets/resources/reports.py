@@ -1,6 +1,5 @@
 """Where monitoring reports (Evidently HTML and JSON) are written, and where they are served."""
 
-import json
 from typing import Any
 
 import dagster as dg
@@ -22,11 +21,9 @@ class ReportStore(dg.ConfigurableResource):
 
     def write(self, relative: str, payload: bytes) -> str:
         """Writes ``payload`` to ``<base_url>/<relative>`` atomically; returns its location."""
-        from upath import UPath
+        from mlops_assets.lib.storage import location, write_atomic
 
-        from mlops_assets.lib.landing import write_atomic
-
-        target = UPath(self.base_url, **json.loads(self.storage_options)) / relative
+        target = location(self.base_url, self.storage_options) / relative
         write_atomic(target, payload)
         return str(target)
 
@@ -36,6 +33,6 @@ class ReportStore(dg.ConfigurableResource):
 
     def read(self, relative: str) -> Any:
         """The bytes of a stored report."""
-        from upath import UPath
+        from mlops_assets.lib.storage import location
 
-        return (UPath(self.base_url, **json.loads(self.storage_options)) / relative).read_bytes()
+        return (location(self.base_url, self.storage_options) / relative).read_bytes()

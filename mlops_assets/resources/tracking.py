@@ -19,9 +19,7 @@ from typing import Any
 import dagster as dg
 
 from mlops_assets import settings
-
-CHAMPION = "champion"
-CHALLENGER = "challenger"
+from mlops_assets.lib import model_tags
 
 
 def project_fingerprint() -> dict[str, str]:
@@ -42,8 +40,8 @@ def project_fingerprint() -> dict[str, str]:
         commit, dirty = "", ""
     lock = root / "uv.lock"
     return {
-        "mlops.git_commit": (commit or "unknown") + ("-dirty" if dirty else ""),
-        "mlops.uv_lock_sha256": hashlib.sha256(lock.read_bytes()).hexdigest()
+        model_tags.GIT_COMMIT: (commit or "unknown") + ("-dirty" if dirty else ""),
+        model_tags.UV_LOCK_SHA256: hashlib.sha256(lock.read_bytes()).hexdigest()
         if lock.exists()
         else "unknown",
     }
@@ -113,7 +111,7 @@ class MlflowTracking(dg.ConfigurableResource):
         )
         closed = []
         for run in stale:
-            if run.data.tags.get("dagster_run_id") != current_dagster_run:
+            if run.data.tags.get(model_tags.DAGSTER_RUN_ID_RUN_TAG) != current_dagster_run:
                 client.set_terminated(run.info.run_id, status="KILLED")
                 closed.append(run.info.run_id)
         return closed
@@ -145,7 +143,7 @@ class MlflowTracking(dg.ConfigurableResource):
             resource_config={
                 "experiment_name": self.experiment,
                 "mlflow_tracking_uri": self.tracking_uri,
-                "extra_tags": {"mlops.asset_key": asset, **project_fingerprint(), **tags},
+                "extra_tags": {model_tags.ASSET_KEY: asset, **project_fingerprint(), **tags},
             },
         )
         MlFlow(init)  # finds or starts (and activates) the run tagged with this Dagster run id

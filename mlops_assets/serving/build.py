@@ -32,7 +32,7 @@ INCLUDE = [
             "contracts",
             "estimator",
             "features",
-            "hashing",
+            "fingerprints",
             "modeling",
             "scoring",
         )

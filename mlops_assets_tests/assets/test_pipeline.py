@@ -1,7 +1,7 @@
 """The data half of the graph on real slices: sensor -> ingestion -> features, and bad input.
 
 Runs go through the same landing sensor and automation conditions the daemon evaluates
-(``LocalLoop``), on a throwaway Dagster instance and state folder.
+(``LocalDaemon``), on a throwaway Dagster instance and state folder.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ import pytest
 
 from mlops_assets import settings
 from mlops_assets.definitions import build_defs
-from mlops_assets.lib.registry import DataRegistry
+from mlops_assets.lib.data_registry import DataRegistry
 from mlops_assets.lib.replay import replay
-from mlops_assets.loop import LocalLoop
+from mlops_assets.local_daemon import LocalDaemon
 
 DAY = "2013-01-01"
 
@@ -32,7 +32,7 @@ class Pipeline:
         self.where = settings.locations({settings.STATE_DIR_VAR: str(state)})
         self.instance = instance
         self.defs = build_defs({settings.STATE_DIR_VAR: str(state)})
-        self.loop = LocalLoop(self.defs, instance, state / "cursors.json")
+        self.loop = LocalDaemon(self.defs, instance, state / "cursors.json")
 
     def lake(self, asset: str, partition: str | None = None) -> Path:
         name = f"{partition}.parquet" if partition else ".parquet"
@@ -90,7 +90,7 @@ def test_materializations_carry_rows_hashes_paths_and_versions(pipeline: Pipelin
     meta = {k: v.value for k, v in feats.metadata.items()}
     assert meta["dagster/row_count"] == 842
     assert 0.0 < meta["delayed_share"] < 1.0
-    registry = DataRegistry(pipeline.where.registry, str(pipeline.where.dvc_remote))
+    registry = DataRegistry(pipeline.where.data_registry, str(pipeline.where.dvc_remote))
     assert registry.recorded_md5(meta["registry_path"], meta["registry_rev"]) == meta["dvc_md5"]
     # The registry version is the lake file, bit for bit.
     lake_md5 = hashlib.md5(pipeline.lake("flight_features", DAY).read_bytes()).hexdigest()
@@ -207,7 +207,7 @@ def test_leakage_guard_blocks_before_anything_is_stored(
         "build_flight_features",
         lambda *a: real(*a).assign(dep_delay=1.0),
     )
-    registry = DataRegistry(pipeline.where.registry, str(pipeline.where.dvc_remote))
+    registry = DataRegistry(pipeline.where.data_registry, str(pipeline.where.dvc_remote))
     history = registry.history("flight_features/2013-01-02.parquet")
     before = pipeline.digest("flight_features", "2013-01-02")
     result = dg.materialize(

@@ -17,10 +17,10 @@ import pytest
 from mlops_assets import settings
 from mlops_assets.definitions import build_defs
 from mlops_assets.lib import modeling
-from mlops_assets.lib.registry import DataRegistry
+from mlops_assets.lib.data_registry import DataRegistry
 from mlops_assets.lib.replay import replay
 from mlops_assets.lib.reproduce import ReproductionError, reproduce, rollback
-from mlops_assets.loop import LocalLoop
+from mlops_assets.local_daemon import LocalDaemon
 from mlops_assets_tests.deployed import TRAINING, run_config
 
 
@@ -32,7 +32,7 @@ class Trainer:
         self.tracking = self.resources["tracking"]
         self.client = self.tracking.client()
         where = settings.locations({settings.STATE_DIR_VAR: str(state)})
-        self.registry = DataRegistry(where.registry, str(where.dvc_remote))
+        self.registry = DataRegistry(where.data_registry, str(where.dvc_remote))
 
     def train(self, config: dict[str, Any] | None = None, selection: Any = TRAINING) -> Any:
         config = config or run_config()
@@ -70,7 +70,7 @@ def trainer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trainer]:
         with dg.instance_for_test() as instance:
             defs = build_defs({settings.STATE_DIR_VAR: str(state)})
             replay(state / "landing", date(2013, 1, 1), 21)
-            LocalLoop(defs, instance, state / "cursors.json").run_until_idle()
+            LocalDaemon(defs, instance, state / "cursors.json").run_until_idle()
             yield Trainer(state, instance)
 
 

@@ -2,7 +2,7 @@
 
 A tracking server is started on 127.0.0.1 (free port, SQLite backend store, proxied artifact
 store in a temporary folder) while four weeks of feature days are built through the real
-landing sensor and automation conditions (``LocalLoop``). The ``tracking`` resource is then
+landing sensor and automation conditions (``LocalDaemon``). The ``tracking`` resource is then
 swapped for ``MlflowTracking`` pointing at the server, without an artifact location, so the
 server decides where artifacts go, exactly as in production.
 
@@ -37,9 +37,10 @@ import pytest
 from mlops_assets import settings
 from mlops_assets.definitions import build_defs
 from mlops_assets.defs.training import TRACKING_RETRY, TrainingConfig
+from mlops_assets.lib.model_tags import CHALLENGER, CHAMPION
 from mlops_assets.lib.replay import replay
-from mlops_assets.loop import LocalLoop
-from mlops_assets.resources.tracking import CHALLENGER, CHAMPION, MlflowTracking
+from mlops_assets.local_daemon import LocalDaemon
+from mlops_assets.resources.tracking import MlflowTracking
 from mlops_assets_tests.e2e.processes import (
     HOST,
     LoggedServer,
@@ -244,7 +245,7 @@ class World:
         )
         return sorted(found, key=lambda r: r.info.start_time)
 
-    def registry(self) -> dict[str, Any]:
+    def model_registry(self) -> dict[str, Any]:
         """Versions (with their tags) and aliases of the registered model, as plain data."""
         from mlflow.exceptions import MlflowException
 
@@ -319,7 +320,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, process_state: None) -> Iter
             defs = build_defs(env)
             where = settings.locations(env)
             replay(where.landing, FIRST_DAY, DAYS)
-            outcomes = LocalLoop(defs, instance, state / "cursors.json").run_until_idle()
+            outcomes = LocalDaemon(defs, instance, state / "cursors.json").run_until_idle()
             assert outcomes and all(o.success for o in outcomes), [o.error for o in outcomes]
             days = instance.get_materialized_partitions(dg.AssetKey("flight_features"))
             assert len(days) == DAYS, sorted(days)
@@ -348,7 +349,7 @@ def _training(world: World) -> Training:
     result = world.train()
     [event] = result.asset_materializations_for_node("training_set")
     data = {k: v.value for k, v in event.metadata.items()}
-    return Training(result, world.runs(), world.registry(), data)
+    return Training(result, world.runs(), world.model_registry(), data)
 
 
 @pytest.fixture(scope="module")
@@ -541,7 +542,7 @@ def test_unreachable_mlflow_fails_clearly_and_changes_nothing(
             only_data = {"ops": {"training_set": RUN_CONFIG["ops"]["training_set"]}}
             world.materialize(dg.AssetSelection.assets("training_set"), run_config=only_data)
         before_runs = [(r.info.run_id, r.info.status) for r in world.runs()]
-        before_registry = world.registry()
+        before_registry = world.model_registry()
         gated = ("candidate_model", "champion_model", "model_card")
         before = {a: len(world.materializations(a)) for a in gated}
 
@@ -587,5 +588,5 @@ def test_unreachable_mlflow_fails_clearly_and_changes_nothing(
 
         # Nothing changed on the real server, and nothing was materialized.
         assert [(r.info.run_id, r.info.status) for r in world.runs()] == before_runs
-        assert world.registry() == before_registry
+        assert world.model_registry() == before_registry
         assert {a: len(world.materializations(a)) for a in gated} == before

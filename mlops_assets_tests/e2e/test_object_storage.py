@@ -7,7 +7,7 @@ location (``.../mlflow``); the data registry's git side is a local bare reposito
 tracks in SQLite. Every client finds the server through ``AWS_ENDPOINT_URL`` alone.
 
 Three weeks are replayed into the S3 landing zone and carried through the real landing sensor
-and automation conditions (``LocalLoop``); then the training group runs. Checked through boto3
+and automation conditions (``LocalDaemon``); then the training group runs. Checked through boto3
 on the server: the landing files, one lake object per partition, the DVC objects named by the
 recorded MD5s, MLflow's model files and run artifacts; a feature day restored from the S3
 remote on a fresh clone of the registry equals the lake object byte for byte; a file put by
@@ -39,9 +39,9 @@ import pytest
 from mlops_assets import settings
 from mlops_assets.definitions import build_defs
 from mlops_assets.defs.training import TRACKING_RETRY
-from mlops_assets.lib.registry import DataRegistry
+from mlops_assets.lib.data_registry import DataRegistry
 from mlops_assets.lib.replay import replay
-from mlops_assets.loop import LocalLoop, RunOutcome
+from mlops_assets.local_daemon import LocalDaemon, RunOutcome
 from mlops_assets_tests.deployed import latest_metadata, run_config
 from mlops_assets_tests.e2e.processes import live_group_members
 from mlops_assets_tests.e2e.s3 import (
@@ -139,7 +139,7 @@ class World:
     env: dict[str, str]
     instance: dg.DagsterInstance
     defs: dg.Definitions
-    loop: LocalLoop
+    loop: LocalDaemon
     first_pass: list[RunOutcome]
 
     @property
@@ -245,7 +245,7 @@ def world(moto: MotoServer, process_env: Path) -> Iterator[World]:
         defs = build_defs(os.environ)
         started = time.monotonic()
         replay(UPath(env["MLOPS_LANDING_URL"]), FIRST_DAY, DAYS)
-        loop = LocalLoop(defs, instance, root / "state" / "cursors.json")
+        loop = LocalDaemon(defs, instance, root / "state" / "cursors.json")
         outcomes = loop.run_until_idle()
         print(f"{DAYS} days through S3 in {time.monotonic() - started:.0f} s")
         yield World(moto, root, env, instance, defs, loop, outcomes)
@@ -387,7 +387,7 @@ def test_a_missing_lake_bucket_fails_the_first_write_and_registers_nothing(
     replay(UPath(env["MLOPS_LANDING_URL"]), FIRST_DAY, 2)
     with dg.instance_for_test() as instance:
         defs = build_defs(os.environ)
-        outcomes = LocalLoop(defs, instance, root / "cursors.json").run_until_idle()
+        outcomes = LocalDaemon(defs, instance, root / "cursors.json").run_until_idle()
         # The reference tables are the first write; the days wait for them.
         [outcome] = outcomes
         assert outcome.assets == sorted(REFERENCES) and not outcome.success

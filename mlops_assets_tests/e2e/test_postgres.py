@@ -7,7 +7,7 @@ tracking store and model registry (``MLFLOW_TRACKING_URI=postgresql+psycopg2://.
 other resource is the production flavour (``MLOPS_ENV=production``) on local stand-ins:
 folders for landing, lake, DVC remote and MLflow artifacts, a bare git repository for the data
 registry. Three weeks are replayed through the landing sensor and the automation
-(``LocalLoop``), then the training group and the Bento that follows a promotion are
+(``LocalDaemon``), then the training group and the Bento that follows a promotion are
 materialized in one run.
 
 Checked by querying PostgreSQL directly: the runs and asset materializations are in
@@ -43,10 +43,10 @@ import pytest
 from mlops_assets import settings
 from mlops_assets.definitions import build_defs
 from mlops_assets.defs.training import TRACKING_RETRY
+from mlops_assets.lib.model_tags import CHAMPION
 from mlops_assets.lib.replay import replay
-from mlops_assets.loop import LocalLoop, RunOutcome
+from mlops_assets.local_daemon import LocalDaemon, RunOutcome
 from mlops_assets.resources.environments import PRODUCTION_VARS, MissingSettingError
-from mlops_assets.resources.tracking import CHAMPION
 from mlops_assets_tests import deployed
 from mlops_assets_tests.e2e.postgres import ROLE, PostgresCluster, running_postgres
 from mlops_assets_tests.e2e.processes import HOST
@@ -148,7 +148,7 @@ def production(
             defs = build_defs(env)
             started = time.monotonic()
             replay(Path(env["MLOPS_LANDING_URL"]), FIRST_DAY, DAYS)
-            loop = LocalLoop(defs, instance, root / "state" / "cursors.json")
+            loop = LocalDaemon(defs, instance, root / "state" / "cursors.json")
             data_runs = loop.run_until_idle()
             timings["days"] = time.monotonic() - started
             started = time.monotonic()

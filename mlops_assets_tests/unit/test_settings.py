@@ -13,7 +13,7 @@ def test_state_folder_defaults_to_project_and_moves_with_one_variable(tmp_path: 
     moved = settings.locations({settings.STATE_DIR_VAR: str(tmp_path / "elsewhere")})
     assert moved.state == tmp_path / "elsewhere"
     assert moved.lake == tmp_path / "elsewhere" / "lake"
-    assert moved.registry.parent == moved.dvc_remote.parent == moved.state
+    assert moved.data_registry.parent == moved.dvc_remote.parent == moved.state
 
 
 def test_environment_is_local_by_default_and_validated():
@@ -27,7 +27,7 @@ def test_local_resources_live_under_the_state_folder(state_dir: Path):
     resources = build_resources()
     assert resources["io_manager"].base_url == str(state_dir / "lake")
     assert resources["landing"].url == str(state_dir / "landing")
-    assert resources["registry"].dvc_remote == str(state_dir / "dvc-remote")
+    assert resources["data_registry"].dvc_remote == str(state_dir / "dvc-remote")
 
 
 def test_production_without_settings_names_every_missing_variable():

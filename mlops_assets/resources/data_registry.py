@@ -4,7 +4,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from mlops_assets.lib.registry import DataRegistry
+from mlops_assets.lib.data_registry import DataRegistry
 
 
 class DataRegistryResource(dg.ConfigurableResource):
@@ -20,6 +20,6 @@ class DataRegistryResource(dg.ConfigurableResource):
     dvc_remote: str
     git_remote: str | None = None
 
-    def registry(self) -> DataRegistry:
+    def open(self) -> DataRegistry:
         """The plain-Python registry this resource points at."""
         return DataRegistry(Path(self.path), self.dvc_remote, self.git_remote)

@@ -41,7 +41,7 @@ class LoopState:
     outcomes: list[RunOutcome] = field(default_factory=list)
 
 
-class LocalLoop:
+class LocalDaemon:
     """Ticks the landing sensor and the automation conditions and runs what they request."""
 
     def __init__(

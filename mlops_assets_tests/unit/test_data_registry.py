@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from mlops_assets.lib.hashing import md5_bytes
-from mlops_assets.lib.registry import DataRegistry, RegistryError
+from mlops_assets.lib.data_registry import DataRegistry, DataRegistryError
+from mlops_assets.lib.fingerprints import md5_bytes
 
 PATH = "flight_features/2013-01-05.parquet"
 
@@ -40,10 +40,10 @@ def test_identical_content_records_no_new_version(registry: DataRegistry):
 
 def test_unknown_revision_or_mismatch_is_a_clear_error(registry: DataRegistry, tmp_path: Path):
     version = registry.commit(PATH, b"data", "v1")
-    with pytest.raises(RegistryError, match="not versioned at registry revision"):
+    with pytest.raises(DataRegistryError, match="not versioned at registry revision"):
         registry.recorded_md5("flight_features/1999-01-01.parquet", version.rev)
     out = tmp_path / "x"
-    with pytest.raises(RegistryError, match="expected 0000"):
+    with pytest.raises(DataRegistryError, match="expected 0000"):
         registry.restore(PATH, version.rev, out, expected_md5="0000")
     assert not out.exists()
 

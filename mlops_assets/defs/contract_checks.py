@@ -57,7 +57,7 @@ def validated_output(
             returns more metadata.
     """
     from mlops_assets.lib.contracts import ContractViolation
-    from mlops_assets.lib.hashing import frame_fingerprint
+    from mlops_assets.lib.fingerprints import frame_fingerprint
     from mlops_assets.lib.landing import LandingFileError
 
     try:

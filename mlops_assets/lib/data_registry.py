@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlops_assets.lib.hashing import md5_bytes
+from mlops_assets.lib.fingerprints import md5_bytes
 
 _GIT_IDENTITY = {
     "GIT_AUTHOR_NAME": "mlops-assets",
@@ -29,7 +29,7 @@ _GIT_IDENTITY = {
 }
 
 
-class RegistryError(RuntimeError):
+class DataRegistryError(RuntimeError):
     """The data registry could not version or restore a dataset."""
 
 
@@ -71,7 +71,7 @@ class DataRegistry:
             ["git", *args], cwd=self.root, env=env, capture_output=True, text=True, check=False
         )
         if check and result.returncode != 0:
-            raise RegistryError(f"git {' '.join(args)} failed in {self.root}: {result.stderr}")
+            raise DataRegistryError(f"git {' '.join(args)} failed in {self.root}: {result.stderr}")
         return result.stdout.strip()
 
     def _lock(self) -> Any:
@@ -135,7 +135,7 @@ class DataRegistry:
         returns the existing revision.
 
         Raises:
-            RegistryError: if any step fails; the work tree is reset to the last commit.
+            DataRegistryError: if any step fails; the work tree is reset to the last commit.
         """
         self.ensure()
         target = self.root / path
@@ -162,16 +162,16 @@ class DataRegistry:
                 rev = self._git("log", "-1", "--format=%H", "--", f"{path}.dvc")
             except Exception as exc:
                 self._git("reset", "--quiet", "--hard", "HEAD", check=False)
-                if isinstance(exc, RegistryError):
+                if isinstance(exc, DataRegistryError):
                     raise
-                raise RegistryError(f"could not version {path}: {exc}") from exc
+                raise DataRegistryError(f"could not version {path}: {exc}") from exc
         return DatasetVersion(path=path, md5=md5_bytes(payload), rev=rev, size=len(payload))
 
     def read(self, path: str, rev: str) -> bytes:
         """The exact bytes of ``path`` at registry revision ``rev`` (fetched from the remote).
 
         Raises:
-            RegistryError: if the revision or path is unknown.
+            DataRegistryError: if the revision or path is unknown.
         """
         import dvc.api
 
@@ -180,18 +180,20 @@ class DataRegistry:
             with dvc.api.open(path, repo=str(self.root), rev=rev, mode="rb") as handle:
                 return handle.read()
         except Exception as exc:
-            raise RegistryError(f"cannot read {path} at registry revision {rev}: {exc}") from exc
+            raise DataRegistryError(
+                f"cannot read {path} at registry revision {rev}: {exc}"
+            ) from exc
 
     def restore(self, path: str, rev: str, dest: Path, expected_md5: str | None = None) -> str:
         """Writes ``path`` at ``rev`` to ``dest`` and returns its MD5.
 
         Raises:
-            RegistryError: if the content does not match ``expected_md5``.
+            DataRegistryError: if the content does not match ``expected_md5``.
         """
         payload = self.read(path, rev)
         digest = md5_bytes(payload)
         if expected_md5 and digest != expected_md5:
-            raise RegistryError(
+            raise DataRegistryError(
                 f"{path}@{rev[:10]} has md5 {digest}, expected {expected_md5}: not restoring"
             )
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -207,13 +209,13 @@ class DataRegistry:
         """The MD5 the ``.dvc`` pointer of ``path`` records at ``rev``.
 
         Raises:
-            RegistryError: if ``path`` is not versioned at ``rev``.
+            DataRegistryError: if ``path`` is not versioned at ``rev``.
         """
         import yaml
 
         self._know(rev)
         text = self._git("show", f"{rev}:{path}.dvc", check=False)
         if not text:
-            raise RegistryError(f"{path} is not versioned at registry revision {rev}")
+            raise DataRegistryError(f"{path} is not versioned at registry revision {rev}")
         outs = (yaml.safe_load(text) or {}).get("outs") or [{}]
         return str(outs[0].get("md5", ""))

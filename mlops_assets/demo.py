@@ -2,7 +2,7 @@
 
 ``run_closed_loop`` bootstraps a champion on the first weeks and then replays the following
 days one at a time through the same sensors and automation conditions the daemon evaluates
-(``LocalLoop``): landing -> ingestion -> features -> predictions -> drift and performance
+(``LocalDaemon``): landing -> ingestion -> features -> predictions -> drift and performance
 reports -> retraining sensor -> training and the gate -> bento. ``read_history`` reads back
 what happened from the Dagster instance alone (materialization metadata, observations, run
 tags), so the summary is the same whether the loop ran here or under ``dagster dev``.
@@ -27,7 +27,7 @@ from mlops_assets.defs.monitoring import (
     RETRAIN_TRIGGER,
     TRIGGER_TAG,
 )
-from mlops_assets.loop import LocalLoop, RunOutcome
+from mlops_assets.local_daemon import LocalDaemon, RunOutcome
 
 BOOTSTRAP_TRIGGER = "bootstrap"
 
@@ -148,7 +148,7 @@ class LoopReport:
 def run_closed_loop(
     defs: dg.Definitions,
     instance: dg.DagsterInstance,
-    loop: LocalLoop,
+    loop: LocalDaemon,
     deliver: Callable[[date, int], None],
     *,
     start: date,

@@ -27,12 +27,3 @@ def frame_fingerprint(frame: pd.DataFrame) -> str:
 def md5_bytes(payload: bytes) -> str:
     """MD5 of a payload, as DVC records it for a single file."""
     return hashlib.md5(payload, usedforsecurity=False).hexdigest()
-
-
-def to_parquet_bytes(frame: pd.DataFrame) -> bytes:
-    """Serializes a frame to Parquet deterministically (no index, fixed compression)."""
-    import io
-
-    buffer = io.BytesIO()
-    frame.to_parquet(buffer, index=False, compression="zstd", engine="pyarrow")
-    return buffer.getvalue()

@@ -1,0 +1,33 @@
+"""The MLflow vocabulary of the project: registry aliases and the tag keys it writes.
+
+Every alias and ``mlops.*`` tag is named here once; the assets, the rollback and the tests
+read and write them through these names.
+"""
+
+# Registry aliases (MLflow stages are deprecated).
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+
+# Run tags: where a model's training data came from (the DVC data registry).
+DATA_DVC_MD5 = "mlops.data.dvc_md5"
+DATA_REGISTRY_REV = "mlops.data.registry_rev"
+DATA_REGISTRY_PATH = "mlops.data.registry_path"
+DATA_WINDOW = "mlops.data.window"
+DATA_VALIDATION_START = "mlops.data.validation_start"
+# Run tags: which code and environment trained it, and which asset.
+GIT_COMMIT = "mlops.git_commit"
+UV_LOCK_SHA256 = "mlops.uv_lock_sha256"
+ASSET_KEY = "mlops.asset_key"
+# Run tag set by dagster-mlflow: the Dagster run that owns the MLflow run.
+DAGSTER_RUN_ID_RUN_TAG = "dagster_run_id"
+
+# Model-version tags: the Dagster run, the gate's decision, promotions and rollbacks.
+DAGSTER_RUN_ID = "mlops.dagster_run_id"
+GATE = "mlops.gate"
+GATE_REASON = "mlops.gate_reason"
+PREVIOUS_CHAMPION = "mlops.previous_champion"
+ROLLED_BACK = "mlops.rolled_back"
+RESTORED_BY_ROLLBACK = "mlops.restored_by_rollback"
+
+# The run tag holding the training window is written as "<start> .. <end>".
+WINDOW_SEPARATOR = " .. "
