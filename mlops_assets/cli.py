@@ -64,7 +64,7 @@ def _demo(args: argparse.Namespace) -> int:
     import dagster as dg
 
     from mlops_assets.definitions import defs
-    from mlops_assets.defs.monitoring import RETRAIN_SENSOR
+    from mlops_assets.defs.retraining import RETRAIN_SENSOR
     from mlops_assets.demo import read_history, run_closed_loop, summary_table
     from mlops_assets.local_daemon import LocalDaemon
 

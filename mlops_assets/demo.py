@@ -18,18 +18,18 @@ from typing import Any
 
 import dagster as dg
 
-from mlops_assets.defs.monitoring import (
+from mlops_assets.defs.jobs import (
     AS_OF_TAG,
+    BOOTSTRAP_TRIGGER,
     CONDITION_TAG,
     REASON_TAG,
-    RETRAIN_ASSETS,
-    RETRAIN_SENSOR,
     RETRAIN_TRIGGER,
+    TRAINING_ASSETS,
+    TRAINING_JOB,
     TRIGGER_TAG,
 )
+from mlops_assets.defs.retraining import RETRAIN_SENSOR
 from mlops_assets.local_daemon import LocalDaemon, RunOutcome
-
-BOOTSTRAP_TRIGGER = "bootstrap"
 
 
 @dataclass(frozen=True)
@@ -177,8 +177,8 @@ def run_closed_loop(
     if not instance.get_latest_materialization_event(dg.AssetKey("champion_model")):
         last = start + timedelta(days=bootstrap_days - 1)
         window = {"as_of": last.isoformat(), "days": bootstrap_days}
-        result = defs.resolve_job_def("training").execute_in_process(
-            asset_selection=RETRAIN_ASSETS,
+        result = defs.resolve_job_def(TRAINING_JOB).execute_in_process(
+            asset_selection=TRAINING_ASSETS,
             instance=instance,
             run_config={
                 "ops": {"training_set": {"config": {**window, "validation_days": validation_days}}},

@@ -17,6 +17,7 @@ from dagster._core.storage.tags import RUN_KEY_TAG, SENSOR_NAME_TAG
 from dagster_shared.serdes import deserialize_value, serialize_value
 
 from mlops_assets.defs.automation import LANDING_SENSOR
+from mlops_assets.defs.jobs import AUTOMATION_TRIGGER, TRIGGER_TAG
 
 
 @dataclass
@@ -212,7 +213,7 @@ class LocalDaemon:
         # Unpartitioned assets first (a new champion's drift reference before the days that
         # compare against it), then the days in date order: the order of an asset backfill.
         return [
-            self._execute("automation", keys, partition, {"mlops/trigger": "automation"})
+            self._execute("automation", keys, partition, {TRIGGER_TAG: AUTOMATION_TRIGGER})
             for partition, keys in sorted(
                 by_partition.items(), key=lambda kv: (kv[0] is not None, str(kv[0]))
             )

@@ -9,6 +9,7 @@ import dagster as dg
 from mlops_assets import settings
 from mlops_assets.defs.features import flight_features
 from mlops_assets.defs.ingestion import airlines, airports, planes, raw_flights, raw_weather
+from mlops_assets.defs.jobs import FILES_TAG, LANDING_TRIGGER, TRIGGER_TAG
 from mlops_assets.resources.landing import LandingZone
 
 LANDING_SENSOR = "landing_sensor"
@@ -46,14 +47,14 @@ def landing_run_requests(
         yield dg.RunRequest(
             run_key=run_key,
             asset_selection=[REFERENCE_ASSETS[n] for n in names],
-            tags={"mlops/trigger": "landing", "mlops/files": ",".join(names)},
+            tags={TRIGGER_TAG: LANDING_TRIGGER, FILES_TAG: ",".join(names)},
         )
     for request in plan.days:
         yield dg.RunRequest(
             run_key=request.run_key,
             partition_key=request.day.isoformat(),
             asset_selection=[DAY_ASSETS[d] for d in request.datasets],
-            tags={"mlops/trigger": "landing", "mlops/files": ",".join(request.datasets)},
+            tags={TRIGGER_TAG: LANDING_TRIGGER, FILES_TAG: ",".join(request.datasets)},
         )
     context.update_cursor(json.dumps(plan.seen, sort_keys=True))
     if not plan.references and not plan.days:

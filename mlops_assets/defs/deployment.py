@@ -1,6 +1,5 @@
 """Deployment: the champion as a BentoML bundle, and the champion's daily batch predictions."""
 
-import functools
 from typing import Any
 
 import dagster as dg
@@ -14,24 +13,6 @@ from mlops_assets.resources.tracking import MlflowTracking, project_fingerprint
 
 DEPLOYMENT_GROUP = "deployment"
 REFERENCE_TABLES = dg.AssetSelection.assets(planes, airports, airlines)
-
-
-def _champion(tracking: MlflowTracking) -> Any:
-    champion = tracking.version_by_alias(model_tags.CHAMPION)
-    if champion is None:
-        raise dg.Failure(
-            f"{tracking.model_name} has no champion yet: train and promote a model first "
-            "(materialize the training group)"
-        )
-    return champion
-
-
-@functools.lru_cache(maxsize=4)
-def _classifier(tracking_uri: str, model_name: str, version: str) -> Any:
-    # One load per process and version: a run predicting many days loads the model once.
-    from mlops_assets.lib.pyfunc import load_classifier
-
-    return load_classifier(f"models:/{model_name}/{version}", tracking_uri)
 
 
 @dg.asset(
@@ -60,10 +41,10 @@ def bento(
     """
     from mlops_assets.lib.scoring import ScoringBundle, known_airports
 
-    champion = _champion(tracking)
+    champion = tracking.champion()
     version = str(champion.version)
     run = tracking.client().get_run(champion.run_id)
-    classifier = _classifier(tracking.tracking_uri, tracking.model_name, version)
+    classifier = tracking.classifier(version)
     fingerprint = project_fingerprint()
     labels = {
         "model_name": tracking.model_name,
@@ -121,9 +102,9 @@ def batch_predictions(
     from mlops_assets.lib.features import KEY_COLUMNS
     from mlops_assets.lib.fingerprints import frame_fingerprint
 
-    champion = _champion(tracking)
+    champion = tracking.champion()
     version = str(champion.version)
-    classifier = _classifier(tracking.tracking_uri, tracking.model_name, version)
+    classifier = tracking.classifier(version)
     probabilities = (
         classifier.predict_proba(flight_features) if len(flight_features) else np.empty(0)
     )

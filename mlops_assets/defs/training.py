@@ -1,17 +1,18 @@
 """Training: a versioned training set, a tracked candidate, the champion gate, the model card."""
 
-import dataclasses
 import json
 from collections.abc import Iterator
 from datetime import date
-from typing import TYPE_CHECKING, Any, get_type_hints
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
-from pydantic import Field, create_model
+from pydantic import Field
 
 from mlops_assets import settings
 from mlops_assets.defs.features import flight_features
+from mlops_assets.defs.run_config import config_from
 from mlops_assets.lib import estimator, model_tags
+from mlops_assets.lib.modeling import GatePolicy
 from mlops_assets.resources.data_registry import DataRegistryResource
 from mlops_assets.resources.lake import LakeReader
 from mlops_assets.resources.tracking import MlflowTracking
@@ -35,43 +36,22 @@ class TrainingSetConfig(dg.Config):
     )
 
 
-def _config_fields(parameters: type) -> dict[str, Any]:
-    """Pydantic fields of the dataclass fields that carry a ``description`` in their metadata."""
-    hints = get_type_hints(parameters)
-    fields: dict[str, Any] = {}
-    for spec in dataclasses.fields(parameters):
-        if "description" not in spec.metadata:
-            continue  # internal: not a training setting
-        if spec.default is dataclasses.MISSING:
-            raise TypeError(f"{parameters.__name__}.{spec.name} needs a default value")
-        fields[spec.name] = (
-            hints[spec.name],
-            Field(default=spec.default, description=spec.metadata["description"]),
-        )
-    return fields
-
-
-# Generated, not written out: the estimator module (lib/estimator.py) owns its settings, their
-# defaults and descriptions, so swapping the algorithm changes the launchpad with it.
-if TYPE_CHECKING:  # mypy cannot see generated fields: it checks the config as a plain Config
+# Generated, not written out: the estimator module (lib/estimator.py) owns its settings and
+# the gate's policy (lib/modeling.py) its thresholds, with their defaults and descriptions, so
+# a change there changes the launchpad with it.
+if TYPE_CHECKING:  # mypy cannot see generated fields: it checks the configs as plain Configs
     TrainingConfig = dg.Config
+    GateConfig = dg.Config
 else:
-    TrainingConfig = create_model(
+    TrainingConfig = config_from(
+        estimator.HyperParameters,
         "TrainingConfig",
-        __base__=dg.Config,
-        __doc__=f"Settings of the {estimator.KIND} estimator (HyperParameters, lib/estimator.py).",
-        __module__=__name__,
-        **_config_fields(estimator.HyperParameters),
+        f"Settings of the {estimator.KIND} estimator (HyperParameters, lib/estimator.py).",
+        __name__,
     )
-
-
-class GateConfig(dg.Config):
-    """When a challenger replaces the champion."""
-
-    metric: str = Field(default="roc_auc", description="Metric compared, higher is better.")
-    margin: float = Field(default=0.005, description="Required improvement over the champion.")
-    min_roc_auc: float = Field(default=0.60, description="Absolute floor for ROC AUC.")
-    min_pr_auc: float = Field(default=0.30, description="Absolute floor for PR AUC.")
+    GateConfig = config_from(
+        GatePolicy, "GateConfig", "When a challenger replaces the champion.", __name__
+    )
 
 
 def _latest_metadata(instance: dg.DagsterInstance, key: dg.AssetKey) -> dict[str, Any]:
@@ -79,6 +59,16 @@ def _latest_metadata(instance: dg.DagsterInstance, key: dg.AssetKey) -> dict[str
     if event is None or event.asset_materialization is None:
         raise dg.Failure(f"{key.to_user_string()} has not been materialized yet")
     return {k: v.value for k, v in event.asset_materialization.metadata.items()}
+
+
+def _window_end(instance: dg.DagsterInstance, as_of: str) -> date:
+    """The configured last day of the window, or the latest feature day."""
+    if as_of:
+        return date.fromisoformat(as_of)
+    days = instance.get_materialized_partitions(flight_features.key)
+    if not days:
+        raise dg.Failure("no flight_features partitions are materialized yet")
+    return date.fromisoformat(max(days))
 
 
 @dg.asset(group_name=TRAINING_GROUP, deps=[flight_features], kinds={"pandas", "dvc"})
@@ -97,42 +87,38 @@ def training_set(
     restore it bit for bit and are tagged on every model trained from it.
     """
     from mlops_assets.lib.fingerprints import frame_fingerprint
-    from mlops_assets.lib.modeling import TrainingDataError, TrainingWindow, assemble_training_set
+    from mlops_assets.lib.modeling import (
+        TrainingDataError,
+        TrainingWindow,
+        assemble_training_set,
+        split_counts,
+    )
     from mlops_assets.lib.storage import to_parquet_bytes
 
-    if config.as_of:
-        as_of = date.fromisoformat(config.as_of)
-    else:
-        days = context.instance.get_materialized_partitions(flight_features.key)
-        if not days:
-            raise dg.Failure("no flight_features partitions are materialized yet")
-        as_of = date.fromisoformat(max(days))
-    window = TrainingWindow(as_of, config.days, config.validation_days)
-    frames = lake.read_partitions("flight_features", [d.isoformat() for d in window.all_days()])
+    window = TrainingWindow(
+        _window_end(context.instance, config.as_of), config.days, config.validation_days
+    )
+    frames = lake.read_partitions("flight_features", window.keys())
     try:
         data = assemble_training_set(frames, window)
     except TrainingDataError as error:
-        raise dg.Failure(f"training_set {window.start} .. {window.as_of}: {error}") from error
+        raise dg.Failure(f"training_set {window}: {error}") from error
     saved = data_registry.open().commit(
         TRAINING_SET_PATH,
         to_parquet_bytes(data),
-        f"training_set {window.start} .. {window.as_of} (dagster run {context.run.run_id})",
+        f"training_set {window} (dagster run {context.run.run_id})",
     )
-    train = data[data["split"] == "train"]
-    validation = data[data["split"] == "validation"]
     return dg.Output(
         data,
         data_version=dg.DataVersion(saved.md5),
         metadata={
             "dagster/row_count": len(data),
-            "window": f"{window.start} .. {window.as_of}",
+            "window": str(window),
             "window_start": window.start.isoformat(),
             "window_end": window.as_of.isoformat(),
             "validation_start": window.validation_start.isoformat(),
             "days_present": len(frames),
-            "train_rows": len(train),
-            "validation_rows": len(validation),
-            "positive_rate": round(float(data["is_delayed"].mean()), 4),
+            **split_counts(data),
             "dvc_md5": saved.md5,
             "registry_rev": saved.rev,
             "registry_path": TRAINING_SET_PATH,
@@ -272,78 +258,56 @@ def champion_model(
     alias moves) when it passes the absolute floors and beats the champion by the margin,
     or when there is no champion yet. Otherwise nothing is materialized, so nothing
     downstream is triggered; the decision, both scores and the reason are recorded as an
-    observation here and as tags on the version either way.
+    observation here and as tags on the version either way. Models that do not score the
+    same features are never compared: the step fails with the reason.
     """
-    from mlops_assets.lib import modeling
-    from mlops_assets.lib.pyfunc import load_classifier
+    from mlops_assets.lib.modeling import judge
 
-    client = tracking.client()
-    name = tracking.model_name
     challenger = tracking.version_by_alias(model_tags.CHALLENGER)
     if challenger is None:
-        raise dg.Failure(f"{name} has no challenger: materialize candidate_model first")
+        raise dg.Failure(f"{tracking.model_name} has no challenger: materialize candidate_model")
     champion = tracking.version_by_alias(model_tags.CHAMPION)
+    challenger_model = tracking.classifier(challenger.version)
+    champion_model = _champion_classifier(tracking, champion, challenger, challenger_model)
     holdout = training_set[training_set["split"] == "validation"]
-    challenger_model = load_classifier(
-        f"models:/{name}/{challenger.version}", tracking.tracking_uri
-    )
-    challenger_scores = modeling.evaluate(challenger_model, holdout)
-    champion_scores = None
-    if champion is not None and champion.version != challenger.version:
-        champion_model_ = load_classifier(
-            f"models:/{name}/{champion.version}", tracking.tracking_uri
-        )
-        missing = sorted(set(champion_model_.features) - set(holdout.columns))
-        changed = champion_model_.features != challenger_model.features
-        if missing or changed:
-            reason = (
-                f"feature schema drift between champion v{champion.version} and challenger "
-                f"v{challenger.version}: "
-                + (f"missing in the holdout {missing}" if missing else "")
-                + ("; " if missing and changed else "")
-                + ("feature lists differ" if changed else "")
-                + ". Not promoting; compare or retire the champion deliberately."
-            )
-            client.set_model_version_tag(name, challenger.version, model_tags.GATE, "rejected")
-            client.set_model_version_tag(name, challenger.version, model_tags.GATE_REASON, reason)
-            raise dg.Failure(description=reason, allow_retries=False)
-        champion_scores = modeling.evaluate(champion_model_, holdout)
-    elif champion is not None:
-        champion_scores = challenger_scores  # already the champion: nothing to promote
-    policy = modeling.GatePolicy(
-        metric=config.metric,
-        margin=config.margin,
-        floors={"roc_auc": config.min_roc_auc, "pr_auc": config.min_pr_auc},
-    )
-    decision = modeling.decide(challenger_scores, champion_scores, policy)
-    verdict = "promoted" if decision.promote else "rejected"
-    client.set_model_version_tag(name, challenger.version, model_tags.GATE, verdict)
-    client.set_model_version_tag(name, challenger.version, model_tags.GATE_REASON, decision.reason)
-    run_id = challenger.run_id
-    if run_id:
-        client.set_tag(run_id, model_tags.GATE, f"{verdict}: {decision.reason}")
+    versions = (str(challenger.version), str(champion.version) if champion else None)
+    policy = GatePolicy(**config.model_dump())
+    decision = judge(challenger_model, champion_model, holdout, policy, versions=versions)
+    tracking.record_gate(challenger, decision.promote, decision.reason, champion)
+    if not decision.comparable:
+        raise dg.Failure(description=decision.reason, allow_retries=False)
     metadata = {
-        "decision": verdict,
+        "decision": "promoted" if decision.promote else "rejected",
         "reason": decision.reason,
-        "challenger_version": challenger.version,
-        "champion_version": champion.version if champion else None,
-        "challenger_scores": json.dumps({k: round(v, 4) for k, v in challenger_scores.items()}),
-        "champion_scores": json.dumps({k: round(v, 4) for k, v in (champion_scores or {}).items()}),
+        "challenger_version": versions[0],
+        "champion_version": versions[1],
+        "challenger_scores": _rounded(decision.challenger),
+        "champion_scores": _rounded(decision.champion or {}),
         "holdout_rows": len(holdout),
     }
     if not decision.promote:
         context.log.info(f"challenger v{challenger.version} not promoted: {decision.reason}")
         context.log_event(dg.AssetObservation(asset_key=context.asset_key, metadata=metadata))
         return
-    if champion is not None:
-        client.set_model_version_tag(
-            name, challenger.version, model_tags.PREVIOUS_CHAMPION, champion.version
-        )
-    client.set_registered_model_alias(name, model_tags.CHAMPION, challenger.version)
     yield dg.MaterializeResult(
-        metadata={**metadata, "model_version": challenger.version, "mlflow_run_id": run_id},
-        data_version=dg.DataVersion(f"{name}-v{challenger.version}"),
+        metadata={**metadata, "model_version": versions[0], "mlflow_run_id": challenger.run_id},
+        data_version=dg.DataVersion(f"{tracking.model_name}-v{challenger.version}"),
     )
+
+
+def _rounded(scores: dict[str, float]) -> str:
+    return json.dumps({k: round(v, 4) for k, v in scores.items()})
+
+
+def _champion_classifier(
+    tracking: MlflowTracking, champion: Any, challenger: Any, challenger_model: Any
+) -> Any:
+    """The champion's classifier: None without one, the challenger's if it is the champion."""
+    if champion is None:
+        return None
+    if champion.version == challenger.version:
+        return challenger_model
+    return tracking.classifier(champion.version)
 
 
 @dg.asset(
@@ -352,7 +316,7 @@ def champion_model(
     automation_condition=dg.AutomationCondition.eager(),
     kinds={"mlflow"},
 )
-def model_card(context: dg.AssetExecutionContext, tracking: MlflowTracking) -> dg.MaterializeResult:
+def model_card(tracking: MlflowTracking) -> dg.MaterializeResult:
     """A Markdown card for the current champion: use, data, metrics, decision, lineage.
 
     Shown here as metadata and saved as `model_card.md` in the champion's MLflow run.
@@ -361,36 +325,16 @@ def model_card(context: dg.AssetExecutionContext, tracking: MlflowTracking) -> d
 
     import pandas as pd
 
-    from mlops_assets.lib.model_card import CardFacts, render_model_card
+    from mlops_assets.lib.model_card import card_facts, render_model_card
 
     client = tracking.client()
-    version = client.get_model_version_by_alias(tracking.model_name, model_tags.CHAMPION)
+    version = tracking.champion()
     run = client.get_run(version.run_id)
-    tags, data = run.data.tags, run.data
     with tempfile.TemporaryDirectory() as folder:
         importances = pd.read_csv(
             client.download_artifacts(run.info.run_id, "feature_importance.csv", folder)
         )
-    # Models logged before the estimator module named the column `gain` (a rollback reaches them).
-    values = importances["importance" if "importance" in importances else "gain"]
-    params = {k: v for k, v in data.params.items() if k != "threshold"}
-    facts = CardFacts(
-        model_name=tracking.model_name,
-        version=str(version.version),
-        window=tags.get(model_tags.DATA_WINDOW, "?"),
-        data_md5=tags.get(model_tags.DATA_DVC_MD5, "?"),
-        data_rev=tags.get(model_tags.DATA_REGISTRY_REV, "?"),
-        metrics={k: v for k, v in data.metrics.items() if k != "rows"},
-        decision=version.tags.get(model_tags.GATE, "?")
-        + ": "
-        + version.tags.get(model_tags.GATE_REASON, ""),
-        features=list(importances["feature"]),
-        importances=list(zip(importances["feature"], values, strict=True)),
-        mlflow_run_id=run.info.run_id,
-        dagster_run_id=tags.get(model_tags.DAGSTER_RUN_ID_RUN_TAG, "?"),
-        git_commit=tags.get(model_tags.GIT_COMMIT, "?"),
-        params=params,
-    )
+    facts = card_facts(tracking.model_name, version, run, importances)
     card = render_model_card(facts)
     client.log_text(run.info.run_id, card, "model_card.md")
     return dg.MaterializeResult(

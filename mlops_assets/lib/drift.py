@@ -33,6 +33,8 @@ PREDICTION_COLUMN = "probability"
 # score means more drift. Wasserstein is defined for numeric columns only.
 METHODS = frozenset({"psi", "wasserstein", "jensenshannon", "hellinger"})
 NUMERIC_ONLY_METHODS = frozenset({"wasserstein"})
+# Columns of the stored per-column table.
+TABLE_COLUMNS = ("column", "method", "score", "threshold", "drifted")
 
 
 @dataclass(frozen=True)
@@ -202,6 +204,54 @@ class DriftResult:
             lines.append(f"| {c.column} | {c.method} | {score} | {c.threshold:g} | {verdict} |")
         return "\n".join(lines)
 
+    def table(self) -> pd.DataFrame:
+        """One row per monitored column: method, score, threshold, verdict."""
+        import pandas as pd
+
+        rows = [{c: getattr(column, c) for c in TABLE_COLUMNS} for column in self.columns]
+        return pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
+
+    def summary(self, policy: DriftPolicy) -> dict[str, Any]:
+        """The report's numbers and verdicts as plain values (Dagster metadata, logs)."""
+        return {
+            "status": "drifted" if self.drifted else "ok",
+            "drifted": self.drifted,
+            "drift_share": round(self.drift_share, 4),
+            "drift_share_threshold": policy.drift_share_threshold,
+            "drifted_columns": ", ".join(self.drifted_columns) or "none",
+            "drifted_count": len(self.drifted_columns),
+            # Columns without data on one side are not evaluated (no score, not in the share).
+            "scores": json.dumps(
+                {c.column: round(c.score, 4) for c in self.columns if c.evaluated}
+            ),
+            "not_evaluated": ", ".join(c.column for c in self.columns if not c.evaluated) or "none",
+            "current_rows": self.current_rows,
+            "reference_rows": self.reference_rows,
+        }
+
+    def verdict(self, policy: DriftPolicy) -> str:
+        """One line: the share against the threshold and the drifted columns."""
+        sign = ">" if self.drifted else "<="
+        columns = ", ".join(self.drifted_columns) or "no column drifted"
+        return (
+            f"drift share {self.drift_share:.2f} {sign} {policy.drift_share_threshold}: {columns}"
+        )
+
+
+def scored_rows(features: pd.DataFrame, predictions: pd.DataFrame) -> pd.DataFrame:
+    """The day's feature rows with the probability and model version predicted for each."""
+    from mlops_assets.lib.features import KEY_COLUMNS
+
+    scores = predictions[[*KEY_COLUMNS, PREDICTION_COLUMN, "model_version"]]
+    return features.merge(scores, on=KEY_COLUMNS, how="inner")
+
+
+def empty_table() -> pd.DataFrame:
+    """The per-column table of a day with nothing to compare."""
+    import pandas as pd
+
+    return pd.DataFrame({c: [] for c in TABLE_COLUMNS})
+
 
 def sample_reference(frame: pd.DataFrame, max_rows: int, seed: int) -> pd.DataFrame:
     """A deterministic sample of at most ``max_rows`` rows, in the frame's row order.
@@ -220,6 +270,19 @@ def sample_reference(frame: pd.DataFrame, max_rows: int, seed: int) -> pd.DataFr
 
     rows = np.sort(np.random.default_rng(seed).choice(len(frame), size=max_rows, replace=False))
     return frame.iloc[rows].reset_index(drop=True)
+
+
+def scored_reference(
+    flights: pd.DataFrame, classifier: Any, version: str, policy: DriftPolicy
+) -> pd.DataFrame:
+    """The reference: a bounded sample of the window's rows, each scored by the champion.
+
+    Prediction drift is then measured like feature drift; every row carries the version.
+    """
+    sample = sample_reference(flights, policy.reference_max_rows, policy.seed)
+    return sample.assign(
+        **{PREDICTION_COLUMN: classifier.predict_proba(sample), "model_version": version}
+    )
 
 
 def _prepare(frame: pd.DataFrame, columns: list[str], policy: DriftPolicy) -> pd.DataFrame:

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from mlops_assets.lib import model_tags
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @dataclass(frozen=True)
@@ -23,6 +28,36 @@ class CardFacts:
     dagster_run_id: str
     git_commit: str
     params: dict[str, Any]
+
+
+def card_facts(model_name: str, version: Any, run: Any, importances: pd.DataFrame) -> CardFacts:
+    """The card's facts from a registered version, its MLflow run and its importances.
+
+    Args:
+        model_name: Registered model name.
+        version: The MLflow model version (its tags hold the gate's decision).
+        run: The MLflow run that trained it (tags, metrics, parameters).
+        importances: ``feature_importance.csv`` of the run: feature, importance.
+    """
+    tags, data = run.data.tags, run.data
+    # Models logged before the estimator module named the column `gain` (a rollback reaches them).
+    values = importances["importance" if "importance" in importances else "gain"]
+    decision = version.tags.get(model_tags.GATE, "?")
+    return CardFacts(
+        model_name=model_name,
+        version=str(version.version),
+        window=tags.get(model_tags.DATA_WINDOW, "?"),
+        data_md5=tags.get(model_tags.DATA_DVC_MD5, "?"),
+        data_rev=tags.get(model_tags.DATA_REGISTRY_REV, "?"),
+        metrics={k: v for k, v in data.metrics.items() if k != "rows"},
+        decision=f"{decision}: {version.tags.get(model_tags.GATE_REASON, '')}",
+        features=list(importances["feature"]),
+        importances=list(zip(importances["feature"], values, strict=True)),
+        mlflow_run_id=run.info.run_id,
+        dagster_run_id=tags.get(model_tags.DAGSTER_RUN_ID_RUN_TAG, "?"),
+        git_commit=tags.get(model_tags.GIT_COMMIT, "?"),
+        params={k: v for k, v in data.params.items() if k != "threshold"},
+    )
 
 
 def render_model_card(facts: CardFacts) -> str:

@@ -4,6 +4,8 @@ Every alias and ``mlops.*`` tag is named here once; the assets, the rollback and
 read and write them through these names.
 """
 
+from datetime import date
+
 # Registry aliases (MLflow stages are deprecated).
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -31,3 +33,17 @@ RESTORED_BY_ROLLBACK = "mlops.restored_by_rollback"
 
 # The run tag holding the training window is written as "<start> .. <end>".
 WINDOW_SEPARATOR = " .. "
+
+
+def window_text(start: date, end: date) -> str:
+    """A training window as the ``DATA_WINDOW`` tag and the metadata write it."""
+    return f"{start}{WINDOW_SEPARATOR}{end}"
+
+
+def parse_window(text: str) -> tuple[date | None, date | None]:
+    """The first and last day of a ``DATA_WINDOW`` tag (None where it is missing)."""
+    start, _, end = text.partition(WINDOW_SEPARATOR)
+    return (
+        date.fromisoformat(start) if start else None,
+        date.fromisoformat(end) if end else None,
+    )

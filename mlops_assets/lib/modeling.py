@@ -9,12 +9,12 @@ position in the training levels) and leaves fitting, predicting and importances 
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import date, timedelta
 from typing import TYPE_CHECKING, Any
 
-from mlops_assets.lib import estimator
+from mlops_assets.lib import estimator, model_tags
 from mlops_assets.lib.features import (
     CATEGORICAL_FEATURES,
     FEATURE_COLUMNS,
@@ -67,6 +67,18 @@ class TrainingWindow:
         """Every day of the window, oldest first."""
         return [self.start + timedelta(days=i) for i in range(self.days)]
 
+    def keys(self) -> list[str]:
+        """Every day of the window as a partition key, oldest first."""
+        return [d.isoformat() for d in self.all_days()]
+
+    def __str__(self) -> str:
+        return model_tags.window_text(self.start, self.as_of)
+
+    @classmethod
+    def spanning(cls, start: date, end: date) -> TrainingWindow:
+        """The window from ``start`` to ``end`` (inclusive), e.g. read back from a model's tag."""
+        return cls(end, (end - start).days + 1, 1)
+
 
 def assemble_training_set(frames: dict[str, pd.DataFrame], window: TrainingWindow) -> pd.DataFrame:
     """Concatenates the window's feature days, keeps labelled rows and adds the time split.
@@ -90,6 +102,15 @@ def assemble_training_set(frames: dict[str, pd.DataFrame], window: TrainingWindo
     data[SPLIT_COLUMN] = validation.map({True: "validation", False: "train"})
     check_trainable(data)
     return data
+
+
+def split_counts(data: pd.DataFrame) -> dict[str, Any]:
+    """Rows per split and the share of delayed flights of a training set."""
+    return {
+        "train_rows": int((data[SPLIT_COLUMN] == "train").sum()),
+        "validation_rows": int((data[SPLIT_COLUMN] == "validation").sum()),
+        "positive_rate": round(float(data[LABEL_COLUMN].mean()), 4),
+    }
 
 
 def check_trainable(data: pd.DataFrame) -> None:
@@ -283,29 +304,91 @@ def fit(
 class GatePolicy:
     """When a challenger replaces the champion.
 
-    Attributes:
-        metric: The metric compared (higher is better).
-        margin: How much the challenger must beat the champion by.
-        floors: Absolute minimums every promoted model must reach.
+    Fields with a ``description`` are the gate's settings in the Dagster launchpad
+    (``GateConfig`` is generated from them).
     """
 
-    metric: str = "roc_auc"
-    margin: float = 0.005
-    floors: dict[str, float] = field(default_factory=lambda: {"roc_auc": 0.60, "pr_auc": 0.30})
+    metric: str = field(
+        default="roc_auc", metadata={"description": "Metric compared, higher is better."}
+    )
+    margin: float = field(
+        default=0.005, metadata={"description": "Required improvement over the champion."}
+    )
+    min_roc_auc: float = field(
+        default=0.60, metadata={"description": "Absolute floor for ROC AUC."}
+    )
+    min_pr_auc: float = field(default=0.30, metadata={"description": "Absolute floor for PR AUC."})
+
+    @property
+    def floors(self) -> dict[str, float]:
+        """Absolute minimums every promoted model must reach, by metric."""
+        return {"roc_auc": self.min_roc_auc, "pr_auc": self.min_pr_auc}
 
 
 @dataclass(frozen=True)
 class GateDecision:
-    """The outcome of comparing a challenger with the champion on the same rows."""
+    """The outcome of comparing a challenger with the champion on the same rows.
+
+    Attributes:
+        comparable: False when the two models do not score the same features: nothing was
+            compared, and the champion must be retired or compared deliberately.
+    """
 
     promote: bool
     reason: str
     challenger: dict[str, float]
     champion: dict[str, float] | None
+    comparable: bool = True
 
     def as_dict(self) -> dict[str, Any]:
         """Plain dict for metadata and tags."""
         return asdict(self)
+
+
+def schema_mismatch(
+    champion: DelayClassifier, challenger: DelayClassifier, columns: Sequence[str]
+) -> str | None:
+    """Why two models cannot be compared on rows with ``columns`` (None when they can)."""
+    missing = sorted(set(champion.features) - set(columns))
+    changed = champion.features != challenger.features
+    problems = ([f"missing in the holdout {missing}"] if missing else []) + (
+        ["feature lists differ"] if changed else []
+    )
+    return "; ".join(problems) or None
+
+
+def judge(
+    challenger: DelayClassifier,
+    champion: DelayClassifier | None,
+    holdout: pd.DataFrame,
+    policy: GatePolicy,
+    *,
+    versions: tuple[str, str | None] = ("challenger", None),
+) -> GateDecision:
+    """Scores both models on the same holdout rows with the same code, then decides.
+
+    Args:
+        challenger: The new model.
+        champion: The current champion (None: there is none; the challenger itself: it is
+            already the champion, nothing to promote).
+        holdout: The validation rows of the challenger's training set.
+        policy: Floors, metric and margin.
+        versions: Challenger and champion version, for the reasons.
+    """
+    scores = evaluate(challenger, holdout)
+    if champion is None:
+        return decide(scores, None, policy)
+    if champion is challenger:
+        return decide(scores, scores, policy)
+    mismatch = schema_mismatch(champion, challenger, list(holdout.columns))
+    if mismatch:
+        reason = (
+            f"feature schema drift between champion v{versions[1]} and challenger "
+            f"v{versions[0]}: {mismatch}. Not promoting; compare or retire the champion "
+            "deliberately."
+        )
+        return GateDecision(False, reason, scores, None, comparable=False)
+    return decide(scores, evaluate(champion, holdout), policy)
 
 
 def decide(

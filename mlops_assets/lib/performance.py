@@ -9,7 +9,7 @@ champion's validation ROC AUC directly.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mlops_assets.lib.features import KEY_COLUMNS, LABEL_COLUMN
 
@@ -47,6 +47,22 @@ class DayPerformance:
     def usable(self) -> bool:
         """Whether the day has enough labels of both classes to judge the model by."""
         return self.status == "ok"
+
+    def summary(self, validation_roc_auc: float | None = None) -> dict[str, Any]:
+        """Status, counts and rounded metrics, plus the gap to the validation ROC AUC."""
+        metrics = {k: round(v, 4) for k, v in self.metrics.items()}
+        out: dict[str, Any] = {
+            "status": self.status,
+            "usable": self.usable,
+            "rows": self.rows,
+            "labelled_rows": self.labelled_rows,
+            **metrics,
+        }
+        if validation_roc_auc is not None:
+            out["validation_roc_auc"] = round(float(validation_roc_auc), 4)
+            if "roc_auc" in metrics:
+                out["auc_drop"] = round(out["validation_roc_auc"] - metrics["roc_auc"], 4)
+        return out
 
 
 def day_performance(

@@ -23,10 +23,15 @@ the sensor evaluates it.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import date
 from statistics import fmean
+
+# Longest window a policy may use: the sensor reads metadata for the whole window every tick
+# (it has 60 s), so a longer question is one for an offline study, not for the sensor.
+MAX_WINDOW_DAYS = 366
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,46 @@ class RetrainPolicy:
             raise ValueError("validation_days must be smaller than training_days")
         if self.cooldown_days < 0 or self.min_new_days < 0 or self.max_auc_drop < 0:
             raise ValueError("cooldown_days, min_new_days and max_auc_drop must be >= 0")
+        for name in ("window_days", "drift_days"):
+            if getattr(self, name) > MAX_WINDOW_DAYS:
+                raise ValueError(
+                    f"{name} must be at most {MAX_WINDOW_DAYS}, got {getattr(self, name)}"
+                )
+
+    @property
+    def lookback_days(self) -> int:
+        """Monitored days the policy looks back over: the longer of its two windows."""
+        return max(self.window_days, self.drift_days)
+
+    def lookback_records(self, floor: int = 60) -> int:
+        """Materializations per report asset a decision needs, at least ``floor``.
+
+        Three per day of the longer window: unusable days (no labels) stretch the window of
+        usable ones, and a re-materialized day has more than one record.
+        """
+        return max(floor, 3 * self.lookback_days)
+
+
+def policy_from_json(raw: str, source: str = "policy") -> RetrainPolicy:
+    """A policy from a JSON object of field overrides; empty means the defaults.
+
+    Raises:
+        ValueError: for invalid JSON, unknown fields or invalid values, naming ``source``.
+    """
+    if not raw.strip():
+        return RetrainPolicy()
+    try:
+        values = json.loads(raw)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{source} is not valid JSON: {error}") from error
+    known = {f.name for f in fields(RetrainPolicy)}
+    if not isinstance(values, dict) or set(values) - known:
+        unknown = sorted(set(values) - known) if isinstance(values, dict) else values
+        raise ValueError(f"{source}: unknown field(s) {unknown}; known: {sorted(known)}")
+    try:
+        return RetrainPolicy(**values)
+    except ValueError as error:
+        raise ValueError(f"{source}: {error}") from error
 
 
 @dataclass(frozen=True)

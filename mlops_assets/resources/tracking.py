@@ -9,9 +9,12 @@ a killed process are closed as KILLED the next time the same asset trains.
 """
 
 import contextlib
+import functools
 import hashlib
 import subprocess
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -45,6 +48,42 @@ def project_fingerprint() -> dict[str, str]:
         if lock.exists()
         else "unknown",
     }
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What monitoring needs to know about a registered version, from its MLflow run."""
+
+    mlflow_run_id: str
+    validation_roc_auc: float | None
+    validation_predicted_rate: float | None
+    window_start: date | None
+    window_end: date | None
+
+
+@functools.lru_cache(maxsize=16)
+def _model_facts(tracking_uri: str, model_name: str, version: str) -> ModelFacts:
+    # Versions never change their run: cached per process.
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    run = client.get_run(str(client.get_model_version(model_name, version).run_id))
+    start, end = model_tags.parse_window(run.data.tags.get(model_tags.DATA_WINDOW, ""))
+    return ModelFacts(
+        mlflow_run_id=run.info.run_id,
+        validation_roc_auc=run.data.metrics.get("roc_auc"),
+        validation_predicted_rate=run.data.metrics.get("predicted_positive_rate"),
+        window_start=start,
+        window_end=end,
+    )
+
+
+@functools.lru_cache(maxsize=4)
+def _classifier(tracking_uri: str, model_name: str, version: str) -> Any:
+    # One load per process and version: a run predicting many days loads the model once.
+    from mlops_assets.lib.pyfunc import load_classifier
+
+    return load_classifier(f"models:/{model_name}/{version}", tracking_uri)
 
 
 class MlflowTracking(dg.ConfigurableResource):
@@ -84,6 +123,48 @@ class MlflowTracking(dg.ConfigurableResource):
             ):
                 return None
             raise
+
+    def champion(self) -> Any:
+        """The champion's model version.
+
+        Raises:
+            dagster.Failure: when no version holds the alias yet.
+        """
+        champion = self.version_by_alias(model_tags.CHAMPION)
+        if champion is None:
+            raise dg.Failure(
+                f"{self.model_name} has no champion yet: train and promote a model first "
+                "(materialize the training group)"
+            )
+        return champion
+
+    def classifier(self, version: str) -> Any:
+        """The ``DelayClassifier`` of a registered version (loaded once per process)."""
+        return _classifier(self.tracking_uri, self.model_name, str(version))
+
+    def model_facts(self, version: str) -> ModelFacts:
+        """Validation metrics and training window of a registered version (cached)."""
+        return _model_facts(self.tracking_uri, self.model_name, str(version))
+
+    def record_gate(self, challenger: Any, promote: bool, reason: str, champion: Any) -> None:
+        """Writes the gate's decision on the challenger; a promotion moves the champion alias.
+
+        The verdict and reason are tags of the version and of its MLflow run; a promoted
+        version also records the champion it replaced (what a rollback returns to).
+        """
+        client, name, version = self.client(), self.model_name, str(challenger.version)
+        verdict = "promoted" if promote else "rejected"
+        client.set_model_version_tag(name, version, model_tags.GATE, verdict)
+        client.set_model_version_tag(name, version, model_tags.GATE_REASON, reason)
+        if challenger.run_id:
+            client.set_tag(challenger.run_id, model_tags.GATE, f"{verdict}: {reason}")
+        if not promote:
+            return
+        if champion is not None:
+            client.set_model_version_tag(
+                name, version, model_tags.PREVIOUS_CHAMPION, str(champion.version)
+            )
+        client.set_registered_model_alias(name, model_tags.CHAMPION, version)
 
     def ensure_experiment(self) -> str:
         """Creates the experiment with its artifact location if it does not exist yet."""

@@ -33,6 +33,7 @@ INCLUDE = [
             "estimator",
             "features",
             "fingerprints",
+            "model_tags",
             "modeling",
             "scoring",
         )

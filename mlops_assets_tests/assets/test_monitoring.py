@@ -21,14 +21,9 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from mlops_assets import settings
-from mlops_assets.defs.monitoring import (
-    AS_OF_TAG,
-    DRIFT_CHECK,
-    POLICY_VAR,
-    REASON_TAG,
-    RETRAIN_SENSOR,
-    retrain_policy,
-)
+from mlops_assets.defs.jobs import AS_OF_TAG, REASON_TAG, TRAINING_JOB
+from mlops_assets.defs.monitoring import DRIFT_CHECK
+from mlops_assets.defs.retraining import POLICY_VAR, RETRAIN_SENSOR, retrain_policy
 from mlops_assets.lib.features import KEY_COLUMNS, LABEL_COLUMN
 from mlops_assets.lib.replay import replay
 from mlops_assets_tests.deployed import PREDICT_DAY, Deployment, deploy
@@ -206,7 +201,7 @@ def test_decay_requests_one_retraining_and_a_losing_challenger_changes_nothing(
     bentos_before = deployment.count("bento")
     # The challenger must beat the champion by a margin it cannot reach.
     # Launched like the daemon launches the request (its job, its asset selection).
-    result = deployment.defs.resolve_job_def("training").execute_in_process(
+    result = deployment.defs.resolve_job_def(TRAINING_JOB).execute_in_process(
         asset_selection=list(request.asset_selection or []),
         instance=deployment.instance,
         run_config={

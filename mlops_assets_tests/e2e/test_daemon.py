@@ -39,17 +39,17 @@ import pandas as pd
 import pytest
 
 from mlops_assets import settings
-from mlops_assets.defs.monitoring import (
+from mlops_assets.defs.jobs import (
     AS_OF_TAG,
     CHAMPION_TAG,
     CONDITION_TAG,
-    DRIFT_CHECK,
-    POLICY_VAR,
     REASON_TAG,
-    RETRAIN_ASSETS,
     RETRAIN_TRIGGER,
+    TRAINING_ASSETS,
     TRIGGER_TAG,
 )
+from mlops_assets.defs.monitoring import DRIFT_CHECK
+from mlops_assets.defs.retraining import POLICY_VAR
 from mlops_assets.lib.replay import replay
 from mlops_assets_tests.assets.test_monitoring import TEST_POLICY, shuffle_labels
 from mlops_assets_tests.deployed import PREDICT_DAY, deploy
@@ -358,7 +358,7 @@ def test_decay_landed_while_the_daemon_is_down_requests_one_retraining(loop: Clo
         assert tags[AS_OF_TAG] == keys[-1], tags
         assert tags[CHAMPION_TAG] == "1", tags
         assert tags.get(RUN_KEY_TAG) == f"retrain-v1-performance-{keys[-1]}", tags
-        assert run["assets"] == sorted(k.to_user_string() for k in RETRAIN_ASSETS), run
+        assert run["assets"] == sorted(k.to_user_string() for k in TRAINING_ASSETS), run
         ticks = [t for t in server.ticks_after(RETRAIN_SENSOR, restarted) if t["runIds"]]
         assert [t["runIds"] for t in ticks] == [[run["runId"]]], ticks
 

@@ -39,6 +39,7 @@ from dagster_k8s.job import (
 from kubernetes.client import V1Job
 
 from mlops_assets import definitions, settings
+from mlops_assets.defs import jobs
 from mlops_assets.resources.environments import PRODUCTION_VARS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -270,7 +271,7 @@ def production_defs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dg.Def
     with pytest.MonkeyPatch.context() as patch:
         for name, value in env.items():
             patch.setenv(name, value)
-        patch.delenv(definitions.STEP_PODS_VAR, raising=False)
+        patch.delenv(jobs.STEP_PODS_VAR, raising=False)
         yield definitions.build_defs()
 
 
@@ -362,9 +363,7 @@ def test_run_limits_in_two_places_are_refused(values: dict[str, Any], tmp_path: 
 # -- the Kubernetes Job of a run --------------------------------------------------------------
 def test_training_job_tag_asks_for_bigger_pods(production_defs: dg.Definitions) -> None:
     training = production_defs.resolve_job_def("training")
-    assert json.loads(training.run_tags[definitions.K8S_CONFIG_TAG]) == (
-        definitions.TRAINING_K8S_CONFIG
-    )
+    assert json.loads(training.run_tags[jobs.K8S_CONFIG_TAG]) == (jobs.TRAINING_K8S_CONFIG)
     user_config = get_user_defined_k8s_config(training.run_tags)
     assert user_config.container_config["resources"] == {
         "requests": {"cpu": "2", "memory": "4Gi"},
@@ -372,7 +371,7 @@ def test_training_job_tag_asks_for_bigger_pods(production_defs: dg.Definitions) 
     }
     for name in ("daily_data", "reference_data", "deployment"):
         tags = production_defs.resolve_job_def(name).run_tags
-        assert definitions.K8S_CONFIG_TAG not in tags
+        assert jobs.K8S_CONFIG_TAG not in tags
 
 
 def test_training_run_job_spec(
@@ -465,14 +464,14 @@ def test_step_pod_job_only_when_asked(tmp_path: Path) -> None:
     assert "training_step_pods" not in names
     assert {"daily_data", "training", "deployment", "reference_data"} <= names
 
-    with_pods = definitions.build_defs({**base, definitions.STEP_PODS_VAR: "true"})
+    with_pods = definitions.build_defs({**base, jobs.STEP_PODS_VAR: "true"})
     job = with_pods.resolve_job_def("training_step_pods")
     assert job.executor_def.name == "k8s"
     config = job.executor_def.config_schema.resolve_config({})  # type: ignore[attr-defined]
     assert config.success, config.errors
     assert (
         config.value["config"]["step_k8s_config"]["container_config"]["resources"]
-        == (definitions.TRAINING_K8S_CONFIG["container_config"]["resources"])
+        == (jobs.TRAINING_K8S_CONFIG["container_config"]["resources"])
     )
     training = with_pods.resolve_job_def("training")
     assert training.executor_def.name == "in_process"
@@ -488,7 +487,7 @@ def test_step_pods_in_production_flavour(
     production_defs: dg.Definitions, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     dg.Definitions.validate_loadable(production_defs)
-    monkeypatch.setenv(definitions.STEP_PODS_VAR, "true")
+    monkeypatch.setenv(jobs.STEP_PODS_VAR, "true")
     with_pods = definitions.build_defs()
     dg.Definitions.validate_loadable(with_pods)
     assert with_pods.resolve_job_def("training_step_pods").executor_def.name == "k8s"
@@ -499,12 +498,12 @@ def test_step_pods_in_production_flavour(
     [("", False), ("false", False), ("0", False), ("true", True), ("TRUE", True), ("1", True)],
 )
 def test_step_pods_switch(value: str, enabled: bool) -> None:
-    assert definitions.step_pods_enabled({definitions.STEP_PODS_VAR: value}) is enabled
+    assert jobs.step_pods_enabled({jobs.STEP_PODS_VAR: value}) is enabled
 
 
 def test_step_pods_switch_refuses_other_values() -> None:
     with pytest.raises(ValueError, match="MLOPS_K8S_STEP_PODS"):
-        definitions.step_pods_enabled({definitions.STEP_PODS_VAR: "yes please"})
+        jobs.step_pods_enabled({jobs.STEP_PODS_VAR: "yes please"})
 
 
 def test_loading_the_code_location_does_not_import_dagster_k8s() -> None:
@@ -514,7 +513,7 @@ def test_loading_the_code_location_does_not_import_dagster_k8s() -> None:
         "import mlops_assets.definitions; "
         "print(sorted(m for m in ('dagster_k8s', 'kubernetes') if m in sys.modules))"
     )
-    env = {k: v for k, v in os.environ.items() if k != definitions.STEP_PODS_VAR}
+    env = {k: v for k, v in os.environ.items() if k != jobs.STEP_PODS_VAR}
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120
     )

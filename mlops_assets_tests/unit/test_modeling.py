@@ -120,3 +120,34 @@ def test_gate_decisions(challenger, champion, promote, reason):
     decision = modeling.decide(challenger, champion, modeling.GatePolicy())
     assert decision.promote is promote
     assert reason in decision.reason
+
+
+def test_the_gate_judges_both_models_on_the_same_rows_and_refuses_other_schemas():
+    window = modeling.TrainingWindow(as_of=date(2013, 3, 10), days=10, validation_days=3)
+    data = modeling.assemble_training_set(synthetic_days(10), window)
+    holdout = data[data[modeling.SPLIT_COLUMN] == "validation"]
+    strong, _ = modeling.fit(data, estimator.HyperParameters(n_estimators=50))
+    weak, _ = modeling.fit(data, estimator.HyperParameters(n_estimators=2))
+    policy = modeling.GatePolicy(min_pr_auc=0.0)
+    first = modeling.judge(strong, None, holdout, policy, versions=("1", None))
+    assert first.promote and first.champion is None
+    itself = modeling.judge(strong, strong, holdout, policy, versions=("1", "1"))
+    assert not itself.promote and itself.champion == itself.challenger
+    better = modeling.judge(strong, weak, holdout, policy, versions=("2", "1"))
+    assert better.promote, better.reason
+    assert better.champion == modeling.evaluate(weak, holdout)
+    # A champion that scores other features is never compared.
+    other = modeling.DelayClassifier(weak.model_text, weak.categories, weak.threshold, ["x"])
+    refused = modeling.judge(strong, other, holdout, policy, versions=("2", "1"))
+    assert not refused.promote and not refused.comparable and refused.champion is None
+    assert refused.reason.startswith("feature schema drift between champion v1 and challenger v2")
+    assert "missing in the holdout ['x']; feature lists differ" in refused.reason
+
+
+def test_gate_config_is_generated_from_the_policy():
+    from mlops_assets.defs.training import GateConfig
+
+    fields = GateConfig.model_fields
+    assert set(fields) == {"metric", "margin", "min_roc_auc", "min_pr_auc"}
+    assert modeling.GatePolicy(**GateConfig().model_dump()) == modeling.GatePolicy()
+    assert fields["margin"].description == "Required improvement over the champion."

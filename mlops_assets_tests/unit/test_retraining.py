@@ -6,7 +6,13 @@ from datetime import date, timedelta
 
 import pytest
 
-from mlops_assets.lib.retraining import DayStatus, RetrainPolicy, decide_retraining
+from mlops_assets.lib.retraining import (
+    MAX_WINDOW_DAYS,
+    DayStatus,
+    RetrainPolicy,
+    decide_retraining,
+    policy_from_json,
+)
 
 POLICY = RetrainPolicy(
     window_days=7, max_auc_drop=0.05, drift_days=5, cooldown_days=14, min_new_days=7
@@ -182,3 +188,22 @@ def test_defaults_need_a_clear_drop() -> None:
 def test_policy_refuses_nonsense(kwargs: dict[str, int | float]) -> None:
     with pytest.raises(ValueError):
         RetrainPolicy(**kwargs)  # type: ignore[arg-type]
+
+
+def test_policy_from_json_overrides_defaults_and_names_its_source() -> None:
+    assert policy_from_json("") == RetrainPolicy()
+    assert policy_from_json('{"drift_days": 90}').drift_days == 90
+    with pytest.raises(ValueError, match=r"MY_VAR: unknown field\(s\) \['windows'\]"):
+        policy_from_json('{"windows": 3}', "MY_VAR")
+    with pytest.raises(ValueError, match="MY_VAR is not valid JSON"):
+        policy_from_json("drift_days=3", "MY_VAR")
+    with pytest.raises(ValueError, match="MY_VAR: validation_days must be smaller"):
+        policy_from_json('{"validation_days": 40}', "MY_VAR")
+
+
+def test_lookback_covers_the_longest_window_and_refuses_more_than_a_year() -> None:
+    assert RetrainPolicy().lookback_records() == 60  # the floor: a week's windows need less
+    assert RetrainPolicy(drift_days=100).lookback_records() == 300
+    assert RetrainPolicy(window_days=120, drift_days=30).lookback_days == 120
+    with pytest.raises(ValueError, match=f"drift_days must be at most {MAX_WINDOW_DAYS}, got 400"):
+        RetrainPolicy(drift_days=400)
