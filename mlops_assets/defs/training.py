@@ -157,24 +157,14 @@ def candidate_model(
     from mlops_assets.lib import modeling
     from mlops_assets.lib.pyfunc import DelayModel, pip_requirements
 
-    data_meta = _latest_metadata(context.instance, dg.AssetKey("training_set"))
-    params = estimator.HyperParameters(**config.model_dump())
-    tags = {
-        model_tags.DATA_DVC_MD5: str(data_meta["dvc_md5"]),
-        model_tags.DATA_REGISTRY_REV: str(data_meta["registry_rev"]),
-        model_tags.DATA_REGISTRY_PATH: str(data_meta["registry_path"]),
-        model_tags.DATA_WINDOW: str(data_meta["window"]),
-        model_tags.DATA_VALIDATION_START: str(data_meta["validation_start"]),
-    }
+    tags = model_tags.data_tags(_latest_metadata(context.instance, dg.AssetKey("training_set")))
     client = tracking.client()
     registered = None
     with tracking.training_run(context, tags) as run:
-        model, metrics = modeling.fit(training_set, params)
-        mlflow.log_params({**config.model_dump(), "threshold": model.threshold})
-        mlflow.log_metrics(metrics)
-        importances = model.importances()
-        mlflow.log_text(importances.to_csv(index=False), "feature_importance.csv")
-        mlflow.log_figure(_importance_plot(importances), "feature_importance.png")
+        model, metrics = modeling.fit(
+            training_set, estimator.HyperParameters(**config.model_dump())
+        )
+        importances = _log_evaluation(config.model_dump(), model, metrics)
         # Numbers as floats in the signature: any of them may be missing at prediction time.
         example = (
             training_set[model.features]
@@ -220,6 +210,18 @@ def candidate_model(
             ),
         }
     )
+
+
+def _log_evaluation(params: dict[str, Any], model: Any, metrics: dict[str, float]) -> Any:
+    """Logs parameters, validation metrics and importances (CSV + plot) to the active run."""
+    import mlflow
+
+    mlflow.log_params({**params, "threshold": model.threshold})
+    mlflow.log_metrics(metrics)
+    importances = model.importances()
+    mlflow.log_text(importances.to_csv(index=False), "feature_importance.csv")
+    mlflow.log_figure(_importance_plot(importances), "feature_importance.png")
+    return importances
 
 
 def _importance_plot(importances: Any) -> Any:

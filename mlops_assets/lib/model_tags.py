@@ -4,7 +4,9 @@ Every alias and ``mlops.*`` tag is named here once; the assets, the rollback and
 read and write them through these names.
 """
 
+from collections.abc import Mapping
 from datetime import date
+from typing import Any
 
 # Registry aliases (MLflow stages are deprecated).
 CHAMPION = "champion"
@@ -33,6 +35,17 @@ RESTORED_BY_ROLLBACK = "mlops.restored_by_rollback"
 
 # The run tag holding the training window is written as "<start> .. <end>".
 WINDOW_SEPARATOR = " .. "
+
+
+def data_tags(training_set: Mapping[str, Any]) -> dict[str, str]:
+    """The run tags naming a training set's version, from its materialization metadata."""
+    return {
+        DATA_DVC_MD5: str(training_set["dvc_md5"]),
+        DATA_REGISTRY_REV: str(training_set["registry_rev"]),
+        DATA_REGISTRY_PATH: str(training_set["registry_path"]),
+        DATA_WINDOW: str(training_set["window"]),
+        DATA_VALIDATION_START: str(training_set["validation_start"]),
+    }
 
 
 def window_text(start: date, end: date) -> str:
