@@ -18,16 +18,7 @@ from typing import Any
 
 import dagster as dg
 
-from mlops_assets.defs.jobs import (
-    AS_OF_TAG,
-    BOOTSTRAP_TRIGGER,
-    CONDITION_TAG,
-    REASON_TAG,
-    RETRAIN_TRIGGER,
-    TRAINING_ASSETS,
-    TRAINING_JOB,
-    TRIGGER_TAG,
-)
+from mlops_assets.defs import jobs
 from mlops_assets.defs.retraining import RETRAIN_SENSOR
 from mlops_assets.local_daemon import LocalDaemon, RunOutcome
 
@@ -104,15 +95,15 @@ def read_history(instance: dg.DagsterInstance) -> History:
         {"run_id": run_id, **meta} for _, run_id, meta in sorted(events, key=lambda e: e[0])
     ]
     by_run = {d["run_id"]: d for d in history.decisions}
-    runs = instance.get_runs(filters=dg.RunsFilter(tags={TRIGGER_TAG: RETRAIN_TRIGGER}))
-    for run in sorted(runs, key=lambda r: r.tags.get(AS_OF_TAG, "")):
+    runs = instance.get_runs(filters=dg.RunsFilter(tags={jobs.TRIGGER_TAG: jobs.RETRAIN_TRIGGER}))
+    for run in sorted(runs, key=lambda r: r.tags.get(jobs.AS_OF_TAG, "")):
         decision = by_run.get(run.run_id, {})
         history.retrainings.append(
             Retraining(
                 run_id=run.run_id,
-                as_of=run.tags.get(AS_OF_TAG, "?"),
-                condition=run.tags.get(CONDITION_TAG, "?"),
-                reason=run.tags.get(REASON_TAG, ""),
+                as_of=run.tags.get(jobs.AS_OF_TAG, "?"),
+                condition=run.tags.get(jobs.CONDITION_TAG, "?"),
+                reason=run.tags.get(jobs.REASON_TAG, ""),
                 status=run.status.value,
                 decision=str(decision.get("decision", "no decision")),
                 gate_reason=str(decision.get("reason", "")),
@@ -177,14 +168,14 @@ def run_closed_loop(
     if not instance.get_latest_materialization_event(dg.AssetKey("champion_model")):
         last = start + timedelta(days=bootstrap_days - 1)
         window = {"as_of": last.isoformat(), "days": bootstrap_days}
-        result = defs.resolve_job_def(TRAINING_JOB).execute_in_process(
-            asset_selection=TRAINING_ASSETS,
+        result = defs.resolve_job_def(jobs.TRAINING_JOB).execute_in_process(
+            asset_selection=jobs.TRAINING_ASSETS,
             instance=instance,
             run_config={
                 "ops": {"training_set": {"config": {**window, "validation_days": validation_days}}},
                 "loggers": {"console": {"config": {"log_level": "WARNING"}}},
             },
-            tags={TRIGGER_TAG: BOOTSTRAP_TRIGGER},
+            tags={jobs.TRIGGER_TAG: jobs.BOOTSTRAP_TRIGGER},
             raise_on_error=False,
         )
         progress(

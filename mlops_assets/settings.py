@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import MutableMapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Literal
@@ -60,46 +60,46 @@ def project_root() -> Path:
     return candidate if (candidate / "pyproject.toml").exists() else Path.cwd()
 
 
+# Folder of each kind of local state, below the state folder.
+STATE_FOLDERS = {
+    "dagster_home": "dagster_home",
+    "landing": "landing",
+    "lake": "lake",
+    "data_registry": "data-registry",
+    "dvc_remote": "dvc-remote",
+    "reports": "reports",
+    "bentoml_home": "bentoml",
+}
+
+
 @dataclass(frozen=True)
 class Locations:
-    """Local paths of the runtime state; production swaps most of them for URLs."""
+    """Local paths of the runtime state, all below ``state``; production swaps most for URLs.
+
+    Attributes:
+        state: The state folder.
+        dagster_home: Dagster instance home (SQLite storage, dagster.yaml).
+        landing: Landing zone root.
+        lake: Parquet lake root.
+        data_registry: Work tree of the DVC data-registry repository.
+        dvc_remote: DVC remote of the data registry.
+        reports: Monitoring reports (Evidently HTML and JSON), served by ``make reports``.
+        bentoml_home: BentoML store (models and bentos of the service; exports in
+            ``exports``).
+    """
 
     state: Path
+    dagster_home: Path = field(init=False)
+    landing: Path = field(init=False)
+    lake: Path = field(init=False)
+    data_registry: Path = field(init=False)
+    dvc_remote: Path = field(init=False)
+    reports: Path = field(init=False)
+    bentoml_home: Path = field(init=False)
 
-    @property
-    def dagster_home(self) -> Path:
-        """Dagster instance home (SQLite storage, dagster.yaml)."""
-        return self.state / "dagster_home"
-
-    @property
-    def landing(self) -> Path:
-        """Landing zone root."""
-        return self.state / "landing"
-
-    @property
-    def lake(self) -> Path:
-        """Parquet lake root."""
-        return self.state / "lake"
-
-    @property
-    def data_registry(self) -> Path:
-        """Work tree of the DVC data-registry repository."""
-        return self.state / "data-registry"
-
-    @property
-    def dvc_remote(self) -> Path:
-        """DVC remote of the data registry."""
-        return self.state / "dvc-remote"
-
-    @property
-    def reports(self) -> Path:
-        """Monitoring reports (Evidently HTML and JSON), served by ``make reports``."""
-        return self.state / "reports"
-
-    @property
-    def bentoml_home(self) -> Path:
-        """BentoML store (models and bentos of the service); exported bentos in ``exports``."""
-        return self.state / "bentoml"
+    def __post_init__(self) -> None:
+        for name, folder in STATE_FOLDERS.items():
+            object.__setattr__(self, name, self.state / folder)
 
 
 def locations(env: MutableMapping[str, str] | None = None) -> Locations:
