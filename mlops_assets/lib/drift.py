@@ -320,6 +320,36 @@ def compute_drift(
         ValueError: if a monitored column is missing from either side.
     """
     policy = policy or DriftPolicy()
+    _check_comparable(current, reference, policy)
+    columns = list(policy.columns)
+    sample = sample_reference(reference, policy.reference_max_rows, policy.seed)
+    cur, ref = _prepare(current, columns, policy), _prepare(sample, columns, policy)
+    evaluated = [c for c in columns if cur[c].notna().any() and ref[c].notna().any()]
+    if not evaluated:
+        raise EmptyDataError(
+            f"no monitored column has values in both the current ({len(cur)} rows) and the "
+            f"reference ({len(ref)} rows) data"
+        )
+    snapshot = _evidently_report(cur[evaluated], ref[evaluated], policy)
+    report_json = snapshot.json()
+    verdicts = _verdicts(json.loads(report_json))
+    results = tuple(_column_drift(column, policy, verdicts.get(column)) for column in columns)
+    drifted_columns = [c.column for c in results if c.drifted]
+    share = len(drifted_columns) / len(evaluated)
+    return DriftResult(
+        columns=results,
+        drift_share=share,
+        drifted=share > policy.drift_share_threshold,
+        drifted_columns=drifted_columns,
+        current_rows=len(cur),
+        reference_rows=len(ref),
+        html=snapshot.get_html_str(as_iframe=False),
+        json=report_json,
+    )
+
+
+def _check_comparable(current: pd.DataFrame, reference: pd.DataFrame, policy: DriftPolicy) -> None:
+    """Raises when either side is empty or lacks a monitored column."""
     for name, frame in (("current", current), ("reference", reference)):
         if len(frame) == 0:
             raise EmptyDataError(
@@ -330,59 +360,40 @@ def compute_drift(
         if missing:
             raise ValueError(f"{name} data lacks monitored column(s) {missing}")
 
-    columns = list(policy.columns)
-    sample = sample_reference(reference, policy.reference_max_rows, policy.seed)
-    cur, ref = _prepare(current, columns, policy), _prepare(sample, columns, policy)
-    evaluated = [c for c in columns if cur[c].notna().any() and ref[c].notna().any()]
-    if not evaluated:
-        raise EmptyDataError(
-            f"no monitored column has values in both the current ({len(cur)} rows) and the "
-            f"reference ({len(ref)} rows) data"
-        )
 
+def _evidently_report(current: pd.DataFrame, reference: pd.DataFrame, policy: DriftPolicy) -> Any:
+    """Runs one Evidently ValueDrift test per column (with its policy's method and threshold)."""
     from evidently import DataDefinition, Dataset, Report
     from evidently.metrics import ValueDrift
 
+    columns = list(current.columns)
     definition = DataDefinition(
-        categorical_columns=[c for c in evaluated if policy.categorical(c)],
-        numerical_columns=[c for c in evaluated if not policy.categorical(c)],
+        categorical_columns=[c for c in columns if policy.categorical(c)],
+        numerical_columns=[c for c in columns if not policy.categorical(c)],
     )
+    rules = policy.rules
     report = Report(
         [
-            ValueDrift(column=c, method=policy.rules[c].method, threshold=policy.rules[c].threshold)
-            for c in evaluated
+            ValueDrift(column=c, method=rules[c].method, threshold=rules[c].threshold)
+            for c in columns
         ],
         include_tests=True,
     )
-    snapshot = report.run(
-        Dataset.from_pandas(cur[evaluated], data_definition=definition),
-        Dataset.from_pandas(ref[evaluated], data_definition=definition),
+    return report.run(
+        Dataset.from_pandas(current, data_definition=definition),
+        Dataset.from_pandas(reference, data_definition=definition),
     )
-    report_json = snapshot.json()
-    verdicts = _verdicts(json.loads(report_json))
 
-    results = []
-    for column in columns:
-        rule = policy.rules[column]
-        if column not in verdicts:
-            results.append(
-                ColumnDrift(column, rule.method, math.nan, rule.threshold, False, evaluated=False)
-            )
-            continue
-        score, drifted = verdicts[column]
-        results.append(ColumnDrift(column, rule.method, score, rule.threshold, drifted))
-    drifted_columns = [c.column for c in results if c.drifted]
-    share = len(drifted_columns) / len(evaluated)
-    return DriftResult(
-        columns=tuple(results),
-        drift_share=share,
-        drifted=share > policy.drift_share_threshold,
-        drifted_columns=drifted_columns,
-        current_rows=len(cur),
-        reference_rows=len(ref),
-        html=snapshot.get_html_str(as_iframe=False),
-        json=report_json,
-    )
+
+def _column_drift(
+    column: str, policy: DriftPolicy, verdict: tuple[float, bool] | None
+) -> ColumnDrift:
+    """A column's verdict; a column Evidently did not evaluate (no data) is not drifted."""
+    rule = policy.rules[column]
+    if verdict is None:
+        return ColumnDrift(column, rule.method, math.nan, rule.threshold, False, evaluated=False)
+    score, drifted = verdict
+    return ColumnDrift(column, rule.method, score, rule.threshold, drifted)
 
 
 def _verdicts(report: dict[str, Any]) -> dict[str, tuple[float, bool]]:

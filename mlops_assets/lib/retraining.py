@@ -188,56 +188,20 @@ def decide_retraining(
     ) -> RetrainDecision:
         return RetrainDecision(retrain, reason, condition, latest.day, version, key)
 
-    if latest.window_end is not None:
-        new_days = (latest.day - latest.window_end).days
-        if new_days < policy.min_new_days:
-            return decision(
-                False,
-                f"only {new_days} day(s) since v{version}'s training window ended "
-                f"{latest.window_end} (need {policy.min_new_days})",
-            )
-    if last_retraining is not None:
-        since = (latest.day - last_retraining).days
-        if since < policy.cooldown_days:
-            return decision(
-                False,
-                f"cooldown: last retraining as of {last_retraining}, {since} of "
-                f"{policy.cooldown_days} day(s) ago",
-            )
-
-    usable = [d for d in mine if d.usable and d.roc_auc is not None][-policy.window_days :]
-    reference = latest.validation_roc_auc
-    performance_note = ""
-    if reference is not None and len(usable) >= policy.window_days:
-        rolling = fmean(d.roc_auc for d in usable if d.roc_auc is not None)
-        drop = reference - rolling
-        performance_note = (
-            f"rolling ROC AUC {rolling:.3f} over {len(usable)} usable day(s) from "
-            f"{usable[0].day} to {usable[-1].day} vs validation {reference:.3f} "
-            f"(drop {drop:.3f})"
-        )
-        if drop > policy.max_auc_drop:
-            return decision(
-                True,
-                f"performance decay: {performance_note} > {policy.max_auc_drop}",
-                "performance",
-                f"retrain-v{version}-performance-{latest.day.isoformat()}",
-            )
-    elif reference is not None:
-        performance_note = f"{len(usable)} of {policy.window_days} usable labelled day(s)"
-
-    streak = 0
-    for status in reversed(mine):
-        if not status.drifted:
-            break
-        streak += 1
+    waiting = _too_early(latest, policy, last_retraining)
+    if waiting:
+        return decision(False, waiting)
+    performance_note, decayed = _performance(mine, latest, policy)
+    if decayed:
+        key = f"retrain-v{version}-performance-{latest.day.isoformat()}"
+        return decision(True, f"performance decay: {performance_note}", "performance", key)
+    streak = _drift_streak(mine)
     if streak >= policy.drift_days and last_trigger == (version, "drift"):
         notes = [performance_note] if performance_note else []
         notes.append(f"drift streak {streak} already triggered a retraining of v{version}")
         return decision(False, "within policy: " + "; ".join(notes))
     if streak >= policy.drift_days:
-        recent = mine[-policy.drift_days :]
-        shares = [d.drift_share for d in recent if d.drift_share is not None]
+        shares = [d.drift_share for d in mine[-policy.drift_days :] if d.drift_share is not None]
         share_note = f", mean drift share {fmean(shares):.2f}" if shares else ""
         return decision(
             True,
@@ -247,3 +211,53 @@ def decide_retraining(
         )
     notes = [n for n in (performance_note, f"drift streak {streak}/{policy.drift_days}") if n]
     return decision(False, "within policy: " + "; ".join(notes))
+
+
+def _too_early(latest: DayStatus, policy: RetrainPolicy, last_retraining: date | None) -> str:
+    """Why no retraining may start yet (too few new days, cooldown), or an empty string."""
+    if latest.window_end is not None:
+        new_days = (latest.day - latest.window_end).days
+        if new_days < policy.min_new_days:
+            return (
+                f"only {new_days} day(s) since v{latest.model_version}'s training window ended "
+                f"{latest.window_end} (need {policy.min_new_days})"
+            )
+    if last_retraining is not None:
+        since = (latest.day - last_retraining).days
+        if since < policy.cooldown_days:
+            return (
+                f"cooldown: last retraining as of {last_retraining}, {since} of "
+                f"{policy.cooldown_days} day(s) ago"
+            )
+    return ""
+
+
+def _performance(
+    mine: list[DayStatus], latest: DayStatus, policy: RetrainPolicy
+) -> tuple[str, bool]:
+    """The rolling ROC AUC against validation, in words, and whether it decayed too far."""
+    usable = [d for d in mine if d.usable and d.roc_auc is not None][-policy.window_days :]
+    reference = latest.validation_roc_auc
+    if reference is None:
+        return "", False
+    if len(usable) < policy.window_days:
+        return f"{len(usable)} of {policy.window_days} usable labelled day(s)", False
+    rolling = fmean(d.roc_auc for d in usable if d.roc_auc is not None)
+    drop = reference - rolling
+    note = (
+        f"rolling ROC AUC {rolling:.3f} over {len(usable)} usable day(s) from "
+        f"{usable[0].day} to {usable[-1].day} vs validation {reference:.3f} (drop {drop:.3f})"
+    )
+    if drop > policy.max_auc_drop:
+        return f"{note} > {policy.max_auc_drop}", True
+    return note, False
+
+
+def _drift_streak(mine: list[DayStatus]) -> int:
+    """Consecutive drifted days up to the latest."""
+    streak = 0
+    for status in reversed(mine):
+        if not status.drifted:
+            break
+        streak += 1
+    return streak
