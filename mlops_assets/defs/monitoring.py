@@ -110,12 +110,13 @@ def drift_report(
         # The reference carries the version that scored it on every row.
         "reference_model_version": str(drift_reference["model_version"].iloc[0]),
     }
+    current = scored_rows(flight_features, batch_predictions)
     try:
-        current = scored_rows(flight_features, batch_predictions)
         result = compute_drift(current, drift_reference, policy)
     except EmptyDataError as error:
         context.log.warning(f"drift_report {day}: {error}")
-        yield from _empty_day(str(error), versions)
+        rows = {"current_rows": len(current), "reference_rows": len(drift_reference)}
+        yield from _empty_day(str(error), {**rows, **versions})
         return
     html = reports.write(f"drift/{day}.html", result.html.encode())
     links = {
@@ -135,11 +136,11 @@ def drift_report(
     )
 
 
-def _empty_day(detail: str, versions: dict[str, Any]) -> Iterator[Any]:
+def _empty_day(detail: str, facts: dict[str, Any]) -> Iterator[Any]:
     """An empty day's report: recorded as such, its check passes with nothing compared."""
     from mlops_assets.lib.drift import empty_table
 
-    metadata = {"status": "empty day", "detail": detail, **versions}
+    metadata = {"status": "empty day", "detail": detail, **facts}
     yield dg.Output(empty_table(), metadata=metadata)
     yield dg.AssetCheckResult(
         check_name=DRIFT_CHECK,
