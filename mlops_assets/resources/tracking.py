@@ -1,11 +1,11 @@
 """Experiment tracking and the model registry (MLflow), through dagster-mlflow.
 
-dagster-mlflow's ``MlFlow`` finds or starts the MLflow run of the current Dagster run (a
-retried step resumes the same MLflow run instead of creating a second one). Its
-``end_mlflow_on_run_finished`` hook only exists for op jobs, so a materialization from the UI,
-a sensor or declarative automation would leave the run RUNNING. ``training_run`` complements
-it: the run always ends, FINISHED on success and FAILED on any error, and runs left RUNNING by
-a killed process are closed as KILLED the next time the same asset trains.
+dagster-mlflow's ``mlflow_tracking`` resource finds or starts the MLflow run of the current
+Dagster run (a retried step resumes the same MLflow run instead of creating a second one).
+Its ``end_mlflow_on_run_finished`` hook only exists for op jobs, so a materialization from the
+UI, a sensor or declarative automation would leave the run RUNNING. ``training_run``
+complements it: the run always ends, FINISHED on success and FAILED on any error, and runs
+left RUNNING by a killed process are closed as KILLED the next time the same asset trains.
 """
 
 import contextlib
@@ -16,7 +16,6 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import dagster as dg
@@ -207,7 +206,7 @@ class MlflowTracking(dg.ConfigurableResource):
             The ``mlflow.ActiveRun``.
         """
         import mlflow
-        from dagster_mlflow.resources import MlFlow
+        from dagster_mlflow import mlflow_tracking
 
         settings.telemetry_off()
         mlflow.set_tracking_uri(self.tracking_uri)
@@ -217,25 +216,30 @@ class MlflowTracking(dg.ConfigurableResource):
         closed = self.close_abandoned_runs(asset, context.run.run_id)
         if closed:
             context.log.warning(f"closed MLflow runs left RUNNING by killed runs: {closed}")
-        init = SimpleNamespace(
-            log=context.log,
-            dagster_run=SimpleNamespace(job_name=context.run.job_name),
-            run_id=context.run.run_id,
-            resource_config={
-                "experiment_name": self.experiment,
-                "mlflow_tracking_uri": self.tracking_uri,
-                "extra_tags": {model_tags.ASSET_KEY: asset, **project_fingerprint(), **tags},
-            },
-        )
-        MlFlow(init)  # finds or starts (and activates) the run tagged with this Dagster run id
-        run = mlflow.active_run()
-        try:
-            yield run
-        except BaseException:
-            mlflow.end_run(status="FAILED")
-            raise
-        else:
-            mlflow.end_run(status="FINISHED")
+        config = {
+            "experiment_name": self.experiment,
+            "mlflow_tracking_uri": self.tracking_uri,
+            "extra_tags": {model_tags.ASSET_KEY: asset, **project_fingerprint(), **tags},
+        }
+        # Initialized here rather than as a resource of the asset: only this step pays for the
+        # import, the run starts when training does, and the data tags are known by then.
+        # The resource reads the Dagster run from its init context, which build_resources
+        # provides (build_init_resource_context cannot).
+        with dg.build_resources(
+            {"mlflow": mlflow_tracking},
+            instance=context.instance,
+            resource_config={"mlflow": {"config": config}},
+            dagster_run=context.run,
+            log_manager=context.log,
+        ):
+            run = mlflow.active_run()  # found by the Dagster run id tag, or just started
+            try:
+                yield run
+            except BaseException:
+                mlflow.end_run(status="FAILED")
+                raise
+            else:
+                mlflow.end_run(status="FINISHED")
 
 
 def local_tracking(state: Path) -> MlflowTracking:
