@@ -13,11 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-from dagster._core.storage.tags import RUN_KEY_TAG, SENSOR_NAME_TAG
-from dagster_shared.serdes import deserialize_value, serialize_value
 
 from mlops_assets.defs.automation import LANDING_SENSOR
 from mlops_assets.defs.jobs import AUTOMATION_TRIGGER, TRIGGER_TAG
+
+# The system tags the daemon puts on a sensor's runs (Dagster exports no constants for them;
+# a unit test compares them with Dagster's): a later daemon skips the run keys they hold.
+SENSOR_NAME_TAG = "dagster/sensor_name"
+RUN_KEY_TAG = "dagster/run_key"
 
 
 @dataclass
@@ -63,7 +66,7 @@ class LocalDaemon:
             saved = json.loads(cursor_file.read_text())
             self.state.landing_cursor = saved.get("landing")
             if saved.get("automation"):
-                self.state.automation_cursor = deserialize_value(saved["automation"])
+                self.state.automation_cursor = dg.deserialize_value(saved["automation"])
             self.state.sensor_cursors = dict(saved.get("sensors") or {})
         self._resources = dict(defs.resources or {})
         self._job = defs.resolve_implicit_global_asset_job_def()
@@ -121,7 +124,7 @@ class LocalDaemon:
             json.dumps(
                 {
                     "landing": self.state.landing_cursor,
-                    "automation": serialize_value(automation) if automation is not None else None,
+                    "automation": None if automation is None else dg.serialize_value(automation),
                     "sensors": self.state.sensor_cursors,
                 }
             )
