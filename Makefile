@@ -52,7 +52,7 @@ mlflow-ui: setup  ## MLflow UI on the local tracking store (http://127.0.0.1:500
 
 lint:
 	$(UV) run --frozen ruff check .
-	$(UV) run --frozen ruff format --check mlops_assets
+	$(UV) run --frozen ruff format --check .
 
 typecheck:
 	$(UV) run --frozen mypy
@@ -62,5 +62,14 @@ bench: setup  ## measure the budgets (docs/benchmarks.md)
 	$(UV) run --frozen python benchmarks/one_day.py
 	$(UV) run --frozen python benchmarks/serving.py
 
-clean:  ## delete all local state (Dagster home, landing, lake, registry, remote)
-	rm -rf state
+# The state folder as an absolute path without a trailing slash ("/" becomes empty).
+STATE_PATH = $(patsubst %/,%,$(abspath $(STATE)))
+
+clean:  ## delete all local state in $(STATE) (Dagster home, landing, lake, registry, remote)
+	@case "$(CURDIR)/" in "$(STATE_PATH)/"*) \
+		echo "refusing to delete STATE=$(STATE): it is empty, or holds the project" >&2; exit 1;; \
+	esac
+	@case "$(HOME)/" in "$(STATE_PATH)/"*) \
+		echo "refusing to delete STATE=$(STATE): it holds the home folder" >&2; exit 1;; \
+	esac
+	rm -rf -- "$(STATE_PATH)"

@@ -14,7 +14,7 @@ from mlops_assets.resources.landing import LandingZone
 from mlops_assets.resources.reports import ReportStore
 from mlops_assets.resources.tracking import MlflowTracking, local_tracking
 
-# Production settings and the component that reads them (see docs/configuration.md).
+# Production settings and the component that reads them (docs/deploy.md lists every variable).
 PRODUCTION_VARS: dict[str, str] = {
     "MLOPS_LANDING_URL": "landing zone root, e.g. s3://bucket/landing",
     "MLOPS_LAKE_URL": "lake root, e.g. s3://bucket/lake",
