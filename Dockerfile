@@ -26,14 +26,17 @@ ENV UV_COMPILE_BYTECODE=1 \
     PATH="/opt/venv/bin:$PATH" \
     PYTHONUNBUFFERED=1 \
     DAGSTER_HOME=/opt/dagster/dagster_home \
-    DAGSTER_DISABLE_TELEMETRY=true \
+    MLOPS_ENV=production \
+    MLOPS_STATE_DIR=/app/state
+# Telemetry off for every process of the image, also those our CLI does not start (`dagster
+# api grpc`, run workers, the webserver and daemon in compose): exactly the switches of
+# settings.TELEMETRY_OFF, which unit/test_container.py compares with this instruction.
+ENV DAGSTER_DISABLE_TELEMETRY=true \
     DO_NOT_TRACK=true \
     DVC_NO_ANALYTICS=1 \
     MLFLOW_DISABLE_TELEMETRY=true \
     BENTOML_DO_NOT_TRACK=true \
-    EVIDENTLY_DISABLE_TELEMETRY=1 \
-    MLOPS_ENV=production \
-    MLOPS_STATE_DIR=/app/state
+    EVIDENTLY_DISABLE_TELEMETRY=1
 
 WORKDIR /app
 

@@ -7,6 +7,8 @@ SERVE_PORT ?= 3001
 REPORTS_PORT ?= 8008
 # The state folder (MLOPS_STATE_DIR moves it, as for the CLI).
 STATE ?= $(or $(MLOPS_STATE_DIR),$(CURDIR)/state)
+# Telemetry off for the tools started here without the CLI (bentoml serve, mlflow ui): exactly
+# the switches of settings.TELEMETRY_OFF, which unit/test_settings.py compares with this line.
 export DAGSTER_DISABLE_TELEMETRY=true DO_NOT_TRACK=true DVC_NO_ANALYTICS=1 \
        MLFLOW_DISABLE_TELEMETRY=true BENTOML_DO_NOT_TRACK=true EVIDENTLY_DISABLE_TELEMETRY=1
 

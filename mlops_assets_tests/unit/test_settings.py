@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -65,3 +66,10 @@ def test_telemetry_is_off_unless_set_explicitly():
     assert env["DO_NOT_TRACK"] == "false"
     assert env["MLFLOW_DISABLE_TELEMETRY"] == "true"
     assert env["DVC_NO_ANALYTICS"] == "1"
+
+
+def test_the_makefile_turns_off_exactly_the_telemetry_of_settings():
+    makefile = (settings.project_root() / "Makefile").read_text()
+    [line] = re.findall(r"^export ((?:[^\n]*\\\n)*[^\n]*)$", makefile, re.MULTILINE)
+    pairs = line.replace("\\\n", " ").split()
+    assert dict(pair.split("=", 1) for pair in pairs) == settings.TELEMETRY_OFF
