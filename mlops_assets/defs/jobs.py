@@ -43,10 +43,10 @@ TRAINING_ASSETS: list[dg.AssetKey] = [
 ]
 TRAINING_SELECTION = dg.AssetSelection.assets(*TRAINING_ASSETS)
 
-# Kubernetes settings of training pods, read by the K8sRunLauncher (deploy/helm) from the run
+# Kubernetes settings of training pods, read by the K8sRunLauncher (docs/deploy.md) from the run
 # tag `dagster-k8s/config`; every other run launcher ignores the tag. Training holds a window
 # of feature days in memory and fits LightGBM on all cores, so it gets bigger pods than the
-# other runs (which get the code server's resources, deploy/helm/values.yaml).
+# other runs (which get the code server's resources from the Helm values).
 K8S_CONFIG_TAG = "dagster-k8s/config"
 TRAINING_K8S_CONFIG: dict[str, Any] = {
     "container_config": {
