@@ -59,10 +59,10 @@ lint:
 typecheck:
 	$(UV) run --frozen mypy
 
-bench: setup  ## measure the budgets (docs/benchmarks.md)
-	$(UV) run --frozen python benchmarks/load_time.py
-	$(UV) run --frozen python benchmarks/one_day.py
-	$(UV) run --frozen python benchmarks/serving.py
+bench: setup  ## measure load time, one day and serving against their budgets (docs/benchmarks.md)
+	$(UV) run --frozen python -m benchmarks.load_time
+	$(UV) run --frozen python -m benchmarks.one_day
+	$(UV) run --frozen python -m benchmarks.serving
 
 # The state folder as an absolute path without a trailing slash ("/" becomes empty).
 STATE_PATH = $(patsubst %/,%,$(abspath $(STATE)))

@@ -11,25 +11,33 @@ measurement, not a test: the exit code is non-zero only when a subprocess fails.
 
 Usage::
 
-    uv run python benchmarks/load_time.py [--runs 7] [--warmup 1]
+    uv run python -m benchmarks.load_time [--runs 7] [--warmup 1] [--out PATH]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
+from benchmarks.common import (
+    RESULTS,
+    ROOT,
+    BenchError,
+    alternating,
+    child_environment,
+    machine_info,
+    mark_start,
+    median_of,
+    run_reporting_errors,
+    write_result,
+)
+
 BUDGET_RATIO = 1.3
 HEAVY_MODULES = (
     "pandas",
@@ -67,8 +75,10 @@ print(json.dumps({"import_s": t1 - t0, "resolve_s": t3 - t2, "heavy": heavy}))
 
 KINDS = {"dagster": _DAGSTER, "definitions": _DEFINITIONS}
 
+Samples = dict[str, list[dict[str, Any]]]
 
-def run_once(code: str, env: dict[str, str]) -> dict[str, object]:
+
+def run_once(code: str, env: dict[str, str]) -> dict[str, Any]:
     """Runs ``code`` in a fresh interpreter; returns its JSON line plus the wall time."""
     start = time.perf_counter()
     proc = subprocess.run(
@@ -81,32 +91,72 @@ def run_once(code: str, env: dict[str, str]) -> dict[str, object]:
     )
     wall = time.perf_counter() - start
     if proc.returncode != 0:
-        raise RuntimeError(f"subprocess failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+        raise BenchError(f"subprocess failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
     result["wall_s"] = wall
     return result
 
 
-def machine() -> dict[str, object]:
-    """Where the numbers were taken."""
-    version = subprocess.run(
-        [sys.executable, "-c", "import dagster; print(dagster.__version__)"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.strip()
+def sample(runs: int, warmup: int) -> Samples:
+    """``warmup`` unmeasured runs of each kind, then ``runs`` measured ones, alternating."""
+    with tempfile.TemporaryDirectory(prefix="mlops-bench-load-") as state:
+        env = child_environment(state)
+        for _ in range(warmup):
+            for code in KINDS.values():
+                run_once(code, env)
+        samples: Samples = {kind: [] for kind in KINDS}
+        for i in range(runs):
+            # Alternate which kind goes first as well, so neither always follows the other.
+            for kind in alternating(i, *KINDS):
+                samples[kind].append(run_once(KINDS[kind], env))
+    return samples
+
+
+def summarize(samples: Samples, runs: int, warmup: int) -> dict[str, Any]:
+    """Medians, ratios and the budget verdict, with the raw samples."""
+    imp = {kind: median_of(samples[kind], "import_s") for kind in KINDS}
+    wall = {kind: median_of(samples[kind], "wall_s") for kind in KINDS}
+    ratio = imp["definitions"] / imp["dagster"]
     return {
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
-        "dagster": version,
-        "platform": platform.platform(),
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "loadavg_1min_at_end": round(os.getloadavg()[0], 2),
+        "machine": machine_info(__file__),
+        "runs": runs,
+        "warmup": warmup,
+        "median_import_s": imp,
+        "median_wall_s": wall,
+        "median_resolve_definitions_s": median_of(samples["definitions"], "resolve_s"),
+        "ratio_import": ratio,
+        "ratio_wall": wall["definitions"] / wall["dagster"],
+        "budget_ratio": BUDGET_RATIO,
+        "within_budget": ratio <= BUDGET_RATIO,
+        "heavy_modules_loaded": sorted({m for s in samples["definitions"] for m in s["heavy"]}),
+        "samples": samples,
     }
 
 
+def report(result: dict[str, Any]) -> None:
+    """Prints the result as a Markdown table."""
+    imp, wall, ratio = result["median_import_s"], result["median_wall_s"], result["ratio_import"]
+    verdict = "met" if result["within_budget"] else "MISSED"
+    print(f"load time, {result['runs']} fresh subprocesses each (medians)\n")
+    print("| what | import (perf_counter) | subprocess wall |")
+    print("|---|---:|---:|")
+    print(f"| `import dagster` | {imp['dagster']:.3f} s | {wall['dagster']:.3f} s |")
+    print(
+        f"| `import mlops_assets.definitions` | {imp['definitions']:.3f} s "
+        f"| {wall['definitions']:.3f} s |"
+    )
+    print(
+        f"| ratio | **{ratio:.2f}** (budget <= {BUDGET_RATIO}: {verdict}) "
+        f"| {result['ratio_wall']:.2f} |"
+    )
+    resolve = result["median_resolve_definitions_s"]
+    print(f"\nresolving the repository (`defs.get_repository_def()`): {resolve:.3f} s")
+    heavy = ", ".join(result["heavy_modules_loaded"]) or "none"
+    print(f"heavy modules after loading the definitions: {heavy}")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--runs", type=int, default=7, help="measured runs of each kind")
     parser.add_argument(
         "--warmup",
@@ -119,64 +169,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.runs < 1:
         parser.error("--runs must be at least 1")
 
-    load_before = round(os.getloadavg()[0], 2)
-    with tempfile.TemporaryDirectory(prefix="mlops-bench-load-") as state:
-        env = {**os.environ, "DAGSTER_DISABLE_TELEMETRY": "true", "MLOPS_STATE_DIR": state}
-        env.pop("DAGSTER_HOME", None)
-        samples: dict[str, list[dict[str, object]]] = {kind: [] for kind in KINDS}
-        try:
-            for _ in range(args.warmup):
-                for code in KINDS.values():
-                    run_once(code, env)
-            for i in range(args.runs):
-                # Alternate which kind goes first as well, so neither always follows the other.
-                order = list(KINDS) if i % 2 == 0 else list(reversed(KINDS))
-                for kind in order:
-                    samples[kind].append(run_once(KINDS[kind], env))
-        except RuntimeError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 1
+    def measure() -> int:
+        mark_start()
+        result = summarize(sample(args.runs, args.warmup), args.runs, args.warmup)
+        write_result(args.out, result)
+        report(result)
+        print(f"written {args.out}")
+        return 0
 
-    def med(kind: str, field: str) -> float:
-        return statistics.median(float(s[field]) for s in samples[kind])  # type: ignore[arg-type]
-
-    imp = {kind: med(kind, "import_s") for kind in KINDS}
-    wall = {kind: med(kind, "wall_s") for kind in KINDS}
-    ratio = imp["definitions"] / imp["dagster"]
-    wall_ratio = wall["definitions"] / wall["dagster"]
-    heavy = sorted({m for s in samples["definitions"] for m in s["heavy"]})  # type: ignore[attr-defined]
-    resolve = med("definitions", "resolve_s")
-    result = {
-        "machine": {**machine(), "loadavg_1min_at_start": load_before},
-        "runs": args.runs,
-        "warmup": args.warmup,
-        "median_import_s": imp,
-        "median_wall_s": wall,
-        "median_resolve_definitions_s": resolve,
-        "ratio_import": ratio,
-        "ratio_wall": wall_ratio,
-        "budget_ratio": BUDGET_RATIO,
-        "within_budget": ratio <= BUDGET_RATIO,
-        "heavy_modules_loaded": heavy,
-        "samples": samples,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-
-    verdict = "met" if ratio <= BUDGET_RATIO else "MISSED"
-    print(f"load time, {args.runs} fresh subprocesses each (medians)\n")
-    print("| what | import (perf_counter) | subprocess wall |")
-    print("|---|---:|---:|")
-    print(f"| `import dagster` | {imp['dagster']:.3f} s | {wall['dagster']:.3f} s |")
-    print(
-        f"| `import mlops_assets.definitions` | {imp['definitions']:.3f} s "
-        f"| {wall['definitions']:.3f} s |"
-    )
-    print(f"| ratio | **{ratio:.2f}** (budget <= {BUDGET_RATIO}: {verdict}) | {wall_ratio:.2f} |")
-    print(f"\nresolving the repository (`defs.get_repository_def()`): {resolve:.3f} s")
-    print(f"heavy modules after loading the definitions: {', '.join(heavy) or 'none'}")
-    print(f"written {args.out}")
-    return 0
+    return run_reporting_errors(measure)
 
 
 if __name__ == "__main__":

@@ -1,58 +1,56 @@
 """One new day through the data half of the graph, against the same work as plain library calls.
 
-Setup (not timed): a temporary state folder (``MLOPS_STATE_DIR``, set before the code location
-is imported), a Dagster instance under it (the project's ``dagster.yaml``, SQLite storage, as
-``mlops-assets demo`` uses) or an ephemeral one, the reference tables and warm-up day(s)
-replayed and materialized with ``LocalDaemon``, and the same warm-up done by the pure path, so
-imports and caches are warm in this process.
-
-For every measured day D (alternating which side goes first):
-
-* pipeline: D is replayed into the landing zone (not timed), then ``loop.tick_landing()`` +
-  ``loop.tick_automation()`` are timed: landing-sensor evaluation, the run of
-  ``raw_flights[D]`` + ``raw_weather[D]``, the automation evaluation and the run of
-  ``flight_features[D]`` (including its DVC commit), all through Dagster.
-* pure: the same work with the plain ``mlops_assets.lib`` calls: read both landing CSVs,
-  validate them, fingerprint and write them as Parquet, build the features, validate them,
-  check for leakage, fingerprint, serialize, ``DataRegistry.commit`` to a separate registry,
-  write the features Parquet.
-
-Budget: median pipeline <= 2.0 x median pure. A measurement, not a test: the exit code is
-non-zero only on errors (a failed run, a missing output).
+Pipeline: the landing-sensor tick and the automation tick of a newly landed day through
+Dagster (``LocalDaemon`` on a SQLite or in-memory instance under a temporary state folder).
+Pure: the same reads, contracts, features, fingerprints, DVC commit and Parquet writes as
+``mlops_assets.lib`` calls. Both sides run in this process, day by day, alternating which goes
+first, after warm-up days. Budget: median pipeline <= 2.0 x median pure. The method in full
+and the latest result: docs/benchmarks.md, section 2. A measurement, not a test: the exit code
+is non-zero only on errors (a failed run, a missing output).
 
 Usage::
 
-    uv run python benchmarks/one_day.py [--days 5] [--start 2013-01-10] [--warmup-days 2]
-        [--instance home|ephemeral] [--dagster-yaml PATH] [--profile] [--out PATH]
+    uv run python -m benchmarks.one_day [--days 5] [--start 2013-01-10] [--warmup-days 2]
+        [--instance home|ephemeral] [--dagster-yaml PATH] [--profile] [--out PATH] [--keep]
 """
 
 from __future__ import annotations
 
 import argparse
-import cProfile
+import contextlib
+import functools
 import gc
-import io
-import json
-import os
-import pstats
-import shutil
-import statistics
 import sys
-import tempfile
 import time
-import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
-from _machine import machine_info, mark_start
+from benchmarks.common import (
+    RESULTS,
+    ROOT,
+    BenchError,
+    Profile,
+    alternating,
+    home_instance,
+    machine_info,
+    mark_start,
+    median_of,
+    open_state,
+    run_reporting_errors,
+    scratch_folder,
+    write_result,
+)
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
 BUDGET_RATIO = 2.0
 
-PIPELINE_STAGES = ("landing_sensor", "raw_run", "automation_eval", "features_run")
+PIPELINE_STAGES = {
+    "landing_sensor": "landing sensor tick (evaluation)",
+    "raw_run": "run raw_flights + raw_weather",
+    "automation_eval": "automation evaluation",
+    "features_run": "run flight_features (incl. DVC commit)",
+}
 PURE_STAGES = (
     "read_csv",
     "validate_raw",
@@ -81,20 +79,355 @@ class Stopwatch:
         return value
 
 
-class BenchError(RuntimeError):
-    """The benchmark could not measure what it claims to measure."""
+# -- the instance -----------------------------------------------------------------------------
 
 
-def setup_environment(state: Path) -> None:
-    """Must run before ``mlops_assets.definitions`` is imported (resources read it)."""
-    os.environ["MLOPS_STATE_DIR"] = str(state)
-    os.environ["DAGSTER_DISABLE_TELEMETRY"] = "true"
-    os.environ.pop("MLOPS_ENV", None)
-    warnings.filterwarnings("ignore", message=".*is currently in (beta|preview).*")
+@contextlib.contextmanager
+def open_instance(args: argparse.Namespace, state: Path) -> Iterator[tuple[Any, Path]]:
+    """The instance of ``--instance``: the SQLite home (optionally another yaml) or in memory."""
+    if args.instance == "home":
+        with home_instance(state, args.dagster_yaml) as opened:
+            yield opened
+        return
+    where = open_state(state)
+    import dagster as dg
+
+    instance = dg.DagsterInstance.ephemeral()
+    try:
+        yield instance, where.dagster_home
+    finally:
+        instance.dispose()
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def timed_daemon(instance: Any, home: Path) -> Any:
+    """A ``LocalDaemon`` on the project's definitions that records every run's duration."""
+    from mlops_assets.definitions import defs
+    from mlops_assets.local_daemon import LocalDaemon, RunOutcome
+
+    class TimedDaemon(LocalDaemon):
+        run_seconds: list[float]
+
+        def _execute(self, *a: Any, **kw: Any) -> RunOutcome:
+            start = time.perf_counter()
+            outcome = super()._execute(*a, **kw)
+            self.run_seconds.append(time.perf_counter() - start)
+            return outcome
+
+    loop = TimedDaemon(defs, instance, home / "local_loop_cursors.json")
+    loop.run_seconds = []
+    return loop
+
+
+def write_parquet(target: Path, frame: Any) -> None:
+    """Serializes ``frame`` and writes it atomically (the lake's way)."""
+    from mlops_assets.lib.storage import to_parquet_bytes, write_atomic
+
+    write_atomic(target, to_parquet_bytes(frame))
+
+
+def expect(outcomes: list[Any], assets: set[str], day: date, what: str) -> None:
+    """Exactly one successful run of ``assets`` for ``day``."""
+    if len(outcomes) != 1:
+        raise BenchError(f"{what} for {day}: expected 1 run, got {outcomes}")
+    outcome = outcomes[0]
+    if not outcome.success:
+        raise BenchError(f"{what} run for {day} failed: {outcome.error}")
+    if set(outcome.assets) != assets or outcome.partition != day.isoformat():
+        raise BenchError(f"{what} for {day}: unexpected run {outcome}")
+
+
+# -- the two sides ----------------------------------------------------------------------------
+
+
+class OneDay:
+    """The pipeline and the pure side of one day, on one state folder."""
+
+    def __init__(self, tmp: Path, instance: Any, home: Path) -> None:
+        from mlops_assets import settings
+        from mlops_assets.lib.data_registry import DataRegistry
+
+        self.where = settings.locations()
+        self.loop = timed_daemon(instance, home)
+        self.pure_lake = tmp / "pure" / "lake"
+        self.pure_registry = DataRegistry(
+            tmp / "pure" / "registry", str(tmp / "pure" / "dvc-remote")
+        )
+        self.refs: dict[str, Any] = {}
+
+    def replay(self, day: date, days: int = 1, *, include_reference: bool = False) -> None:
+        """Writes ``days`` days from ``day`` into the landing zone (not timed)."""
+        from mlops_assets.lib.replay import replay
+
+        replay(self.where.landing, day, days, include_reference=include_reference)
+
+    def load_references(self) -> None:
+        """The reference frames the pure side validates against, read and validated once."""
+        from mlops_assets.lib import contracts
+        from mlops_assets.lib.landing import landing_path, read_csv
+
+        self.refs = {
+            name: contracts.validate(
+                read_csv(landing_path(self.where.landing, name)),
+                getattr(contracts, f"{name}_schema")(),
+                source=name,
+            )
+            for name in ("airlines", "airports", "planes")
+        }
+
+    def pipeline_day(self, day: date) -> dict[str, float]:
+        """The landing tick and the automation tick of a landed day, through Dagster."""
+        loop = self.loop
+        loop.run_seconds = []
+        start = time.perf_counter()
+        landed = loop.tick_landing()
+        mid = time.perf_counter()
+        automated = loop.tick_automation()
+        end = time.perf_counter()
+        expect(landed, {"raw_flights", "raw_weather"}, day, "landing sensor")
+        expect(automated, {"flight_features"}, day, "automation")
+        raw_run, features_run = loop.run_seconds
+        return {
+            "landing_sensor": (mid - start) - raw_run,
+            "raw_run": raw_run,
+            "automation_eval": (end - mid) - features_run,
+            "features_run": features_run,
+        }
+
+    def pure_day(self, day: date) -> tuple[dict[str, float], str]:
+        """The same work as plain library calls; stage times and the features' MD5."""
+        from mlops_assets.lib.fingerprints import md5_bytes
+
+        watch = Stopwatch()
+        flights, weather = self._pure_raw(watch, day)
+        payload = self._pure_features(watch, day, flights, weather)
+        return watch.times, md5_bytes(payload)
+
+    def _pure_raw(self, watch: Stopwatch, day: date) -> tuple[Any, Any]:
+        from mlops_assets.lib import contracts
+        from mlops_assets.lib.fingerprints import frame_fingerprint
+        from mlops_assets.lib.landing import landing_path, read_csv
+
+        landing, refs = self.where.landing, self.refs
+        flights = watch("read_csv", lambda: read_csv(landing_path(landing, "flights", day)))
+        weather = watch("read_csv", lambda: read_csv(landing_path(landing, "weather", day)))
+        flights = watch(
+            "validate_raw",
+            lambda: contracts.validate(
+                flights,
+                contracts.flights_schema(refs["airlines"]["carrier"], refs["airports"]["faa"], day),
+                source="flights",
+            ),
+        )
+        weather = watch(
+            "validate_raw",
+            lambda: contracts.validate(weather, contracts.weather_schema(day), source="weather"),
+        )
+        for name, frame in (("raw_flights", flights), ("raw_weather", weather)):
+            watch("fingerprint_raw", functools.partial(frame_fingerprint, frame))
+            target = self.pure_lake / name / f"{day}.parquet"
+            watch("write_raw_parquet", functools.partial(write_parquet, target, frame))
+        return flights, weather
+
+    def _pure_features(self, watch: Stopwatch, day: date, flights: Any, weather: Any) -> bytes:
+        from mlops_assets.lib import contracts, features
+        from mlops_assets.lib.fingerprints import frame_fingerprint
+        from mlops_assets.lib.storage import to_parquet_bytes, write_atomic
+
+        frame = watch(
+            "build_features",
+            lambda: features.build_flight_features(flights, weather, self.refs["planes"]),
+        )
+        frame = watch(
+            "validate_features",
+            lambda: contracts.validate(frame, features.features_schema(), source="features"),
+        )
+        leaks = watch("leakage_check", lambda: features.find_leakage(list(frame.columns)))
+        if leaks:
+            raise BenchError(f"pure path found leakage on {day}: {leaks}")
+        watch("fingerprint_features", lambda: frame_fingerprint(frame))
+        payload: bytes = watch("features_parquet_bytes", lambda: to_parquet_bytes(frame))
+        watch(
+            "dvc_commit",
+            lambda: self.pure_registry.commit(
+                f"flight_features/{day}.parquet", payload, f"flight_features {day} (benchmark)"
+            ),
+        )
+        target = self.pure_lake / "flight_features" / f"{day}.parquet"
+        watch("write_features_parquet", lambda: write_atomic(target, payload))
+        return payload
+
+    def lake_features_md5(self, day: date) -> str:
+        """MD5 of the features Parquet the pipeline wrote for ``day``."""
+        from mlops_assets.lib.fingerprints import md5_bytes
+
+        return md5_bytes((self.where.lake / "flight_features" / f"{day}.parquet").read_bytes())
+
+    def lake_read_seconds(self, day: date) -> float:
+        """Time to read the three inputs of flight_features back, as its IO manager does."""
+        import pandas as pd
+
+        lake = self.where.lake
+        start = time.perf_counter()
+        for path in (
+            lake / "raw_flights" / f"{day}.parquet",
+            lake / "raw_weather" / f"{day}.parquet",
+            lake / "planes.parquet",
+        ):
+            with path.open("rb") as handle:
+                pd.read_parquet(handle)
+        return time.perf_counter() - start
+
+
+# -- the measurement --------------------------------------------------------------------------
+
+
+def warm_up(bench: OneDay, start: date, days: int) -> str:
+    """References and ``days`` days before ``start`` through both sides; a summary line."""
+    warm_start = start - timedelta(days=days)
+    bench.replay(warm_start, days, include_reference=True)
+    setup_started = time.perf_counter()
+    warm = bench.loop.run_until_idle()
+    failed = [o for o in warm if not o.success]
+    if failed or not warm:
+        raise BenchError(f"warm-up runs failed: {failed or 'nothing ran'}")
+    warm_days = [warm_start + timedelta(days=i) for i in range(days)]
+    for day in warm_days:
+        if not (bench.where.lake / "flight_features" / f"{day}.parquet").exists():
+            raise BenchError(f"warm-up did not materialize flight_features {day}")
+    bench.load_references()
+    for day in warm_days:
+        bench.pure_day(day)
+    return (
+        f"setup: {len(warm)} warm-up run(s) for references + {days} day(s) "
+        f"in {time.perf_counter() - setup_started:.1f} s"
+    )
+
+
+def measure_day(bench: OneDay, day: date, i: int) -> dict[str, Any]:
+    """Both sides on ``day`` (the first alternates with ``i``), and their comparison."""
+    bench.replay(day)
+    order = alternating(i, "pipeline", "pure")
+    record: dict[str, Any] = {"day": day.isoformat(), "first": order[0]}
+    for side in order:
+        gc.collect()
+        if side == "pipeline":
+            record["pipeline"] = bench.pipeline_day(day)
+        else:
+            record["pure"], record["pure_md5"] = bench.pure_day(day)
+    record["pipeline_md5"] = bench.lake_features_md5(day)
+    record["same_output"] = record["pipeline_md5"] == record["pure_md5"]
+    # Not part of either side: what the features run reads back through the IO manager.
+    record["lake_reads"] = bench.lake_read_seconds(day)
+    record["pipeline_total"] = sum(record["pipeline"].values())
+    record["pure_total"] = sum(record["pure"].values())
+    print(
+        f"{day}: pipeline {record['pipeline_total']:.3f} s, pure {record['pure_total']:.3f} s "
+        f"({order[0]} first)",
+        flush=True,
+    )
+    return record
+
+
+def profile_pipeline(bench: OneDay, last: date, out: Path) -> str:
+    """Pushes two more days through the pipeline under cProfile; returns a text report."""
+    profile = Profile()
+    for day in (last + timedelta(days=1), last + timedelta(days=2)):
+        bench.replay(day)
+        profile.call(functools.partial(bench.pipeline_day, day))
+    path = out.with_suffix(".prof")
+    profile.save(path)
+    return f"cProfile of 2 extra pipeline days (cumulative, top 40), saved to {path}:\n" + (
+        profile.top(40)
+    )
+
+
+def summarize(
+    args: argparse.Namespace, instance: Any, per_day: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """Medians per stage, ratios and the budget verdict, with every day's record."""
+    pipeline_total = median_of(per_day, "pipeline_total")
+    pure_total = median_of(per_day, "pure_total")
+    ratio = pipeline_total / pure_total
+    return {
+        "machine": machine_info(__file__),
+        "instance": args.instance,
+        "dagster_yaml": str(args.dagster_yaml or ROOT / "dagster.yaml")
+        if args.instance == "home"
+        else None,
+        "storage": {
+            "event_log": type(instance.event_log_storage).__name__,
+            "run_storage": type(instance.run_storage).__name__,
+            "compute_logs": type(instance.compute_log_manager).__name__,
+        },
+        "days": [r["day"] for r in per_day],
+        "warmup_days": args.warmup_days,
+        "median_pipeline_s": {s: median_of(per_day, "pipeline", s) for s in PIPELINE_STAGES},
+        "median_pipeline_total_s": pipeline_total,
+        "median_pure_s": {s: median_of(per_day, "pure", s) for s in PURE_STAGES},
+        "median_pure_total_s": pure_total,
+        "median_lake_reads_s": median_of(per_day, "lake_reads"),
+        "ratio": ratio,
+        "per_day_ratio": [r["pipeline_total"] / r["pure_total"] for r in per_day],
+        "budget_ratio": BUDGET_RATIO,
+        "within_budget": ratio <= BUDGET_RATIO,
+        "same_output_every_day": all(r["same_output"] for r in per_day),
+        "per_day": per_day,
+    }
+
+
+def report(result: dict[str, Any]) -> None:
+    """Prints the result as Markdown tables."""
+    days, storage = result["days"], result["storage"]
+    pipeline, pure = result["median_pipeline_s"], result["median_pure_s"]
+    pipeline_total, pure_total = result["median_pipeline_total_s"], result["median_pure_total_s"]
+    print(
+        f"\none day through the data half, medians over {len(days)} day(s) "
+        f"{days[0]} .. {days[-1]} ({result['instance']} instance: {storage['event_log']} event "
+        f"log, {storage['compute_logs']})\n"
+    )
+    print("| pipeline stage (Dagster) | median |\n|---|---:|")
+    for stage, label in PIPELINE_STAGES.items():
+        print(f"| {label} | {pipeline[stage]:.3f} s |")
+    print(f"| **total** | **{pipeline_total:.3f} s** |")
+    print("\n| pure stage (plain lib calls) | median |\n|---|---:|")
+    for stage in PURE_STAGES:
+        print(f"| {stage.replace('_', ' ')} | {pure[stage]:.3f} s |")
+    print(f"| **total** | **{pure_total:.3f} s** |")
+    verdict = "met" if result["within_budget"] else "MISSED"
+    per_day = ", ".join(f"{r:.2f}" for r in result["per_day_ratio"])
+    print(
+        f"\nratio pipeline / pure: **{result['ratio']:.2f}** (budget <= {BUDGET_RATIO}: "
+        f"{verdict}); per day: {per_day}"
+    )
+    print(
+        f"DVC commit: {pure['dvc_commit']:.3f} s = {pure['dvc_commit'] / pure_total:.0%} of pure; "
+        f"Dagster overhead (pipeline - pure): {pipeline_total - pure_total:.3f} s"
+    )
+    lake_reads = result["median_lake_reads_s"]
+    print(f"reading the 3 inputs of flight_features back from the lake: {lake_reads:.3f} s")
+    print(f"pipeline and pure features Parquet identical: {result['same_output_every_day']}")
+
+
+def run(args: argparse.Namespace, tmp: Path, out: Path) -> int:
+    """Setup, warm-up, the alternating measurement, the report."""
+    with open_instance(args, tmp / "state") as (instance, home):
+        bench = OneDay(tmp, instance, home)
+        setup = warm_up(bench, args.start, args.warmup_days)
+        print(f"{setup} ({args.instance} instance)", flush=True)
+        days = [args.start + timedelta(days=i) for i in range(args.days)]
+        per_day = [measure_day(bench, day, i) for i, day in enumerate(days)]
+        profile_text = profile_pipeline(bench, days[-1], out) if args.profile else None
+        result = summarize(args, instance, per_day)
+    write_result(out, result)
+    report(result)
+    if profile_text:
+        print(f"\n{profile_text}")
+    print(f"written {out}")
+    return 0
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--days", type=int, default=5, help="measured days")
     parser.add_argument("--start", type=date.fromisoformat, default=date(2013, 1, 10))
     parser.add_argument("--warmup-days", type=int, default=2, help="days before --start")
@@ -115,8 +448,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--profile",
         action="store_true",
-        help="after measuring, push 2 more days through the pipeline under a profiler "
-        "(pyinstrument if installed, else cProfile)",
+        help="after measuring, push 2 more days through the pipeline under cProfile",
     )
     parser.add_argument("--out", type=Path, default=None, help="JSON result file")
     parser.add_argument("--keep", action="store_true", help="keep the temporary state folder")
@@ -125,346 +457,18 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--days and --warmup-days must be at least 1")
     if args.dagster_yaml and (args.instance != "home" or not args.dagster_yaml.is_file()):
         parser.error("--dagster-yaml needs --instance home and an existing file")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     suffix = "" if args.instance == "home" else f"_{args.instance}"
     if args.dagster_yaml:
         suffix += f"_{args.dagster_yaml.stem}"
     out = args.out or RESULTS / f"one_day{suffix}.json"
-
     mark_start()
-    tmp = Path(tempfile.mkdtemp(prefix="mlops-bench-day-"))
-    try:
-        return run(args, tmp, out)
-    except BenchError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    finally:
-        if args.keep:
-            print(f"state kept in {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
-def run(args: argparse.Namespace, tmp: Path, out: Path) -> int:
-    setup_environment(tmp / "state")
-
-    import dagster as dg
-
-    from mlops_assets import settings
-    from mlops_assets.cli import prepare_dagster_home
-
-    where = settings.locations()
-    if where.state != (tmp / "state").resolve():
-        raise BenchError(f"MLOPS_STATE_DIR not honoured: {where.state}")
-    if args.instance == "home":
-        home = prepare_dagster_home()  # DAGSTER_HOME with the project's dagster.yaml
-        if args.dagster_yaml:
-            shutil.copyfile(args.dagster_yaml, home / "dagster.yaml")
-        instance = dg.DagsterInstance.get()
-    else:
-        home = where.dagster_home
-        instance = dg.DagsterInstance.ephemeral()
-    try:
-        return measure(args, tmp, out, instance, home)
-    finally:
-        instance.dispose()
-
-
-def measure(args: argparse.Namespace, tmp: Path, out: Path, instance: Any, home: Path) -> int:
-    """Warm-up, the alternating measurement, the report."""
-    from mlops_assets import settings
-    from mlops_assets.definitions import defs
-    from mlops_assets.lib import contracts, features
-    from mlops_assets.lib.data_registry import DataRegistry
-    from mlops_assets.lib.fingerprints import frame_fingerprint, md5_bytes
-    from mlops_assets.lib.landing import landing_path, read_csv
-    from mlops_assets.lib.replay import replay
-    from mlops_assets.lib.storage import to_parquet_bytes, write_atomic
-    from mlops_assets.local_daemon import LocalDaemon, RunOutcome
-
-    where = settings.locations()
-
-    class TimedLoop(LocalDaemon):
-        """LocalDaemon that also records the duration of every executed run."""
-
-        run_seconds: list[float]
-
-        def _execute(self, *a: Any, **kw: Any) -> RunOutcome:
-            start = time.perf_counter()
-            outcome = super()._execute(*a, **kw)
-            self.run_seconds.append(time.perf_counter() - start)
-            return outcome
-
-    loop = TimedLoop(defs, instance, home / "local_loop_cursors.json")
-    loop.run_seconds = []
-
-    # -- pure side: reference frames validated once, a separate lake folder and registry ------
-    landing = where.landing
-    pure_lake = tmp / "pure" / "lake"
-    pure_registry = DataRegistry(tmp / "pure" / "registry", str(tmp / "pure" / "dvc-remote"))
-
-    def pure_day(day: date) -> tuple[dict[str, float], str]:
-        watch = Stopwatch()
-        flights = watch("read_csv", lambda: read_csv(landing_path(landing, "flights", day)))
-        weather = watch("read_csv", lambda: read_csv(landing_path(landing, "weather", day)))
-        flights = watch(
-            "validate_raw",
-            lambda: contracts.validate(
-                flights,
-                contracts.flights_schema(refs["airlines"]["carrier"], refs["airports"]["faa"], day),
-                source="flights",
-            ),
-        )
-        weather = watch(
-            "validate_raw",
-            lambda: contracts.validate(weather, contracts.weather_schema(day), source="weather"),
-        )
-        for name, frame in (("raw_flights", flights), ("raw_weather", weather)):
-            watch("fingerprint_raw", lambda frame=frame: frame_fingerprint(frame))
-            target = pure_lake / name / f"{day}.parquet"
-            watch(
-                "write_raw_parquet", lambda f=frame, t=target: write_atomic(t, to_parquet_bytes(f))
-            )
-        frame = watch(
-            "build_features",
-            lambda: features.build_flight_features(flights, weather, refs["planes"]),
-        )
-        frame = watch(
-            "validate_features",
-            lambda: contracts.validate(frame, features.features_schema(), source="features"),
-        )
-        leaks = watch("leakage_check", lambda: features.find_leakage(list(frame.columns)))
-        if leaks:
-            raise BenchError(f"pure path found leakage on {day}: {leaks}")
-        watch("fingerprint_features", lambda: frame_fingerprint(frame))
-        payload = watch("features_parquet_bytes", lambda: to_parquet_bytes(frame))
-        watch(
-            "dvc_commit",
-            lambda: pure_registry.commit(
-                f"flight_features/{day}.parquet", payload, f"flight_features {day} (benchmark)"
-            ),
-        )
-        target = pure_lake / "flight_features" / f"{day}.parquet"
-        watch("write_features_parquet", lambda: write_atomic(target, payload))
-        return watch.times, md5_bytes(payload)
-
-    def expect(outcomes: list[RunOutcome], assets: set[str], day: date, what: str) -> None:
-        if len(outcomes) != 1:
-            raise BenchError(f"{what} for {day}: expected 1 run, got {outcomes}")
-        outcome = outcomes[0]
-        if not outcome.success:
-            raise BenchError(f"{what} run for {day} failed: {outcome.error}")
-        if set(outcome.assets) != assets or outcome.partition != day.isoformat():
-            raise BenchError(f"{what} for {day}: unexpected run {outcome}")
-
-    def pipeline_day(day: date) -> dict[str, float]:
-        loop.run_seconds = []
-        start = time.perf_counter()
-        landed = loop.tick_landing()
-        mid = time.perf_counter()
-        automated = loop.tick_automation()
-        end = time.perf_counter()
-        expect(landed, {"raw_flights", "raw_weather"}, day, "landing sensor")
-        expect(automated, {"flight_features"}, day, "automation")
-        raw_run, features_run = loop.run_seconds
-        return {
-            "landing_sensor": (mid - start) - raw_run,
-            "raw_run": raw_run,
-            "automation_eval": (end - mid) - features_run,
-            "features_run": features_run,
-        }
-
-    # -- warm-up (not timed) -------------------------------------------------------------------
-    warm_start = args.start - timedelta(days=args.warmup_days)
-    replay(landing, warm_start, args.warmup_days, include_reference=True)
-    setup_started = time.perf_counter()
-    warm = loop.run_until_idle()
-    failed = [o for o in warm if not o.success]
-    if failed or not warm:
-        raise BenchError(f"warm-up runs failed: {failed or 'nothing ran'}")
-    for day_offset in range(args.warmup_days):
-        day = warm_start + timedelta(days=day_offset)
-        if not (where.lake / "flight_features" / f"{day}.parquet").exists():
-            raise BenchError(f"warm-up did not materialize flight_features {day}")
-    refs = {
-        name: contracts.validate(
-            read_csv(landing_path(landing, name)),
-            getattr(contracts, f"{name}_schema")(),
-            source=name,
-        )
-        for name in ("airlines", "airports", "planes")
-    }
-    for day_offset in range(args.warmup_days):
-        pure_day(warm_start + timedelta(days=day_offset))
-    print(
-        f"setup: {len(warm)} warm-up run(s) for references + {args.warmup_days} day(s) "
-        f"in {time.perf_counter() - setup_started:.1f} s ({args.instance} instance)",
-        flush=True,
-    )
-
-    # -- measurement ---------------------------------------------------------------------------
-    days = [args.start + timedelta(days=i) for i in range(args.days)]
-    per_day: list[dict[str, Any]] = []
-    for i, day in enumerate(days):
-        replay(landing, day, 1, include_reference=False)
-        order = ("pipeline", "pure") if i % 2 == 0 else ("pure", "pipeline")
-        record: dict[str, Any] = {"day": day.isoformat(), "first": order[0]}
-        for side in order:
-            gc.collect()
-            if side == "pipeline":
-                record["pipeline"] = pipeline_day(day)
-            else:
-                record["pure"], record["pure_md5"] = pure_day(day)
-        lake_file = where.lake / "flight_features" / f"{day}.parquet"
-        record["pipeline_md5"] = md5_bytes(lake_file.read_bytes())
-        record["same_output"] = record["pipeline_md5"] == record["pure_md5"]
-        # Not part of either side: what the features run reads back through the IO manager.
-        record["lake_reads"] = lake_read_seconds(where.lake, day)
-        record["pipeline_total"] = sum(record["pipeline"].values())
-        record["pure_total"] = sum(record["pure"].values())
-        per_day.append(record)
-        print(
-            f"{day}: pipeline {record['pipeline_total']:.3f} s, pure {record['pure_total']:.3f} s "
-            f"({order[0]} first)",
-            flush=True,
-        )
-
-    profile_text = None
-    if args.profile:
-        profile_text = profile_pipeline(loop, replay, landing, days[-1], pipeline_day, out)
-
-    # -- report --------------------------------------------------------------------------------
-    storage = {
-        "event_log": type(instance.event_log_storage).__name__,
-        "run_storage": type(instance.run_storage).__name__,
-        "compute_logs": type(instance.compute_log_manager).__name__,
-    }
-
-    def med(side: str, stage: str) -> float:
-        return statistics.median(r[side][stage] for r in per_day)
-
-    pipeline = {s: med("pipeline", s) for s in PIPELINE_STAGES}
-    pure = {s: med("pure", s) for s in PURE_STAGES}
-    pipeline_total = statistics.median(r["pipeline_total"] for r in per_day)
-    pure_total = statistics.median(r["pure_total"] for r in per_day)
-    lake_reads = statistics.median(r["lake_reads"] for r in per_day)
-    ratio = pipeline_total / pure_total
-    per_day_ratio = [r["pipeline_total"] / r["pure_total"] for r in per_day]
-    result = {
-        "machine": machine_info(__file__),
-        "instance": args.instance,
-        "dagster_yaml": str(args.dagster_yaml or ROOT / "dagster.yaml")
-        if args.instance == "home"
-        else None,
-        "storage": storage,
-        "days": [d.isoformat() for d in days],
-        "warmup_days": args.warmup_days,
-        "median_pipeline_s": pipeline,
-        "median_pipeline_total_s": pipeline_total,
-        "median_pure_s": pure,
-        "median_pure_total_s": pure_total,
-        "median_lake_reads_s": lake_reads,
-        "ratio": ratio,
-        "per_day_ratio": per_day_ratio,
-        "budget_ratio": BUDGET_RATIO,
-        "within_budget": ratio <= BUDGET_RATIO,
-        "same_output_every_day": all(r["same_output"] for r in per_day),
-        "per_day": per_day,
-    }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-
-    verdict = "met" if ratio <= BUDGET_RATIO else "MISSED"
-    print(
-        f"\none day through the data half, medians over {len(days)} day(s) "
-        f"{days[0]} .. {days[-1]} ({args.instance} instance: {storage['event_log']} event log, "
-        f"{storage['compute_logs']})\n"
-    )
-    print("| pipeline stage (Dagster) | median |")
-    print("|---|---:|")
-    labels = {
-        "landing_sensor": "landing sensor tick (evaluation)",
-        "raw_run": "run raw_flights + raw_weather",
-        "automation_eval": "automation evaluation",
-        "features_run": "run flight_features (incl. DVC commit)",
-    }
-    for stage in PIPELINE_STAGES:
-        print(f"| {labels[stage]} | {pipeline[stage]:.3f} s |")
-    print(f"| **total** | **{pipeline_total:.3f} s** |")
-    print("\n| pure stage (plain lib calls) | median |")
-    print("|---|---:|")
-    for stage in PURE_STAGES:
-        print(f"| {stage.replace('_', ' ')} | {pure[stage]:.3f} s |")
-    print(f"| **total** | **{pure_total:.3f} s** |")
-    print(
-        f"\nratio pipeline / pure: **{ratio:.2f}** (budget <= {BUDGET_RATIO}: {verdict}); "
-        f"per day: {', '.join(f'{r:.2f}' for r in per_day_ratio)}"
-    )
-    print(
-        f"DVC commit: {pure['dvc_commit']:.3f} s = {pure['dvc_commit'] / pure_total:.0%} of pure; "
-        f"Dagster overhead (pipeline - pure): {pipeline_total - pure_total:.3f} s"
-    )
-    print(f"reading the 3 inputs of flight_features back from the lake: {lake_reads:.3f} s")
-    print(f"pipeline and pure features Parquet identical: {result['same_output_every_day']}")
-    if profile_text:
-        print(f"\n{profile_text}")
-    print(f"written {out}")
-    return 0
-
-
-def lake_read_seconds(lake: Path, day: date) -> float:
-    """Time to read the three inputs of flight_features back from the lake, as its IO manager."""
-    import pandas as pd
-
-    start = time.perf_counter()
-    for path in (
-        lake / "raw_flights" / f"{day}.parquet",
-        lake / "raw_weather" / f"{day}.parquet",
-        lake / "planes.parquet",
-    ):
-        with path.open("rb") as handle:
-            pd.read_parquet(handle)
-    return time.perf_counter() - start
-
-
-def profile_pipeline(
-    loop: Any, replay: Any, landing: Path, last: date, pipeline_day: Any, out: Path
-) -> str:
-    """Pushes two more days through the pipeline under a profiler; returns a text report.
-
-    Uses pyinstrument when it is installed (a call tree), cProfile otherwise.
-    """
-    days = [last + timedelta(days=i) for i in (1, 2)]
-    try:
-        from pyinstrument import Profiler
-    except ImportError:
-        Profiler = None
-    if Profiler is not None:
-        sampler = Profiler(interval=0.001)
-        for day in days:
-            replay(landing, day, 1, include_reference=False)
-            sampler.start()
-            pipeline_day(day)
-            sampler.stop()
-        path = out.with_name(out.stem + "_profile.txt")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        text = sampler.output_text(show_all=False, color=False, unicode=True)
-        path.write_text(text)
-        return f"pyinstrument of 2 extra pipeline days, saved to {path}"
-    profiler = cProfile.Profile()
-    for day in days:
-        replay(landing, day, 1, include_reference=False)
-        profiler.enable()
-        pipeline_day(day)
-        profiler.disable()
-    prof_path = out.with_suffix(".prof")
-    prof_path.parent.mkdir(parents=True, exist_ok=True)
-    profiler.dump_stats(str(prof_path))
-    buffer = io.StringIO()
-    stats = pstats.Stats(profiler, stream=buffer).sort_stats("cumulative")
-    stats.print_stats(40)
-    return f"cProfile of 2 extra pipeline days (cumulative, top 40), saved to {prof_path}:\n" + (
-        buffer.getvalue()
-    )
+    with scratch_folder("mlops-bench-day-", args.keep) as tmp:
+        return run_reporting_errors(lambda: run(args, tmp, out))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,532 @@
+"""The HTTP side of ``benchmarks.serving``: the server, its clients, CPU accounting, the phases.
+
+``Server`` runs ``bentoml serve`` on loopback in a session of its own; ``Client`` is one
+keep-alive connection (one per client thread, this process being the client on the same
+machine); ``CpuWindow`` splits the CPU of a phase between the server, this process and the
+rest of the machine. ``measure_http`` and ``measure_load`` are the timed phases.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import math
+import os
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import BenchError
+from mlops_assets_tests.e2e.processes import (
+    HOST,
+    default_signals,
+    free_port,
+    live_group_members,
+    stop_process_group,
+)
+
+CONCURRENCY = 8
+BATCH = 100
+WARMUP = 200
+STOP_GRACE_S = 20.0
+REQUEST_TIMEOUT_S = 30.0
+SINGLE_SHARE, BATCH_SHARE = 0.85, 0.10  # the rest of the load is invalid requests
+
+
+# -- statistics -------------------------------------------------------------------------------
+
+
+def percentile(values: list[float], p: float) -> float:
+    """Nearest-rank percentile (p in 0..100)."""
+    ordered = sorted(values)
+    rank = max(1, math.ceil(p / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def summary(seconds: list[float]) -> dict[str, float]:
+    """Percentiles, max and mean in milliseconds, and how many samples took over 50 ms."""
+    ms = [s * 1000 for s in seconds]
+    return {
+        "n": len(ms),
+        "p50_ms": percentile(ms, 50),
+        "p90_ms": percentile(ms, 90),
+        "p99_ms": percentile(ms, 99),
+        "p999_ms": percentile(ms, 99.9),
+        "max_ms": max(ms),
+        "over_50ms": sum(1 for m in ms if m > 50),
+        "mean_ms": statistics.fmean(ms),
+    }
+
+
+def timed_loop(
+    call: Callable[[Any], Any], items: list[Any], count: int, warmup: int
+) -> list[float]:
+    """Calls ``call`` on items cycled ``warmup`` times untimed, then ``count`` times timed."""
+    for i in range(warmup):
+        call(items[i % len(items)])
+    out = []
+    for i in range(count):
+        item = items[(warmup + i) % len(items)]
+        start = time.perf_counter()
+        call(item)
+        out.append(time.perf_counter() - start)
+    return out
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all processes of the machine have used (``/proc/stat``, all cores)."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuWindow:
+    """CPU used during a phase by the server, this process (the client) and everything else.
+
+    ``other_cores`` is the average number of cores other processes kept busy: 0 on a quiet
+    machine; anything near 1 on this 2-core machine means the measurement shared the cores.
+    """
+
+    def __init__(self, server: Server | None = None) -> None:
+        self.server = server
+        self.start = self._now()
+
+    def _now(self) -> tuple[float, ...]:
+        supervisor, worker = self.server.cpu_seconds() if self.server else (0.0, 0.0)
+        return time.perf_counter(), machine_busy_seconds(), time.process_time(), supervisor, worker
+
+    def stop(self) -> dict[str, float]:
+        """Seconds of wall, server, client and other CPU since the start."""
+        end = self._now()
+        wall, busy, client, supervisor, worker = (
+            b - a for a, b in zip(self.start, end, strict=True)
+        )
+        other = max(0.0, busy - client - supervisor - worker)
+        return {
+            "wall_s": wall,
+            "server_cpu_s": supervisor + worker,
+            "server_supervisor_cpu_s": supervisor,
+            "server_worker_cpu_s": worker,
+            "client_cpu_s": client,
+            "other_cpu_s": other,
+            "other_cores": other / wall,
+        }
+
+
+# -- the client and the server ----------------------------------------------------------------
+
+
+class Client:
+    """One keep-alive HTTP/1.1 connection to the server (one per thread)."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.conn = http.client.HTTPConnection(HOST, port, timeout=REQUEST_TIMEOUT_S)
+        self.connects = 0  # TCP connections opened (keep-alive: one per client)
+
+    def request(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
+        """Sends one request; returns status and body (raises on connection errors)."""
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        if self.conn.sock is None:
+            self.connects += 1
+        try:
+            self.conn.request(method, path, body=body, headers=headers)
+            response = self.conn.getresponse()
+            return response.status, response.read()
+        except (OSError, http.client.HTTPException):
+            self.conn.close()  # the next request reconnects
+            raise
+
+    def post_ok(self, path: str, body: bytes) -> tuple[float, bytes]:
+        """POSTs and returns (seconds, body); anything but 200 stops the benchmark."""
+        start = time.perf_counter()
+        status, payload = self.request("POST", path, body)
+        took = time.perf_counter() - start
+        if status != 200:
+            raise BenchError(f"POST {path} answered {status}: {payload[:300]!r}")
+        return took, payload
+
+    def close(self) -> None:
+        """Closes the connection."""
+        self.conn.close()
+
+
+def _proc_stat(pid: int | str) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command name, if the process exists."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()
+    except OSError:
+        return None
+
+
+def _alive(pid: int) -> bool:
+    fields = _proc_stat(pid)
+    return fields is not None and fields[0] not in ("Z", "X")
+
+
+class Server:
+    """``bentoml serve <tag>`` on loopback, in its own process group."""
+
+    def __init__(self, tag: str, home: Path, log_path: Path) -> None:
+        self.port = free_port()
+        env = {k: v for k, v in os.environ.items() if k not in ("MLOPS_API_KEY", "MLOPS_ENV")}
+        env.update({"BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true"})
+        self.log_path = log_path
+        self.log = log_path.open("wb")
+        command = [sys.executable, "-m", "bentoml", "serve", tag]
+        command += ["--host", HOST, "--port", str(self.port)]
+        self.process = subprocess.Popen(
+            command,
+            cwd=log_path.parent,  # not the project: the Bento's own source is served
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=default_signals,
+        )
+        self.pgid = self.process.pid
+
+    def log_tail(self, lines: int = 30) -> str:
+        """The end of the server's output."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError as error:
+            return f"(no server log: {error})"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def _ready(self) -> bool:
+        conn = http.client.HTTPConnection(HOST, self.port, timeout=5)
+        try:
+            conn.request("GET", "/readyz")
+            return conn.getresponse().status == 200
+        except (OSError, http.client.HTTPException):
+            return False
+        finally:
+            conn.close()
+
+    def wait_ready(self, timeout: float) -> float:
+        """Seconds until ``GET /readyz`` answered 200."""
+        start = time.monotonic()
+        while time.monotonic() - start < timeout:
+            if self.process.poll() is not None:
+                raise BenchError(
+                    f"bentoml serve exited ({self.process.returncode}):\n{self.log_tail()}"
+                )
+            if self._ready():
+                return time.monotonic() - start
+            time.sleep(0.25)
+        raise BenchError(f"/readyz not 200 after {timeout:.0f} s:\n{self.log_tail()}")
+
+    def processes(self) -> list[int]:
+        """The server and its live descendants.
+
+        BentoML's supervisor starts the service worker in a session (and process group) of
+        its own, so the worker is found by parentage, not by the process group.
+        """
+        stats = {}
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                fields = _proc_stat(entry.name)
+                if fields is not None:
+                    stats[int(entry.name)] = fields  # [0] state, [1] ppid, [11:13] CPU
+        found, frontier = [], [self.process.pid]
+        while frontier:
+            pid = frontier.pop()
+            if pid in stats and stats[pid][0] not in ("Z", "X"):
+                found.append(pid)
+                frontier += [child for child, f in stats.items() if int(f[1]) == pid]
+        return found
+
+    def cpu_seconds(self) -> tuple[float, float]:
+        """User + system CPU seconds of the supervisor and of its descendants (``/proc``)."""
+        supervisor = workers = 0
+        for pid in self.processes():
+            fields = _proc_stat(pid)
+            if fields is None:
+                continue
+            ticks = int(fields[11]) + int(fields[12])  # utime, stime
+            if pid == self.process.pid:
+                supervisor += ticks
+            else:
+                workers += ticks
+        hz = os.sysconf("SC_CLK_TCK")
+        return supervisor / hz, workers / hz
+
+    def stop(self) -> dict[str, Any]:
+        """Stops the server (SIGTERM to the supervisor stops its worker); no leftovers."""
+        workers = [pid for pid in self.processes() if pid != self.process.pid]
+        escalations = stop_process_group(self.process, STOP_GRACE_S)
+        self.log.close()
+        left = [pid for pid in workers if _alive(pid)]
+        left += live_group_members(self.pgid)
+        for pid in left:  # only processes this benchmark started
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        return {"workers": workers, "escalations": escalations, "killed_leftovers": left}
+
+
+def run_threads(count: int, work: Callable[[int], Any]) -> tuple[float, list[Any]]:
+    """Runs ``work(i)`` in ``count`` threads started together; (wall seconds, results)."""
+    results: list[Any] = [None] * count
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(count + 1)
+
+    def target(i: int) -> None:
+        barrier.wait()
+        try:
+            results[i] = work(i)
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=target, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    barrier.wait()
+    start = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - start
+    if errors:
+        raise BenchError(f"a client thread failed: {errors[0]!r}") from errors[0]
+    return wall, results
+
+
+# -- single requests and batches --------------------------------------------------------------
+
+
+def check_answers(client: Client, bundle: Any, model: Any, pool: list[dict[str, Any]]) -> int:
+    """Server and in-process probabilities agree on the first requests; returns the count."""
+    from mlops_assets.lib.scoring import score
+
+    checked = pool[:50]
+    for request in checked:
+        _, body = client.post_ok("/predict", json.dumps(request).encode())
+        served = json.loads(body)["probability"]
+        local = score(bundle, [model.model_validate(request).model_dump()])[0]["probability"]
+        if abs(served - local) > 1e-12:
+            raise BenchError(f"served {served} != in-process {local} for {request}")
+    return len(checked)
+
+
+def measure_single(server: Server, client: Client, singles: list[bytes], count: int) -> dict:
+    """``/predict`` at concurrency 1: ``WARMUP`` untimed requests, then ``count`` timed."""
+    for i in range(WARMUP):
+        client.post_ok("/predict", singles[i % len(singles)])
+    window = CpuWindow(server)
+    latencies = [
+        client.post_ok("/predict", singles[(WARMUP + i) % len(singles)])[0] for i in range(count)
+    ]
+    cpu = window.stop()
+    return {
+        **summary(latencies),
+        "throughput_rps": count / cpu["wall_s"],
+        "server_cpu_ms_per_request": cpu["server_cpu_s"] / count * 1000,
+        "client_cpu_ms_per_request": cpu["client_cpu_s"] / count * 1000,
+        "cpu": cpu,
+    }
+
+
+def measure_batches(server: Server, client: Client, batches: list[bytes], count: int) -> dict:
+    """``/predict_batch`` of ``BATCH`` flights at concurrency 1 (10 untimed first)."""
+    for i in range(10):
+        client.post_ok("/predict_batch", batches[i % len(batches)])
+    batch_count = max(50, count // 20)
+    window = CpuWindow(server)
+    latencies = [
+        client.post_ok("/predict_batch", batches[i % len(batches)])[0] for i in range(batch_count)
+    ]
+    cpu = window.stop()
+    return {
+        **summary(latencies),
+        "flights_per_s": batch_count * BATCH / cpu["wall_s"],
+        "server_cpu_ms_per_request": cpu["server_cpu_s"] / batch_count * 1000,
+        "cpu": cpu,
+    }
+
+
+def measure_concurrent(server: Server, singles: list[bytes], count: int) -> tuple[dict, int]:
+    """``/predict`` from ``CONCURRENCY`` threads, ``count`` in all; (result, connections)."""
+    clients = [Client(server.port) for _ in range(CONCURRENCY)]
+    per_thread = math.ceil(count / CONCURRENCY)
+
+    def burst(i: int) -> list[float]:
+        for j in range(20):  # warm the connection
+            clients[i].post_ok("/predict", singles[(i * 97 + j) % len(singles)])
+        offset = WARMUP + i * per_thread
+        return [
+            clients[i].post_ok("/predict", singles[(offset + j) % len(singles)])[0]
+            for j in range(per_thread)
+        ]
+
+    try:
+        window = CpuWindow(server)
+        wall, results = run_threads(CONCURRENCY, burst)
+        cpu = window.stop()
+    finally:
+        for c in clients:
+            c.close()
+    latencies = [s for r in results for s in r]
+    # The wall time includes each thread's 20 warm-up requests: count them in the throughput.
+    done = len(latencies) + 20 * CONCURRENCY
+    result = {
+        **summary(latencies),
+        "throughput_rps": done / wall,
+        "server_cpu_ms_per_request": cpu["server_cpu_s"] / done * 1000,
+        "cpu": cpu,
+    }
+    return result, sum(c.connects for c in clients)
+
+
+def measure_http(
+    server: Server, bundle: Any, model: Any, pool: list[dict[str, Any]], count: int
+) -> dict[str, Any]:
+    """Single requests at concurrency 1 and 8, and batches of 100 at concurrency 1."""
+    singles = [json.dumps(r).encode() for r in pool]
+    batches = [
+        json.dumps({"flights": pool[i : i + BATCH]}).encode()
+        for i in range(0, len(pool) - BATCH + 1, BATCH)
+    ]
+    out: dict[str, Any] = {}
+    client = Client(server.port)
+    try:
+        out["answers_checked"] = check_answers(client, bundle, model, pool)
+        out["c1"] = measure_single(server, client, singles, count)
+        out[f"batch_{BATCH}"] = measure_batches(server, client, batches, count)
+    finally:
+        client.close()
+    out["connections_opened_c1"] = client.connects
+    concurrent, connections = measure_concurrent(server, singles, count)
+    out[f"connections_opened_c{CONCURRENCY}"] = connections
+    out[f"c{CONCURRENCY}"] = concurrent
+    return out
+
+
+# -- the mixed load ---------------------------------------------------------------------------
+
+
+def invalid_requests(pool: list[dict[str, Any]]) -> list[tuple[str, str, str, bytes | None]]:
+    """(name, method, path, body) of requests the service must refuse with a 4xx."""
+    base = pool[0]
+
+    def changed(**fields: Any) -> bytes:
+        return json.dumps({**base, **fields}).encode()
+
+    missing = {k: v for k, v in base.items() if k != "carrier"}
+    nan = json.dumps({**base, "temp": 1.5}).replace('"temp": 1.5', '"temp": NaN')
+    oversized = json.dumps({"flights": [pool[i % len(pool)] for i in range(1001)]}).encode()
+    return [
+        ("unknown carrier", "POST", "/predict", changed(carrier="ZZ")),
+        ("leaked field dep_delay", "POST", "/predict", changed(dep_delay=5)),
+        ("missing carrier", "POST", "/predict", json.dumps(missing).encode()),
+        ("impossible date", "POST", "/predict", changed(month=2, day=30)),
+        ("wrong type", "POST", "/predict", changed(year="next year")),
+        ("NaN temperature", "POST", "/predict", nan.encode()),
+        ("malformed JSON", "POST", "/predict", b'{"year": 2013, "carrier": '),
+        ("empty batch", "POST", "/predict_batch", b'{"flights": []}'),
+        ("batch of 1001", "POST", "/predict_batch", oversized),
+        ("GET /predict", "GET", "/predict", None),
+        ("unknown path", "POST", "/predikt", changed()),
+    ]
+
+
+class MixedLoad:
+    """Mixed traffic until a deadline: 85 % single, 10 % batches of 1-100, 5 % invalid."""
+
+    def __init__(self, port: int, pool: list[dict[str, Any]], duration: float) -> None:
+        self.port = port
+        self.pool = pool
+        self.singles = [json.dumps(r).encode() for r in pool]
+        self.invalid = invalid_requests(pool)
+        self.deadline = time.perf_counter() + duration
+
+    def draw(self, rng: random.Random, n: int) -> tuple[str, str, str, str, bytes | None]:
+        """(kind, name, method, path, body) of the next request; ``n`` cycles the invalid."""
+        draw = rng.random()
+        if draw < SINGLE_SHARE:
+            body = self.singles[rng.randrange(len(self.singles))]
+            return "single", "single", "POST", "/predict", body
+        if draw < SINGLE_SHARE + BATCH_SHARE:
+            size = rng.randint(1, BATCH)
+            first = rng.randrange(len(self.pool) - size)
+            body = json.dumps({"flights": self.pool[first : first + size]}).encode()
+            return "batch", "batch", "POST", "/predict_batch", body
+        name, method, path, invalid_body = self.invalid[n % len(self.invalid)]
+        return "invalid", name, method, path, invalid_body
+
+    def client_loop(self, i: int) -> dict[str, Any]:
+        """One thread's requests: status counts, unexpected answers, single latencies."""
+        rng = random.Random(1000 + i)
+        client = Client(self.port)
+        counts: Counter[str] = Counter()
+        wrong: list[str] = []
+        single_latencies: list[float] = []
+        errors: list[str] = []
+        n = 0
+        try:
+            while time.perf_counter() < self.deadline:
+                kind, name, method, path, body = self.draw(rng, n)
+                n += kind == "invalid"
+                start = time.perf_counter()
+                try:
+                    status, payload = client.request(method, path, body)
+                except (OSError, http.client.HTTPException) as error:
+                    counts["connection_error"] += 1
+                    errors.append(f"{name}: {error!r}")
+                    continue
+                took = time.perf_counter() - start
+                counts[f"{status // 100}xx"] += 1
+                counts[f"{kind}_{status // 100}xx"] += 1
+                if kind == "single" and status == 200:
+                    single_latencies.append(took)
+                if status // 100 != (4 if kind == "invalid" else 2):
+                    wrong.append(f"{name} -> {status}: {payload[:200]!r}")
+                if kind == "invalid":
+                    counts[f"invalid {name} -> {status}"] += 1
+        finally:
+            client.close()
+        return {"counts": counts, "wrong": wrong, "latencies": single_latencies, "errors": errors}
+
+
+def load_result(results: list[dict[str, Any]], wall: float, cpu: dict) -> dict[str, Any]:
+    """The threads' counts and latencies merged, with the budget verdict."""
+    counts: Counter[str] = Counter()
+    for r in results:
+        counts.update(r["counts"])
+    total = sum(counts[c] for c in ("1xx", "2xx", "3xx", "4xx", "5xx", "connection_error"))
+    wrong = [w for r in results for w in r["wrong"]]
+    latencies = [s for r in results for s in r["latencies"]]
+    by_class = {c: counts[c] for c in ("2xx", "3xx", "4xx", "5xx", "connection_error")}
+    return {
+        "duration_s": wall,
+        "threads": CONCURRENCY,
+        "requests": total,
+        "throughput_rps": total / wall,
+        "cpu": cpu,
+        "by_class": by_class,
+        "by_kind": {k: v for k, v in sorted(counts.items()) if k.startswith(("single_", "batch_"))},
+        "invalid_answers": {
+            k.removeprefix("invalid "): v for k, v in sorted(counts.items()) if " -> " in k
+        },
+        "unexpected_status": len(wrong),
+        "unexpected_examples": wrong[:10],
+        "connection_error_examples": [e for r in results for e in r["errors"]][:10],
+        "single_latency": summary(latencies) if latencies else {},
+        "budget_met": by_class["5xx"] == 0 and by_class["connection_error"] == 0,
+    }
+
+
+def measure_load(server: Server, pool: list[dict[str, Any]], duration: float) -> dict[str, Any]:
+    """``duration`` seconds of mixed traffic from 8 threads, answers counted by status class."""
+    load = MixedLoad(server.port, pool, duration)
+    window = CpuWindow(server)
+    wall, results = run_threads(CONCURRENCY, load.client_loop)
+    return load_result(results, wall, window.stop())
