@@ -314,12 +314,14 @@ def profile_pipeline(training: Training, out: Path) -> str:
     return "\n".join(lines)
 
 
-def measure(args: argparse.Namespace, tmp: Path, training: Training) -> dict[str, Any]:
+def measure(
+    args: argparse.Namespace, tmp: Path, training: Training, store_existed: bool
+) -> dict[str, Any]:
     """Warm-up, the alternating repetitions and the extra analyses, with the probes on."""
     probes = Probes()
     install_probes(probes)
     try:
-        cold = warm_up(training, probes, args.warmup, args.store_existed)
+        cold = warm_up(training, probes, args.warmup, store_existed)
         reps, model = [], None
         for i in range(args.reps):
             record, model = repetition(training, probes, i)
@@ -417,10 +419,9 @@ def run(args: argparse.Namespace, tmp: Path, state: Path) -> int:
     """Setup, the measurement, the result file and the report."""
     with home_instance(state) as (instance, home):
         context = prepare(args, instance, home)
-        args.store_existed = context["setup"]["mlflow_store_existed"]
         training = Training(instance)
         context["training_set_run_s"] = training.build_training_set(context["window"])
-        measured = measure(args, tmp, training)
+        measured = measure(args, tmp, training, context["setup"]["mlflow_store_existed"])
         result = summarize(training, context, measured)
     write_result(args.out, result)
     report(result, args.days)
