@@ -1,9 +1,11 @@
 """A DVC data registry: a git repository whose commits version datasets stored in a remote.
 
 Each ``commit`` writes a file into the registry work tree, tracks it with DVC (``dvc add``),
-commits the small ``.dvc`` pointer to git and pushes the content to the DVC remote. The
+pushes the content to the DVC remote and commits the small ``.dvc`` pointer to git. The
 ``(path, revision)`` pair then names that exact content forever, and ``restore`` brings it
-back bit for bit from the remote, verified against the recorded MD5.
+back bit for bit from the remote, verified against the recorded MD5. A commit is all or
+nothing, and ``store_versioned`` extends that to a copy in the lake: both sides get the new
+version or neither does.
 
 DVC's Python API (``dvc.repo.Repo``) is used in-process for add/push (a CLI call costs a
 second of imports each time); git is driven through its CLI. Writers are serialized with a
@@ -42,12 +44,15 @@ class DatasetVersion:
         md5: DVC's MD5 of the content.
         rev: Git commit of the registry that records this version.
         size: Bytes.
+        created: Whether this commit recorded ``rev`` (False: the content was already the
+            current version, and ``rev`` is the earlier commit that recorded it).
     """
 
     path: str
     md5: str
     rev: str
     size: int
+    created: bool = True
 
 
 @dataclass(frozen=True)
@@ -127,22 +132,57 @@ class DataRegistry:
             with self._lock():
                 self._git("fetch", "--quiet", "origin", check=False)
 
+    def _sync_data(self, path: str) -> None:
+        """Makes the (git-ignored) data file in the work tree match its pointer again.
+
+        The file is removed and checked out from the local cache when the pointer exists;
+        without the content in the cache it stays absent, which DVC reports as not checked out
+        (never as a different version).
+        """
+        target = self.root / path
+        target.with_name(f".{target.name}.tmp").unlink(missing_ok=True)
+        target.unlink(missing_ok=True)
+        if not (self.root / f"{path}.dvc").exists():
+            return
+        try:
+            from dvc.repo import Repo
+
+            with Repo(str(self.root)) as repo:
+                repo.checkout(targets=[str(target)], force=True)
+        except Exception:  # not in this clone's cache: absent is the honest state
+            return
+
+    def _reset(self, path: str, start: str | None) -> None:
+        """Puts the work tree back at revision ``start`` (HEAD if unknown), data file included."""
+        self._git("reset", "--quiet", "--hard", start or "HEAD", check=False)
+        self._sync_data(path)
+
     # -- public API -------------------------------------------------------------------------
     def commit(self, path: str, payload: bytes, message: str) -> DatasetVersion:
-        """Versions ``payload`` at ``path``: dvc add, git commit, dvc push (and git push).
+        """Versions ``payload`` at ``path``: dvc add, dvc push, git commit (and git push).
 
-        Committing content identical to the current version records no new commit and
-        returns the existing revision.
+        All or nothing: the content reaches the DVC remote before a commit names it, and any
+        failure resets the registry to the revision it started from, so no local commit is left
+        for a later push to publish. Committing content identical to the current version
+        records no new commit and returns the existing revision (``created`` is False).
 
         Raises:
-            DataRegistryError: if any step fails; the work tree is reset to the last commit.
+            DataRegistryError: if any step fails; the registry is as it was before the call
+                (the DVC remote may keep the content, unreferenced).
         """
-        self.ensure()
+        try:
+            self.ensure()
+        except Exception as exc:
+            raise DataRegistryError(f"cannot open the data registry in {self.root}: {exc}") from exc
         target = self.root / path
+        pointer = f"{path}.dvc"
+        gitignore = str(Path(path).parent / ".gitignore")
         with self._lock():
+            start = None
             try:
                 if self.git_remote:
                     self._git("pull", "--quiet", "--rebase", "origin", "HEAD")
+                start = self._git("rev-parse", "HEAD")
                 target.parent.mkdir(parents=True, exist_ok=True)
                 tmp = target.with_name(f".{target.name}.tmp")
                 tmp.write_bytes(payload)
@@ -151,21 +191,75 @@ class DataRegistry:
 
                 with Repo(str(self.root)) as repo:
                     repo.add(str(target))
-                    pointer = f"{path}.dvc"
-                    gitignore = str(Path(path).parent / ".gitignore")
-                    self._git("add", pointer, gitignore)
-                    if self._git("status", "--porcelain", "--", pointer, gitignore):
-                        self._git("commit", "--quiet", "-m", message)
                     repo.push(targets=[str(target)])
-                if self.git_remote:
-                    self._git("push", "--quiet", "origin", "HEAD")
-                rev = self._git("log", "-1", "--format=%H", "--", f"{path}.dvc")
-            except Exception as exc:
-                self._git("reset", "--quiet", "--hard", "HEAD", check=False)
-                if isinstance(exc, DataRegistryError):
+                self._git("add", pointer, gitignore)
+                created = bool(self._git("status", "--porcelain", "--", pointer, gitignore))
+                if created:
+                    self._git("commit", "--quiet", "-m", message)
+                    if self.git_remote:
+                        self._git("push", "--quiet", "origin", "HEAD")
+                rev = self._git("log", "-1", "--format=%H", "--", pointer)
+            except BaseException as exc:
+                self._reset(path, start)
+                if isinstance(exc, DataRegistryError) or not isinstance(exc, Exception):
                     raise
                 raise DataRegistryError(f"could not version {path}: {exc}") from exc
-        return DatasetVersion(path=path, md5=md5_bytes(payload), rev=rev, size=len(payload))
+        return DatasetVersion(
+            path=path, md5=md5_bytes(payload), rev=rev, size=len(payload), created=created
+        )
+
+    def withdraw(self, version: DatasetVersion, reason: str) -> str | None:
+        """Takes ``version`` back: its path records again what it recorded before.
+
+        For a version whose data could not be published after it was committed. Published
+        history is not rewritten (other clones may hold it): a new commit restores the previous
+        pointer, or removes the path if ``version`` was its first, and says why.
+
+        Returns:
+            The withdrawing revision, or None if ``version`` recorded no commit of its own.
+
+        Raises:
+            DataRegistryError: if the path has a newer version, or a step fails (the registry
+                is as it was before the call).
+        """
+        if not version.created:
+            return None
+        pointer = f"{version.path}.dvc"
+        with self._lock():
+            start = None
+            try:
+                if self.git_remote:
+                    self._git("pull", "--quiet", "--rebase", "origin", "HEAD")
+                start = self._git("rev-parse", "HEAD")
+                latest = self._git("log", "-1", "--format=%H", "--", pointer)
+                if latest != version.rev:
+                    raise DataRegistryError(
+                        f"{version.path} has a newer version ({latest[:10]}) than "
+                        f"{version.rev[:10]}: not withdrawing"
+                    )
+                before = f"{version.rev}^"
+                if self._git("ls-tree", "--name-only", before, "--", pointer):
+                    self._git("checkout", "--quiet", before, "--", pointer)
+                else:
+                    self._git("rm", "--quiet", "--", pointer)
+                self._git(
+                    "commit",
+                    "--quiet",
+                    "-m",
+                    f"Withdraw {version.path} at {version.rev[:10]}: {reason}",
+                )
+                if self.git_remote:
+                    self._git("push", "--quiet", "origin", "HEAD")
+                rev = self._git("rev-parse", "HEAD")
+            except BaseException as exc:
+                self._reset(version.path, start)
+                if isinstance(exc, DataRegistryError) or not isinstance(exc, Exception):
+                    raise
+                raise DataRegistryError(
+                    f"could not withdraw {version.path} at {version.rev[:10]}: {exc}"
+                ) from exc
+            self._sync_data(version.path)
+        return rev
 
     def read(self, path: str, rev: str) -> bytes:
         """The exact bytes of ``path`` at registry revision ``rev`` (fetched from the remote).
@@ -219,3 +313,48 @@ class DataRegistry:
             raise DataRegistryError(f"{path} is not versioned at registry revision {rev}")
         outs = (yaml.safe_load(text) or {}).get("outs") or [{}]
         return str(outs[0].get("md5", ""))
+
+
+def store_versioned(
+    registry: DataRegistry, path: str, payload: bytes, message: str, target: Any
+) -> DatasetVersion:
+    """Writes ``payload`` to ``target`` (a lake ``UPath``) and versions it at ``path``.
+
+    Both sides get the new version or neither does, on every failure that raises:
+
+    1. stage: the bytes go next to ``target`` under a hidden name, which no reader opens. A
+       lake that cannot be written fails here, before the registry is touched.
+    2. commit: the registry records the version (all or nothing, see ``DataRegistry.commit``);
+       if it fails, the staged bytes are dropped and ``target`` was never changed.
+    3. promote: the staged bytes replace ``target`` in one step. If that fails, the version is
+       withdrawn (``DataRegistry.withdraw``), so the registry records the previous one again.
+
+    A process killed between 2 and 3 leaves a registry version that no materialization
+    names, and the lake at its previous version: readers never see unversioned data.
+
+    Raises:
+        DataRegistryError: the registry failed (the lake is unchanged), or a withdrawal
+            failed (the message names the revision the lake does not hold).
+        Exception: the lake's own error from staging or promoting (the registry records the
+            version it recorded before).
+    """
+    from mlops_assets.lib.storage import discard, promote, stage
+
+    staged = stage(target, payload)
+    try:
+        version = registry.commit(path, payload, message)
+        try:
+            promote(staged, target)
+        except Exception as error:
+            try:
+                registry.withdraw(version, f"writing {target} failed ({type(error).__name__})")
+            except DataRegistryError as failed:
+                raise DataRegistryError(
+                    f"{path} at registry revision {version.rev} is not in the lake: writing "
+                    f"{target} failed ({error}), and withdrawing the version failed too "
+                    f"({failed})"
+                ) from error
+            raise
+    finally:
+        discard(staged)
+    return version

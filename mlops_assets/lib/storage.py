@@ -6,6 +6,7 @@ A local folder or an object store (``s3://...``) behind the same ``UPath`` code.
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -43,10 +44,55 @@ def write_atomic(target: Any, payload: bytes) -> None:
     if is_object_store(target):
         target.write_bytes(payload)
         return
+    staged = stage(target, payload)
+    try:
+        promote(staged, target)
+    finally:
+        discard(staged)
+
+
+def stage(target: Any, payload: bytes) -> Any:
+    """Writes ``payload`` next to ``target`` under a hidden temporary name; returns that path.
+
+    ``target`` itself is untouched, so a failure here (or a later decision not to publish)
+    changes nothing readers can see. ``promote`` publishes it, ``discard`` removes it.
+    """
+    staged = target.parent / f".{target.name}.{uuid.uuid4().hex}.tmp"
+    if is_object_store(target):
+        staged.write_bytes(payload)  # one PUT: it fails whole, leaving nothing behind
+        return staged
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.{uuid.uuid4().hex}.tmp"
-    tmp.write_bytes(payload)
-    tmp.rename(target)
+    try:
+        staged.write_bytes(payload)
+    except BaseException:
+        discard(staged)
+        raise
+    return staged
+
+
+def promote(staged: Any, target: Any) -> None:
+    """Replaces ``target`` by the staged content in one step (old content or new, never a part).
+
+    A rename on a disk; a server-side copy in an object store (a PUT of the whole object), which
+    leaves the staged object for ``discard``.
+    """
+    if is_object_store(target):
+        target.fs.copy(staged.path, target.path)
+    else:
+        staged.replace(target)
+
+
+def discard(staged: Any) -> None:
+    """Removes a staged object if it is still there; a failure is logged, not raised.
+
+    A leftover has a hidden temporary name that no reader opens, and raising here would hide
+    the outcome that matters (the publish succeeded or its own error).
+    """
+    try:
+        if staged.exists():
+            staged.unlink()
+    except Exception as error:
+        logging.getLogger(__name__).warning("could not remove staged %s: %s", staged, error)
 
 
 def to_parquet_bytes(frame: pd.DataFrame) -> bytes:

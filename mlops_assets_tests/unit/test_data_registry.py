@@ -1,11 +1,18 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from mlops_assets.lib.data_registry import DataRegistry, DataRegistryError
+from mlops_assets.lib.data_registry import (
+    DataRegistry,
+    DataRegistryError,
+    DatasetVersion,
+    store_versioned,
+)
 from mlops_assets.lib.fingerprints import md5_bytes
 
 PATH = "flight_features/2013-01-05.parquet"
@@ -57,8 +64,6 @@ def test_registry_is_its_own_git_repo_with_a_local_remote(registry: DataRegistry
 
 
 def test_registry_with_a_git_remote_shares_versions_between_clones(tmp_path: Path):
-    import subprocess
-
     origin = tmp_path / "registry.git"
     subprocess.run(
         ["git", "init", "-q", "--bare", "--initial-branch=main", str(origin)], check=True
@@ -78,3 +83,208 @@ def test_registry_with_a_git_remote_shares_versions_between_clones(tmp_path: Pat
     second = reader.commit(PATH, b"from reader", "v2")
     assert writer.commit("other/x.parquet", b"x", "v3").rev != second.rev
     assert writer.history(PATH) == [second.rev, version.rev]
+
+
+# -- failures: all or nothing ----------------------------------------------------------------
+
+
+def _git(repo: Path, *args: str, bare: bool = False) -> str:
+    where = ["--git-dir", str(repo)] if bare else ["-C", str(repo)]
+    result = subprocess.run(["git", *where, *args], capture_output=True, text=True, check=True)
+    return result.stdout.strip()
+
+
+def _origin(tmp_path: Path) -> Path:
+    origin = tmp_path / "registry.git"
+    subprocess.run(
+        ["git", "init", "-q", "--bare", "--initial-branch=main", str(origin)], check=True
+    )
+    return origin
+
+
+def _reject_pushes(origin: Path) -> Path:
+    """A server-side hook that refuses every push (branch protection, a policy, an outage)."""
+    hook = origin / "hooks" / "pre-receive"
+    hook.write_text("#!/bin/sh\necho 'pushes to the registry are frozen' >&2\nexit 1\n")
+    hook.chmod(0o755)
+    return hook
+
+
+def _break_dvc_remote(registry: DataRegistry) -> Path:
+    """The DVC remote becomes unusable: a file where its folder was."""
+    remote = Path(registry.remote_url)
+    shutil.rmtree(remote)
+    remote.write_bytes(b"")
+    return remote
+
+
+def _leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+
+
+def test_a_failed_dvc_push_records_no_revision_and_keeps_the_previous_version(
+    registry: DataRegistry,
+):
+    first = registry.commit(PATH, b"first", "v1")
+    _break_dvc_remote(registry)
+    with pytest.raises(DataRegistryError, match=f"could not version {PATH}"):
+        registry.commit(PATH, b"second", "v2")
+    assert registry.history(PATH) == [first.rev]
+    assert _git(registry.root, "rev-parse", "HEAD") == first.rev
+    assert _git(registry.root, "status", "--porcelain") == ""
+    # The work-tree copy is the recorded version again, not the bytes that failed.
+    assert (registry.root / PATH).read_bytes() == b"first"
+    assert registry.recorded_md5(PATH, "HEAD") == first.md5
+
+
+def test_a_rejected_git_push_leaves_no_commit_for_a_later_push_to_publish(tmp_path: Path):
+    origin = _origin(tmp_path)
+    registry = DataRegistry(tmp_path / "clone", str(tmp_path / "remote"), git_remote=str(origin))
+    first = registry.commit(PATH, b"first", "v1")
+    hook = _reject_pushes(origin)
+    with pytest.raises(DataRegistryError, match="pushes to the registry are frozen"):
+        registry.commit(PATH, b"second", "v2 never published")
+    assert _git(registry.root, "rev-parse", "HEAD") == first.rev
+    assert (registry.root / PATH).read_bytes() == b"first"
+    hook.unlink()
+    later = registry.commit("other/x.parquet", b"x", "v3")
+    published = _git(origin, "log", "--format=%s", "main", bare=True).splitlines()
+    assert published == ["v3", "v1", "Initialize data registry"]
+    assert registry.history(PATH) == [first.rev] and later.rev != first.rev
+
+
+def test_withdraw_restores_the_previous_version_everywhere(tmp_path: Path):
+    origin = _origin(tmp_path)
+    registry = DataRegistry(tmp_path / "clone", str(tmp_path / "remote"), git_remote=str(origin))
+    first = registry.commit(PATH, b"first", "v1")
+    second = registry.commit(PATH, b"second", "v2")
+    rev = registry.withdraw(second, "the lake write failed")
+    assert rev is not None
+    assert registry.recorded_md5(PATH, rev) == first.md5
+    assert registry.history(PATH) == [rev, second.rev, first.rev]
+    assert (registry.root / PATH).read_bytes() == b"first"
+    assert _git(origin, "rev-parse", "main", bare=True) == rev
+    subject = _git(registry.root, "log", "-1", "--format=%s")
+    assert subject == f"Withdraw {PATH} at {second.rev[:10]}: the lake write failed"
+    # A first version is withdrawn by removing the path.
+    only = registry.commit("other/y.parquet", b"y", "y1")
+    gone = registry.withdraw(only, "the lake write failed")
+    assert gone is not None
+    with pytest.raises(DataRegistryError, match="not versioned"):
+        registry.recorded_md5("other/y.parquet", gone)
+    assert not (registry.root / "other" / "y.parquet").exists()
+
+
+def test_withdraw_leaves_existing_and_newer_versions_alone(registry: DataRegistry):
+    first = registry.commit(PATH, b"first", "v1")
+    again = registry.commit(PATH, b"first", "v1 again")
+    assert not again.created
+    assert registry.withdraw(again, "the lake write failed") is None  # recorded nothing new
+    second = registry.commit(PATH, b"second", "v2")
+    with pytest.raises(DataRegistryError, match="has a newer version"):
+        registry.withdraw(first, "too late")
+    assert registry.history(PATH) == [second.rev, first.rev]
+    assert _git(registry.root, "status", "--porcelain") == ""
+
+
+# -- store_versioned: the lake and the registry together -------------------------------------
+
+
+@pytest.fixture
+def lake(tmp_path: Path) -> Path:
+    folder = tmp_path / "lake" / "flight_features"
+    folder.mkdir(parents=True)
+    return folder
+
+
+def _stored(registry: DataRegistry, lake: Path, payload: bytes) -> DatasetVersion:
+    return store_versioned(registry, PATH, payload, "v", lake / "2013-01-05.parquet")
+
+
+def test_store_versioned_writes_the_lake_and_the_registry(registry: DataRegistry, lake: Path):
+    version = _stored(registry, lake, b"first")
+    assert (lake / "2013-01-05.parquet").read_bytes() == b"first"
+    assert registry.recorded_md5(PATH, version.rev) == version.md5 == md5_bytes(b"first")
+    assert registry.read(PATH, version.rev) == b"first"
+    assert _leftovers(lake) == []
+
+
+def test_a_lake_that_cannot_be_written_leaves_the_registry_alone(
+    registry: DataRegistry, lake: Path, monkeypatch: pytest.MonkeyPatch
+):
+    from mlops_assets.lib import storage
+
+    first = _stored(registry, lake, b"first")
+
+    def disk_full(target: Any, payload: bytes) -> Any:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(storage, "stage", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        _stored(registry, lake, b"second")
+    assert registry.history(PATH) == [first.rev]
+    assert (lake / "2013-01-05.parquet").read_bytes() == b"first"
+    assert _leftovers(lake) == []
+
+
+def test_a_registry_that_fails_leaves_the_lake_at_its_previous_version(
+    registry: DataRegistry, lake: Path
+):
+    first = _stored(registry, lake, b"first")
+    _break_dvc_remote(registry)
+    with pytest.raises(DataRegistryError, match=f"could not version {PATH}"):
+        _stored(registry, lake, b"second")
+    assert (lake / "2013-01-05.parquet").read_bytes() == b"first"
+    assert _leftovers(lake) == []  # the staged bytes are gone
+    assert registry.history(PATH) == [first.rev]
+
+
+def test_a_failed_publish_withdraws_the_new_version(
+    registry: DataRegistry, lake: Path, monkeypatch: pytest.MonkeyPatch
+):
+    from mlops_assets.lib import storage
+
+    first = _stored(registry, lake, b"first")
+
+    def refused(staged: Any, target: Any) -> None:
+        raise PermissionError(13, "Permission denied", str(target))
+
+    monkeypatch.setattr(storage, "promote", refused)
+    with pytest.raises(PermissionError):
+        _stored(registry, lake, b"second")
+    assert (lake / "2013-01-05.parquet").read_bytes() == b"first"
+    assert _leftovers(lake) == []
+    [withdrawal, second, earlier] = registry.history(PATH)
+    assert earlier == first.rev
+    assert registry.recorded_md5(PATH, withdrawal) == first.md5  # the tip is v1 again
+    assert registry.recorded_md5(PATH, second) == md5_bytes(b"second")
+    assert "PermissionError" in _git(registry.root, "log", "-1", "--format=%s")
+    # Same content again: nothing new was recorded, so nothing is withdrawn.
+    with pytest.raises(PermissionError):
+        _stored(registry, lake, b"first")
+    assert registry.history(PATH) == [withdrawal, second, earlier]
+
+
+def test_a_failed_publish_whose_withdrawal_fails_names_the_revision(
+    registry: DataRegistry, lake: Path, monkeypatch: pytest.MonkeyPatch
+):
+    from mlops_assets.lib import storage
+
+    _stored(registry, lake, b"first")
+
+    def refused(staged: Any, target: Any) -> None:
+        raise PermissionError(13, "Permission denied", str(target))
+
+    def unreachable(self: DataRegistry, version: DatasetVersion, reason: str) -> str:
+        raise DataRegistryError("git push failed: the server is unreachable")
+
+    monkeypatch.setattr(storage, "promote", refused)
+    monkeypatch.setattr(DataRegistry, "withdraw", unreachable)
+    with pytest.raises(DataRegistryError) as info:
+        _stored(registry, lake, b"second")
+    [orphan, _] = registry.history(PATH)
+    message = str(info.value)
+    assert f"{PATH} at registry revision {orphan} is not in the lake" in message
+    assert "Permission denied" in message and "unreachable" in message
+    assert (lake / "2013-01-05.parquet").read_bytes() == b"first"
+    assert _leftovers(lake) == []
