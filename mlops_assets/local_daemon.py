@@ -146,14 +146,16 @@ class LocalDaemon:
             if name == LANDING_SENSOR
             else self.state.sensor_cursors.get(name)
         )
-        context = dg.build_sensor_context(
+        # A context manager: resources with nested resources (the lake IO manager holds the
+        # data registry) are opened and closed in its scope.
+        with dg.build_sensor_context(
             instance=self.instance,
             cursor=cursor,
             resources=self._resources,
             definitions=self.defs,
             sensor_name=name,
-        )
-        data = sensor.evaluate_tick(context)
+        ) as context:
+            data = sensor.evaluate_tick(context)
         if name == LANDING_SENSOR:
             self.state.landing_cursor = data.cursor
         else:

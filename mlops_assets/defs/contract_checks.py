@@ -43,7 +43,6 @@ def validated_output(
     source: str,
     metadata: Mapping[str, Any] | None = None,
     check: str = CONTRACT_CHECK,
-    after: Callable[[Any], Mapping[str, Any]] | None = None,
 ) -> Iterator[Any]:
     """Runs ``validate`` (returning a frame or raising), then yields output and check result.
 
@@ -53,8 +52,6 @@ def validated_output(
         source: Where the data came from, for metadata.
         metadata: Extra materialization metadata.
         check: Name of the check spec that reports the contract.
-        after: Runs on the validated frame before it is stored (e.g. versioning it) and
-            returns more metadata.
     """
     from mlops_assets.lib.contracts import ContractViolation
     from mlops_assets.lib.fingerprints import frame_fingerprint
@@ -78,7 +75,6 @@ def validated_output(
         yield from failed(check, str(error), {"source": source, "rules_broken": ["readable_csv"]})
         return
     fingerprint = frame_fingerprint(frame)
-    extra = after(frame) if after else {}
     yield dg.Output(
         frame,
         data_version=dg.DataVersion(fingerprint),
@@ -87,7 +83,6 @@ def validated_output(
             "content_hash": fingerprint,
             "source": source,
             **(metadata or {}),
-            **extra,
         },
     )
     yield dg.AssetCheckResult(check_name=check, passed=True, metadata={"rows": len(frame)})

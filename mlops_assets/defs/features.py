@@ -7,7 +7,7 @@ import dagster as dg
 
 from mlops_assets.defs.contract_checks import contract_spec, failed, validated_output
 from mlops_assets.defs.partitions import daily_partitions, follow_upstream
-from mlops_assets.resources.data_registry import DataRegistryResource
+from mlops_assets.resources.lake import versioned_in_registry
 
 FEATURES_GROUP = "features"
 LEAKAGE_CHECK = "no_leakage"
@@ -29,12 +29,13 @@ REGISTRY_POOL = "data_registry"
     ],
     # Follow new raw days; a changed planes table does not rewrite history.
     automation_condition=follow_upstream(ignore=dg.AssetSelection.assets("planes")),
+    # The lake IO manager commits each day to the DVC registry as it writes it (one at a time).
+    metadata=versioned_in_registry("flight_features/{partition}.parquet"),
     pool=REGISTRY_POOL,
     kinds={"pandas", "parquet", "dvc"},
 )
 def flight_features(
     context: dg.AssetExecutionContext,
-    data_registry: DataRegistryResource,
     raw_flights: Any,
     raw_weather: Any,
     planes: Any,
@@ -45,13 +46,12 @@ def flight_features(
     and with the plane; adds day of week, scheduled hour and minute, block time and plane age;
     the label `is_delayed` is 1 when the flight arrived 15+ minutes late and missing for
     cancelled or diverted flights. Two blocking checks run before anything is written: the
-    feature contract and the leakage guard. Each version is committed to the DVC data
-    registry; `registry_rev` and `dvc_md5` restore it bit for bit
-    (`mlops-assets restore flight_features <day> --rev <registry_rev>`).
+    feature contract and the leakage guard. Each version is written to the lake and committed
+    to the DVC data registry together (both or neither); `registry_rev` and `dvc_md5` restore
+    it bit for bit (`mlops-assets restore flight_features <day> --rev <registry_rev>`).
     """
     from mlops_assets.lib import features
     from mlops_assets.lib.contracts import validate
-    from mlops_assets.lib.storage import to_parquet_bytes
 
     day = context.partition_key
     frame = features.build_flight_features(raw_flights, raw_weather, planes)
@@ -65,16 +65,6 @@ def flight_features(
         return
 
     labelled = frame[features.LABEL_COLUMN].dropna()
-    registry_path = f"flight_features/{day}.parquet"
-
-    def version(checked: Any) -> dict[str, Any]:
-        saved = data_registry.open().commit(
-            registry_path,
-            to_parquet_bytes(checked),
-            f"flight_features {day} (dagster run {context.run.run_id})",
-        )
-        return {"dvc_md5": saved.md5, "registry_rev": saved.rev, "registry_path": registry_path}
-
     yield from validated_output(
         lambda: validate(frame, features.features_schema(), source=f"flight_features {day}"),
         source=f"raw_flights/raw_weather {day}",
@@ -84,7 +74,6 @@ def flight_features(
             "delayed_share": round(float(labelled.mean()), 4) if len(labelled) else 0.0,
             "feature_columns": features.FEATURE_COLUMNS,
         },
-        after=version,
     )
     yield dg.AssetCheckResult(
         check_name=LEAKAGE_CHECK, passed=True, metadata={"features": len(features.FEATURE_COLUMNS)}

@@ -9,12 +9,11 @@ import dagster as dg
 from pydantic import Field
 
 from mlops_assets import settings
-from mlops_assets.defs.features import flight_features
+from mlops_assets.defs.features import REGISTRY_POOL, flight_features
 from mlops_assets.defs.run_config import config_from
 from mlops_assets.lib import estimator, model_tags
 from mlops_assets.lib.modeling import GatePolicy
-from mlops_assets.resources.data_registry import DataRegistryResource
-from mlops_assets.resources.lake import LakeReader
+from mlops_assets.resources.lake import LakeReader, versioned_in_registry
 from mlops_assets.resources.tracking import MlflowTracking
 
 TRAINING_GROUP = "training"
@@ -71,20 +70,25 @@ def _window_end(instance: dg.DagsterInstance, as_of: str) -> date:
     return date.fromisoformat(max(days))
 
 
-@dg.asset(group_name=TRAINING_GROUP, deps=[flight_features], kinds={"pandas", "dvc"})
+@dg.asset(
+    group_name=TRAINING_GROUP,
+    deps=[flight_features],
+    # Written to the lake and committed to the DVC registry together by the lake IO manager.
+    metadata=versioned_in_registry(TRAINING_SET_PATH),
+    pool=REGISTRY_POOL,
+    kinds={"pandas", "dvc"},
+)
 def training_set(
-    context: dg.AssetExecutionContext,
-    config: TrainingSetConfig,
-    lake: LakeReader,
-    data_registry: DataRegistryResource,
+    context: dg.AssetExecutionContext, config: TrainingSetConfig, lake: LakeReader
 ) -> dg.Output[Any]:
     """The labelled rows of a window of feature days, split by time, versioned in DVC.
 
     The window ends at `as_of` (default: the latest feature day) and spans `days` days; the
     last `validation_days` are the validation holdout, always later than the training rows.
     Missing days are allowed; a window with no data or a split with one class fails with the
-    reason. The snapshot is committed to the data registry: `dvc_md5` and `registry_rev`
-    restore it bit for bit and are tagged on every model trained from it.
+    reason. The snapshot is written to the lake and committed to the data registry together
+    (both or neither): `dvc_md5` and `registry_rev` restore it bit for bit and are tagged on
+    every model trained from it.
     """
     from mlops_assets.lib.fingerprints import frame_fingerprint
     from mlops_assets.lib.modeling import (
@@ -93,7 +97,6 @@ def training_set(
         assemble_training_set,
         split_counts,
     )
-    from mlops_assets.lib.storage import to_parquet_bytes
 
     window = TrainingWindow(
         _window_end(context.instance, config.as_of), config.days, config.validation_days
@@ -103,14 +106,10 @@ def training_set(
         data = assemble_training_set(frames, window)
     except TrainingDataError as error:
         raise dg.Failure(f"training_set {window}: {error}") from error
-    saved = data_registry.open().commit(
-        TRAINING_SET_PATH,
-        to_parquet_bytes(data),
-        f"training_set {window} (dagster run {context.run.run_id})",
-    )
+    fingerprint = frame_fingerprint(data)
     return dg.Output(
         data,
-        data_version=dg.DataVersion(saved.md5),
+        data_version=dg.DataVersion(fingerprint),
         metadata={
             "dagster/row_count": len(data),
             "window": str(window),
@@ -119,10 +118,7 @@ def training_set(
             "validation_start": window.validation_start.isoformat(),
             "days_present": len(frames),
             **split_counts(data),
-            "dvc_md5": saved.md5,
-            "registry_rev": saved.rev,
-            "registry_path": TRAINING_SET_PATH,
-            "content_hash": frame_fingerprint(data),
+            "content_hash": fingerprint,
         },
     )
 

@@ -173,7 +173,9 @@ class DataRegistry:
         try:
             self.ensure()
         except Exception as exc:
-            raise DataRegistryError(f"cannot open the data registry in {self.root}: {exc}") from exc
+            raise DataRegistryError(
+                f"could not version {path}: cannot open the data registry in {self.root}: {exc}"
+            ) from exc
         target = self.root / path
         pointer = f"{path}.dvc"
         gitignore = str(Path(path).parent / ".gitignore")
@@ -201,7 +203,7 @@ class DataRegistry:
                 rev = self._git("log", "-1", "--format=%H", "--", pointer)
             except BaseException as exc:
                 self._reset(path, start)
-                if isinstance(exc, DataRegistryError) or not isinstance(exc, Exception):
+                if not isinstance(exc, Exception):
                     raise
                 raise DataRegistryError(f"could not version {path}: {exc}") from exc
         return DatasetVersion(
@@ -233,10 +235,7 @@ class DataRegistry:
                 start = self._git("rev-parse", "HEAD")
                 latest = self._git("log", "-1", "--format=%H", "--", pointer)
                 if latest != version.rev:
-                    raise DataRegistryError(
-                        f"{version.path} has a newer version ({latest[:10]}) than "
-                        f"{version.rev[:10]}: not withdrawing"
-                    )
+                    raise DataRegistryError(f"it has a newer version ({latest[:10]})")
                 before = f"{version.rev}^"
                 if self._git("ls-tree", "--name-only", before, "--", pointer):
                     self._git("checkout", "--quiet", before, "--", pointer)
@@ -253,7 +252,7 @@ class DataRegistry:
                 rev = self._git("rev-parse", "HEAD")
             except BaseException as exc:
                 self._reset(version.path, start)
-                if isinstance(exc, DataRegistryError) or not isinstance(exc, Exception):
+                if not isinstance(exc, Exception):
                     raise
                 raise DataRegistryError(
                     f"could not withdraw {version.path} at {version.rev[:10]}: {exc}"

@@ -44,13 +44,12 @@ class MissingSettingError(RuntimeError):
 
 def _local(env: Mapping[str, str]) -> dict[str, Any]:
     where = settings.locations(dict(env))
+    registry = DataRegistryResource(path=str(where.data_registry), dvc_remote=str(where.dvc_remote))
     return {
-        "io_manager": LakeIOManager(base_url=str(where.lake)),
+        "io_manager": LakeIOManager(base_url=str(where.lake), data_registry=registry),
         "lake": LakeReader(base_url=str(where.lake)),
         "landing": LandingZone(url=str(where.landing)),
-        "data_registry": DataRegistryResource(
-            path=str(where.data_registry), dvc_remote=str(where.dvc_remote)
-        ),
+        "data_registry": registry,
         "tracking": local_tracking(where.state),
         "bentos": local_bentos(where.state),
         "reports": ReportStore(
@@ -73,18 +72,19 @@ def _production(env: Mapping[str, str]) -> dict[str, Any]:
             "(e.g. s3://bucket/mlflow); without it artifacts would land in ./mlruns"
         )
     where = settings.locations(dict(env))
+    registry = DataRegistryResource(
+        path=str(where.data_registry),
+        dvc_remote=dg.EnvVar("MLOPS_DVC_REMOTE_URL"),
+        git_remote=dg.EnvVar("MLOPS_REGISTRY_GIT_URL"),
+    )
     return {
-        "io_manager": LakeIOManager(base_url=dg.EnvVar("MLOPS_LAKE_URL")),
+        "io_manager": LakeIOManager(base_url=dg.EnvVar("MLOPS_LAKE_URL"), data_registry=registry),
         "lake": LakeReader(base_url=dg.EnvVar("MLOPS_LAKE_URL")),
         "tracking": MlflowTracking(
             tracking_uri=dg.EnvVar("MLFLOW_TRACKING_URI"), artifact_location=artifacts
         ),
         "landing": LandingZone(url=dg.EnvVar("MLOPS_LANDING_URL")),
-        "data_registry": DataRegistryResource(
-            path=str(where.data_registry),
-            dvc_remote=dg.EnvVar("MLOPS_DVC_REMOTE_URL"),
-            git_remote=dg.EnvVar("MLOPS_REGISTRY_GIT_URL"),
-        ),
+        "data_registry": registry,
         # Bentos are built on the run's disk and exported for the image build.
         "bentos": BentoStore(
             home=str(where.bentoml_home),

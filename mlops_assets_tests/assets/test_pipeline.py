@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
 import time
 from collections.abc import Iterator
 from datetime import date
@@ -22,6 +23,7 @@ from mlops_assets.definitions import build_defs
 from mlops_assets.lib.data_registry import DataRegistry
 from mlops_assets.lib.replay import replay
 from mlops_assets.local_daemon import LocalDaemon
+from mlops_assets_tests.faults import failure_text, refused_commits, staged_leftovers
 
 DAY = "2013-01-01"
 
@@ -224,3 +226,112 @@ def test_leakage_guard_blocks_before_anything_is_stored(
     assert check.metadata["leaking_columns"].value == ["dep_delay"]
     assert pipeline.digest("flight_features", "2013-01-02") == before
     assert registry.history("flight_features/2013-01-02.parquet") == history
+
+
+# -- the lake and the data registry agree on every failure ----------------------------------
+
+CHANGED_DAY = "2013-01-02"
+
+
+def _materialize_changed_day(pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """flight_features of CHANGED_DAY with one flight less: new content for both stores."""
+    from mlops_assets.lib import features
+
+    real = features.build_flight_features
+    monkeypatch.setattr(features, "build_flight_features", lambda *a: real(*a).iloc[:-1])
+    return dg.materialize(
+        list(pipeline.defs.assets or []),  # type: ignore[arg-type]
+        selection=["flight_features"],
+        partition_key=CHANGED_DAY,
+        instance=pipeline.instance,
+        resources=pipeline.defs.resources,
+        raise_on_error=False,
+    )
+
+
+class Snapshot:
+    """The day's lake file, registry history and materializations, to compare after a fault."""
+
+    def __init__(self, pipeline: Pipeline):
+        self.registry = DataRegistry(pipeline.where.data_registry, str(pipeline.where.dvc_remote))
+        self.lake_digest = pipeline.digest("flight_features", CHANGED_DAY)
+        self.history = self.registry.history(f"flight_features/{CHANGED_DAY}.parquet")
+        self.materializations = len(pipeline.materializations("flight_features", CHANGED_DAY))
+        latest = pipeline.materializations("flight_features", CHANGED_DAY)[0]
+        self.metadata = {k: v.value for k, v in latest.metadata.items()}
+
+    def assert_unchanged(self, pipeline: Pipeline) -> None:
+        """Nothing lost, nothing half-written: both stores still hold the last materialization."""
+        assert pipeline.digest("flight_features", CHANGED_DAY) == self.lake_digest
+        assert staged_leftovers(pipeline.where.lake / "flight_features") == []
+        stored = pipeline.materializations("flight_features", CHANGED_DAY)
+        assert len(stored) == self.materializations
+        path = str(self.metadata["registry_path"])
+        # The registry's current version is the lake file of the last materialization.
+        assert self.registry.recorded_md5(path, "HEAD") == self.metadata["dvc_md5"]
+        lake_md5 = hashlib.md5(pipeline.lake("flight_features", CHANGED_DAY).read_bytes())
+        assert lake_md5.hexdigest() == self.metadata["dvc_md5"]
+        assert self.registry.read(path, str(self.metadata["registry_rev"])) == (
+            pipeline.lake("flight_features", CHANGED_DAY).read_bytes()
+        )
+
+
+def test_a_registry_that_refuses_the_commit_leaves_the_lake_as_it_was(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+):
+    before = Snapshot(pipeline)
+    with refused_commits(pipeline.where.data_registry) as refusal:
+        result = _materialize_changed_day(pipeline, monkeypatch)
+    assert not result.success
+    text = failure_text(result)
+    assert f"could not version flight_features/{CHANGED_DAY}.parquet" in text, text
+    assert refusal in text
+    before.assert_unchanged(pipeline)
+    assert before.registry.history(f"flight_features/{CHANGED_DAY}.parquet") == before.history
+
+
+def test_a_lake_write_failing_after_the_commit_withdraws_the_version(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+):
+    from mlops_assets.lib import storage
+
+    before = Snapshot(pipeline)
+
+    def refused(staged: Any, target: Any) -> None:
+        raise PermissionError(13, "Permission denied", str(target))
+
+    monkeypatch.setattr(storage, "promote", refused)
+    result = _materialize_changed_day(pipeline, monkeypatch)
+    assert not result.success
+    text = failure_text(result)
+    assert f"cannot write flight_features partition {CHANGED_DAY} to the lake at" in text, text
+    assert "PermissionError" in text
+    assert "the data registry still records the previous version" in text
+    before.assert_unchanged(pipeline)
+    # The short-lived version stays in the history, taken back by the commit after it.
+    withdrawal, orphan, *earlier = before.registry.history(f"flight_features/{CHANGED_DAY}.parquet")
+    assert earlier == before.history
+    message = subprocess.run(
+        ["git", "-C", str(before.registry.root), "log", "-1", "--format=%s", withdrawal],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert message.startswith(f"Withdraw flight_features/{CHANGED_DAY}.parquet at {orphan[:10]}")
+
+
+def test_the_day_recovers_once_the_fault_is_gone(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+):
+    result = _materialize_changed_day(pipeline, monkeypatch)
+    assert result.success
+    meta = {
+        k: v.value
+        for k, v in pipeline.materializations("flight_features", CHANGED_DAY)[0].metadata.items()
+    }
+    registry = DataRegistry(pipeline.where.data_registry, str(pipeline.where.dvc_remote))
+    lake_bytes = pipeline.lake("flight_features", CHANGED_DAY).read_bytes()
+    assert hashlib.md5(lake_bytes).hexdigest() == meta["dvc_md5"]
+    assert registry.read(meta["registry_path"], meta["registry_rev"]) == lake_bytes
+    assert registry.history(meta["registry_path"])[0] == meta["registry_rev"]
+    assert staged_leftovers(pipeline.where.lake / "flight_features") == []

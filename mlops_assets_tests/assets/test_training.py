@@ -22,6 +22,7 @@ from mlops_assets.lib.replay import replay
 from mlops_assets.lib.reproduce import ReproductionError, reproduce, rollback
 from mlops_assets.local_daemon import LocalDaemon
 from mlops_assets_tests.deployed import TRAINING, run_config
+from mlops_assets_tests.faults import failure_text, refused_commits, staged_leftovers
 
 
 class Trainer:
@@ -203,3 +204,35 @@ def test_window_without_data_fails_before_anything_is_versioned(trainer: Trainer
         failure.step_failure_data.user_failure_data.description
     )
     assert trainer.registry.history("training_set/flight_delay.parquet") == history
+
+
+def test_a_registry_failure_stores_no_training_set_and_trains_nothing(trainer: Trainer):
+    """training_set is versioned when the lake IO manager writes it: both or neither."""
+    registry_path = "training_set/flight_delay.parquet"
+    lake = trainer.registry.root.parent / "lake"
+    history = trainer.registry.history(registry_path)
+    lake_bytes = (lake / "training_set.parquet").read_bytes()
+    stored, runs, versions = trainer.count("training_set"), len(trainer.runs()), trainer.versions()
+    config = run_config()
+    config["ops"]["training_set"]["config"]["days"] = 20  # a new snapshot: a commit is needed
+    with refused_commits(trainer.registry.root) as refusal:
+        result = trainer.train(config)
+    assert not result.success
+    failed = {e.step_key for e in result.all_events if e.is_step_failure}
+    assert failed == {"training_set"}
+    text = failure_text(result)
+    assert f"could not version {registry_path}" in text and refusal in text, text
+    # Nothing half-written: the lake, the registry and the run history are as they were.
+    assert (lake / "training_set.parquet").read_bytes() == lake_bytes
+    assert staged_leftovers(lake) == []
+    assert trainer.registry.history(registry_path) == history
+    assert trainer.count("training_set") == stored
+    assert len(trainer.runs()) == runs and trainer.versions() == versions
+    meta = {
+        k: v.value
+        for k, v in trainer.instance.get_latest_materialization_event(
+            dg.AssetKey("training_set")
+        ).asset_materialization.metadata.items()
+    }
+    assert trainer.registry.recorded_md5(registry_path, "HEAD") == meta["dvc_md5"]
+    assert trainer.registry.read(registry_path, meta["registry_rev"]) == lake_bytes
