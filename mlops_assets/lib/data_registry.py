@@ -35,6 +35,18 @@ class DataRegistryError(RuntimeError):
     """The data registry could not version or restore a dataset."""
 
 
+class _ErrorRecords(logging.Handler):
+    """Collects the exceptions attached to ERROR log records."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.errors: list[BaseException] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.exc_info and record.exc_info[1] is not None:
+            self.errors.append(record.exc_info[1])
+
+
 @dataclass(frozen=True)
 class DatasetVersion:
     """One committed version of a dataset.
@@ -152,6 +164,33 @@ class DataRegistry:
         except Exception:  # not in this clone's cache: absent is the honest state
             return
 
+    def _push(self, repo: Any, target: Path) -> None:
+        """``dvc push`` of one file; a failure names the remote, the cause and a missing bucket.
+
+        DVC raises an error that only counts the files that failed to upload and logs the
+        cause, so the cause is taken from its log records.
+        """
+        from mlops_assets.lib.storage import location, missing_bucket
+
+        causes = _ErrorRecords()
+        loggers = [logging.getLogger(name) for name in ("dvc", "dvc_data", "dvc_objects")]
+        for logger in loggers:
+            logger.addHandler(causes)
+        try:
+            repo.push(targets=[str(target)])
+        except Exception as exc:
+            name = repo.config["core"].get("remote", "")
+            url = str(repo.config["remote"].get(name, {}).get("url", "")) or self.remote_url
+            cause = causes.errors[0] if causes.errors else exc
+            reason = f"{type(cause).__name__}: {cause}"
+            bucket = missing_bucket(location(url))
+            if bucket:
+                reason = f"bucket {bucket!r} does not exist ({reason})"
+            raise DataRegistryError(f"pushing to the DVC remote {url} failed: {reason}") from exc
+        finally:
+            for logger in loggers:
+                logger.removeHandler(causes)
+
     def _reset(self, path: str, start: str | None) -> None:
         """Puts the work tree back at revision ``start`` (HEAD if unknown), data file included."""
         self._git("reset", "--quiet", "--hard", start or "HEAD", check=False)
@@ -193,7 +232,7 @@ class DataRegistry:
 
                 with Repo(str(self.root)) as repo:
                     repo.add(str(target))
-                    repo.push(targets=[str(target)])
+                    self._push(repo, target)
                 self._git("add", pointer, gitignore)
                 created = bool(self._git("status", "--porcelain", "--", pointer, gitignore))
                 if created:

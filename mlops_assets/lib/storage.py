@@ -34,6 +34,21 @@ def is_object_store(path: Any) -> bool:
     return isinstance(path, CloudPath)
 
 
+def missing_bucket(path: Any) -> str | None:
+    """The bucket of an object-store ``path`` when that bucket does not exist, else None.
+
+    None too when the probe itself fails: without s3:ListBucket it fails like a missing bucket
+    would, and an access problem must not be reported as one.
+    """
+    if not is_object_store(path):
+        return None
+    bucket = str(path.drive).rstrip("/")
+    try:
+        return None if path.fs.exists(bucket) else bucket
+    except Exception:
+        return None
+
+
 def write_atomic(target: Any, payload: bytes) -> None:
     """Writes ``payload`` so that readers see the old content or the new, never a part.
 

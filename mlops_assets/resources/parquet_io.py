@@ -15,20 +15,12 @@ class LakeStorageError(RuntimeError):
 
 def _storage_problem(path: UPath, error: BaseException) -> str:
     """Why ``path`` could not be used, naming the bucket when it does not exist."""
-    from mlops_assets.lib.storage import is_object_store
+    from mlops_assets.lib.storage import missing_bucket
 
     reason = f"{type(error).__name__}: {error}"
-    # Only a "not found" is checked against the bucket: without s3:ListBucket the probe fails
-    # too, and an access error must not be reported as a missing bucket.
-    if is_object_store(path) and isinstance(error, FileNotFoundError):
-        bucket = path.drive.rstrip("/")
-        try:
-            missing = not path.fs.exists(bucket)
-        except Exception:  # the probe itself failed: keep the original reason
-            missing = False
-        if missing:
-            reason = f"bucket {bucket!r} does not exist ({reason})"
-    return reason
+    # Only a "not found" is checked against the bucket (a denied write is not a missing bucket).
+    bucket = missing_bucket(path) if isinstance(error, FileNotFoundError) else None
+    return f"bucket {bucket!r} does not exist ({reason})" if bucket else reason
 
 
 class ParquetLakeIOManager(dg.UPathIOManager):

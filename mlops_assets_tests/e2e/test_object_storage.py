@@ -13,8 +13,11 @@ recorded MD5s, MLflow's model files and run artifacts; a feature day restored fr
 remote on a fresh clone of the registry equals the lake object byte for byte; a file put by
 another S3 client is picked up by the sensor. Faults: a lake bucket that does not exist and an
 MLflow artifact bucket that does not exist fail clearly, create no bucket and register nothing.
-A known gap is pinned as a strict xfail: a lake write failing *after* flight_features read its
-inputs leaves the day's DVC version committed (the commit runs before the IO manager writes).
+The lake and the data registry agree on every failure of a feature day: a lake that turns
+unwritable after the inputs were read, a DVC remote bucket that does not exist and a registry
+git server that refuses the push each fail clearly and leave neither a lake object without its
+registry version nor a registry version without its lake object; a re-materialized day keeps
+its previous version on both sides.
 
 Runtime: about 3 minutes on two cores (22 feature days ~90 s, mostly Dagster's per-run
 bookkeeping and one DVC commit + push per day; one training ~20 s; the MLflow fault trains
@@ -65,6 +68,7 @@ pytestmark = pytest.mark.e2e
 BUCKET = "mlops-e2e"
 MISSING_LAKE_BUCKET = "mlops-e2e-no-such-lake"
 MISSING_ARTIFACT_BUCKET = "mlops-e2e-no-such-artifacts"
+MISSING_DVC_BUCKET = "mlops-e2e-no-such-dvc-remote"
 FIRST_DAY = date(2013, 1, 1)
 DAYS = 21
 # Put into the landing zone by another S3 client after the first pass (as an upstream would).
@@ -439,12 +443,40 @@ def test_a_missing_artifact_bucket_fails_the_candidate_and_registers_no_version(
     assert str(healthy.get_model_version_by_alias("flight_delay", "champion").version) == "1"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="flight_features commits its DVC version before the IO manager writes the lake "
-    "object (validated_output runs `after` before yielding the Output), so a lake write that "
-    "fails after the inputs were read leaves a registered version without a materialization",
-)
+def _hidden_keys(world: World, prefix: str) -> list[str]:
+    """Staged or temporary objects (hidden names) under ``prefix``."""
+    return [k for k in world.keys(prefix) if k.rsplit("/", 1)[-1].startswith(".")]
+
+
+def _origin_log(origin: Path, path: str) -> list[str]:
+    """Revisions of ``main`` in a bare registry repository that changed ``path``'s pointer."""
+    result = subprocess.run(
+        ["git", "--git-dir", str(origin), "log", "--format=%H", "main", "--", f"{path}.dvc"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return result.stdout.split()
+
+
+def _head(git_dir: Path, rev: str = "HEAD") -> str:
+    """The commit ``rev`` names in a repository (a work tree or a bare repository)."""
+    return subprocess.run(
+        ["git", "--git-dir", str(git_dir), "rev-parse", rev],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+
+
+def _day_materializations(world: World, day: str) -> int:
+    records = world.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("flight_features"), asset_partitions=[day]),
+        limit=100,
+    ).records
+    return len(records)
+
+
 def test_a_lake_write_failing_after_the_inputs_were_read_registers_no_feature_version(
     world: World,
 ):
@@ -454,6 +486,7 @@ def test_a_lake_write_failing_after_the_inputs_were_read_registers_no_feature_ve
     from mlops_assets.resources.parquet_io import ParquetLakeIOManager
 
     day = "2013-01-23"
+    path = f"flight_features/{day}.parquet"
     replay(
         UPath(world.env["MLOPS_LANDING_URL"]), date.fromisoformat(day), 1, include_reference=False
     )
@@ -465,7 +498,12 @@ def test_a_lake_write_failing_after_the_inputs_were_read_registers_no_feature_ve
         def load_input(self, context: dg.InputContext) -> Any:
             return readable.load_input(context)
 
-    broken = ReadsTheLakeCannotWriteIt(base_path=UPath(f"s3://{MISSING_LAKE_BUCKET}/lake"))
+    clone = settings.locations(world.env).data_registry
+    registry = DataRegistry(clone, world.env["MLOPS_DVC_REMOTE_URL"], str(world.origin))
+    head = _head(clone / ".git")
+    broken = ReadsTheLakeCannotWriteIt(
+        base_path=UPath(f"s3://{MISSING_LAKE_BUCKET}/lake"), registry=registry
+    )
     defs = dg.Definitions(
         assets=world.defs.assets, resources={**(world.defs.resources or {}), "io_manager": broken}
     )
@@ -473,5 +511,78 @@ def test_a_lake_write_failing_after_the_inputs_were_read_registers_no_feature_ve
     assert not result.success
     text = _failure_text(world.instance, result.run_id)
     assert f"bucket '{MISSING_LAKE_BUCKET}' does not exist" in text, text
+    assert "the data registry still records the previous version" in text
+    # Neither side holds the day: no materialization, no lake object, no registry version.
     assert day not in world.instance.get_materialized_partitions(dg.AssetKey("flight_features"))
-    assert f"flight_features/{day}.parquet.dvc" not in _git_paths(world.origin)
+    assert f"lake/{path}" not in world.keys("lake/flight_features/")
+    assert f"{path}.dvc" not in _git_paths(world.origin)
+    assert _origin_log(world.origin, path) == []
+    assert _head(clone / ".git") == head  # no local commit left to publish
+    assert not bucket_exists(world.s3, MISSING_LAKE_BUCKET)
+
+
+def test_a_registry_push_refused_by_the_git_server_keeps_the_previous_version_everywhere(
+    world: World, monkeypatch: pytest.MonkeyPatch
+):
+    """A re-materialized day with new content; the registry's git server refuses the push."""
+    from mlops_assets.lib import features
+
+    day = "2013-01-08"
+    path = f"flight_features/{day}.parquet"
+    before_bytes = world.body(f"lake/{path}")
+    before_meta = world.metadata("flight_features", day)
+    before_log = _origin_log(world.origin, path)
+    stored = _day_materializations(world, day)
+    real = features.build_flight_features
+    monkeypatch.setattr(features, "build_flight_features", lambda *a: real(*a).iloc[:-1])
+    hook = world.origin / "hooks" / "pre-receive"
+    hook.write_text("#!/bin/sh\necho 'the registry is read-only today' >&2\nexit 1\n")
+    hook.chmod(0o755)
+    try:
+        result = world.materialize(world.defs, ["flight_features"], partition_key=day)
+    finally:
+        hook.unlink()
+    assert not result.success
+    text = _failure_text(world.instance, result.run_id)
+    assert f"could not version {path}" in text and "the registry is read-only today" in text, text
+    # The previous version, on both sides and in the materialization history.
+    assert world.body(f"lake/{path}") == before_bytes
+    assert _hidden_keys(world, "lake/") == []
+    assert _origin_log(world.origin, path) == before_log
+    assert _day_materializations(world, day) == stored
+    assert world.metadata("flight_features", day)["registry_rev"] == before_meta["registry_rev"]
+    clone = settings.locations(world.env).data_registry
+    assert _head(clone / ".git") == _head(world.origin, "main")  # nothing left to publish later
+
+
+def test_a_missing_dvc_remote_bucket_stores_the_feature_day_nowhere(
+    world: World, monkeypatch: pytest.MonkeyPatch
+):
+    from upath import UPath
+
+    root = world.root.parent / "missing-dvc"
+    root.mkdir()
+    env = _production_env(
+        root,
+        MLOPS_LANDING_URL=f"s3://{BUCKET}/missing-dvc/landing",
+        MLOPS_LAKE_URL=f"s3://{BUCKET}/missing-dvc/lake",
+        MLOPS_DVC_REMOTE_URL=f"s3://{MISSING_DVC_BUCKET}/dvc",
+    )
+    origin = _bare_repo(Path(env["MLOPS_REGISTRY_GIT_URL"]))
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    replay(UPath(env["MLOPS_LANDING_URL"]), FIRST_DAY, 1)
+    with dg.instance_for_test() as instance:
+        defs = build_defs(os.environ)
+        outcomes = LocalDaemon(defs, instance, root / "cursors.json").run_until_idle()
+        failed = [o for o in outcomes if not o.success]
+        assert [o.assets for o in failed] == [["flight_features"]], outcomes
+        text = _failure_text(instance, failed[0].run_id)
+        print(text)
+        assert f"could not version flight_features/{FIRST_DAY}.parquet" in text
+        assert f"pushing to the DVC remote s3://{MISSING_DVC_BUCKET}/dvc failed" in text
+        assert f"bucket '{MISSING_DVC_BUCKET}' does not exist" in text
+        assert not _materialized(instance, "flight_features")
+    assert not object_keys(world.s3, BUCKET, "missing-dvc/lake/flight_features/")
+    assert not any(p.startswith("flight_features/") for p in _git_paths(origin))
+    assert not bucket_exists(world.s3, MISSING_DVC_BUCKET)

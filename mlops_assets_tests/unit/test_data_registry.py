@@ -126,9 +126,10 @@ def test_a_failed_dvc_push_records_no_revision_and_keeps_the_previous_version(
     registry: DataRegistry,
 ):
     first = registry.commit(PATH, b"first", "v1")
-    _break_dvc_remote(registry)
-    with pytest.raises(DataRegistryError, match=f"could not version {PATH}"):
+    remote = _break_dvc_remote(registry)
+    with pytest.raises(DataRegistryError, match=f"could not version {PATH}") as info:
         registry.commit(PATH, b"second", "v2")
+    assert f"pushing to the DVC remote {remote} failed: NotADirectoryError" in str(info.value)
     assert registry.history(PATH) == [first.rev]
     assert _git(registry.root, "rev-parse", "HEAD") == first.rev
     assert _git(registry.root, "status", "--porcelain") == ""
