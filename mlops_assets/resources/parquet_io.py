@@ -121,5 +121,6 @@ def _registry_path(context: dg.OutputContext) -> str | None:
         template = template.value
     if not template:
         return None
-    partition = context.asset_partition_key if context.has_asset_partitions else None
-    return str(template).format(partition=partition)
+    if not context.has_asset_partitions:
+        return str(template)
+    return str(template).format(partition=context.asset_partition_key)
