@@ -19,9 +19,10 @@ git server that refuses the push each fail clearly and leave neither a lake obje
 registry version nor a registry version without its lake object; a re-materialized day keeps
 its previous version on both sides.
 
-Runtime: about 3 minutes on two cores (22 feature days ~90 s, mostly Dagster's per-run
+Runtime: about 3.5 minutes on two cores (22 feature days ~90 s, mostly Dagster's per-run
 bookkeeping and one DVC commit + push per day; one training ~20 s; the MLflow fault trains
-three times and waits out the ~20 s retry back-off of candidate_model).
+three times and waits out the ~20 s retry back-off of candidate_model; the three registry and
+lake faults ~30 s).
 """
 
 from __future__ import annotations
