@@ -148,10 +148,8 @@ def candidate_model(
     version with the `challenger` alias.
     """
     import mlflow
-    from mlflow.models import infer_signature
 
-    from mlops_assets.lib import modeling
-    from mlops_assets.lib.pyfunc import DelayModel, pip_requirements
+    from mlops_assets.lib import modeling, pyfunc
 
     tags = model_tags.data_tags(_latest_metadata(context.instance, dg.AssetKey("training_set")))
     client = tracking.client()
@@ -170,14 +168,7 @@ def candidate_model(
             )
         )
         try:
-            info = mlflow.pyfunc.log_model(
-                name="model",
-                python_model=DelayModel(model),
-                signature=infer_signature(example, model.predict_proba(example)),
-                input_example=example,
-                pip_requirements=pip_requirements(),
-                registered_model_name=tracking.model_name,
-            )
+            info = pyfunc.log_model(model, example, registered_model_name=tracking.model_name)
             registered = str(info.registered_model_version)
             client.set_registered_model_alias(
                 tracking.model_name, model_tags.CHALLENGER, registered

@@ -1,54 +1,108 @@
 """The MLflow pyfunc flavour of ``DelayClassifier`` (imported only when logging or loading).
 
 Kept apart from ``modeling`` because subclassing ``PythonModel`` imports MLflow.
+
+A model is logged from code (``pyfunc_model.py``, MLflow's models-from-code): the classifier
+is stored as JSON among the model's artifacts and read back by ``DelayModel.load_context``, so
+loading a model runs this project's code, never unpickled objects. Versions logged before
+hold a pickled ``DelayModel`` instead; ``load_classifier`` still loads them (a rollback can
+reach them).
 """
 
 from __future__ import annotations
 
-from importlib.metadata import version
+import json
+import os
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
 
 import mlflow.pyfunc
-from mlflow.pyfunc import PythonModel
+import numpy as np
+import pandas as pd
+from mlflow.pyfunc import PythonModel, PythonModelContext
 
-from mlops_assets.lib import estimator
+from mlops_assets.lib import runtime
 from mlops_assets.lib.modeling import DelayClassifier
 
-# Pinned from the running environment: inferring requirements costs ~8 s per log_model.
-# The generic ones, then what the estimator (lib/estimator.py) needs to predict.
-RUNTIME_PACKAGES = tuple(
-    dict.fromkeys(
-        ("pandas", "numpy", "scikit-learn", "pyarrow", "cloudpickle", *estimator.RUNTIME_PACKAGES)
-    )
-)
+# The file MLflow runs to build the model; it is copied into every logged model.
+MODEL_CODE = Path(__file__).with_name("pyfunc_model.py")
+CLASSIFIER_ARTIFACT = "classifier"
 
 
 def pip_requirements() -> list[str]:
-    """Exact versions of what the model needs at prediction time."""
-    return [f"{name}=={version(name)}" for name in RUNTIME_PACKAGES] + [
-        f"mlflow-skinny=={version('mlflow-skinny')}"
-    ]
+    """Exact versions of what the model needs at prediction time (``lib.runtime``)."""
+    return runtime.pinned_requirements(extra=("mlflow-skinny",))
 
 
 class DelayModel(PythonModel):
     """Predicts the probability that a flight arrives 15+ minutes late."""
 
-    def __init__(self, classifier: DelayClassifier):
+    def __init__(self, classifier: DelayClassifier | None = None):
         self.classifier = classifier
 
-    # No type hints: MLflow would try to derive the signature from them; it is given explicitly.
-    def predict(self, context, model_input, params=None):
+    def load_context(self, context: PythonModelContext) -> None:
+        """Reads the classifier from the model's artifacts (models logged from code)."""
+        path = context.artifacts.get(CLASSIFIER_ARTIFACT)
+        if path is not None:
+            self.classifier = DelayClassifier(**json.loads(Path(path).read_text()))
+
+    # Typed input: MLflow takes a DataFrame hint as "validate against the given signature".
+    def predict(
+        self,
+        context: PythonModelContext,
+        model_input: pd.DataFrame,
+        params: dict[str, Any] | None = None,
+    ) -> np.ndarray:
         """Probabilities for feature rows (a DataFrame with the feature columns)."""
+        if self.classifier is None:
+            raise RuntimeError("no classifier: load the model with mlflow.pyfunc.load_model")
         return self.classifier.predict_proba(model_input)
 
 
+def log_model(
+    classifier: DelayClassifier, example: pd.DataFrame, registered_model_name: str
+) -> Any:
+    """Logs the classifier into the active MLflow run and registers it as a new version.
+
+    Args:
+        classifier: The trained classifier.
+        example: A few feature rows, typed as the model will receive them; the signature is
+            inferred from them and they are stored as the input example.
+        registered_model_name: The registered model that gets the new version.
+
+    Returns:
+        MLflow's ``ModelInfo`` (``registered_model_version`` is the new version).
+    """
+    from mlflow.models import infer_signature
+
+    # The model's environment is its pinned requirements. By default MLflow also copies the
+    # uv.lock and pyproject.toml of the working directory (this whole project, dev tools
+    # included) into every model.
+    os.environ.setdefault("MLFLOW_UV_AUTO_DETECT", "false")
+    with tempfile.TemporaryDirectory() as folder:
+        stored = Path(folder) / "classifier.json"
+        stored.write_text(json.dumps(asdict(classifier)))
+        return mlflow.pyfunc.log_model(
+            name="model",
+            python_model=MODEL_CODE,
+            artifacts={CLASSIFIER_ARTIFACT: str(stored)},
+            signature=infer_signature(example, classifier.predict_proba(example)),
+            input_example=example,
+            pip_requirements=pip_requirements(),
+            registered_model_name=registered_model_name,
+        )
+
+
 def load_classifier(model_uri: str, tracking_uri: str) -> DelayClassifier:
-    """The ``DelayClassifier`` inside a logged or registered model.
+    """The ``DelayClassifier`` inside a logged or registered model, from code or pickled.
 
     The tracking URI is always explicit: MLflow's default would create ``./mlflow.db``.
     """
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
     model = mlflow.pyfunc.load_model(model_uri).unwrap_python_model()
-    if not isinstance(model, DelayModel):
+    if not isinstance(model, DelayModel) or model.classifier is None:
         raise TypeError(f"{model_uri} is not a flight-delay model")
     return model.classifier

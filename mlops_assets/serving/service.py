@@ -20,7 +20,6 @@ location.
 import gc
 import json
 import os
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,7 @@ import bentoml
 from pydantic import BaseModel, Field
 
 from mlops_assets import settings
-from mlops_assets.lib import estimator
+from mlops_assets.lib import runtime
 from mlops_assets.lib.scoring import (
     EXAMPLE_REQUEST,
     MAX_BATCH,
@@ -40,13 +39,6 @@ from mlops_assets.lib.scoring import (
 from mlops_assets.serving.guard import ApiGuard, api_key_from_environment
 
 MODEL_NAME = settings.MODEL_NAME
-# Exact versions of what the service imports at run time (the image installs these): the
-# generic ones, then what the estimator (lib/estimator.py) needs to predict.
-RUNTIME_PACKAGES = tuple(
-    dict.fromkeys(
-        ("numpy", "pandas", "pandera", "pyarrow", "pydantic", *estimator.RUNTIME_PACKAGES)
-    )
-)
 
 
 def _model_tag() -> str:
@@ -102,8 +94,9 @@ class Predictions(BaseModel):
     predictions: list[Prediction]
 
 
+# Exact versions of what scoring imports at run time, the same list the MLflow model pins.
 IMAGE = bentoml.images.Image(python_version="3.11", lock_python_packages=False).python_packages(
-    *(f"{name}=={version(name)}" for name in RUNTIME_PACKAGES)
+    *runtime.pinned_requirements()
 )
 
 
