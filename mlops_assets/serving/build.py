@@ -8,6 +8,7 @@ exported archive.
 """
 
 import argparse
+import ast
 import json
 import os
 import shutil
@@ -18,27 +19,58 @@ from typing import Any
 from mlops_assets import settings
 
 SERVICE = "mlops_assets.serving.service:FlightDelay"
-# The bento's source: the service and the plain library it scores with.
-INCLUDE = [
-    "mlops_assets/__init__.py",
-    "mlops_assets/settings.py",
-    "mlops_assets/serving/__init__.py",
-    "mlops_assets/serving/guard.py",
-    "mlops_assets/serving/service.py",
-    *(
-        f"mlops_assets/lib/{name}.py"
-        for name in (
-            "__init__",
-            "contracts",
-            "estimator",
-            "features",
-            "fingerprints",
-            "model_tags",
-            "modeling",
-            "scoring",
-        )
-    ),
-]
+
+
+def source_files(module: str, root: Path) -> list[str]:
+    """The files of ``module`` and of every module of its package it imports, at any depth.
+
+    Read from the source (nothing is imported): ``import`` and ``from`` statements anywhere in
+    a file count, those inside functions too (a lazy import runs while serving as well), and
+    so does every package ``__init__.py`` on the way. Other packages are the image's
+    requirements (``lib.runtime``), not source.
+
+    Args:
+        module: Dotted module name, e.g. ``mlops_assets.serving.service``.
+        root: The folder holding the package (the build context).
+
+    Returns:
+        Paths relative to ``root``, sorted.
+    """
+    package = module.split(".")[0]
+    files: set[Path] = set()
+    seen: set[str] = set()
+    pending = [module]
+    while pending:
+        name = pending.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        parts = name.split(".")
+        path = _module_file(root, parts)
+        if path is None:  # a name defined in a package, not a module of its own
+            continue
+        files.add(path)
+        files.update(f for i in range(1, len(parts)) if (f := _module_file(root, parts[:i])))
+        here = parts if path.name == "__init__.py" else parts[:-1]
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                pending += [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:  # relative: from the module's package, one level up per dot
+                    anchor = here[: len(here) - node.level + 1]
+                    base = ".".join([*anchor, base] if base else anchor)
+                pending += [base, *(f"{base}.{alias.name}" for alias in node.names)]
+        pending = [n for n in pending if n == package or n.startswith(f"{package}.")]
+    return sorted(str(f.relative_to(root)) for f in files)
+
+
+def _module_file(root: Path, parts: list[str]) -> Path | None:
+    base = root.joinpath(*parts)
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
 
 
 def build(bundle: Path, labels: dict[str, str], export_dir: Path) -> dict[str, Any]:
@@ -56,6 +88,7 @@ def build(bundle: Path, labels: dict[str, str], export_dir: Path) -> dict[str, A
         raise RuntimeError("building a Bento needs `uv` on PATH (BentoML uses it)")
     import bentoml
 
+    root = settings.project_root()
     model_info = json.loads((bundle / "model.json").read_text())
     with bentoml.models.create(
         settings.MODEL_NAME, labels=labels, metadata=model_info, module="mlops_assets.serving"
@@ -70,8 +103,9 @@ def build(bundle: Path, labels: dict[str, str], export_dir: Path) -> dict[str, A
         models=[str(model.tag)],
         labels=labels,
         description="Flight delay prediction: the champion model behind an HTTP API.",
-        include=INCLUDE,
-        build_ctx=str(settings.project_root()),
+        # The bento's source: the service and the project modules it imports.
+        include=source_files(SERVICE.partition(":")[0], root),
+        build_ctx=str(root),
     )
     export_dir.mkdir(parents=True, exist_ok=True)
     target = export_dir / f"{bento.tag.name}-{bento.tag.version}.bento"
