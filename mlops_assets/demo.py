@@ -159,12 +159,20 @@ def run_closed_loop(
         bootstrap_days: Days delivered before the first training.
         until: Last day replayed (inclusive).
         validation_days: Held-out days of the bootstrap training.
-        progress: Receives one line per replayed week and per retraining.
+        progress: Receives one line per replayed week, per retraining and per failed run.
     """
+
+    def run_until_idle() -> list[RunOutcome]:
+        outcomes = loop.run_until_idle()
+        for outcome in outcomes:
+            if not outcome.success:
+                progress(f"  {outcome.failure_report()}")
+        return outcomes
+
     began = time.perf_counter()
     report = LoopReport()
     deliver(start, bootstrap_days)
-    report.bootstrap += loop.run_until_idle()
+    report.bootstrap += run_until_idle()
     if not instance.get_latest_materialization_event(dg.AssetKey("champion_model")):
         last = start + timedelta(days=bootstrap_days - 1)
         window = {"as_of": last.isoformat(), "days": bootstrap_days}
@@ -182,7 +190,7 @@ def run_closed_loop(
             f"bootstrap training on {start} .. {last}: "
             + ("succeeded" if result.success else "FAILED")
         )
-    report.bootstrap += loop.run_until_idle()
+    report.bootstrap += run_until_idle()
     progress(
         f"bootstrap done in {time.perf_counter() - began:.0f} s "
         f"({len(report.bootstrap)} runs); replaying {start + timedelta(days=bootstrap_days)} "
@@ -192,7 +200,7 @@ def run_closed_loop(
     week: list[RunOutcome] = []
     while day <= until:
         deliver(day, 1)
-        outcomes = loop.run_until_idle()
+        outcomes = run_until_idle()
         report.replay += outcomes
         report.days.append(day)
         week += outcomes

@@ -7,7 +7,6 @@ executes the runs they request on the same Dagster instance, tagged like the dae
 """
 
 import json
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,15 @@ RUN_KEY_TAG = "dagster/run_key"
 
 @dataclass
 class RunOutcome:
-    """One executed run."""
+    """One executed run.
+
+    Attributes:
+        error: One line on why the run failed: the failed step and its ``dg.Failure``
+            description (a broken contract, a refused gate), or the type and message of an
+            unexpected exception.
+        stack: The unexpected exception with its stack trace; ``None`` for a deliberate
+            ``dg.Failure``, whose details (metadata, failed checks) are in the UI.
+    """
 
     trigger: str
     assets: list[str]
@@ -33,6 +40,14 @@ class RunOutcome:
     success: bool
     run_id: str
     error: str | None = None
+    stack: str | None = None
+
+    def failure_report(self) -> str:
+        """What a console says about a failed run: one line, plus the stack of a bug."""
+        day = f"{self.partition} " if self.partition else ""
+        if self.stack is None:
+            return f"{day}blocked: {self.error} (details in the UI)"
+        return f"{day}FAILED: {self.error} (run {self.run_id})\n{self.stack}"
 
 
 @dataclass
@@ -45,6 +60,43 @@ class LoopState:
     outcomes: list[RunOutcome] = field(default_factory=list)
 
 
+def _failure(result: dg.ExecuteInProcessResult) -> tuple[str, str | None]:
+    """One line on why a run failed, and the stack trace if it was not a ``dg.Failure``.
+
+    A step that raised ``dg.Failure`` stopped on purpose and its description says why; any
+    other exception is a bug, reported with its stack.
+    """
+    lines, stacks = [], []
+    for event in result.get_step_failure_events():
+        data = event.step_failure_data
+        expected = data.user_failure_data.description if data.user_failure_data else None
+        if expected:
+            lines.append(f"{event.step_key}: {_first_line(expected)}")
+        elif data.error is not None:
+            lines.append(f"{event.step_key}: {_first_line(_user_error(data.error).message)}")
+            stacks.append(data.error.to_string())
+        else:
+            lines.append(f"{event.step_key}: failed")
+    if not lines:  # the run failed outside any step (resources, configuration)
+        failure = result.get_run_failure_event()
+        error = failure.job_failure_data.error if failure else None
+        lines.append(f"run: {_first_line(_user_error(error).message)}" if error else "run failed")
+        stacks += [error.to_string()] if error else []
+    return "; ".join(lines), "\n".join(stacks) or None
+
+
+def _user_error(error: Any) -> Any:
+    # Dagster wraps what the code raised ("Error occurred while executing op ..."); the
+    # wrapped exception is the news.
+    while error.cause is not None and error.cls_name.startswith("Dagster"):
+        error = error.cause
+    return error
+
+
+def _first_line(text: str) -> str:
+    return next((line.strip() for line in text.splitlines() if line.strip()), "")
+
+
 class LocalDaemon:
     """Ticks the landing sensor and the automation conditions and runs what they request."""
 
@@ -53,9 +105,14 @@ class LocalDaemon:
         defs: dg.Definitions,
         instance: dg.DagsterInstance,
         cursor_file: Path,
-        log_level: str = "WARNING",
+        log_level: str = "CRITICAL",
         extra_sensors: tuple[str, ...] = (),
     ):
+        """Sets up the ticks; ``log_level`` is the console threshold of the runs' own logs.
+
+        As under the daemon, a run's logs go to the instance (the UI) and a failure comes
+        back in the ``RunOutcome``: the console stays quiet unless asked for a lower level.
+        """
         self.defs = defs
         self.log_level = log_level
         self.extra_sensors = extra_sensors
@@ -70,7 +127,6 @@ class LocalDaemon:
             self.state.sensor_cursors = dict(saved.get("sensors") or {})
         self._resources = dict(defs.resources or {})
         self._job = defs.resolve_implicit_global_asset_job_def()
-        self._sensors: dict[str, dg.SensorDefinition] = {}
 
     def _execute(
         self,
@@ -94,18 +150,7 @@ class LocalDaemon:
                 "loggers": {"console": {"config": {"log_level": self.log_level}}},
             },
         )
-        error = None
-        if not result.success:
-            failures = [e for e in result.all_events if e.is_step_failure]
-            error = (
-                "; ".join(
-                    (e.step_failure_data.user_failure_data.description or "")
-                    if e.step_failure_data and e.step_failure_data.user_failure_data
-                    else (e.message or "")
-                    for e in failures
-                )
-                or "run failed"
-            )
+        error, stack = (None, None) if result.success else _failure(result)
         outcome = RunOutcome(
             trigger,
             [k.to_user_string() for k in keys],
@@ -113,6 +158,7 @@ class LocalDaemon:
             result.success,
             result.run_id,
             error,
+            stack,
         )
         self.state.outcomes.append(outcome)
         return outcome
@@ -183,13 +229,12 @@ class LocalDaemon:
         return outcomes
 
     def _sensor(self, name: str) -> dg.SensorDefinition:
-        if name not in self._sensors:
-            with warnings.catch_warnings():
-                # "get_sensor_def will return a SensorDefinition without resolving resource
-                # dependencies": the tick gets the resources from the context instead.
-                warnings.simplefilter("ignore")
-                self._sensors[name] = self.defs.get_sensor_def(name)
-        return self._sensors[name]
+        # The sensor as defined, not get_sensor_def's resource-bound copy (which warns that
+        # it will stop binding): the tick gets the resources from its context.
+        for sensor in self.defs.sensors or ():
+            if sensor.name == name:
+                return sensor
+        raise ValueError(f"no sensor named {name!r} in the definitions")
 
     def _run_key_used(self, sensor: str, run_key: str) -> bool:
         runs = self.instance.get_run_records(

@@ -29,12 +29,18 @@ def contract_spec(
     )
 
 
-def failed(check: str, message: str, metadata: Mapping[str, Any]) -> Iterator[Any]:
-    """Yields the failed check result, then raises the step failure (nothing is stored)."""
+def failed(
+    check: str, message: str, metadata: Mapping[str, Any], summary: str | None = None
+) -> Iterator[Any]:
+    """Yields the failed check result, then raises the step failure (nothing is stored).
+
+    The check carries the full ``message`` and the metadata; the step failure says it in one
+    line (``summary``), which is what a console shows.
+    """
     yield dg.AssetCheckResult(
         check_name=check, passed=False, description=message, metadata=dict(metadata)
     )
-    raise dg.Failure(description=message, metadata=dict(metadata), allow_retries=False)
+    raise dg.Failure(description=summary or message, metadata=dict(metadata), allow_retries=False)
 
 
 def validated_output(
@@ -69,6 +75,7 @@ def validated_output(
                 "rows_failed": len(violation.rows),
                 "failure_cases": dg.MetadataValue.md(violation.markdown()),
             },
+            summary=violation.summary,
         )
         return
     except LandingFileError as error:

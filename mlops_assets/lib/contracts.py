@@ -11,6 +11,7 @@ failure case naming the column and value rather than as a parser error.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import date
@@ -35,6 +36,8 @@ MAX_MISSING_TAILNUM_SHARE = 0.5  # 2013's worst real day: 0.25 (a blizzard)
 MAX_MISSING_TEMP_SHARE = 0.5
 
 FAILURE_ROWS_SHOWN = 20
+# Broken rules named in the one-line summary (the failure table has them all).
+SUMMARY_RULES = 3
 
 
 @dataclass
@@ -63,15 +66,38 @@ class ContractViolation(Exception):
     @property
     def message(self) -> str:
         """One readable sentence: dataset, source, rules, rows."""
-        rows = ""
-        if self.rows:
-            shown = ", ".join(str(r) for r in self.rows[:10])
-            more = f" and {len(self.rows) - 10} more" if len(self.rows) > 10 else ""
-            rows = f" at row(s) {shown}{more}"
         return (
             f"contract '{self.contract}' failed for {self.source}: "
-            f"{len(self.rules)} rule(s) broken ({'; '.join(self.rules)}){rows}"
+            f"{len(self.rules)} rule(s) broken ({'; '.join(self.rules)}){self._rows()}"
         )
+
+    @property
+    def summary(self) -> str:
+        """A short line for a console: the first rules, a value that broke each, the rows."""
+        shown = []
+        for rule in self.rules[:SUMMARY_RULES]:
+            column, _, check = rule.partition(": ")
+            value = next(
+                (
+                    case["failure_case"]
+                    for case in self.failure_cases
+                    if (case.get("column"), case.get("check")) == (column, check)
+                    and case.get("index") not in (None, "")  # a row's value, not a table's
+                    and case.get("failure_case") not in (None, "")
+                ),
+                None,
+            )
+            shown.append(f"{rule} broken by {value}" if value is not None else rule)
+        more = len(self.rules) - len(shown)
+        tail = f"; {more} more rule(s)" if more > 0 else ""
+        return f"contract '{self.contract}' failed: {'; '.join(shown)}{tail}{self._rows()}"
+
+    def _rows(self) -> str:
+        if not self.rows:
+            return ""
+        shown = ", ".join(str(r) for r in self.rows[:10])
+        more = f" and {len(self.rows) - 10} more" if len(self.rows) > 10 else ""
+        return f" at row(s) {shown}{more}"
 
     def markdown(self) -> str:
         """The failure table as Markdown, for Dagster metadata."""
@@ -274,7 +300,17 @@ def validate(frame: pd.DataFrame, schema: pa.DataFrameSchema, *, source: str) ->
     if len(frame) == 0:
         raise ContractViolation(name, source, ["non_empty_day: the file has a header but no rows"])
     try:
-        return schema.validate(frame, lazy=True)
+        with warnings.catch_warnings():
+            # pandera concatenates its failure cases, some all-NA (table-level rules); pandas
+            # warns that such columns will count for the result's dtypes. The cases are
+            # normalized to strings below, so either behaviour gives the same table.
+            warnings.filterwarnings(
+                "ignore",
+                message="The behavior of DataFrame concatenation with empty or all-NA entries",
+                category=FutureWarning,
+                module="pandera",
+            )
+            return schema.validate(frame, lazy=True)
     except pandera.errors.SchemaErrors as exc:
         cases = _normalize_failure_cases(exc.failure_cases)
         raise ContractViolation(

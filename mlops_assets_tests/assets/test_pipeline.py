@@ -164,11 +164,14 @@ def test_bad_redelivery_fails_clearly_and_loses_nothing(pipeline: Pipeline, case
     assert [(o.partition, o.success) for o in outcomes] == [(DAY, False)]
     error = outcomes[0].error or ""
     assert expected in error
-    assert str(landing_file) in error
-    # The failed contract is visible as a failed blocking check with the failure table.
+    assert "\n" not in error and outcomes[0].stack is None  # one line; a deliberate failure
+    # The failed contract is visible as a failed blocking check with the file, every broken
+    # rule and the failure table.
     [check] = pipeline.check_results(outcomes[0].run_id)
     assert check.check_name == "contract" and not check.passed
     assert check.partition == DAY
+    assert str(landing_file) in (check.description or "")
+    assert expected in (check.description or "")
     # Nothing stored, nothing earlier overwritten, nothing downstream requested.
     assert pipeline.digest("raw_flights", DAY) == before_raw
     assert len(pipeline.materializations("raw_flights", DAY)) == stored
@@ -191,7 +194,8 @@ def test_day_with_no_weather_blocks_features(pipeline: Pipeline):
     [day_run] = outcomes.values()
     assert not day_run.success
     assert "non_empty_day" in (day_run.error or "")
-    assert "weather/2013-12-31.csv" in (day_run.error or "")
+    [check] = [c for c in pipeline.check_results(day_run.run_id) if not c.passed]
+    assert "weather/2013-12-31.csv" in (check.description or "")
     assert pipeline.lake("raw_flights", "2013-12-31").exists()  # flights are fine
     assert not pipeline.lake("raw_weather", "2013-12-31").exists()
     assert pipeline.loop.tick_automation() == []
@@ -335,3 +339,23 @@ def test_the_day_recovers_once_the_fault_is_gone(
     assert registry.read(meta["registry_path"], meta["registry_rev"]) == lake_bytes
     assert registry.history(meta["registry_path"])[0] == meta["registry_rev"]
     assert staged_leftovers(pipeline.where.lake / "flight_features") == []
+
+
+def test_a_real_defect_blocks_its_day_in_one_line(pipeline: Pipeline, capfd: pytest.CaptureFixture):
+    # On 2013-02-12 at 03:00 the EWR weather reports a wind speed of 1,048 mph.
+    replay(pipeline.where.landing, date(2013, 2, 12), 1, include_reference=False)
+    capfd.readouterr()
+    [outcome] = pipeline.loop.tick_landing()
+    assert outcome.failure_report() == (
+        "2013-02-12 blocked: raw_weather: contract 'weather' failed: "
+        "wind_speed: in_range(0, 200) broken by 1048.36058 at row(s) 4 (details in the UI)"
+    )
+    assert outcome.stack is None
+    printed = "".join(capfd.readouterr())
+    assert "Traceback" not in printed and "Stack Trace" not in printed, printed
+    # The details stay in the UI: the failed check with the file and the failure table.
+    [check] = [c for c in pipeline.check_results(outcome.run_id) if not c.passed]
+    assert check.partition == "2013-02-12"
+    assert "weather/2013-02-12.csv" in (check.description or "")
+    assert "1048.36058" in check.metadata["failure_cases"].value
+    assert pipeline.loop.tick_automation() == []  # no features for the blocked day

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import warnings
 from datetime import date
 from pathlib import Path
 
@@ -128,6 +129,26 @@ def test_real_broken_wind_sensor_blocks_its_day(tables):
         )
     assert info.value.rules == ["wind_speed: in_range(0, 200)"]
     assert "1048.36" in info.value.markdown()
+    assert info.value.summary == (
+        "contract 'weather' failed: wind_speed: in_range(0, 200) broken by 1048.36058 at row(s) 4"
+    )
+
+
+def test_summary_is_one_quiet_line_with_a_value_per_row_rule(flights_day, flights_schema):
+    frame = flights_day.assign(gate="B12")
+    frame.loc[3, "distance"] = "far"
+    frame.loc[0, "dep_delay"] = float("nan")
+    frame.loc[5, "dest"] = "XXX"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        error = violation(frame, flights_schema)
+    assert [f"{w.category.__name__}: {w.message}" for w in caught] == []
+    assert len(error.rules) == 4
+    summary = error.summary
+    assert "\n" not in summary and "flights/2013-01-05.csv" not in summary  # path: in the UI
+    assert "distance: coerce_dtype('int64') broken by far" in summary
+    assert "gate: column_in_schema;" in summary  # a table's rule has no value to show
+    assert summary.endswith("; 1 more rule(s) at row(s) 1, 4, 6")
 
 
 def test_duplicate_weather_hour(tables):

@@ -1,0 +1,67 @@
+"""How the local daemon reports failed runs: one line for a deliberate failure, a stack for a bug.
+
+Runs a two-asset graph of its own through ``LocalDaemon.tick_sensor`` on a throwaway instance.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from mlops_assets.local_daemon import LocalDaemon, RunOutcome
+
+
+@dg.asset
+def refused() -> None:
+    raise dg.Failure(
+        description="the gate refused it\nwith more on a second line", metadata={"a": 1}
+    )
+
+
+@dg.asset
+def broken() -> None:
+    raise ValueError("a bug")
+
+
+@dg.sensor(target=[refused, broken])
+def asks() -> Iterator[dg.RunRequest]:
+    yield dg.RunRequest(asset_selection=[refused.key])
+    yield dg.RunRequest(asset_selection=[broken.key])
+
+
+@pytest.fixture(scope="module")
+def outcomes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[RunOutcome]]:
+    defs = dg.Definitions(assets=[refused, broken], sensors=[asks])
+    folder: Path = tmp_path_factory.mktemp("local_daemon")
+    with dg.instance_for_test() as instance:
+        yield LocalDaemon(defs, instance, folder / "cursors.json").tick_sensor("asks")
+
+
+def test_a_deliberate_failure_is_one_line(outcomes: list[RunOutcome]):
+    refusal = outcomes[0]
+    assert not refusal.success
+    assert refusal.error == "refused: the gate refused it"
+    assert refusal.stack is None
+    assert refusal.failure_report() == "blocked: refused: the gate refused it (details in the UI)"
+
+
+def test_a_bug_keeps_its_stack(outcomes: list[RunOutcome]):
+    bug = outcomes[1]
+    assert not bug.success
+    assert bug.error == "broken: ValueError: a bug"
+    assert bug.stack is not None and 'raise ValueError("a bug")' in bug.stack
+    assert bug.failure_report().startswith(
+        f"FAILED: broken: ValueError: a bug (run {bug.run_id})\n"
+    )
+
+
+def test_runs_print_nothing_themselves(tmp_path: Path, capfd: pytest.CaptureFixture):
+    # Like the daemon: a run's logs go to the instance; the outcome carries the failure.
+    defs = dg.Definitions(assets=[refused, broken], sensors=[asks])
+    with dg.instance_for_test() as instance:
+        capfd.readouterr()
+        LocalDaemon(defs, instance, tmp_path / "cursors.json").tick_sensor("asks")
+        assert capfd.readouterr() == ("", "")
