@@ -349,7 +349,9 @@ def test_training_tracks_models_and_artifacts_in_s3(world: World):
     run_artifacts = {k.split(f"/{run_id}/artifacts/", 1)[1] for k in mlflow_keys if run_id in k}
     assert {"feature_importance.csv", "feature_importance.png", "model_card.md"} <= run_artifacts
     model_files = {k.rsplit("/", 1)[1] for k in mlflow_keys if "/models/" in k}
-    assert {"MLmodel", "python_model.pkl", "requirements.txt"} <= model_files, model_files
+    assert {"MLmodel", "pyfunc_model.py", "classifier.json", "requirements.txt"} <= model_files, (
+        model_files
+    )
 
     from mlflow import MlflowClient
 
