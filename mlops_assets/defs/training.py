@@ -147,8 +147,6 @@ def candidate_model(
     model with signature, input example and pinned requirements; registers it as a new
     version with the `challenger` alias.
     """
-    import mlflow
-
     from mlops_assets.lib import modeling, pyfunc
 
     tags = model_tags.data_tags(_latest_metadata(context.instance, dg.AssetKey("training_set")))
