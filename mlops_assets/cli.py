@@ -41,7 +41,9 @@ DELIBERATE_PREVIEWS = (
     ("BetaWarning", "Parameter `data_version` of initializer `Output.__init__`"),
     # Raised inside dg.evaluate_automation_conditions, which the local daemon ticks.
     ("BetaWarning", "Parameter `include_sources` of function `AssetSelection.all`"),
-    # dagster-mlflow: the run lookup of resources/tracking.py, and the hook it defines on import.
+    # dagster-mlflow: the mlflow_tracking resource of resources/tracking.py (the MLflow run of
+    # a Dagster run), the MlFlow object it returns, and the hook the package defines on import.
+    ("BetaWarning", "Dagster resource `mlflow_tracking`"),
     ("BetaWarning", "Class `MlFlow`"),
     ("BetaWarning", "Function `_create_mlflow_run_hook`"),
 )

@@ -1,0 +1,51 @@
+"""What a newcomer reads: the main job's whole output, on a window that reaches a blocked day.
+
+Runs ``mlops-assets demo`` as a user would (a fresh state folder, Python's default warning
+filters): a 14-day bootstrap from 2013-01-29, then 2013-02-12, whose weather breaks its
+contract. The expected failure is one line; nothing else may be a traceback or a warning.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mlops_assets import settings
+
+pytestmark = pytest.mark.e2e
+
+BLOCKED = (
+    "  2013-02-12 blocked: raw_weather: contract 'weather' failed: wind_speed: in_range(0, 200) "
+    "broken by 1048.36058 at row(s) 4 (details in the UI)"
+)
+
+
+def test_the_main_job_prints_no_traceback_and_no_warning(tmp_path: Path):
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        # Nothing of this test session: its warning filters, stores or MLflow URIs.
+        if not k.startswith(("MLOPS_", "PYTEST_", "DAGSTER_", "MLFLOW_", "BENTOML_", "PYTHONW"))
+    }
+    env[settings.STATE_DIR_VAR] = str(tmp_path / "state")
+    command = [sys.executable, "-m", "mlops_assets.cli", "demo", "--start", "2013-01-29"]
+    done = subprocess.run(
+        [*command, "--bootstrap-days", "14", "--until", "2013-02-12"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=1500,
+        check=False,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    assert "Traceback" not in output and "Stack Trace" not in output, output
+    assert re.findall(r"^.*(?:Warning\b|\bWARNING\b).*$", output, re.MULTILINE) == [], output
+    assert [line for line in output.splitlines() if "blocked:" in line] == [BLOCKED], output
+    assert "(1 failed: 2013-02-12)" in output
