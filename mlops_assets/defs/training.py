@@ -147,38 +147,15 @@ def candidate_model(
     model with signature, input example and pinned requirements; registers it as a new
     version with the `challenger` alias.
     """
-    from mlops_assets.lib import modeling, pyfunc
+    from mlops_assets.lib import modeling
 
     tags = model_tags.data_tags(_latest_metadata(context.instance, dg.AssetKey("training_set")))
-    client = tracking.client()
-    registered = None
     with tracking.training_run(context, tags) as run:
-        model, metrics = modeling.fit(
-            training_set, estimator.HyperParameters(**config.model_dump())
-        )
+        params = estimator.HyperParameters(**config.model_dump())
+        model, metrics = modeling.fit(training_set, params)
         importances = _log_evaluation(config.model_dump(), model, metrics)
-        # Numbers as floats in the signature: any of them may be missing at prediction time.
-        example = (
-            training_set[model.features]
-            .head(5)
-            .astype(
-                {c: "float64" for c in model.features if c not in modeling.CATEGORICAL_FEATURES}
-            )
-        )
-        try:
-            info = pyfunc.log_model(model, example, registered_model_name=tracking.model_name)
-            registered = str(info.registered_model_version)
-            client.set_registered_model_alias(
-                tracking.model_name, model_tags.CHALLENGER, registered
-            )
-            client.set_model_version_tag(
-                tracking.model_name, registered, model_tags.DAGSTER_RUN_ID, context.run.run_id
-            )
-        except BaseException:
-            # No half-registered version: a version without its alias is removed again.
-            if registered is not None:
-                client.delete_model_version(tracking.model_name, registered)
-            raise
+        example = modeling.input_example(model, training_set)
+        registered = tracking.register_challenger(model, example, context.run.run_id)
         run_id = run.info.run_id
     return dg.MaterializeResult(
         metadata={

@@ -104,6 +104,15 @@ def assemble_training_set(frames: dict[str, pd.DataFrame], window: TrainingWindo
     return data
 
 
+def input_example(model: DelayClassifier, frame: pd.DataFrame, rows: int = 5) -> pd.DataFrame:
+    """The first rows of the model's features, numbers as floats (for the model signature).
+
+    Floats, because any number may be missing at prediction time.
+    """
+    numeric = {c: "float64" for c in model.features if c not in CATEGORICAL_FEATURES}
+    return frame[model.features].head(rows).astype(numeric)
+
+
 def split_counts(data: pd.DataFrame) -> dict[str, Any]:
     """Rows per split and the share of delayed flights of a training set."""
     return {

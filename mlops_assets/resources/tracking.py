@@ -145,6 +145,30 @@ class MlflowTracking(dg.ConfigurableResource):
         """Validation metrics and training window of a registered version (cached)."""
         return _model_facts(self.tracking_uri, self.model_name, str(version))
 
+    def register_challenger(self, classifier: Any, example: Any, dagster_run_id: str) -> str:
+        """Logs the classifier as the active run's model and registers it as the challenger.
+
+        No half-registered version: a version whose alias cannot be set is deleted again.
+
+        Returns:
+            The new version.
+        """
+        from mlops_assets.lib import pyfunc
+
+        client, registered = self.client(), None
+        try:
+            info = pyfunc.log_model(classifier, example, registered_model_name=self.model_name)
+            registered = str(info.registered_model_version)
+            client.set_registered_model_alias(self.model_name, model_tags.CHALLENGER, registered)
+            client.set_model_version_tag(
+                self.model_name, registered, model_tags.DAGSTER_RUN_ID, dagster_run_id
+            )
+        except BaseException:
+            if registered is not None:
+                client.delete_model_version(self.model_name, registered)
+            raise
+        return registered
+
     def record_gate(self, challenger: Any, promote: bool, reason: str, champion: Any) -> None:
         """Writes the gate's decision on the challenger; a promotion moves the champion alias.
 
