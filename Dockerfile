@@ -7,7 +7,7 @@
 #   docker build -t mlops-assets:$(git rev-parse --short HEAD) .
 #
 # Dependencies first (frozen lock, no dev group: a layer cached until uv.lock changes), then
-# the project. mlops_assets_tests/unit/test_container.py replays the COPY and `uv sync` lines
+# the project. mlops_assets_tests/deploy/test_container.py replays the COPY and `uv sync` lines
 # below in a fresh environment: keep every `uv sync` on a RUN line of its own.
 FROM python:3.11.13-slim-bookworm
 

@@ -17,7 +17,7 @@ through these, via ``mlops_assets.lib.replay``):
 * ``SourceNotFoundError``: raised when the upstream is not available.
 
 A working example to copy: ``mlops_assets_tests/fixtures/swap/synthetic_source.py``, and
-``mlops_assets_tests/unit/test_source_contract.py`` checks any source against this contract.
+``mlops_assets_tests/unit/test_source.py`` checks any source against this contract.
 
 A new domain (other columns, another label) changes more than this module: the data contracts
 (``lib/contracts.py``), the features and label (``lib/features.py``), the model

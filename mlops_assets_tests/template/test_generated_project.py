@@ -24,6 +24,9 @@ pytestmark = pytest.mark.e2e
 
 SWAP = ROOT / "mlops_assets_tests" / "fixtures" / "swap"
 PACKAGE = ANSWERS["package_name"]
+# The generated project's tests that start no server and build no state: lib (unit/), settings,
+# resources, the service's API guard, the deployment files and the project's own files.
+FAST_SUITES = ("unit", "test_settings.py", "resources", "serving", "deploy", "project")
 # Read back inside the generated project's own environment.
 INSPECT = """
 import json, sys
@@ -112,9 +115,9 @@ def test_generated_project_passes_its_tests_and_runs_on_swapped_parts(tmp_path: 
     env = _env(tmp_path / "state")
     _run([uv, "sync", "--frozen", "--quiet"], project, env, 900)
 
-    # 1. The generated project's own unit suite, as generated.
+    # 1. The generated project's own fast suites, as generated.
     tests = [uv, "run", "--frozen", "pytest", "-q", "-p", "no:cacheprovider"]
-    unit = _run([*tests, f"{PACKAGE}_tests/unit"], project, env, 1200)
+    unit = _run([*tests, *(f"{PACKAGE}_tests/{s}" for s in FAST_SUITES)], project, env, 1200)
     assert re.search(r"\d+ passed", unit) and " failed" not in unit, unit[-2000:]
 
     # 2. Swap the data source and the estimator through their swap points only.
@@ -122,7 +125,7 @@ def test_generated_project_passes_its_tests_and_runs_on_swapped_parts(tmp_path: 
     contracts = _run(
         [
             *tests,
-            f"{PACKAGE}_tests/unit/test_source_contract.py",
+            f"{PACKAGE}_tests/unit/test_source.py",
             f"{PACKAGE}_tests/unit/test_estimator.py",
         ],
         project,

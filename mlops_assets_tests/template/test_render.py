@@ -55,7 +55,7 @@ def test_every_file_is_the_renamed_original(rendered: tuple[Path, Path]) -> None
     for name in (
         "deploy/helm/values.yaml",
         "deploy/helm/secrets.example.yaml",
-        "fraud_assets_tests/unit/test_deploy_k8s.py",
+        "fraud_assets_tests/deploy/test_kubernetes.py",
         "fraud_assets_tests/fixtures/dagster_helm_values.schema.json",
     ):
         assert name in expected, name
@@ -98,7 +98,7 @@ def test_optional_sections_follow_the_answers(rendered: tuple[Path, Path]) -> No
     assert "## Template updates and swap points" in readme
     assert "## Your own platform from this template" not in readme
     assert "template-check: setup" not in (project / "Makefile").read_text()
-    assert "import yaml" not in (project / "fraud_assets_tests/unit/test_docs.py").read_text()
+    assert "import yaml" not in (project / "fraud_assets_tests/project/test_docs.py").read_text()
     pyproject = (project / "pyproject.toml").read_text()
     assert 'name = "fraud-assets"' in pyproject
     assert 'fraud-assets = "fraud_assets.cli:main"' in pyproject

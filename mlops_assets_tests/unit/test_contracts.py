@@ -2,13 +2,11 @@ from __future__ import annotations
 
 import warnings
 from datetime import date
-from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from mlops_assets.lib import contracts
-from mlops_assets.lib.landing import LandingFileError, read_csv
 from mlops_assets_tests.conftest import day_slice
 
 DAY = date(2013, 1, 5)
@@ -166,20 +164,3 @@ def test_failure_table_is_bounded(flights_day, flights_schema):
     assert error.total_failures == len(frame)
     assert len(error.failure_cases) == contracts.FAILURE_ROWS_SHOWN
     assert "more failure case(s)" in error.markdown()
-
-
-@pytest.mark.parametrize(
-    ("payload", "expected"),
-    [
-        (b"", "file is empty"),
-        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "binary content"),
-        (b"PK\x03\x04\xff\xfe\xfa\xfb garbage", "not UTF-8"),
-        (b'year,month\n"2013,1\n', "not a parseable CSV"),
-    ],
-)
-def test_landing_file_that_is_not_csv(tmp_path: Path, payload: bytes, expected: str):
-    path = tmp_path / "2013-01-05.csv"
-    path.write_bytes(payload)
-    with pytest.raises(LandingFileError, match=expected) as info:
-        read_csv(path)
-    assert str(path) in str(info.value)

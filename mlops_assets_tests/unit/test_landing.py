@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from mlops_assets.lib import landing
+from mlops_assets.lib.landing import LandingFileError, read_csv
 from mlops_assets.lib.replay import replay
 
 FIRST, END = date(2013, 1, 1), date(2014, 1, 1)
@@ -23,28 +24,6 @@ def touch(root: Path, rel: str, payload: bytes = b"a,b\n1,2\n") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(payload)
     return path
-
-
-def test_replay_writes_one_file_per_dataset_and_day(tmp_path: Path):
-    summary = replay(tmp_path, date(2013, 1, 30), 2)
-    names = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.csv"))
-    assert names == [
-        "flights/2013-01-30.csv",
-        "flights/2013-01-31.csv",
-        "reference/airlines.csv",
-        "reference/airports.csv",
-        "reference/planes.csv",
-        "weather/2013-01-30.csv",
-        "weather/2013-01-31.csv",
-    ]
-    assert summary.rows["flights"] > 1500
-    assert not list(tmp_path.rglob(".*.tmp"))
-
-
-def test_replay_of_a_day_without_weather_is_header_only(tmp_path: Path):
-    replay(tmp_path, date(2013, 12, 31), 1, include_reference=False)
-    text = (tmp_path / "weather" / "2013-12-31.csv").read_text()
-    assert text.strip().startswith("origin,year") and len(text.strip().splitlines()) == 1
 
 
 def test_first_tick_requests_references_and_defers_days(tmp_path: Path):
@@ -106,3 +85,20 @@ def test_out_of_range_and_badly_named_files_are_skipped_once(tmp_path: Path):
 def test_landing_path_rejects_unknown_dataset(tmp_path: Path):
     with pytest.raises(ValueError, match="unknown dataset"):
         landing.landing_path(tmp_path, "boats", date(2013, 1, 1))
+
+
+@pytest.mark.parametrize(
+    ("payload", "expected"),
+    [
+        (b"", "file is empty"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "binary content"),
+        (b"PK\x03\x04\xff\xfe\xfa\xfb garbage", "not UTF-8"),
+        (b'year,month\n"2013,1\n', "not a parseable CSV"),
+    ],
+)
+def test_landing_file_that_is_not_csv(tmp_path: Path, payload: bytes, expected: str):
+    path = tmp_path / "2013-01-05.csv"
+    path.write_bytes(payload)
+    with pytest.raises(LandingFileError, match=expected) as info:
+        read_csv(path)
+    assert str(path) in str(info.value)

@@ -238,7 +238,7 @@ def test_copied_files_exist_and_reach_the_build_context() -> None:
         ".git",
         ".git/HEAD",
         "mlops_assets/__pycache__/settings.cpython-311.pyc",
-        "mlops_assets_tests/unit/test_container.py",
+        "mlops_assets_tests/deploy/test_container.py",
         "deploy/compose/.env",
         "benchmarks/results/load_time.json",
     ],
