@@ -46,7 +46,7 @@ reports: setup  ## serve the drift reports (links in the UI) on http://127.0.0.1
 		--directory "$(STATE)/reports"
 
 ui-check: setup  ## open the lineage graph in headless Chromium, save $(STATE)/ui/lineage.png
-	$(UV) run --frozen python -m mlops_assets_tests.e2e.ui --state "$(STATE)"
+	$(UV) run --frozen mlops-assets ui-check --state "$(STATE)"
 
 mlflow-ui: setup  ## MLflow UI on the local tracking store (http://127.0.0.1:5000)
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(UV) run --frozen mlflow ui --host 127.0.0.1 \

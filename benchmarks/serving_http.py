@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import BenchError
-from mlops_assets_tests.e2e.processes import (
+from mlops_assets.processes import (
     HOST,
     default_signals,
     free_port,

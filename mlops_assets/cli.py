@@ -246,6 +246,19 @@ def _rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ui_check(args: argparse.Namespace) -> int:
+    from mlops_assets import ui_check
+
+    return ui_check.run(
+        args.state,
+        args.out,
+        chromium=args.chromium,
+        startup_timeout=args.startup_timeout,
+        graph_timeout=args.graph_timeout,
+        viewport=(args.width, args.height),
+    )
+
+
 def _where(_: argparse.Namespace) -> int:
     where = settings.locations()
     for name in ("state", "dagster_home", "landing", "lake", "data_registry", "dvc_remote"):
@@ -305,6 +318,33 @@ def build_parser() -> argparse.ArgumentParser:
 
     where = sub.add_parser("where", help="print where the local state lives")
     where.set_defaults(func=_where)
+
+    from mlops_assets import ui_check  # standard library only; Playwright when the check runs
+
+    ui = sub.add_parser(
+        "ui-check",
+        help="start the UI, screenshot the asset lineage graph in headless Chromium and check "
+        "it shows every asset and group (a development check: needs the dev dependencies)",
+    )
+    ui.add_argument(
+        "--state",
+        type=Path,
+        default=None,
+        help=f"state folder (default: ${settings.STATE_DIR_VAR} or ./state)",
+    )
+    ui.add_argument(
+        "--out", type=Path, default=None, help="PNG to write (default: <state>/ui/lineage.png)"
+    )
+    ui.add_argument(
+        "--chromium",
+        default=None,
+        help=f"Chromium binary (default: ${ui_check.CHROMIUM_VAR} or PATH)",
+    )
+    ui.add_argument("--width", type=int, default=ui_check.VIEWPORT[0])
+    ui.add_argument("--height", type=int, default=ui_check.VIEWPORT[1])
+    ui.add_argument("--startup-timeout", type=float, default=ui_check.STARTUP_TIMEOUT)
+    ui.add_argument("--graph-timeout", type=float, default=ui_check.GRAPH_TIMEOUT)
+    ui.set_defaults(func=_ui_check)
     return parser
 
 

@@ -1,42 +1,20 @@
 """A real ``mlops-assets dev`` (webserver + daemon) for end-to-end tests, seen through GraphQL.
 
-``start_dagster_dev`` starts the server the way a developer does, on a private state folder
-and a free port on 127.0.0.1, and waits until the code location has loaded
-(``spawn_dagster_dev`` + ``DagsterDev.wait_ready`` when the caller has something to do
-meanwhile, like the UI check starting its browser); ``DagsterDev``
-queries it (runs, materializations with their metadata, check executions, sensor ticks) and
-stops it with its whole process group. Nothing here launches a run.
+``DagsterDev`` is the package's ``DevServer`` (started the way a developer does, on a private
+state folder and a free port of 127.0.0.1; the ``servers`` fixture starts and stops it) plus
+the queries the tests read it with: runs, materializations with their metadata, check
+executions, sensor ticks, and a diagnostic report for failures. Nothing here launches a run.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
-import os
-import re
-import sys
-import time
-import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from datetime import date
-from pathlib import Path
 from typing import Any
 
-import requests
+from mlops_assets.dev_server import LOCATION, REPOSITORY, DevServer
 
-from mlops_assets import settings
-from mlops_assets_tests.e2e.processes import (
-    HOST,
-    LoggedServer,
-    free_port,
-    live_group_members,
-    spawn_logged,
-    wait_for,
-)
-
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-LOCATION = "mlops_assets"
-REPOSITORY = "__repository__"
 LANDING_SENSOR = "landing_sensor"
 AUTOMATION_SENSOR = "automation_sensor"
 RETRAIN_SENSOR = "retrain_sensor"
@@ -45,8 +23,6 @@ SENSOR_TAG = "dagster/sensor_name"
 PARTITION_TAG = "dagster/partition"
 RUN_KEY_TAG = "dagster/run_key"
 
-STARTUP_TIMEOUT = 150.0  # webserver answering and the code location loaded
-ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 BROKEN = ("FAILURE", "CANCELED", "CANCELING")
 FINISHED = ("SUCCESS", *BROKEN)
 
@@ -82,103 +58,8 @@ def metadata_dict(entries: list[dict[str, Any]]) -> dict[str, Any]:
     return values
 
 
-class DagsterDev(LoggedServer):
-    """A running ``mlops-assets dev`` and a GraphQL client for it."""
-
-    NAME = "mlops-assets dev"
-    STOP_GRACE = 20.0
-
-    def __init__(self, process: Any, port: int, state: Path, log_path: Path) -> None:
-        self.process = process
-        self.port = port
-        self.state = state
-        self.log_path = log_path
-        self.http = requests.Session()
-        self.http.trust_env = False  # no proxies: every request goes to 127.0.0.1 only
-
-    @property
-    def base_url(self) -> str:
-        return f"http://{HOST}:{self.port}"
-
-    # -- plumbing ---------------------------------------------------------------------------
-
-    def log_tail(self, lines: int = 60) -> str:
-        return "\n".join(ANSI_ESCAPE.sub("", self.log_text()).splitlines()[-lines:])
-
-    def graphql(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
-        self.check_alive()
-        response = self.http.post(
-            f"{self.base_url}/graphql",
-            json={"query": query, "variables": variables or {}},
-            timeout=30,
-        )
-        response.raise_for_status()
-        payload = response.json()
-        if payload.get("errors"):
-            raise AssertionError(f"GraphQL errors: {json.dumps(payload['errors'], indent=1)}")
-        return dict(payload["data"])
-
-    def ready(self) -> bool:
-        """Whether the webserver answers and the code location has loaded (raises on a load
-        error or a dead server)."""
-        self.check_alive()
-        try:
-            if self.http.get(f"{self.base_url}/server_info", timeout=5).status_code != 200:
-                return False
-            data = self.graphql(
-                """
-                {
-                  workspaceOrError {
-                    __typename
-                    ... on Workspace {
-                      locationEntries {
-                        name
-                        loadStatus
-                        locationOrLoadError { __typename ... on PythonError { message stack } }
-                      }
-                    }
-                  }
-                }
-                """
-            )
-        except requests.RequestException:
-            return False
-        entries = data["workspaceOrError"].get("locationEntries", [])
-        for entry in entries:
-            error = entry["locationOrLoadError"]
-            if error and error["__typename"] == "PythonError":
-                raise AssertionError(
-                    f"code location {entry['name']} failed to load: {error['message']}\n"
-                    + "".join(error["stack"])
-                )
-        return any(
-            e["name"] == LOCATION
-            and e["loadStatus"] == "LOADED"
-            and (e["locationOrLoadError"] or {}).get("__typename") == "RepositoryLocation"
-            for e in entries
-        )
-
-    def wait_ready(self, timeout: float = STARTUP_TIMEOUT) -> float:
-        """Waits (bounded) until :meth:`ready`; returns the seconds waited."""
-        started = time.monotonic()
-        wait_for(
-            self.ready,
-            timeout,
-            interval=0.5,
-            what=f"dagster dev to answer on {self.base_url} with {LOCATION} loaded",
-            diagnose=self.log_tail,
-        )
-        return time.monotonic() - started
-
-    def shutdown(self) -> list[str]:
-        """Stops the server and everything it started; fails if a process is left behind."""
-        self.http.close()
-        escalations = self.stop()
-        if any(step.startswith("SIGKILL") for step in escalations):
-            warnings.warn(f"dagster dev needed SIGKILL to stop: {escalations}", stacklevel=2)
-        leftovers = live_group_members(self.process.pid)
-        assert not leftovers, f"dagster dev left processes behind: {leftovers}"
-        return escalations
+class DagsterDev(DevServer):
+    """A running ``mlops-assets dev`` observed through GraphQL: runs, events, checks, ticks."""
 
     # -- observations -----------------------------------------------------------------------
 
@@ -416,57 +297,3 @@ class DagsterDev(LoggedServer):
         except BaseException:
             print(self.diagnostics())
             raise
-
-
-def dev_environment(state: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The server's environment: this one without DAGSTER_HOME, on ``state``, no telemetry."""
-    env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
-    env.update(
-        {settings.STATE_DIR_VAR: str(state), settings.ENV_VAR: "local", "PYTHONUNBUFFERED": "1"}
-    )
-    settings.telemetry_off(env)
-    env.update(extra or {})
-    return env
-
-
-def spawn_dagster_dev(
-    state: Path, log_path: Path, env: Mapping[str, str] | None = None
-) -> DagsterDev:
-    """Starts ``mlops-assets dev`` on ``state`` (127.0.0.1, free port) without waiting for it;
-    ``env`` adds variables to the server's environment."""
-    script = Path(sys.executable).with_name("mlops-assets")
-    entry = [str(script)] if script.exists() else [sys.executable, "-m", "mlops_assets.cli"]
-    port = free_port()
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    process = spawn_logged(
-        [*entry, "dev", "--host", HOST, "--port", str(port)],
-        cwd=PROJECT_ROOT,
-        env=dev_environment(state, env),
-        log_path=log_path,
-    )
-    return DagsterDev(process, port, state, log_path)
-
-
-def start_dagster_dev(
-    state: Path, log_path: Path, env: Mapping[str, str] | None = None
-) -> DagsterDev:
-    """``spawn_dagster_dev``, then waits until the server is ready (stops it if it is not)."""
-    server = spawn_dagster_dev(state, log_path, env)
-    try:
-        server.wait_ready()
-    except BaseException:
-        server.shutdown()
-        raise
-    return server
-
-
-@contextlib.contextmanager
-def dagster_dev(
-    state: Path, log_path: Path, env: Mapping[str, str] | None = None
-) -> Iterator[DagsterDev]:
-    """``start_dagster_dev`` for the duration of the block."""
-    server = start_dagster_dev(state, log_path, env)
-    try:
-        yield server
-    finally:
-        server.shutdown()

@@ -38,7 +38,7 @@ from urllib.parse import quote
 
 import pytest
 
-from mlops_assets_tests.e2e.processes import HOST, free_port, wait_for
+from mlops_assets.processes import HOST, ServerLog, free_port, wait_for
 
 INSTALL_HINT = (
     "PostgreSQL server binaries (initdb, pg_ctl, postgres) not found; install them with "
@@ -131,8 +131,10 @@ class Account:
 
 
 @dataclass
-class PostgresCluster:
+class PostgresCluster(ServerLog):
     """A running throwaway cluster on 127.0.0.1 (see the module docstring)."""
+
+    NAME = "PostgreSQL"
 
     bindir: Path
     root: Path
@@ -361,22 +363,6 @@ class PostgresCluster:
             while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
                 time.sleep(0.2)
         self.started = False
-
-    def log_tail(self, lines: int = 40) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError as error:
-            return f"(no server log: {error})"
-        return "\n".join(text.splitlines()[-lines:])
-
-    @contextlib.contextmanager
-    def report_on_failure(self) -> Iterator[None]:
-        """Prints the server log tail (shown by pytest with the failure) when the block raises."""
-        try:
-            yield
-        except BaseException:
-            print(f"PostgreSQL log tail ({self.log_path}):\n{self.log_tail()}")
-            raise
 
 
 @contextlib.contextmanager

@@ -51,6 +51,7 @@ from mlops_assets.defs.jobs import (
 from mlops_assets.defs.monitoring import DRIFT_CHECK
 from mlops_assets.defs.retraining import POLICY_VAR
 from mlops_assets.lib.replay import replay
+from mlops_assets.processes import wait_for
 from mlops_assets_tests.assets.test_monitoring import TEST_POLICY, shuffle_labels
 from mlops_assets_tests.deployed import PREDICT_DAY, deploy
 from mlops_assets_tests.e2e.daemon import (
@@ -59,15 +60,13 @@ from mlops_assets_tests.e2e.daemon import (
     FINISHED,
     LANDING_SENSOR,
     PARTITION_TAG,
-    PROJECT_ROOT,
     RETRAIN_SENSOR,
     RUN_KEY_TAG,
     SENSOR_TAG,
     SENSORS,
     DagsterDev,
-    start_dagster_dev,
 )
-from mlops_assets_tests.e2e.processes import wait_for
+from mlops_assets_tests.e2e.servers import Servers
 
 pytestmark = pytest.mark.e2e
 
@@ -94,9 +93,10 @@ PROMOTION_TIMEOUT = 300.0  # the bento rebuilt by automation (if promoted)
 class ClosedLoop:
     """The module's state folder, its (re)started server and the phases done so far."""
 
-    def __init__(self, state: Path, logs: Path) -> None:
+    def __init__(self, state: Path, logs: Path, servers: Servers) -> None:
         self.state = state
         self.logs = logs
+        self.servers = servers
         self.server: DagsterDev | None = None
         self.starts = 0
         self.done: set[str] = set()
@@ -127,7 +127,7 @@ class ClosedLoop:
         assert self.server is None, "a server is already running"
         self.starts += 1
         with self.phase(f"server start #{self.starts}"):
-            self.server = start_dagster_dev(
+            self.server = self.servers.dagster_dev(
                 self.state,
                 self.logs / f"dagster_dev_{self.starts}.log",
                 {POLICY_VAR: json.dumps(POLICY)},
@@ -138,7 +138,7 @@ class ClosedLoop:
         if self.server is not None:
             with self.phase(f"server stop #{self.starts}"):
                 server, self.server = self.server, None
-                server.shutdown()
+                self.servers.stop(server)
 
     def timing_report(self) -> str:
         lines = [f"  {seconds:7.1f} s  {name}" for name, seconds in self.timings]
@@ -155,7 +155,7 @@ def deploy_in_process(state: Path) -> None:
     dagster.yaml (as ``prepare_dagster_home`` installs it), closed before the server starts."""
     home = settings.locations({settings.STATE_DIR_VAR: str(state)}).dagster_home
     home.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
+    shutil.copyfile(settings.project_root() / "dagster.yaml", home / "dagster.yaml")
     # The automation evaluations log every asset at DEBUG: thousands of captured lines that
     # would bury the server diagnostics of a failure report.
     dagster_logger = logging.getLogger("dagster")
@@ -173,9 +173,9 @@ def deploy_in_process(state: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def loop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClosedLoop]:
+def loop(tmp_path_factory: pytest.TempPathFactory, servers: Servers) -> Iterator[ClosedLoop]:
     base = tmp_path_factory.mktemp("daemon")
-    closed = ClosedLoop(base / "state", base)
+    closed = ClosedLoop(base / "state", base, servers)
     with closed.phase(f"deploy in-process (2013-01-01 .. {PREDICT_DAY}, champion v1)"):
         deploy_in_process(closed.state)
     try:

@@ -1,10 +1,10 @@
 """End to end: the training group against a real ``mlflow server`` (the production shape).
 
-A tracking server is started on 127.0.0.1 (free port, SQLite backend store, proxied artifact
-store in a temporary folder) while four weeks of feature days are built through the real
-landing sensor and automation conditions (``LocalDaemon``). The ``tracking`` resource is then
-swapped for ``MlflowTracking`` pointing at the server, without an artifact location, so the
-server decides where artifacts go, exactly as in production.
+A tracking server is started on 127.0.0.1 by the ``servers`` fixture (free port, SQLite
+backend store, proxied artifact store in a temporary folder) while four weeks of feature days
+are built through the real landing sensor and automation conditions (``LocalDaemon``). The
+``tracking`` resource is then swapped for ``MlflowTracking`` pointing at the server, without
+an artifact location, so the server decides where artifacts go, exactly as in production.
 
 Checked: tags, metrics and artifacts of the tracked run, registration and aliases, loading the
 champion from the server, the gate rejecting an equal challenger, and a clear failure that
@@ -22,9 +22,7 @@ import os
 import re
 import socket
 import subprocess
-import sys
 import time
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
@@ -40,14 +38,9 @@ from mlops_assets.defs.training import TRACKING_RETRY, TrainingConfig
 from mlops_assets.lib.model_tags import CHALLENGER, CHAMPION
 from mlops_assets.lib.replay import replay
 from mlops_assets.local_daemon import LocalDaemon
+from mlops_assets.processes import HOST
 from mlops_assets.resources.tracking import MlflowTracking
-from mlops_assets_tests.e2e.processes import (
-    HOST,
-    LoggedServer,
-    free_port,
-    live_group_members,
-    spawn_logged,
-)
+from mlops_assets_tests.e2e.servers import MlflowServer, Servers
 
 pytestmark = pytest.mark.e2e
 
@@ -67,123 +60,6 @@ RUN_CONFIG = {
         "champion_model": {"config": GATE},
     }
 }
-STARTUP_TIMEOUT = 90.0  # mlflow server: database migrations, then uvicorn answering /health
-STOP_TIMEOUT = 15.0  # SIGTERM grace period before SIGKILL
-PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
-LOCAL_ONLY = "127.0.0.1,localhost"
-# Process-wide MLflow settings a developer may have exported; the tests must not use them.
-MLFLOW_CONTEXT_VARS = (
-    "MLFLOW_TRACKING_URI",
-    "MLFLOW_REGISTRY_URI",
-    "MLFLOW_EXPERIMENT_ID",
-    "MLFLOW_EXPERIMENT_NAME",
-    "MLFLOW_RUN_ID",
-    "MLFLOW_TRACKING_USERNAME",
-    "MLFLOW_TRACKING_PASSWORD",
-    "MLFLOW_TRACKING_TOKEN",
-)
-
-
-class LoopbackOnly:
-    """Refuses (and records) any connection of this process to an address off 127.0.0.1.
-
-    Installed on ``socket.socket.connect`` for the whole module: MLflow, Dagster and their
-    dependencies must talk to the local server only (no telemetry, no proxy, no other host).
-    """
-
-    def __init__(self) -> None:
-        self.violations: list[Any] = []
-        self._connect = socket.socket.connect
-        self._connect_ex = socket.socket.connect_ex
-
-    def _check(self, sock: socket.socket, address: Any) -> None:
-        if sock.family not in (socket.AF_INET, socket.AF_INET6):
-            return  # Unix sockets and the like stay on the machine
-        host = str(address[0])
-        if host == "localhost" or host == "::1" or host.startswith("127."):
-            return
-        self.violations.append(address)
-        raise OSError(f"e2e: connection to {address!r} refused, only {HOST} is allowed")
-
-    def install(self) -> None:
-        guard = self
-
-        def connect(sock: socket.socket, address: Any) -> None:
-            guard._check(sock, address)
-            guard._connect(sock, address)
-
-        def connect_ex(sock: socket.socket, address: Any) -> int:
-            guard._check(sock, address)
-            return guard._connect_ex(sock, address)
-
-        socket.socket.connect = connect  # type: ignore[method-assign]
-        socket.socket.connect_ex = connect_ex  # type: ignore[method-assign]
-
-    def uninstall(self) -> None:
-        socket.socket.connect = self._connect  # type: ignore[method-assign]
-        socket.socket.connect_ex = self._connect_ex  # type: ignore[method-assign]
-
-
-# -- the MLflow server ------------------------------------------------------------------------
-
-
-@dataclass
-class MlflowServer(LoggedServer):
-    """A running ``mlflow server`` process (its own process group) and its log file."""
-
-    NAME = "mlflow server"
-    STOP_GRACE = STOP_TIMEOUT
-
-    process: subprocess.Popen[bytes]
-    port: int
-    log_path: Path
-    root: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://{HOST}:{self.port}"
-
-    @classmethod
-    def start(cls, root: Path) -> MlflowServer:
-        """Starts the server in the background; ``wait_ready`` waits for it."""
-        root.mkdir(parents=True, exist_ok=True)
-        port = free_port()
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if k not in PROXY_VARS and k not in MLFLOW_CONTEXT_VARS
-        }
-        env.update(
-            NO_PROXY=LOCAL_ONLY,
-            no_proxy=LOCAL_ONLY,
-            MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",
-            MLFLOW_DISABLE_TELEMETRY="true",
-            DO_NOT_TRACK="true",
-            PYTHONUNBUFFERED="1",
-        )
-        script = Path(sys.executable).with_name("mlflow")
-        entry = [str(script)] if script.exists() else [sys.executable, "-m", "mlflow"]
-        command = [
-            *entry,
-            "server",
-            "--host",
-            HOST,
-            "--port",
-            str(port),
-            "--backend-store-uri",
-            f"sqlite:///{root / 'mlflow.db'}",
-            "--artifacts-destination",
-            str(root / "artifacts"),
-            "--workers",
-            "1",
-        ]
-        log_path = root / "mlflow_server.log"
-        process = spawn_logged(command, cwd=root, env=env, log_path=log_path)
-        return cls(process, port, log_path, root)
-
-    def wait_ready(self, timeout: float = STARTUP_TIMEOUT) -> float:
-        """Polls ``/health`` until it answers 200; returns the seconds waited."""
-        return self.wait_http(f"{self.url}/health", timeout)
 
 
 # -- the project pointed at the server --------------------------------------------------------
@@ -267,74 +143,25 @@ class World:
 
 
 @pytest.fixture(scope="module")
-def process_state() -> Iterator[None]:
-    """Loopback only, no proxies, no inherited MLflow context; MLflow's globals restored after.
-
-    ``MlflowTracking.training_run`` calls ``mlflow.set_tracking_uri`` / ``set_registry_uri``
-    and dagster-mlflow calls ``mlflow.set_experiment``: each also writes ``os.environ``. The
-    rest of the session must not inherit the URI of a server that no longer exists.
-    """
-    import mlflow
-    from mlflow.tracking import fluent
-    from mlflow.tracking._model_registry import utils as registry_utils
-    from mlflow.tracking._tracking_service import utils as tracking_utils
-
-    saved_env = dict(os.environ)
-    saved_globals = (
-        tracking_utils._tracking_uri,
-        registry_utils._registry_uri,
-        fluent._active_experiment_id,
-    )
-    for name in (*PROXY_VARS, *MLFLOW_CONTEXT_VARS, settings.ENV_VAR):
-        os.environ.pop(name, None)
-    os.environ["NO_PROXY"] = os.environ["no_proxy"] = LOCAL_ONLY
-    settings.telemetry_off()
-    guard = LoopbackOnly()
-    guard.install()
-    try:
-        yield
-    finally:
-        guard.uninstall()
-        while mlflow.active_run() is not None:  # asserted by the tests; never leak it
-            mlflow.end_run(status="KILLED")
-        (
-            tracking_utils._tracking_uri,
-            registry_utils._registry_uri,
-            fluent._active_experiment_id,
-        ) = saved_globals
-        os.environ.clear()
-        os.environ.update(saved_env)
-    assert not guard.violations, f"connections off {HOST} were attempted: {guard.violations}"
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory, process_state: None) -> Iterator[World]:
+def world(tmp_path_factory: pytest.TempPathFactory, servers: Servers) -> Iterator[World]:
     """The server (started first, it boots while the days are built) and 28 feature days."""
-    root = tmp_path_factory.mktemp("mlflow_e2e")
-    server = MlflowServer.start(root / "mlflow")
-    try:
-        state = root / "state"
-        env = {settings.STATE_DIR_VAR: str(state)}
-        os.environ.update(env)  # restored by process_state
-        with dg.instance_for_test() as instance:
-            defs = build_defs(env)
-            where = settings.locations(env)
-            replay(where.landing, FIRST_DAY, DAYS)
-            outcomes = LocalDaemon(defs, instance, state / "cursors.json").run_until_idle()
-            assert outcomes and all(o.success for o in outcomes), [o.error for o in outcomes]
-            days = instance.get_materialized_partitions(dg.AssetKey("flight_features"))
-            assert len(days) == DAYS, sorted(days)
-            server.wait_ready()
-            tracking = MlflowTracking(
-                tracking_uri=server.url, experiment=EXPERIMENT, model_name=MODEL_NAME
-            )
-            yield World(server, instance, defs, state, tracking)
-    finally:
-        escalations = server.stop()
-        if escalations:
-            warnings.warn(f"mlflow server needed SIGKILL to stop: {escalations}", stacklevel=1)
-        leftovers = live_group_members(server.process.pid)
-        assert not leftovers, f"mlflow server left processes behind: {leftovers}"
+    server = servers.mlflow(wait=False)
+    state = tmp_path_factory.mktemp("mlflow_e2e") / "state"
+    env = {settings.STATE_DIR_VAR: str(state)}
+    os.environ.update(env)  # restored by the isolated fixture
+    with dg.instance_for_test() as instance:
+        defs = build_defs(env)
+        where = settings.locations(env)
+        replay(where.landing, FIRST_DAY, DAYS)
+        outcomes = LocalDaemon(defs, instance, state / "cursors.json").run_until_idle()
+        assert outcomes and all(o.success for o in outcomes), [o.error for o in outcomes]
+        days = instance.get_materialized_partitions(dg.AssetKey("flight_features"))
+        assert len(days) == DAYS, sorted(days)
+        server.wait_ready()
+        tracking = MlflowTracking(
+            tracking_uri=server.url, experiment=EXPERIMENT, model_name=MODEL_NAME
+        )
+        yield World(server, instance, defs, state, tracking)
 
 
 @dataclass
@@ -467,7 +294,7 @@ def test_champion_loads_from_the_server_and_predicts(
     from mlflow.types import DataType
 
     with world.server.report_on_failure():
-        mlflow.set_tracking_uri(world.server.url)  # restored by process_state
+        mlflow.set_tracking_uri(world.server.url)  # restored by the isolated fixture
         mlflow.set_registry_uri(world.server.url)
         model = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}@{CHAMPION}", dst_path=str(tmp_path))
         assert model.metadata.run_id == first_training.runs[0].info.run_id

@@ -30,7 +30,6 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -47,22 +46,13 @@ from mlops_assets.lib.data_registry import DataRegistry
 from mlops_assets.lib.replay import replay
 from mlops_assets.local_daemon import LocalDaemon, RunOutcome
 from mlops_assets_tests.deployed import latest_metadata, run_config
-from mlops_assets_tests.e2e.processes import live_group_members
 from mlops_assets_tests.e2e.s3 import (
-    AWS_CONTEXT_VARS,
-    MotoServer,
     aws_environment,
     bucket_exists,
     forget_s3_clients,
     object_keys,
-    report_on_failure,
 )
-from mlops_assets_tests.e2e.test_mlflow_server import (
-    LOCAL_ONLY,
-    MLFLOW_CONTEXT_VARS,
-    PROXY_VARS,
-    LoopbackOnly,
-)
+from mlops_assets_tests.e2e.servers import MotoServer
 
 pytestmark = pytest.mark.e2e
 
@@ -176,67 +166,26 @@ class World:
 
 
 @pytest.fixture(scope="module")
-def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
-    """The S3 server, stopped (with everything it started) when the module is done."""
-    server = MotoServer.start(tmp_path_factory.mktemp("moto"))
-    try:
-        server.wait_ready()
-        yield server
-    finally:
-        escalations = server.stop()
-        if escalations:
-            warnings.warn(f"moto_server needed escalation to stop: {escalations}", stacklevel=1)
-        leftovers = live_group_members(server.process.pid)
-        assert not leftovers, f"moto_server left processes behind: {leftovers}"
+def process_env(
+    moto_server: MotoServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Path]:
+    """The process environment of the module: every S3 client on the moto server.
 
-
-@pytest.fixture(scope="module")
-def process_env(moto: MotoServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """The process environment of the module: the production flavour on the moto server.
-
-    Loopback only (no proxy, no inherited AWS or MLflow context, no ~/.aws files); the
-    environment, MLflow's process globals and the cached S3 clients are restored afterwards.
-    Yields the module's scratch folder.
+    The ``isolated`` fixture keeps the process on the loopback, without inherited AWS or MLflow
+    context, and restores the environment afterwards; the cached S3 clients are dropped before
+    and after. Yields the module's scratch folder (``~/.aws`` files replaced by absent ones).
     """
-    import mlflow
-    from mlflow.tracking import fluent
-    from mlflow.tracking._model_registry import utils as registry_utils
-    from mlflow.tracking._tracking_service import utils as tracking_utils
-
     root = tmp_path_factory.mktemp("object_storage")
-    saved_env = dict(os.environ)
-    saved_globals = (
-        tracking_utils._tracking_uri,
-        registry_utils._registry_uri,
-        fluent._active_experiment_id,
-    )
-    for name in (*PROXY_VARS, *MLFLOW_CONTEXT_VARS, *AWS_CONTEXT_VARS):
-        os.environ.pop(name, None)
-    os.environ.update(aws_environment(moto.endpoint, root))
-    os.environ["NO_PROXY"] = os.environ["no_proxy"] = LOCAL_ONLY
-    settings.telemetry_off()
+    os.environ.update(aws_environment(moto_server.endpoint, root))
     forget_s3_clients()
-    guard = LoopbackOnly()
-    guard.install()
     try:
         yield root
     finally:
-        guard.uninstall()
-        while mlflow.active_run() is not None:
-            mlflow.end_run(status="KILLED")
-        (
-            tracking_utils._tracking_uri,
-            registry_utils._registry_uri,
-            fluent._active_experiment_id,
-        ) = saved_globals
         forget_s3_clients()  # they point at a server that is about to stop
-        os.environ.clear()
-        os.environ.update(saved_env)
-    assert not guard.violations, f"connections off 127.0.0.1 were attempted: {guard.violations}"
 
 
 @pytest.fixture(scope="module")
-def world(moto: MotoServer, process_env: Path) -> Iterator[World]:
+def world(moto_server: MotoServer, process_env: Path) -> Iterator[World]:
     """Three weeks replayed into the S3 landing zone and carried through ingestion and features."""
     from upath import UPath
 
@@ -244,16 +193,16 @@ def world(moto: MotoServer, process_env: Path) -> Iterator[World]:
     root.mkdir()
     env = _production_env(root)
     _bare_repo(Path(env["MLOPS_REGISTRY_GIT_URL"]))
-    moto.client().create_bucket(Bucket=BUCKET)
+    moto_server.client().create_bucket(Bucket=BUCKET)
     os.environ.update(env)  # resources read their URLs when a run starts (restored later)
-    with report_on_failure(moto), dg.instance_for_test() as instance:
+    with moto_server.report_on_failure(), dg.instance_for_test() as instance:
         defs = build_defs(os.environ)
         started = time.monotonic()
         replay(UPath(env["MLOPS_LANDING_URL"]), FIRST_DAY, DAYS)
         loop = LocalDaemon(defs, instance, root / "state" / "cursors.json")
         outcomes = loop.run_until_idle()
         print(f"{DAYS} days through S3 in {time.monotonic() - started:.0f} s")
-        yield World(moto, root, env, instance, defs, loop, outcomes)
+        yield World(moto_server, root, env, instance, defs, loop, outcomes)
 
 
 # -- the healthy path -------------------------------------------------------------------------

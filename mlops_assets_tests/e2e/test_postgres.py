@@ -1,9 +1,10 @@
 """End to end: the production flavour on PostgreSQL (Dagster instance and MLflow registry).
 
-A throwaway PostgreSQL cluster (``postgres.py``: 127.0.0.1, free port, password auth) holds
-two databases: ``dagster`` for the instance configured by ``deploy/dagster.yaml`` (copied into
-a temporary DAGSTER_HOME, connection from the DAGSTER_PG_* variables) and ``mlflow`` for the
-tracking store and model registry (``MLFLOW_TRACKING_URI=postgresql+psycopg2://...``). Every
+A throwaway PostgreSQL cluster (the ``postgres`` fixture, ``postgres.py``: 127.0.0.1, free
+port, password auth) holds two databases: ``dagster`` for the instance configured by
+``deploy/dagster.yaml`` (copied into a temporary DAGSTER_HOME, connection from the
+DAGSTER_PG_* variables) and ``mlflow`` for the tracking store and model registry
+(``MLFLOW_TRACKING_URI=postgresql+psycopg2://...``). Every
 other resource is the production flavour (``MLOPS_ENV=production``) on local stand-ins:
 folders for landing, lake, DVC remote and MLflow artifacts, a bare git repository for the data
 registry. Three weeks are replayed through the landing sensor and the automation
@@ -46,10 +47,10 @@ from mlops_assets.defs.training import TRACKING_RETRY
 from mlops_assets.lib.model_tags import CHAMPION
 from mlops_assets.lib.replay import replay
 from mlops_assets.local_daemon import LocalDaemon, RunOutcome
+from mlops_assets.processes import HOST
 from mlops_assets.resources.environments import PRODUCTION_VARS, MissingSettingError
 from mlops_assets_tests import deployed
-from mlops_assets_tests.e2e.postgres import ROLE, PostgresCluster, running_postgres
-from mlops_assets_tests.e2e.processes import HOST
+from mlops_assets_tests.e2e.postgres import ROLE, PostgresCluster
 
 pytestmark = pytest.mark.e2e
 
@@ -61,16 +62,6 @@ MODEL_NAME = settings.MODEL_NAME  # the default of MlflowTracking
 WRONG_PASSWORD = "not-the-password-7f3a"
 AUTH_FAILED = f'password authentication failed for user "{ROLE}"'
 SQLITE_MAGIC = b"SQLite format 3\x00"
-# Process-wide MLflow settings a developer may have exported; the tests must not use them.
-MLFLOW_CONTEXT_VARS = (
-    "MLFLOW_REGISTRY_URI",
-    "MLFLOW_EXPERIMENT_ID",
-    "MLFLOW_EXPERIMENT_NAME",
-    "MLFLOW_RUN_ID",
-    "MLFLOW_TRACKING_USERNAME",
-    "MLFLOW_TRACKING_PASSWORD",
-    "MLFLOW_TRACKING_TOKEN",
-)
 
 
 @dataclass
@@ -123,13 +114,6 @@ def production_env(root: Path, cluster: PostgresCluster) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def postgres() -> Iterator[PostgresCluster]:
-    """A throwaway cluster with the ``dagster`` and ``mlflow`` databases (skips without it)."""
-    with running_postgres() as cluster:
-        yield cluster
-
-
-@pytest.fixture(scope="module")
 def production(
     postgres: PostgresCluster, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Production]:
@@ -139,8 +123,6 @@ def production(
     with pytest.MonkeyPatch.context() as patch, postgres.report_on_failure():
         for name, value in env.items():
             patch.setenv(name, value)  # dg.EnvVar reads the process environment at run time
-        for name in MLFLOW_CONTEXT_VARS:
-            patch.delenv(name, raising=False)
         started = time.monotonic()
         instance = dg.DagsterInstance.get()  # from DAGSTER_HOME, as the daemon loads it
         timings["instance"] = time.monotonic() - started

@@ -2,9 +2,10 @@
 
 A state is deployed through the real graph (``deployed.deploy``: three weeks replayed, a
 champion trained and promoted, its Bento built, 2013-01-22 landed and batch-predicted). The
-Bento is then served from that state's store on a free port on 127.0.0.1, twice: open (no API
-key), and in the production flavour with a random API key (each server with a ``BENTOML_HOME``
-of its own that links to the store, see ``private_home``).
+Bento is then served from that state's store on a free port on 127.0.0.1 by the ``servers``
+fixture, twice: open (no API key), and in the production flavour with a random API key (each
+server with a ``BENTOML_HOME`` of its own that links to the store, see
+``servers.private_home``).
 
 Checked: answers for real flights, batch order, online/offline consistency with the
 ``batch_predictions`` asset for every flight of the day, every kind of bad input answered with
@@ -18,16 +19,12 @@ ready, the fuzz ~10 to 20 s.
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import json
-import os
 import re
 import secrets
 import subprocess
-import sys
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,145 +33,23 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 import pytest
-import requests
 
 from mlops_assets import settings
 from mlops_assets.lib.features import WEATHER_FIELDS
 from mlops_assets.lib.scoring import EXAMPLE_REQUEST, MAX_BATCH, REQUEST_FLIGHT_FIELDS
+from mlops_assets.processes import HOST
 from mlops_assets.serving.guard import API_KEY_VARIABLE, MAX_BODY_BYTES, PROTECTED_PATHS
 from mlops_assets_tests.deployed import PREDICT_DAY, Deployment, deploy
-from mlops_assets_tests.e2e.processes import (
-    HOST,
-    LoggedServer,
-    free_port,
-    live_group_members,
-    spawn_logged,
-    stop_process_group,
-)
+from mlops_assets_tests.e2e.servers import REQUEST_TIMEOUT, BentoServer, Servers
 
 pytestmark = pytest.mark.e2e
 
-STARTUP_TIMEOUT = 90.0  # bentoml serve: imports, model load and warm-up, then /readyz
 EXIT_TIMEOUT = 60.0  # a server that must refuse to start
-STOP_TIMEOUT = 20.0  # SIGTERM grace period before SIGKILL
-REQUEST_TIMEOUT = 30.0
-PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
-LOCAL_ONLY = "127.0.0.1,localhost"
 OPEN = ("/livez", "/readyz", "/healthz", "/metrics")
 KEY_COLUMNS = ["flight_date", "carrier", "flight", "origin"]
 TOLERANCE = 1e-9
 BATCH_CHUNK = 400  # the day's ~890 flights go in three batches (order across calls checked)
 FUZZ_EXAMPLES = 50  # per operation and generation mode
-
-
-# -- the server -------------------------------------------------------------------------------
-
-
-@dataclass
-class BentoServer(LoggedServer):
-    """A running ``bentoml serve`` (its own process group), its log file and an HTTP session."""
-
-    NAME = "bentoml serve"
-    STOP_GRACE = STOP_TIMEOUT
-
-    process: subprocess.Popen[bytes]
-    port: int
-    log_path: Path
-    http: requests.Session
-
-    @property
-    def url(self) -> str:
-        return f"http://{HOST}:{self.port}"
-
-    @classmethod
-    def start(
-        cls, tag: str, store: Path, root: Path, env: dict[str, str] | None = None
-    ) -> BentoServer:
-        """Starts ``bentoml serve <tag>`` in the background; ``wait_ready`` waits for it."""
-        root.mkdir(parents=True, exist_ok=True)
-        port = free_port()
-        log_path = root / "bentoml_serve.log"
-        process = spawn_bentoml(tag, port, private_home(store, root), root, log_path, env or {})
-        http = requests.Session()
-        http.trust_env = False  # no proxies: only 127.0.0.1
-        return cls(process, port, log_path, http)
-
-    def wait_ready(self, timeout: float = STARTUP_TIMEOUT) -> float:
-        """Polls ``/readyz`` until it answers 200; returns the seconds waited."""
-        return self.wait_http(f"{self.url}/readyz", timeout)
-
-    def post(self, path: str, payload: Any = None, **kwargs: Any) -> requests.Response:
-        """POSTs ``payload`` as JSON (or raw ``data=``/``headers=`` via kwargs)."""
-        self.check_alive()
-        if payload is not None:
-            kwargs["json"] = payload
-        return self.http.post(f"{self.url}{path}", timeout=REQUEST_TIMEOUT, **kwargs)
-
-    def get(self, path: str, **kwargs: Any) -> requests.Response:
-        self.check_alive()
-        return self.http.get(f"{self.url}{path}", timeout=REQUEST_TIMEOUT, **kwargs)
-
-    def stop(self) -> list[str]:
-        """Closes the HTTP session, then stops the server (see ``LoggedServer.stop``)."""
-        self.http.close()
-        return super().stop()
-
-
-def private_home(store: Path, root: Path) -> Path:
-    """A BENTOML_HOME of its own for one server, serving the bentos and models of ``store``.
-
-    ``bentoml serve`` empties ``$BENTOML_HOME/prometheus_multiproc_dir`` when it starts, so a
-    second server on the same home would wipe the first one's metrics (the first then reports
-    the second's). Each server gets its own home whose ``bentos`` and ``models`` are links to
-    the deployment's store: the same Bento, served side by side.
-    """
-    home = root / "bentoml_home"
-    home.mkdir(parents=True, exist_ok=True)
-    for name in ("bentos", "models"):
-        (home / name).symlink_to(store / name, target_is_directory=True)
-    return home
-
-
-def server_environment(bentoml_home: Path, extra: dict[str, str]) -> dict[str, str]:
-    """This process' environment without proxies, API key or flavour, plus ``extra``."""
-    dropped = {*PROXY_VARS, API_KEY_VARIABLE, settings.ENV_VAR, "MLOPS_BENTO_MODEL"}
-    env = {k: v for k, v in os.environ.items() if k not in dropped}
-    settings.telemetry_off(env)
-    env.update(
-        NO_PROXY=LOCAL_ONLY,
-        no_proxy=LOCAL_ONLY,
-        BENTOML_HOME=str(bentoml_home),
-        BENTOML_DO_NOT_TRACK="true",
-        PYTHONUNBUFFERED="1",
-        **extra,
-    )
-    return env
-
-
-def spawn_bentoml(
-    tag: str, port: int, bentoml_home: Path, cwd: Path, log_path: Path, extra: dict[str, str]
-) -> subprocess.Popen[bytes]:
-    """``bentoml serve <tag>`` on ``HOST:port`` in a new process group, output to ``log_path``."""
-    script = Path(sys.executable).with_name("bentoml")
-    entry = [str(script)] if script.exists() else [sys.executable, "-m", "bentoml"]
-    command = [*entry, "serve", tag, "--host", HOST, "--port", str(port)]
-    return spawn_logged(
-        command, cwd=cwd, env=server_environment(bentoml_home, extra), log_path=log_path
-    )
-
-
-@contextlib.contextmanager
-def running(server: BentoServer) -> Iterator[BentoServer]:
-    """Waits for the server, yields it, and always stops it (no process left behind)."""
-    try:
-        server.wait_ready()
-        yield server
-    finally:
-        escalations = server.stop()
-        if escalations:
-            warnings.warn(f"bentoml serve needed escalation to stop: {escalations}", stacklevel=1)
-        leftovers = live_group_members(server.process.pid)
-        assert not leftovers, f"bentoml serve left processes behind: {leftovers}"
 
 
 # -- fixtures ---------------------------------------------------------------------------------
@@ -198,13 +73,9 @@ def bento_tag(deployment: Deployment) -> str:
 
 
 @pytest.fixture(scope="module")
-def server(
-    deployment: Deployment, bento_tag: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[BentoServer]:
+def server(deployment: Deployment, bento_tag: str, servers: Servers) -> BentoServer:
     """The Bento served open (no API key, local flavour)."""
-    root = tmp_path_factory.mktemp("serve_open")
-    with running(BentoServer.start(bento_tag, deployment.bentoml_home, root)) as started:
-        yield started
+    return servers.bentoml(bento_tag, deployment.bentoml_home)
 
 
 @dataclass
@@ -214,15 +85,11 @@ class KeyedServer:
 
 
 @pytest.fixture(scope="module")
-def keyed(
-    deployment: Deployment, bento_tag: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[KeyedServer]:
+def keyed(deployment: Deployment, bento_tag: str, servers: Servers) -> KeyedServer:
     """The Bento served in the production flavour, with a random API key."""
     key = secrets.token_urlsafe(32)
-    root = tmp_path_factory.mktemp("serve_keyed")
     env = {settings.ENV_VAR: "production", API_KEY_VARIABLE: key}
-    with running(BentoServer.start(bento_tag, deployment.bentoml_home, root, env)) as started:
-        yield KeyedServer(started, key)
+    return KeyedServer(servers.bentoml(bento_tag, deployment.bentoml_home, env), key)
 
 
 # -- the requests of a day --------------------------------------------------------------------
@@ -640,31 +507,23 @@ def test_the_api_key_never_reaches_the_log(keyed: KeyedServer) -> None:
 
 
 def test_production_without_an_api_key_refuses_to_start(
-    deployment: Deployment, bento_tag: str, tmp_path: Path
+    deployment: Deployment, bento_tag: str, servers: Servers
 ) -> None:
-    log_path = tmp_path / "bentoml_serve.log"
-    process = spawn_bentoml(
-        bento_tag,
-        free_port(),
-        private_home(deployment.bentoml_home, tmp_path),
-        tmp_path,
-        log_path,
-        {settings.ENV_VAR: "production"},
-    )
+    env = {settings.ENV_VAR: "production"}
+    server = servers.bentoml(bento_tag, deployment.bentoml_home, env, wait=False)
     try:
-        code = process.wait(timeout=EXIT_TIMEOUT)
+        code = server.process.wait(timeout=EXIT_TIMEOUT)
     except subprocess.TimeoutExpired:
         code = None
     finally:
-        stop_process_group(process, STOP_TIMEOUT)
-    output = log_path.read_text(errors="replace")
+        servers.stop(server)  # fails if a process of its group is left
+    output = server.log_text()
     assert code is not None, f"still running after {EXIT_TIMEOUT:.0f} s:\n{output[-3000:]}"
     assert code != 0, output[-3000:]
     assert (
         "MLOPS_API_KEY must be set when MLOPS_ENV=production: the prediction endpoints are not "
         "served without an API key" in output
     ), output[-3000:]
-    assert not live_group_members(process.pid)
 
 
 # -- 6. metrics -------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 ``mlops-assets dev`` runs on a fresh state folder and a free port of 127.0.0.1; headless
 Chromium (Debian's package, driven by Playwright) opens the lineage page and a screenshot is
-taken once every asset node of the code location is on it (see ``ui.py``). Without Chromium
+taken once every asset node of the code location is on it (see ``ui_check.py``). Without Chromium
 the test is skipped with the install command, and fails when ``CI=true``.
 
 Runtime: roughly 45 to 70 s, most of it ``dagster dev`` starting (code server, daemon and
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from mlops_assets_tests.e2e import ui
+from mlops_assets import ui_check
 
 pytestmark = pytest.mark.e2e
 
@@ -27,10 +27,10 @@ MIN_PNG_BYTES = 20_000  # an empty or blank page compresses to far less
 
 def require_chromium() -> str:
     """Chromium and Playwright; skips the test without them (fails it when ``CI=true``)."""
-    chromium = ui.find_chromium()
-    if chromium is not None and ui.playwright_available():
+    chromium = ui_check.find_chromium()
+    if chromium is not None and ui_check.playwright_available():
         return chromium
-    problem = ui.INSTALL_HINT if chromium is None else ui.PLAYWRIGHT_HINT
+    problem = ui_check.INSTALL_HINT if chromium is None else ui_check.PLAYWRIGHT_HINT
     if os.environ.get("CI", "").strip().lower() == "true":
         pytest.fail(f"CI=true: {problem}", pytrace=False)
     pytest.skip(problem)
@@ -48,11 +48,11 @@ def png_size(path: Path) -> tuple[int, int]:
 @pytest.mark.timeout(300)
 def test_lineage_graph_shows_every_asset(state_dir: Path, tmp_path: Path) -> None:
     chromium = require_chromium()
-    expected = ui.expected_lineage()
+    expected = ui_check.expected_lineage()
     assert expected.labels and expected.groups, "the code location defines no assets"
     out = tmp_path / "lineage.png"
 
-    report = ui.check_lineage(
+    report = ui_check.check_lineage(
         state_dir,
         out,
         chromium=chromium,
@@ -65,6 +65,6 @@ def test_lineage_graph_shows_every_asset(state_dir: Path, tmp_path: Path) -> Non
     assert not report.missing_assets and not report.missing_groups
     assert not report.collapsed_groups, f"groups left collapsed: {report.collapsed_groups}"
     assert out.is_file(), f"no screenshot at {out}"
-    assert png_size(out) == ui.VIEWPORT, f"unexpected screenshot size {png_size(out)}"
+    assert png_size(out) == ui_check.VIEWPORT, f"unexpected screenshot size {png_size(out)}"
     assert out.stat().st_size >= MIN_PNG_BYTES, f"screenshot too small: {out.stat().st_size} B"
     assert not report.leftover_processes, f"left behind: {report.leftover_processes}"

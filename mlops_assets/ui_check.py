@@ -9,13 +9,16 @@ saves a PNG screenshot and stops the server with everything it started.
 The expected asset and group names come from ``mlops_assets.definitions.defs``, so an asset
 added to the project is required on the page without touching this file.
 
-Usage (default screenshot: ``<state>/ui/lineage.png``; exit code 1 if something is missing)::
+Usage (default screenshot: ``<state>/ui/lineage.png``; exit code 1 if something is missing,
+2 if the check could not run)::
 
-    uv run python -m mlops_assets_tests.e2e.ui --state DIR --out FILE
+    uv run mlops-assets ui-check --state DIR --out FILE
 
 Browser: Debian's Chromium (``apt-get install -y --no-install-recommends chromium``), driven
-by the ``playwright`` package (a dev dependency) with ``executable_path``: Playwright's own
-browser download is never used. ``MLOPS_CHROMIUM`` or ``--chromium`` names another binary.
+by the ``playwright`` package with ``executable_path``: Playwright's own browser download is
+never used. ``MLOPS_CHROMIUM`` or ``--chromium`` names another binary. Playwright is a
+development dependency, imported only when the check runs: this is a check for developers and
+CI, and the production image (``uv sync --no-dev``) carries neither it nor a browser.
 
 Only 127.0.0.1 is contacted: Chromium runs without background networking, component updates,
 sync or proxy, and the page may request nothing but the server under test (``blob:`` and
@@ -30,7 +33,6 @@ the name is the text, middle-truncated past 18 characters); a group box is a
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import shutil
@@ -43,8 +45,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from mlops_assets import settings
-from mlops_assets_tests.e2e.daemon import LOCATION, REPOSITORY, spawn_dagster_dev
-from mlops_assets_tests.e2e.processes import live_group_members
+from mlops_assets.dev_server import LOCATION, REPOSITORY, DevServer
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page, Route
@@ -59,7 +60,10 @@ INSTALL_HINT = (
     "Chromium not found: install it with `apt-get install -y --no-install-recommends chromium` "
     f"(Debian/Ubuntu; .ci/ensure-chromium does this) or set {CHROMIUM_VAR} to a Chromium binary"
 )
-PLAYWRIGHT_HINT = "the playwright package is missing: `uv sync` installs the dev dependencies"
+PLAYWRIGHT_HINT = (
+    "the playwright package is missing: it is a development dependency of this project, "
+    "installed by `uv sync` (or `make setup`) with the default dev group, not by `--no-dev`"
+)
 # Chromium as root needs no sandbox; the rest keeps it off the network (the machine has none
 # but the loopback: without them Chromium keeps trying Google's hosts).
 CHROMIUM_ARGS = (
@@ -173,10 +177,12 @@ class LineageReport:
 
     @property
     def missing_groups(self) -> list[str]:
+        """Groups without a box on the page."""
         return [g for g in self.expected.groups if g not in self.shown_groups]
 
     @property
     def ok(self) -> bool:
+        """Whether every asset and group is shown."""
         return not self.missing_assets and not self.missing_groups
 
     def problems(self) -> str:
@@ -195,6 +201,7 @@ class LineageReport:
         return "\n".join(lines)
 
     def summary(self) -> str:
+        """One line of counts and timings (plus the requests blocked, if any)."""
         found = len(self.expected.labels) - len(self.missing_assets)
         timings = ", ".join(f"{name} {secs:.1f} s" for name, secs in self.timings.items())
         text = (
@@ -207,6 +214,7 @@ class LineageReport:
         return text
 
     def raise_for_missing(self) -> None:
+        """Raises :class:`UICheckError` naming what is missing, if anything is."""
         if not self.ok:
             raise UICheckError(self.problems())
 
@@ -225,6 +233,7 @@ def find_chromium(explicit: str | None = None) -> str | None:
 
 
 def playwright_available() -> bool:
+    """Whether the playwright package (a development dependency) can be imported."""
     try:
         import playwright.sync_api  # noqa: F401
     except ImportError:
@@ -233,14 +242,18 @@ def playwright_available() -> bool:
 
 
 def lineage_url(base_url: str, groups: tuple[str, ...]) -> str:
-    """The global lineage page with every group expanded (both group-id spellings the UI
-    uses, with and without its per-code-location feature flag)."""
+    """The global lineage page with every group expanded.
+
+    Both group-id spellings the UI uses are given: with and without its per-code-location
+    feature flag.
+    """
     ids = [f"global@global:{g}" for g in groups]
     ids += [f"{REPOSITORY}@{LOCATION}:{g}" for g in groups]
     return f"{base_url}{LINEAGE_PATH}?expanded={quote(','.join(ids), safe='@:,')}"
 
 
 def launch_chromium(playwright: Any, executable: str) -> Browser:
+    """Headless Chromium from ``executable``, kept off the network (``CHROMIUM_ARGS``)."""
     browser: Browser = playwright.chromium.launch(
         executable_path=executable,
         headless=True,
@@ -259,8 +272,11 @@ def capture_lineage(
     timeout: float = GRAPH_TIMEOUT,
     viewport: tuple[int, int] = VIEWPORT,
 ) -> LineageReport:
-    """Opens the lineage page, waits for every expected asset node (or the timeout) and a
-    settled layout, and saves a screenshot of what is shown either way."""
+    """Opens the lineage page and screenshots it once the graph is complete and settled.
+
+    Waits for every expected asset node (or the timeout) and a settled layout, and saves a
+    screenshot of what is shown either way.
+    """
     url = lineage_url(base_url, expected.groups)
     blocked: list[str] = []
 
@@ -302,8 +318,11 @@ def capture_lineage(
 
 
 def _wait_for_graph(page: Page, expected: ExpectedLineage, timeout: float) -> dict[str, Any]:
-    """Polls the graph until every expected asset and group is shown and the node boxes stop
-    moving (the viewport animates to fit); returns the last observation, also on timeout."""
+    """Polls the graph until every expected asset and group is shown and the boxes settle.
+
+    The viewport animates to fit, so the node boxes must stop moving. Returns the last
+    observation, also on timeout.
+    """
     deadline = time.monotonic() + timeout
     previous: dict[str, Any] | None = None
     while True:
@@ -343,6 +362,9 @@ def check_lineage(
         chromium: the browser binary; default :func:`find_chromium`.
         log_path: the server log; default ``<state>/ui/dagster_dev.log``.
         expected: what the graph must show; default :func:`expected_lineage`.
+        startup_timeout: seconds for the server to answer with the code location loaded.
+        graph_timeout: seconds for the page to show every asset node.
+        viewport: the browser window (and screenshot) size in pixels.
 
     Returns:
         The report; :meth:`LineageReport.raise_for_missing` turns missing nodes into an error.
@@ -361,7 +383,7 @@ def check_lineage(
     state.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     started = time.monotonic()
-    server = spawn_dagster_dev(state, log_path)
+    server = DevServer.spawn(state, log_path)
     try:
         with server.report_on_failure(), sync_playwright() as playwright:
             # Both overlap with the server's start-up.
@@ -385,45 +407,31 @@ def check_lineage(
                 browser.close()
     finally:
         stop_started = time.monotonic()
-        server.http.close()
-        escalations = server.stop()
-        leftovers = live_group_members(server.process.pid)
+        leftovers = server.shutdown()
         timings["server stop"] = time.monotonic() - stop_started
-        if escalations:
-            warnings.warn(f"{server.NAME} needed {escalations}", stacklevel=2)
     timings["total"] = time.monotonic() - started
     report.timings = timings
     report.leftover_processes = leftovers
     return report
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m mlops_assets_tests.e2e.ui``: screenshot and check the lineage graph."""
-    parser = argparse.ArgumentParser(
-        prog="python -m mlops_assets_tests.e2e.ui",
-        description="Start the Dagster UI on a state folder, screenshot the global asset "
-        "lineage graph in headless Chromium and check it shows every asset and group.",
-    )
-    parser.add_argument(
-        "--state",
-        type=Path,
-        default=None,
-        help=f"state folder (default: ${settings.STATE_DIR_VAR} or ./state)",
-    )
-    parser.add_argument(
-        "--out", type=Path, default=None, help="PNG to write (default: <state>/ui/lineage.png)"
-    )
-    parser.add_argument(
-        "--chromium", default=None, help=f"Chromium binary (default: ${CHROMIUM_VAR} or PATH)"
-    )
-    parser.add_argument("--width", type=int, default=VIEWPORT[0])
-    parser.add_argument("--height", type=int, default=VIEWPORT[1])
-    parser.add_argument("--startup-timeout", type=float, default=STARTUP_TIMEOUT)
-    parser.add_argument("--graph-timeout", type=float, default=GRAPH_TIMEOUT)
-    args = parser.parse_args(argv)
+def run(
+    state: Path | None = None,
+    out: Path | None = None,
+    *,
+    chromium: str | None = None,
+    startup_timeout: float = STARTUP_TIMEOUT,
+    graph_timeout: float = GRAPH_TIMEOUT,
+    viewport: tuple[int, int] = VIEWPORT,
+) -> int:
+    """``mlops-assets ui-check``: checks the lineage graph and prints the outcome.
 
+    Returns:
+        The exit code: 0 when every asset and group is shown, 1 when some are missing, 2 when
+        the check could not run (no Playwright or Chromium, the server did not come up).
+    """
     settings.telemetry_off()
-    state = args.state if args.state is not None else settings.locations().state
+    state = state if state is not None else settings.locations().state
     # The definitions are read in this process too: on the same state folder.
     os.environ[settings.STATE_DIR_VAR] = str(state.resolve())
     if not playwright_available():
@@ -432,11 +440,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         report = check_lineage(
             state,
-            args.out,
-            chromium=args.chromium,
-            startup_timeout=args.startup_timeout,
-            graph_timeout=args.graph_timeout,
-            viewport=(args.width, args.height),
+            out,
+            chromium=chromium,
+            startup_timeout=startup_timeout,
+            graph_timeout=graph_timeout,
+            viewport=viewport,
         )
     except AssertionError as error:  # UICheckError and wait_for's time-outs
         print(f"error: {error}", file=sys.stderr)
@@ -448,7 +456,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {report.problems()}", file=sys.stderr)
         return 1
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
