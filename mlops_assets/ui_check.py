@@ -415,16 +415,10 @@ def check_lineage(
     return report
 
 
-def run(
-    state: Path | None = None,
-    out: Path | None = None,
-    *,
-    chromium: str | None = None,
-    startup_timeout: float = STARTUP_TIMEOUT,
-    graph_timeout: float = GRAPH_TIMEOUT,
-    viewport: tuple[int, int] = VIEWPORT,
-) -> int:
+def run(state: Path | None = None, out: Path | None = None, **options: Any) -> int:
     """``mlops-assets ui-check``: checks the lineage graph and prints the outcome.
+
+    ``options`` are those of :func:`check_lineage` (browser, time-outs, viewport).
 
     Returns:
         The exit code: 0 when every asset and group is shown, 1 when some are missing, 2 when
@@ -438,14 +432,7 @@ def run(
         print(f"error: {PLAYWRIGHT_HINT}", file=sys.stderr)
         return 2
     try:
-        report = check_lineage(
-            state,
-            out,
-            chromium=chromium,
-            startup_timeout=startup_timeout,
-            graph_timeout=graph_timeout,
-            viewport=viewport,
-        )
+        report = check_lineage(state, out, **options)
     except AssertionError as error:  # UICheckError and wait_for's time-outs
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -10,6 +10,8 @@ from typing import Any
 
 import dagster as dg
 
+from mlops_assets.defs.outputs import frame_output
+
 CONTRACT_CHECK = "contract"
 
 
@@ -60,7 +62,6 @@ def validated_output(
         check: Name of the check spec that reports the contract.
     """
     from mlops_assets.lib.contracts import ContractViolation
-    from mlops_assets.lib.fingerprints import frame_fingerprint
     from mlops_assets.lib.landing import LandingFileError
 
     try:
@@ -81,15 +82,5 @@ def validated_output(
     except LandingFileError as error:
         yield from failed(check, str(error), {"source": source, "rules_broken": ["readable_csv"]})
         return
-    fingerprint = frame_fingerprint(frame)
-    yield dg.Output(
-        frame,
-        data_version=dg.DataVersion(fingerprint),
-        metadata={
-            "dagster/row_count": len(frame),
-            "content_hash": fingerprint,
-            "source": source,
-            **(metadata or {}),
-        },
-    )
+    yield frame_output(frame, {"source": source, **(metadata or {})})
     yield dg.AssetCheckResult(check_name=check, passed=True, metadata={"rows": len(frame)})

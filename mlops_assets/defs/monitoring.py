@@ -8,6 +8,7 @@ from typing import Any
 
 import dagster as dg
 
+from mlops_assets.defs.outputs import frame_output
 from mlops_assets.defs.partitions import daily_partitions, follow_upstream
 from mlops_assets.defs.training import champion_model
 from mlops_assets.resources.lake import LakeReader
@@ -41,7 +42,6 @@ def drift_reference(tracking: MlflowTracking, lake: LakeReader) -> dg.Output[Any
     import pandas as pd
 
     from mlops_assets.lib.drift import DriftPolicy, scored_reference
-    from mlops_assets.lib.fingerprints import frame_fingerprint
     from mlops_assets.lib.modeling import TrainingWindow
 
     version = str(tracking.champion().version)
@@ -55,11 +55,9 @@ def drift_reference(tracking: MlflowTracking, lake: LakeReader) -> dg.Output[Any
     flights = pd.concat(frames.values(), ignore_index=True)
     policy = DriftPolicy()
     sample = scored_reference(flights, tracking.classifier(version), version, policy)
-    return dg.Output(
+    return frame_output(
         sample,
-        data_version=dg.DataVersion(frame_fingerprint(sample)),
-        metadata={
-            "dagster/row_count": len(sample),
+        {
             "model_version": version,
             "window": str(window),
             "window_days_present": len(frames),

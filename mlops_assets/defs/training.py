@@ -10,6 +10,7 @@ from pydantic import Field
 
 from mlops_assets import settings
 from mlops_assets.defs.features import REGISTRY_POOL, flight_features
+from mlops_assets.defs.outputs import frame_output
 from mlops_assets.defs.run_config import config_from
 from mlops_assets.lib import estimator, model_tags
 from mlops_assets.lib.modeling import GatePolicy
@@ -90,7 +91,6 @@ def training_set(
     (both or neither): `dvc_md5` and `registry_rev` restore it bit for bit and are tagged on
     every model trained from it.
     """
-    from mlops_assets.lib.fingerprints import frame_fingerprint
     from mlops_assets.lib.modeling import (
         TrainingDataError,
         TrainingWindow,
@@ -106,19 +106,15 @@ def training_set(
         data = assemble_training_set(frames, window)
     except TrainingDataError as error:
         raise dg.Failure(f"training_set {window}: {error}") from error
-    fingerprint = frame_fingerprint(data)
-    return dg.Output(
+    return frame_output(
         data,
-        data_version=dg.DataVersion(fingerprint),
-        metadata={
-            "dagster/row_count": len(data),
+        {
             "window": str(window),
             "window_start": window.start.isoformat(),
             "window_end": window.as_of.isoformat(),
             "validation_start": window.validation_start.isoformat(),
             "days_present": len(frames),
             **split_counts(data),
-            "content_hash": fingerprint,
         },
     )
 

@@ -14,9 +14,11 @@ file lock because DVC's own repository lock gives up after a few seconds.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,7 +66,7 @@ class DatasetVersion:
     md5: str
     rev: str
     size: int
-    created: bool = True
+    created: bool
 
 
 @dataclass(frozen=True)
@@ -196,6 +198,25 @@ class DataRegistry:
         self._git("reset", "--quiet", "--hard", start or "HEAD", check=False)
         self._sync_data(path)
 
+    @contextlib.contextmanager
+    def _transaction(self, path: str, failure: str) -> Iterator[None]:
+        """From the remote's latest revision; any failure resets to the start (hold the lock).
+
+        Raises:
+            DataRegistryError: ``failure`` and the cause, after the reset.
+        """
+        start = None
+        try:
+            if self.git_remote:
+                self._git("pull", "--quiet", "--rebase", "origin", "HEAD")
+            start = self._git("rev-parse", "HEAD")
+            yield
+        except BaseException as exc:
+            self._reset(path, start)
+            if not isinstance(exc, Exception):
+                raise
+            raise DataRegistryError(f"{failure}: {exc}") from exc
+
     # -- public API -------------------------------------------------------------------------
     def commit(self, path: str, payload: bytes, message: str) -> DatasetVersion:
         """Versions ``payload`` at ``path``: dvc add, dvc push, git commit (and git push).
@@ -218,33 +239,23 @@ class DataRegistry:
         target = self.root / path
         pointer = f"{path}.dvc"
         gitignore = str(Path(path).parent / ".gitignore")
-        with self._lock():
-            start = None
-            try:
-                if self.git_remote:
-                    self._git("pull", "--quiet", "--rebase", "origin", "HEAD")
-                start = self._git("rev-parse", "HEAD")
-                target.parent.mkdir(parents=True, exist_ok=True)
-                tmp = target.with_name(f".{target.name}.tmp")
-                tmp.write_bytes(payload)
-                tmp.replace(target)
-                from dvc.repo import Repo
+        with self._lock(), self._transaction(path, f"could not version {path}"):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".{target.name}.tmp")
+            tmp.write_bytes(payload)
+            tmp.replace(target)
+            from dvc.repo import Repo
 
-                with Repo(str(self.root)) as repo:
-                    repo.add(str(target))
-                    self._push(repo, target)
-                self._git("add", pointer, gitignore)
-                created = bool(self._git("status", "--porcelain", "--", pointer, gitignore))
-                if created:
-                    self._git("commit", "--quiet", "-m", message)
-                    if self.git_remote:
-                        self._git("push", "--quiet", "origin", "HEAD")
-                rev = self._git("log", "-1", "--format=%H", "--", pointer)
-            except BaseException as exc:
-                self._reset(path, start)
-                if not isinstance(exc, Exception):
-                    raise
-                raise DataRegistryError(f"could not version {path}: {exc}") from exc
+            with Repo(str(self.root)) as repo:
+                repo.add(str(target))
+                self._push(repo, target)
+            self._git("add", pointer, gitignore)
+            created = bool(self._git("status", "--porcelain", "--", pointer, gitignore))
+            if created:
+                self._git("commit", "--quiet", "-m", message)
+                if self.git_remote:
+                    self._git("push", "--quiet", "origin", "HEAD")
+            rev = self._git("log", "-1", "--format=%H", "--", pointer)
         return DatasetVersion(
             path=path, md5=md5_bytes(payload), rev=rev, size=len(payload), created=created
         )
@@ -266,12 +277,9 @@ class DataRegistry:
         if not version.created:
             return None
         pointer = f"{version.path}.dvc"
+        failure = f"could not withdraw {version.path} at {version.rev[:10]}"
         with self._lock():
-            start = None
-            try:
-                if self.git_remote:
-                    self._git("pull", "--quiet", "--rebase", "origin", "HEAD")
-                start = self._git("rev-parse", "HEAD")
+            with self._transaction(version.path, failure):
                 latest = self._git("log", "-1", "--format=%H", "--", pointer)
                 if latest != version.rev:
                     raise DataRegistryError(f"it has a newer version ({latest[:10]})")
@@ -280,22 +288,11 @@ class DataRegistry:
                     self._git("checkout", "--quiet", before, "--", pointer)
                 else:
                     self._git("rm", "--quiet", "--", pointer)
-                self._git(
-                    "commit",
-                    "--quiet",
-                    "-m",
-                    f"Withdraw {version.path} at {version.rev[:10]}: {reason}",
-                )
+                message = f"Withdraw {version.path} at {version.rev[:10]}: {reason}"
+                self._git("commit", "--quiet", "-m", message)
                 if self.git_remote:
                     self._git("push", "--quiet", "origin", "HEAD")
                 rev = self._git("rev-parse", "HEAD")
-            except BaseException as exc:
-                self._reset(version.path, start)
-                if not isinstance(exc, Exception):
-                    raise
-                raise DataRegistryError(
-                    f"could not withdraw {version.path} at {version.rev[:10]}: {exc}"
-                ) from exc
             self._sync_data(version.path)
         return rev
 
