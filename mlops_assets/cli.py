@@ -153,10 +153,11 @@ def _print_deployment(instance: Any) -> None:
 
 def _restore(args: argparse.Namespace) -> int:
     from mlops_assets.lib.data_registry import DataRegistryError
-    from mlops_assets.resources import build_resources
+    from mlops_assets.resources.environments import resolved
 
     where = settings.locations()
-    registry = build_resources()["data_registry"].open()  # local or production flavour
+    with resolved("data_registry") as resources:  # local or production flavour
+        registry = resources.data_registry.open()
     path = f"{args.dataset}/{args.partition}.parquet"
     out = Path(args.out) if args.out else where.state / "restored" / args.rev[:12] / path
     try:
@@ -194,13 +195,12 @@ def _dev(args: argparse.Namespace) -> int:
 
 def _reproduce(args: argparse.Namespace) -> int:
     from mlops_assets.lib.reproduce import ReproductionError, reproduce
-    from mlops_assets.resources import build_resources
+    from mlops_assets.resources.environments import resolved
 
-    resources = build_resources()
     try:
-        result = reproduce(
-            resources["tracking"], resources["data_registry"].open(), args.model_version
-        )
+        with resolved("tracking", "data_registry") as resources:
+            registry = resources.data_registry.open()
+            result = reproduce(resources.tracking, registry, args.model_version)
     except ReproductionError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
@@ -218,11 +218,12 @@ def _reproduce(args: argparse.Namespace) -> int:
 
 def _rollback(args: argparse.Namespace) -> int:
     from mlops_assets.lib.reproduce import ReproductionError, rollback
-    from mlops_assets.resources import build_resources
+    from mlops_assets.resources.environments import resolved
 
     prepare_dagster_home()
     try:
-        moved = rollback(build_resources()["tracking"], reason=args.reason)
+        with resolved("tracking") as resources:
+            moved = rollback(resources.tracking, reason=args.reason)
     except ReproductionError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

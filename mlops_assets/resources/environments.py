@@ -1,7 +1,8 @@
 """Local and production flavours of every resource, chosen from ``MLOPS_ENV`` only here."""
 
+import contextlib
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import dagster as dg
@@ -106,3 +107,18 @@ def build_resources(env: Mapping[str, str] | None = None) -> dict[str, Any]:
     env = os.environ if env is None else env
     flavour = settings.environment(dict(env))
     return _production(env) if flavour == "production" else _local(env)
+
+
+@contextlib.contextmanager
+def resolved(*names: str, env: Mapping[str, str] | None = None) -> Iterator[Any]:
+    """The named resources with their settings resolved, for use outside a Dagster run.
+
+    A production resource holds ``dg.EnvVar`` references that Dagster resolves when a run
+    starts; the command line (restore, reproduce, rollback) gets them resolved here.
+
+    Yields:
+        An object with one attribute per name, e.g. ``resolved("tracking").tracking``.
+    """
+    resources = build_resources(env)
+    with dg.build_resources({name: resources[name] for name in names}) as built:
+        yield built

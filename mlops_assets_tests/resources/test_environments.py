@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from mlops_assets.resources.environments import MissingSettingError, build_resources
+from mlops_assets.resources.environments import MissingSettingError, build_resources, resolved
 
 
 def test_local_resources_live_under_the_state_folder(state_dir: Path):
@@ -43,3 +43,16 @@ def test_a_tracking_database_needs_an_artifact_location():
     # A tracking server decides where artifacts go.
     server = build_resources({**PRODUCTION, "MLFLOW_TRACKING_URI": "https://mlflow.example"})
     assert server["tracking"].artifact_location == ""
+
+
+def test_resolved_resources_hold_the_values_not_the_variable_names():
+    env = {**PRODUCTION, "MLFLOW_TRACKING_URI": "https://mlflow.example"}
+    unresolved = build_resources(env)
+    assert unresolved["data_registry"].dvc_remote == "MLOPS_DVC_REMOTE_URL"  # a dg.EnvVar
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in env.items():
+            patch.setenv(name, value)
+        with resolved("data_registry", "tracking", env=env) as resources:
+            assert resources.data_registry.dvc_remote == "s3://b/dvc"
+            assert resources.data_registry.git_remote == "https://git.example/registry.git"
+            assert resources.tracking.tracking_uri == "https://mlflow.example"
