@@ -136,6 +136,21 @@ class LoopReport:
     seconds: float = 0.0
 
 
+def _train(defs: dg.Definitions, instance: dg.DagsterInstance, window: dict[str, Any]) -> bool:
+    """Runs the training job on one window (``training_set``'s config); True if it succeeded."""
+    result = defs.resolve_job_def(jobs.TRAINING_JOB).execute_in_process(
+        asset_selection=jobs.TRAINING_ASSETS,
+        instance=instance,
+        run_config={
+            "ops": {"training_set": {"config": window}},
+            "loggers": {"console": {"config": {"log_level": "WARNING"}}},
+        },
+        tags={jobs.TRIGGER_TAG: jobs.BOOTSTRAP_TRIGGER},
+        raise_on_error=False,
+    )
+    return bool(result.success)
+
+
 def run_closed_loop(
     defs: dg.Definitions,
     instance: dg.DagsterInstance,
@@ -176,20 +191,8 @@ def run_closed_loop(
     if not instance.get_latest_materialization_event(dg.AssetKey("champion_model")):
         last = start + timedelta(days=bootstrap_days - 1)
         window = {"as_of": last.isoformat(), "days": bootstrap_days}
-        result = defs.resolve_job_def(jobs.TRAINING_JOB).execute_in_process(
-            asset_selection=jobs.TRAINING_ASSETS,
-            instance=instance,
-            run_config={
-                "ops": {"training_set": {"config": {**window, "validation_days": validation_days}}},
-                "loggers": {"console": {"config": {"log_level": "WARNING"}}},
-            },
-            tags={jobs.TRIGGER_TAG: jobs.BOOTSTRAP_TRIGGER},
-            raise_on_error=False,
-        )
-        progress(
-            f"bootstrap training on {start} .. {last}: "
-            + ("succeeded" if result.success else "FAILED")
-        )
+        trained = _train(defs, instance, {**window, "validation_days": validation_days})
+        progress(f"bootstrap training on {start} .. {last}: {'succeeded' if trained else 'FAILED'}")
     report.bootstrap += run_until_idle()
     progress(
         f"bootstrap done in {time.perf_counter() - began:.0f} s "
