@@ -47,7 +47,7 @@ def build_defs(env: Mapping[str, str] | None = None) -> dg.Definitions:
     env = os.environ if env is None else env
     return dg.Definitions(
         assets=ASSETS,
-        jobs=jobs.jobs(env),
+        jobs=jobs.code_location_jobs(env),
         sensors=SENSORS,
         resources=build_resources(env),
         # Steps of a run share one process: every extra process re-imports the code location.

@@ -110,7 +110,7 @@ def training_step_pods_job() -> Any:
     )
 
 
-def jobs(env: Mapping[str, str]) -> list[Any]:
+def code_location_jobs(env: Mapping[str, str]) -> list[Any]:
     """The jobs of the code location for ``env`` (the step-pod job only when asked for)."""
     found: list[Any] = [daily_data_job, reference_job, training_job, deployment_job]
     if step_pods_enabled(env):

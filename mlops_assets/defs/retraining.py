@@ -24,7 +24,12 @@ from mlops_assets.defs.jobs import (
     TRIGGER_TAG,
 )
 from mlops_assets.defs.monitoring import drift_report, model_performance
-from mlops_assets.lib.retraining import DayStatus, RetrainPolicy, policy_from_json
+from mlops_assets.lib.retraining import (
+    DayStatus,
+    RetrainPolicy,
+    decide_retraining,
+    policy_from_json,
+)
 
 RETRAIN_SENSOR = "retrain_sensor"
 RETRAIN_INTERVAL = 30  # seconds between evaluations
@@ -133,8 +138,6 @@ def days_in_flight(instance: dg.DagsterInstance, up_to: date) -> list[str]:
 
 def retrain_requests(context: dg.SensorEvaluationContext) -> Iterator[Any]:
     """One tick: read monitoring metadata, apply the policy, request training if it says so."""
-    from mlops_assets.lib.retraining import decide_retraining
-
     seen = int(context.cursor) if context.cursor else 0
     policy = retrain_policy()
     days, newest = monitored_days(context.instance, policy.lookback_records())
