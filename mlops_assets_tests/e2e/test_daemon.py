@@ -359,7 +359,12 @@ def test_decay_landed_while_the_daemon_is_down_requests_one_retraining(loop: Clo
         assert tags[CHAMPION_TAG] == "1", tags
         assert tags.get(RUN_KEY_TAG) == f"retrain-v1-performance-{keys[-1]}", tags
         assert run["assets"] == sorted(k.to_user_string() for k in TRAINING_ASSETS), run
-        ticks = [t for t in server.ticks_after(RETRAIN_SENSOR, restarted) if t["runIds"]]
+        # The run exists before its tick is written complete: wait for the tick's run ids.
+        ticks = wait_for(
+            lambda: [t for t in server.ticks_after(RETRAIN_SENSOR, restarted) if t["runIds"]],
+            TICK_TIMEOUT,
+            what="the retrain_sensor tick that requested the run",
+        )
         assert [t["runIds"] for t in ticks] == [[run["runId"]]], ticks
 
     with loop.phase("retraining run finished, gate decision recorded"):
