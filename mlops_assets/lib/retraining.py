@@ -23,11 +23,12 @@ the sensor evaluates it.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import date
 from statistics import fmean
+
+from mlops_assets.lib.overrides import from_json_overrides
 
 # Longest window a policy may use: the sensor reads metadata for the whole window every tick
 # (it has 60 s), so a longer question is one for an offline study, not for the sensor.
@@ -91,20 +92,7 @@ def policy_from_json(raw: str, source: str = "policy") -> RetrainPolicy:
     Raises:
         ValueError: for invalid JSON, unknown fields or invalid values, naming ``source``.
     """
-    if not raw.strip():
-        return RetrainPolicy()
-    try:
-        values = json.loads(raw)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{source} is not valid JSON: {error}") from error
-    known = {f.name for f in fields(RetrainPolicy)}
-    if not isinstance(values, dict) or set(values) - known:
-        unknown = sorted(set(values) - known) if isinstance(values, dict) else values
-        raise ValueError(f"{source}: unknown field(s) {unknown}; known: {sorted(known)}")
-    try:
-        return RetrainPolicy(**values)
-    except ValueError as error:
-        raise ValueError(f"{source}: {error}") from error
+    return from_json_overrides(RetrainPolicy, raw, source)
 
 
 @dataclass(frozen=True)
