@@ -19,6 +19,7 @@ from mlops_assets.defs import (
     monitoring,
     retraining,
     training,
+    trials,
 )
 from mlops_assets.resources import build_resources
 
@@ -31,15 +32,22 @@ ASSETS = [
     features.flight_features,
     training.training_set,
     training.candidate_model,
-    training.champion_model,
+    training.model_gate,
     training.model_card,
     deployment.bento,
     deployment.batch_predictions,
     monitoring.drift_reference,
     monitoring.drift_report,
     monitoring.model_performance,
+    trials.challenger_predictions,
+    trials.trial_evaluation,
 ]
-SENSORS = [automation.landing_sensor, automation.automation_sensor, retraining.retrain_sensor]
+SENSORS = [
+    automation.landing_sensor,
+    automation.automation_sensor,
+    retraining.retrain_sensor,
+    trials.trial_sensor,
+]
 
 
 def build_defs(env: Mapping[str, str] | None = None) -> dg.Definitions:

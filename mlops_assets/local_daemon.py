@@ -15,11 +15,7 @@ import dagster as dg
 
 from mlops_assets.defs.automation import LANDING_SENSOR
 from mlops_assets.defs.jobs import AUTOMATION_TRIGGER, TRIGGER_TAG
-
-# The system tags the daemon puts on a sensor's runs (Dagster exports no constants for them;
-# a unit test compares them with Dagster's): a later daemon skips the run keys they hold.
-SENSOR_NAME_TAG = "dagster/sensor_name"
-RUN_KEY_TAG = "dagster/run_key"
+from mlops_assets.defs.system_tags import RUN_KEY_TAG, SENSOR_NAME_TAG
 
 
 @dataclass

@@ -6,7 +6,7 @@ import dagster as dg
 
 from mlops_assets.defs.ingestion import airlines, airports, planes
 from mlops_assets.defs.partitions import daily_partitions, follow_upstream
-from mlops_assets.defs.training import champion_model
+from mlops_assets.defs.training import CHAMPION_KEY, TRIAL_KEY
 from mlops_assets.lib import estimator, model_tags
 from mlops_assets.resources.bentos import BentoStore
 from mlops_assets.resources.tracking import MlflowTracking, project_fingerprint
@@ -17,8 +17,9 @@ REFERENCE_TABLES = dg.AssetSelection.assets(planes, airports, airlines)
 
 @dg.asset(
     group_name=DEPLOYMENT_GROUP,
-    deps=[champion_model],
-    # Only a new champion rebuilds the bundle; reference updates reach the next build.
+    deps=[CHAMPION_KEY, TRIAL_KEY],
+    # A new champion or a trial's start or end rebuilds the bundle; reference updates reach
+    # the next build.
     automation_condition=dg.AutomationCondition.eager().ignore(REFERENCE_TABLES),
     kinds={"bentoml"},
 )
@@ -30,44 +31,35 @@ def bento(
     airports: Any,
     airlines: Any,
 ) -> dg.MaterializeResult:
-    """The champion packaged as a BentoML service, built and exported.
+    """The champion, and the challenger during a live trial, packaged as a BentoML service.
 
-    The bundle holds the champion classifier, the planes table and the known carriers and
-    airports the request contract is generated from. It is built in the BentoML store
-    (`bentoml serve <bento_tag>` or `make serve` answers at once) and exported as a `.bento`
-    archive: a complete build context with its Dockerfile, for the image build where Docker
-    runs. Labels on model and bento: model version, MLflow run, training-set DVC md5, git
-    commit. Runs when the champion changes (a promotion), never on a rejected challenger.
+    The bundle holds the champion classifier (and the one on trial, with the trial's mode
+    and share as the service's default serving mode), the planes table and the known
+    carriers and airports the request contract is generated from. It is built in the BentoML
+    store (`bentoml serve <bento_tag>` or `make serve` answers at once) and exported as a
+    `.bento` archive: a complete build context with its Dockerfile, for the image build where
+    Docker runs. Labels on model and bento: model version, MLflow run, training-set DVC md5,
+    git commit. Runs when the champion changes or a trial starts or ends, never on a
+    rejected challenger.
     """
-    from mlops_assets.lib.scoring import ScoringBundle, known_airports
-
-    champion = tracking.champion()
-    version = str(champion.version)
-    run = tracking.client().get_run(champion.run_id)
-    classifier = tracking.classifier(version)
-    fingerprint = project_fingerprint()
-    labels = {
-        "model_name": tracking.model_name,
-        "model_version": version,
-        "mlflow_run_id": str(champion.run_id),
-        "training_set_md5": run.data.tags.get(model_tags.DATA_DVC_MD5, "unknown"),
-        "git_commit": fingerprint[model_tags.GIT_COMMIT],
-    }
-    bundle = ScoringBundle(
-        classifier=classifier,
-        planes=planes,
-        carriers=sorted(airlines["carrier"].astype(str)),
-        airports=known_airports(airports),
-        model=labels,
-    )
-    built = bentos.build(bundle, labels)
-    context.log.info(f"built {built['bento_tag']} for {tracking.model_name} v{version}")
+    references = (planes, airports, airlines)
+    bundle, labels = _bundle(tracking, str(tracking.champion().version), references)
+    trial = tracking.trial()
+    challenger, serving = None, {}
+    if trial is not None:
+        challenger, _ = _bundle(tracking, trial.version, references)
+        serving = {"mode": trial.policy.mode, "share": trial.policy.share}
+        labels["challenger_version"] = trial.version
+    built = bentos.build(bundle, labels, challenger=challenger, trial=serving or None)
+    context.log.info(f"built {built['bento_tag']} for {tracking.model_name} {labels}")
     return dg.MaterializeResult(
         metadata={
             "bento_tag": built["bento_tag"],
             "model_tag": built["model_tag"],
+            "challenger_model_tag": str(built.get("challenger_model_tag")),
             **labels,
-            "threshold": round(classifier.threshold, 4),
+            **{f"trial_{k}": v for k, v in serving.items()},
+            "threshold": round(bundle.classifier.threshold, 4),
             "size_bytes": built["size_bytes"],
             "build_context": dg.MetadataValue.path(built["bento_path"]),
             "export_path": dg.MetadataValue.path(built["export_path"]),
@@ -77,14 +69,40 @@ def bento(
     )
 
 
+def _bundle(
+    tracking: MlflowTracking, version: str, references: tuple[Any, Any, Any]
+) -> tuple[Any, dict[str, str]]:
+    """The scoring bundle of a registered version, and its labels (identity and lineage)."""
+    from mlops_assets.lib.scoring import ScoringBundle, known_airports
+
+    planes, airports, airlines = references
+    found = tracking.client().get_model_version(tracking.model_name, version)
+    run = tracking.client().get_run(found.run_id)
+    labels = {
+        "model_name": tracking.model_name,
+        "model_version": version,
+        "mlflow_run_id": str(found.run_id),
+        "training_set_md5": run.data.tags.get(model_tags.DATA_DVC_MD5, "unknown"),
+        "git_commit": project_fingerprint()[model_tags.GIT_COMMIT],
+    }
+    bundle = ScoringBundle(
+        classifier=tracking.classifier(version),
+        planes=planes,
+        carriers=sorted(airlines["carrier"].astype(str)),
+        airports=known_airports(airports),
+        model=dict(labels),
+    )
+    return bundle, labels
+
+
 @dg.asset(
     partitions_def=daily_partitions,
     group_name=DEPLOYMENT_GROUP,
-    deps=[champion_model],
+    deps=[CHAMPION_KEY],
     # New feature days are predicted once a champion exists; a new champion does not
     # rewrite past predictions.
-    automation_condition=follow_upstream(ignore=dg.AssetSelection.assets(champion_model))
-    & ~dg.AutomationCondition.any_deps_missing().allow(dg.AssetSelection.assets(champion_model)),
+    automation_condition=follow_upstream(ignore=dg.AssetSelection.assets(CHAMPION_KEY))
+    & ~dg.AutomationCondition.any_deps_missing().allow(dg.AssetSelection.assets(CHAMPION_KEY)),
     kinds={estimator.KIND, "parquet"},
 )
 def batch_predictions(
@@ -97,23 +115,14 @@ def batch_predictions(
     service, so both give the same probabilities). Columns: flight key, probability of a
     15+ minute arrival delay, decision at the model's threshold, model name and version.
     """
-    import numpy as np
-
-    from mlops_assets.lib.features import KEY_COLUMNS
     from mlops_assets.lib.fingerprints import frame_fingerprint
+    from mlops_assets.lib.predictions import prediction_frame
 
     champion = tracking.champion()
     version = str(champion.version)
     classifier = tracking.classifier(version)
-    probabilities = (
-        classifier.predict_proba(flight_features) if len(flight_features) else np.empty(0)
-    )
-    out = flight_features[KEY_COLUMNS].reset_index(drop=True)
-    out["probability"] = probabilities
-    out["delayed"] = probabilities >= classifier.threshold
-    out["threshold"] = classifier.threshold
-    out["model_name"] = tracking.model_name
-    out["model_version"] = version
+    out = prediction_frame(flight_features, classifier, tracking.model_name, version)
+    probabilities = out["probability"]
     return dg.Output(
         out,
         metadata={

@@ -23,6 +23,7 @@ LANDING_TRIGGER = "landing"
 AUTOMATION_TRIGGER = "automation"
 RETRAIN_TRIGGER = "retrain"
 BOOTSTRAP_TRIGGER = "bootstrap"
+TRIAL_TRIGGER = "trial"
 # The landing files a landing run reads.
 FILES_TAG = "mlops/files"
 # Why a retraining run was requested, by which condition, on which day and champion.
@@ -30,6 +31,9 @@ REASON_TAG = "mlops/retrain_reason"
 CONDITION_TAG = "mlops/retrain_condition"
 AS_OF_TAG = "mlops/retrain_as_of"
 CHAMPION_TAG = "mlops/retrain_champion"
+# Tags of the run that ends a trial: its outcome (promote, retire) and why.
+TRIAL_OUTCOME_TAG = "mlops/trial_outcome"
+TRIAL_REASON_TAG = "mlops/trial_reason"
 
 # What a training run materializes: the training group and the drift reference. The reference
 # belongs to the champion, so a promotion refreshes it in the same run (it is skipped with the
@@ -37,11 +41,20 @@ CHAMPION_TAG = "mlops/retrain_champion"
 TRAINING_ASSETS: list[dg.AssetKey] = [
     training.training_set.key,
     training.candidate_model.key,
-    training.champion_model.key,
+    training.CHAMPION_KEY,
+    training.TRIAL_KEY,
     training.model_card.key,
     monitoring.drift_reference.key,
 ]
 TRAINING_SELECTION = dg.AssetSelection.assets(*TRAINING_ASSETS)
+# What the run that ends a trial materializes (with the training job): the gate's two outputs
+# and, after a promotion, what belongs to the champion (skipped after a retirement).
+TRIAL_CONCLUSION_ASSETS: list[dg.AssetKey] = [
+    training.CHAMPION_KEY,
+    training.TRIAL_KEY,
+    training.model_card.key,
+    monitoring.drift_reference.key,
+]
 
 # Kubernetes settings of training pods, read by the K8sRunLauncher (docs/deploy.md) from the run
 # tag `dagster-k8s/config`; every other run launcher ignores the tag. Training holds a window

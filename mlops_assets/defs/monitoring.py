@@ -10,7 +10,7 @@ import dagster as dg
 
 from mlops_assets.defs.outputs import frame_output
 from mlops_assets.defs.partitions import daily_partitions, follow_upstream
-from mlops_assets.defs.training import champion_model
+from mlops_assets.defs.training import CHAMPION_KEY
 from mlops_assets.resources.lake import LakeReader
 from mlops_assets.resources.reports import ReportStore
 from mlops_assets.resources.tracking import MlflowTracking
@@ -26,7 +26,7 @@ def _version(predictions: Any) -> str | None:
 
 @dg.asset(
     group_name=MONITORING_GROUP,
-    deps=[champion_model],
+    deps=[CHAMPION_KEY],
     automation_condition=dg.AutomationCondition.eager(),
     kinds={"pandas", "parquet"},
 )

@@ -28,8 +28,10 @@ def _config_fields(parameters: type) -> dict[str, Any]:
     return fields
 
 
-def config_from(parameters: type, name: str, doc: str, module: str) -> Any:
-    """A ``dg.Config`` class with one described field per setting of ``parameters``."""
-    return create_model(
-        name, __base__=dg.Config, __doc__=doc, __module__=module, **_config_fields(parameters)
-    )
+def config_from(parameters: type, name: str, doc: str, module: str, **extra: Any) -> Any:
+    """A ``dg.Config`` class with one described field per setting of ``parameters``.
+
+    ``extra`` adds fields of the config's own, as ``name=(type, Field(...))``.
+    """
+    fields = {**_config_fields(parameters), **extra}
+    return create_model(name, __base__=dg.Config, __doc__=doc, __module__=module, **fields)

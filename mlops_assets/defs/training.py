@@ -1,8 +1,9 @@
 """Training: a versioned training set, a tracked candidate, the champion gate, the model card."""
 
 import json
-from collections.abc import Iterator
-from datetime import date
+import os
+from collections.abc import Iterator, Mapping
+from datetime import date, timedelta
 from typing import TYPE_CHECKING, Any
 
 import dagster as dg
@@ -12,12 +13,20 @@ from mlops_assets import settings
 from mlops_assets.defs.features import REGISTRY_POOL, flight_features
 from mlops_assets.defs.outputs import frame_output
 from mlops_assets.defs.run_config import config_from
+from mlops_assets.defs.system_tags import SENSOR_NAME_TAG
 from mlops_assets.lib import estimator, model_tags
 from mlops_assets.lib.modeling import GatePolicy
+from mlops_assets.lib.trials import TrialPolicy, trial_policy_from_json
 from mlops_assets.resources.lake import LakeReader, versioned_in_registry
-from mlops_assets.resources.tracking import MlflowTracking
+from mlops_assets.resources.tracking import MlflowTracking, Trial
 
 TRAINING_GROUP = "training"
+TRIALS_GROUP = "trials"
+# The gate's two outputs: the champion, and the challenger on live trial.
+CHAMPION_KEY = dg.AssetKey("champion_model")
+TRIAL_KEY = dg.AssetKey("model_trial")
+TRIAL_EVALUATION_KEY = dg.AssetKey("trial_evaluation")
+TRIAL_POLICY_VAR = "MLOPS_TRIAL_POLICY"
 TRAINING_SET_PATH = f"training_set/{settings.MODEL_NAME}.parquet"
 # MLflow unreachable or busy: try again a little later before failing the run.
 TRACKING_RETRY = dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL)
@@ -50,7 +59,18 @@ else:
         __name__,
     )
     GateConfig = config_from(
-        GatePolicy, "GateConfig", "When a challenger replaces the champion.", __name__
+        GatePolicy,
+        "GateConfig",
+        "When a challenger replaces the champion.",
+        __name__,
+        conclude_trial=(
+            bool,
+            Field(
+                default=False,
+                description="End the running trial by its latest trial_evaluation's verdict "
+                "(what the trial sensor asks) instead of judging the newest candidate.",
+            ),
+        ),
     )
 
 
@@ -198,29 +218,67 @@ def _importance_plot(importances: Any) -> Any:
     return figure
 
 
-@dg.asset(
-    group_name=TRAINING_GROUP,
-    deps=["candidate_model"],
-    output_required=False,
-    automation_condition=dg.AutomationCondition.eager(),
-    kinds={"mlflow"},
+def trial_policy(env: Mapping[str, str] | None = None) -> TrialPolicy:
+    """The live-trial policy in force (defaults in ``lib.trials.TrialPolicy``).
+
+    ``MLOPS_TRIAL_POLICY`` may override fields with a JSON object, e.g.
+    ``{"trial_days": 0}`` (no trials: promote at once) or ``{"mode": "canary", "share": 0.2}``.
+    A trial keeps the policy it started with.
+
+    Raises:
+        ValueError: for a value that is not a JSON object of known fields and valid values.
+    """
+    raw = (os.environ if env is None else env).get(TRIAL_POLICY_VAR, "")
+    return trial_policy_from_json(raw, TRIAL_POLICY_VAR)
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            CHAMPION_KEY,
+            group_name=TRAINING_GROUP,
+            deps=["candidate_model", "training_set"],
+            skippable=True,
+            automation_condition=dg.AutomationCondition.eager(),
+            kinds={"mlflow"},
+            description="The model in production (the registry's `champion` alias).",
+        ),
+        dg.AssetSpec(
+            TRIAL_KEY,
+            group_name=TRIALS_GROUP,
+            deps=["candidate_model", "training_set"],
+            skippable=True,
+            automation_condition=dg.AutomationCondition.eager(),
+            kinds={"mlflow"},
+            description="The challenger on live trial (the `trial` alias): started, "
+            "promoted, retired or aborted.",
+        ),
+    ],
+    retry_policy=TRACKING_RETRY,
 )
-def champion_model(
+def model_gate(
     context: dg.AssetExecutionContext,
     config: GateConfig,
     tracking: MlflowTracking,
     training_set: Any,
-) -> Iterator[Any]:
-    """The model in production: the challenger replaces it only if it is clearly better.
+) -> Iterator[dg.MaterializeResult]:
+    """The gate: the challenger replaces the champion only if it is clearly better.
 
     Challenger and champion are scored on the same holdout rows (the training set's
-    validation split) by the same metric code. The challenger is promoted (the `champion`
-    alias moves) when it passes the absolute floors and beats the champion by the margin,
-    or when there is no champion yet. Otherwise nothing is materialized, so nothing
-    downstream is triggered; the decision, both scores and the reason are recorded as an
-    observation here and as tags on the version either way. Models that do not score the
-    same features are never compared: the step fails with the reason.
+    validation split) by the same metric code. A challenger that passes the absolute floors
+    and beats the champion by the margin goes on live trial when the trial policy asks for
+    one (`MLOPS_TRIAL_POLICY`, `lib/trials.py`: `model_trial` materializes), else it is
+    promoted at once (`champion_model` materializes); the first model is always promoted.
+    A rejection materializes nothing, so nothing downstream runs; the decision, both scores
+    and the reason are recorded as an observation and as tags on the version either way.
+    Models that do not score the same features are never compared: the step fails.
+
+    With `conclude_trial`, the trial sensor's run ends the running trial instead, by the
+    verdict of its latest `trial_evaluation`: promoted (both assets materialize) or retired.
     """
+    if config.conclude_trial:
+        yield from _conclude_trial(context, tracking)
+        return
     from mlops_assets.lib.modeling import judge
 
     challenger = tracking.version_by_alias(model_tags.CHALLENGER)
@@ -231,13 +289,16 @@ def champion_model(
     champion_model = _champion_classifier(tracking, champion, challenger, challenger_model)
     holdout = training_set[training_set["split"] == "validation"]
     versions = (str(challenger.version), str(champion.version) if champion else None)
-    policy = GatePolicy(**config.model_dump())
+    policy = GatePolicy(**config.model_dump(exclude={"conclude_trial"}))
     decision = judge(challenger_model, champion_model, holdout, policy, versions=versions)
-    tracking.record_gate(challenger, decision.promote, decision.reason, champion)
+    trial = trial_policy()
+    on_trial = decision.promote and champion is not None and trial.enabled
+    verdict = "trial" if on_trial else "promoted" if decision.promote else "rejected"
+    tracking.record_gate(challenger, verdict, decision.reason, champion)
     if not decision.comparable:
         raise dg.Failure(description=decision.reason, allow_retries=False)
     metadata = {
-        "decision": "promoted" if decision.promote else "rejected",
+        "decision": verdict,
         "reason": decision.reason,
         "challenger_version": versions[0],
         "champion_version": versions[1],
@@ -245,14 +306,82 @@ def champion_model(
         "champion_scores": _rounded(decision.champion or {}),
         "holdout_rows": len(holdout),
     }
-    if not decision.promote:
+    if verdict == "rejected":
         context.log.info(f"challenger v{challenger.version} not promoted: {decision.reason}")
-        context.log_event(dg.AssetObservation(asset_key=context.asset_key, metadata=metadata))
-        return
-    yield dg.MaterializeResult(
-        metadata={**metadata, "model_version": versions[0], "mlflow_run_id": challenger.run_id},
-        data_version=dg.DataVersion(f"{tracking.model_name}-v{challenger.version}"),
+        context.log_event(dg.AssetObservation(asset_key=CHAMPION_KEY, metadata=metadata))
+    elif verdict == "trial":
+        start = _window_end(context.instance, "") + timedelta(days=1)
+        started = tracking.start_trial(challenger, champion, start, trial)
+        context.log_event(dg.AssetObservation(asset_key=CHAMPION_KEY, metadata=metadata))
+        yield dg.MaterializeResult(asset_key=TRIAL_KEY, metadata=_trial_started(started))
+    else:
+        yield _champion_result(tracking, challenger, metadata)
+
+
+def _trial_started(trial: Trial) -> dict[str, Any]:
+    return {
+        "status": "running",
+        "model_version": trial.version,
+        "champion_version": trial.champion_version,
+        "start_day": trial.start_day.isoformat(),
+        "mode": trial.policy.mode,
+        "share": trial.policy.share,
+        "policy": json.dumps(trial.policy.as_dict(), sort_keys=True),
+        "mlflow_run_id": trial.mlflow_run_id,
+    }
+
+
+def _champion_result(
+    tracking: MlflowTracking, version: Any, metadata: dict[str, Any]
+) -> dg.MaterializeResult:
+    """The champion_model materialization of a newly promoted version."""
+    return dg.MaterializeResult(
+        asset_key=CHAMPION_KEY,
+        metadata={
+            **metadata,
+            "model_version": str(version.version),
+            "mlflow_run_id": version.run_id,
+        },
+        data_version=dg.DataVersion(f"{tracking.model_name}-v{version.version}"),
     )
+
+
+def _conclude_trial(
+    context: dg.AssetExecutionContext, tracking: MlflowTracking
+) -> Iterator[dg.MaterializeResult]:
+    """Ends the running trial by its latest evaluation's verdict (promote or retire)."""
+    trial = tracking.trial()
+    if trial is None:
+        raise dg.Failure("no trial is running: nothing to conclude", allow_retries=False)
+    evaluation = _latest_metadata(context.instance, TRIAL_EVALUATION_KEY)
+    outcome, reason = evaluation.get("outcome"), str(evaluation.get("reason", ""))
+    decided = outcome in ("promote", "retire")
+    if str(evaluation.get("trial_version")) != trial.version or not decided:
+        raise dg.Failure(
+            f"the latest trial_evaluation has not decided v{trial.version}'s trial "
+            f"(it says {outcome!r} for v{evaluation.get('trial_version')})",
+            allow_retries=False,
+        )
+    champion = tracking.champion()
+    if outcome == "promote" and str(champion.version) != trial.champion_version:
+        outcome, reason = (
+            "retire",
+            (
+                f"the champion changed during the trial (v{trial.champion_version} -> "
+                f"v{champion.version})"
+            ),
+        )
+    actor = context.run.tags.get(SENSOR_NAME_TAG) or "dagster run " + context.run.run_id[:8]
+    state = "promoted" if outcome == "promote" else "retired"
+    tracking.end_trial(trial, state, reason, actor)
+    ended = {"status": state, "reason": reason, "model_version": trial.version, "ended_by": actor}
+    if state == "promoted":
+        version = tracking.client().get_model_version(tracking.model_name, trial.version)
+        tracking.promote(trial.version, champion)
+        decision = {"decision": "promoted after trial", "reason": reason}
+        decision["champion_version"] = str(champion.version)
+        yield _champion_result(tracking, version, decision)
+    yield dg.MaterializeResult(asset_key=TRIAL_KEY, metadata=ended)
 
 
 def _rounded(scores: dict[str, float]) -> str:
@@ -272,7 +401,7 @@ def _champion_classifier(
 
 @dg.asset(
     group_name=TRAINING_GROUP,
-    deps=[champion_model],
+    deps=[CHAMPION_KEY],
     automation_condition=dg.AutomationCondition.eager(),
     kinds={"mlflow"},
 )

@@ -11,6 +11,8 @@ from typing import Any
 # Registry aliases (MLflow stages are deprecated).
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+# The version on live trial against the champion (lib/trials.py), while the trial runs.
+TRIAL = "trial"
 
 # Run tags: where a model's training data came from (the DVC data registry).
 DATA_DVC_MD5 = "mlops.data.dvc_md5"
@@ -32,6 +34,16 @@ GATE_REASON = "mlops.gate_reason"
 PREVIOUS_CHAMPION = "mlops.previous_champion"
 ROLLED_BACK = "mlops.rolled_back"
 RESTORED_BY_ROLLBACK = "mlops.restored_by_rollback"
+
+# Model-version tags of a live trial: how it started, and how it ended, when and by whom.
+TRIAL_STATE = "mlops.trial"  # running, then promoted, retired or aborted
+TRIAL_START_DAY = "mlops.trial.start_day"
+TRIAL_CHAMPION = "mlops.trial.champion"
+TRIAL_MODE = "mlops.trial.mode"
+TRIAL_SHARE = "mlops.trial.share"
+TRIAL_POLICY = "mlops.trial.policy"
+TRIAL_REASON = "mlops.trial.reason"
+TRIAL_ENDED = "mlops.trial.ended"
 
 # The run tag holding the training window is written as "<start> .. <end>".
 WINDOW_SEPARATOR = " .. "

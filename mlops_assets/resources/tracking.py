@@ -11,10 +11,11 @@ left RUNNING by a killed process are closed as KILLED the next time the same ass
 import contextlib
 import functools
 import hashlib
+import json
 import subprocess
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,25 @@ def project_fingerprint() -> dict[str, str]:
         if lock.exists()
         else "unknown",
     }
+
+
+@dataclass(frozen=True)
+class Trial:
+    """A running live trial, as its model version's tags record it.
+
+    Attributes:
+        version: The challenger on trial.
+        champion_version: The champion it is compared with.
+        start_day: First day both score (the day after the newest feature day at the start).
+        policy: The ``lib.trials.TrialPolicy`` it started under (later changes do not apply).
+        mlflow_run_id: The challenger's MLflow run.
+    """
+
+    version: str
+    champion_version: str
+    start_day: date
+    policy: Any
+    mlflow_run_id: str
 
 
 @dataclass(frozen=True)
@@ -169,25 +189,84 @@ class MlflowTracking(dg.ConfigurableResource):
             raise
         return registered
 
-    def record_gate(self, challenger: Any, promote: bool, reason: str, champion: Any) -> None:
-        """Writes the gate's decision on the challenger; a promotion moves the champion alias.
+    def record_gate(self, challenger: Any, verdict: str, reason: str, champion: Any) -> None:
+        """Writes the gate's verdict on the challenger; ``promoted`` moves the champion alias.
 
-        The verdict and reason are tags of the version and of its MLflow run; a promoted
-        version also records the champion it replaced (what a rollback returns to).
+        The verdict (promoted, rejected or trial) and the reason are tags of the version and
+        of its MLflow run.
         """
         client, name, version = self.client(), self.model_name, str(challenger.version)
-        verdict = "promoted" if promote else "rejected"
         client.set_model_version_tag(name, version, model_tags.GATE, verdict)
         client.set_model_version_tag(name, version, model_tags.GATE_REASON, reason)
         if challenger.run_id:
             client.set_tag(challenger.run_id, model_tags.GATE, f"{verdict}: {reason}")
-        if not promote:
-            return
+        if verdict == "promoted":
+            self.promote(version, champion)
+
+    def promote(self, version: str, champion: Any) -> None:
+        """Moves the champion alias to ``version``, recording the champion it replaced.
+
+        The previous champion (tag ``mlops.previous_champion``) is what a rollback returns to.
+        """
+        client = self.client()
         if champion is not None:
             client.set_model_version_tag(
-                name, version, model_tags.PREVIOUS_CHAMPION, str(champion.version)
+                self.model_name, version, model_tags.PREVIOUS_CHAMPION, str(champion.version)
             )
-        client.set_registered_model_alias(name, model_tags.CHAMPION, version)
+        client.set_registered_model_alias(self.model_name, model_tags.CHAMPION, version)
+
+    def trial(self) -> Trial | None:
+        """The running trial (the version holding the ``trial`` alias), or None."""
+        from mlops_assets.lib.trials import trial_policy_from_json
+
+        version = self.version_by_alias(model_tags.TRIAL)
+        if version is None:
+            return None
+        tags = version.tags
+        return Trial(
+            version=str(version.version),
+            champion_version=tags[model_tags.TRIAL_CHAMPION],
+            start_day=date.fromisoformat(tags[model_tags.TRIAL_START_DAY]),
+            policy=trial_policy_from_json(tags[model_tags.TRIAL_POLICY], model_tags.TRIAL_POLICY),
+            mlflow_run_id=str(version.run_id),
+        )
+
+    def start_trial(self, challenger: Any, champion: Any, start_day: date, policy: Any) -> Trial:
+        """Puts ``challenger`` on trial against ``champion`` from ``start_day`` under ``policy``.
+
+        A trial still running is ended first (retired, superseded by this one).
+        """
+        client, name, version = self.client(), self.model_name, str(challenger.version)
+        running = self.trial()
+        if running is not None and running.version != version:
+            self.end_trial(running, "retired", f"superseded by v{version}", "gate")
+        tags = {
+            model_tags.TRIAL_STATE: "running",
+            model_tags.TRIAL_START_DAY: start_day.isoformat(),
+            model_tags.TRIAL_CHAMPION: str(champion.version),
+            model_tags.TRIAL_MODE: policy.mode,
+            model_tags.TRIAL_SHARE: str(policy.share),
+            model_tags.TRIAL_POLICY: json.dumps(policy.as_dict(), sort_keys=True),
+        }
+        for key, value in tags.items():
+            client.set_model_version_tag(name, version, key, value)
+        client.set_registered_model_alias(name, model_tags.TRIAL, version)
+        found = self.trial()
+        assert found is not None  # the alias was just set
+        return found
+
+    def end_trial(self, trial: Trial, state: str, reason: str, actor: str) -> None:
+        """Ends ``trial`` (promoted, retired or aborted): the alias goes, who/when/why stay."""
+        client, name = self.client(), self.model_name
+        stamp = datetime.now(UTC).isoformat(timespec="seconds")
+        client.set_model_version_tag(name, trial.version, model_tags.TRIAL_STATE, state)
+        client.set_model_version_tag(name, trial.version, model_tags.TRIAL_REASON, reason)
+        client.set_model_version_tag(
+            name, trial.version, model_tags.TRIAL_ENDED, f"{stamp} by {actor}"
+        )
+        current = self.version_by_alias(model_tags.TRIAL)
+        if current is not None and str(current.version) == trial.version:
+            client.delete_registered_model_alias(name, model_tags.TRIAL)
 
     def ensure_experiment(self) -> str:
         """Creates the experiment with its artifact location if it does not exist yet."""

@@ -94,7 +94,7 @@ def test_our_run_tag_names_are_dagsters():
     # The daemon's own constants are private, so the package spells the strings out once.
     from dagster._core.storage.tags import RUN_KEY_TAG, SENSOR_NAME_TAG
 
-    from mlops_assets import local_daemon
+    from mlops_assets.defs import system_tags
 
-    assert local_daemon.RUN_KEY_TAG == RUN_KEY_TAG
-    assert local_daemon.SENSOR_NAME_TAG == SENSOR_NAME_TAG
+    assert system_tags.RUN_KEY_TAG == RUN_KEY_TAG
+    assert system_tags.SENSOR_NAME_TAG == SENSOR_NAME_TAG
