@@ -217,33 +217,42 @@ def _reproduce(args: argparse.Namespace) -> int:
 
 
 def _rollback(args: argparse.Namespace) -> int:
-    from mlops_assets.lib.reproduce import ReproductionError, rollback
-    from mlops_assets.resources.environments import resolved
+    from mlops_assets.undo import rollback
 
-    prepare_dagster_home()
-    try:
-        with resolved("tracking") as resources:
-            moved = rollback(resources.tracking, reason=args.reason)
-    except ReproductionError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    def act(tracking: Any, instance: Any, by: str) -> str:
+        moved = rollback(tracking, instance, args.reason, by)
+        aborted = f"; v{moved.aborted_trial}'s trial aborted" if moved.aborted_trial else ""
+        return f"champion moved back from v{moved.from_version} to v{moved.to_version}{aborted}"
+
+    return _undo(args, act)
+
+
+def _trial_abort(args: argparse.Namespace) -> int:
+    from mlops_assets.undo import abort_trial
+
+    def act(tracking: Any, instance: Any, by: str) -> str:
+        version = abort_trial(tracking, instance, args.reason, by)
+        return f"trial of v{version} aborted: traffic goes back to the champion"
+
+    return _undo(args, act)
+
+
+def _undo(args: argparse.Namespace, act: Any) -> int:
+    """Runs an undo on the registry and the instance, printing what it did (or why not)."""
     import dagster as dg
 
-    with dg.DagsterInstance.get() as instance:
-        # Recorded as a materialization of champion_model, so what follows the champion
-        # (model card, bundle) follows the rollback too.
-        instance.report_runless_asset_event(
-            dg.AssetMaterialization(
-                asset_key="champion_model",
-                metadata={
-                    "decision": "rolled back",
-                    "reason": args.reason,
-                    "model_version": moved.to_version,
-                    "rolled_back_from": moved.from_version,
-                },
-            )
-        )
-    print(f"champion moved back from v{moved.from_version} to v{moved.to_version} ({args.reason})")
+    from mlops_assets.resources.environments import resolved
+    from mlops_assets.undo import UndoError, actor
+
+    prepare_dagster_home()
+    by = actor(args.actor)
+    try:
+        with resolved("tracking") as resources, dg.DagsterInstance.get() as instance:
+            done = act(resources.tracking, instance, by)
+    except UndoError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(f"{done} (by {by}: {args.reason})")
     return 0
 
 
@@ -308,9 +317,20 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--model-version", required=True, help="registered model version")
     reproduce.set_defaults(func=_reproduce)
 
-    rollback = sub.add_parser("rollback", help="move the champion alias to the previous champion")
+    rollback = sub.add_parser(
+        "rollback",
+        help="move the champion alias to the previous champion (aborts a running trial)",
+    )
     rollback.add_argument("--reason", default="manual rollback")
+    rollback.add_argument("--actor", help="who rolls back (default: the OS user)")
     rollback.set_defaults(func=_rollback)
+
+    abort = sub.add_parser(
+        "trial-abort", help="end the running trial: retire the challenger, champion only"
+    )
+    abort.add_argument("--reason", default="manual abort")
+    abort.add_argument("--actor", help="who aborts (default: the OS user)")
+    abort.set_defaults(func=_trial_abort)
 
     dev = sub.add_parser("dev", help="dagster dev (UI + daemon) on the local state")
     dev.add_argument("--host", default="127.0.0.1")

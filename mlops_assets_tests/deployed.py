@@ -33,7 +33,7 @@ def run_config(margin: float = 0.005, **training: Any) -> dict[str, Any]:
             "training_set": {"config": {"days": 21, "validation_days": 5, "as_of": AS_OF}},
             "candidate_model": {"config": {"n_estimators": 60, **training}},
             # A three-week window cannot reach the production floors.
-            "champion_model": {"config": {"margin": margin, "min_roc_auc": 0.5, "min_pr_auc": 0.1}},
+            "model_gate": {"config": {"margin": margin, "min_roc_auc": 0.5, "min_pr_auc": 0.1}},
         }
     }
 

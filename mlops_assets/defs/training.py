@@ -50,7 +50,9 @@ class TrainingSetConfig(dg.Config):
 # a change there changes the launchpad with it.
 if TYPE_CHECKING:  # mypy cannot see generated fields: it checks the configs as plain Configs
     TrainingConfig = dg.Config
-    GateConfig = dg.Config
+
+    class GateConfig(dg.Config):  # noqa: D101
+        conclude_trial: bool
 else:
     TrainingConfig = config_from(
         estimator.HyperParameters,
@@ -245,7 +247,7 @@ def trial_policy(env: Mapping[str, str] | None = None) -> TrialPolicy:
         ),
         dg.AssetSpec(
             TRIAL_KEY,
-            group_name=TRIALS_GROUP,
+            group_name=TRAINING_GROUP,
             deps=["candidate_model", "training_set"],
             skippable=True,
             automation_condition=dg.AutomationCondition.eager(),
@@ -254,7 +256,6 @@ def trial_policy(env: Mapping[str, str] | None = None) -> TrialPolicy:
             "promoted, retired or aborted.",
         ),
     ],
-    retry_policy=TRACKING_RETRY,
 )
 def model_gate(
     context: dg.AssetExecutionContext,

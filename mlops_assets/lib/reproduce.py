@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass, fields
-from datetime import UTC, datetime
 from typing import Any, get_type_hints
 
 from mlops_assets.lib import estimator, model_tags, modeling
@@ -78,40 +77,3 @@ def reproduce(tracking: Any, registry: DataRegistry, version: str) -> Reproducti
     _, reproduced = modeling.fit(data, _hyper_parameters(run.data.params))
     recorded = {k: v for k, v in run.data.metrics.items() if k in reproduced}
     return Reproduction(path, rev, md5, recorded, reproduced)
-
-
-@dataclass(frozen=True)
-class Rollback:
-    """Which version the champion alias moved from and to."""
-
-    from_version: str
-    to_version: str
-
-
-def rollback(tracking: Any, reason: str) -> Rollback:
-    """Moves ``champion`` back to the version it replaced, recording who, when and why.
-
-    Raises:
-        ReproductionError: if there is no champion or no previous champion recorded.
-    """
-    client = tracking.client()
-    name = tracking.model_name
-    current = tracking.version_by_alias(model_tags.CHAMPION)
-    if current is None:
-        raise ReproductionError(f"{name} has no champion to roll back")
-    previous = current.tags.get(model_tags.PREVIOUS_CHAMPION)
-    if not previous:
-        raise ReproductionError(
-            f"{name} v{current.version} records no previous champion "
-            f"({model_tags.PREVIOUS_CHAMPION} tag)"
-        )
-    stamp = datetime.now(UTC).isoformat(timespec="seconds")
-    client.set_registered_model_alias(name, model_tags.CHAMPION, previous)
-    client.set_model_version_tag(name, current.version, model_tags.ROLLED_BACK, f"{stamp} {reason}")
-    client.set_model_version_tag(
-        name,
-        previous,
-        model_tags.RESTORED_BY_ROLLBACK,
-        f"{stamp} from v{current.version}: {reason}",
-    )
-    return Rollback(str(current.version), str(previous))

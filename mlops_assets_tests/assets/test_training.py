@@ -16,11 +16,13 @@ import pytest
 
 from mlops_assets import settings
 from mlops_assets.definitions import build_defs
+from mlops_assets.defs.training import TRIAL_POLICY_VAR
 from mlops_assets.lib import modeling
 from mlops_assets.lib.data_registry import DataRegistry
 from mlops_assets.lib.replay import replay
-from mlops_assets.lib.reproduce import ReproductionError, reproduce, rollback
+from mlops_assets.lib.reproduce import ReproductionError, reproduce
 from mlops_assets.local_daemon import LocalDaemon
+from mlops_assets.undo import UndoError, rollback
 from mlops_assets_tests.deployed import TRAINING, run_config
 from mlops_assets_tests.faults import failure_text, refused_commits, staged_leftovers
 
@@ -131,16 +133,23 @@ def test_reproduce_gives_identical_metrics(trainer: Trainer):
         reproduce(trainer.tracking, trainer.registry, "99")
 
 
-def test_promotion_then_rollback(trainer: Trainer):
-    # A negative margin promotes any challenger that passes the floors.
+def test_promotion_then_rollback(trainer: Trainer, monkeypatch: pytest.MonkeyPatch):
+    # A negative margin promotes any challenger that passes the floors; no trial first.
+    monkeypatch.setenv(TRIAL_POLICY_VAR, '{"trial_days": 0}')
     assert trainer.train(run_config(margin=-1.0, num_leaves=7)).success
     promoted = trainer.alias("champion")
     assert promoted == trainer.alias("challenger") != "1"
-    moved = rollback(trainer.tracking, reason="test")
-    assert (moved.from_version, moved.to_version) == (promoted, "1")
+    moved = rollback(trainer.tracking, trainer.instance, "test", "ops-oncall")
+    assert (moved.from_version, moved.to_version, moved.aborted_trial) == (promoted, "1", None)
     assert trainer.alias("champion") == "1"
-    with pytest.raises(ReproductionError, match="no previous champion"):
-        rollback(trainer.tracking, reason="again")
+    left = trainer.client.get_model_version(trainer.tracking.model_name, promoted)
+    assert left.tags["mlops.rolled_back"].endswith("by ops-oncall: test")
+    event = trainer.instance.get_latest_materialization_event(dg.AssetKey("champion_model"))
+    meta = {k: v.value for k, v in event.asset_materialization.metadata.items()}
+    assert meta["decision"] == "rolled back" and meta["rolled_back_by"] == "ops-oncall"
+    assert meta["model_version"] == "1"
+    with pytest.raises(UndoError, match="no previous champion"):
+        rollback(trainer.tracking, trainer.instance, "again", "ops-oncall")
 
 
 def test_feature_schema_drift_fails_the_gate_clearly(
@@ -152,7 +161,7 @@ def test_feature_schema_drift_fails_the_gate_clearly(
     result = trainer.train()
     assert not result.success
     failure = next(e for e in result.all_events if e.is_step_failure)
-    assert failure.step_key == "champion_model"
+    assert failure.step_key == "model_gate"
     description = failure.step_failure_data.user_failure_data.description
     assert "feature schema drift" in description
     assert trainer.alias("champion") == champion

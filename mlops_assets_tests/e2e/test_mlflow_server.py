@@ -57,7 +57,7 @@ GATE = {"min_roc_auc": 0.5, "min_pr_auc": 0.1}
 RUN_CONFIG = {
     "ops": {
         "training_set": {"config": {"days": DAYS, "validation_days": VALIDATION_DAYS}},
-        "champion_model": {"config": GATE},
+        "model_gate": {"config": GATE},
     }
 }
 
@@ -279,7 +279,7 @@ def test_first_training_is_tracked_registered_and_promoted(
         [candidate] = result.asset_materializations_for_node("candidate_model")
         assert candidate.metadata["mlflow_run_id"].value == run.info.run_id
         assert candidate.metadata["model_version"].value == "1"
-        [champion] = result.asset_materializations_for_node("champion_model")
+        [champion] = result.asset_materializations_for_node("model_gate")
         assert champion.metadata["model_version"].value == "1"
         assert champion.metadata["decision"].value == "promoted"
         for asset in ("training_set", "candidate_model", "champion_model", "model_card"):
@@ -350,7 +350,7 @@ def test_retraining_on_the_same_data_is_rejected_by_the_gate(
             e.asset_key.to_user_string() for e in result.get_asset_materialization_events()
         }
         assert materialized == {"training_set", "candidate_model"}
-        [observation] = result.asset_observations_for_node("champion_model")
+        [observation] = result.asset_observations_for_node("model_gate")
         assert observation.metadata["decision"].value == "rejected"
         assert observation.metadata["champion_version"].value == "1"
         assert len(world.materializations("champion_model")) == 1
@@ -391,9 +391,9 @@ def test_unreachable_mlflow_fails_clearly_and_changes_nothing(
             # The gate alone (no retry policy): an unreachable registry is an error, never
             # "no champion yet".
             gate = world.materialize(
-                dg.AssetSelection.assets("champion_model"),
+                dg.AssetSelection.assets("champion_model", "model_trial"),
                 tracking=unreachable,
-                run_config={"ops": {"champion_model": {"config": GATE}}},
+                run_config={"ops": {"model_gate": {"config": GATE}}},
                 raise_on_error=False,
             )
 

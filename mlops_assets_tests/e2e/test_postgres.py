@@ -239,7 +239,7 @@ def test_runs_and_registry_live_in_postgres(production: Production) -> None:
             "SELECT name, artifact_location FROM experiments WHERE name <> 'Default'",
         )
         assert artifacts == production.env["MLFLOW_ARTIFACT_LOCATION"], (experiment, artifacts)
-        [champion] = production.training.asset_materializations_for_node("champion_model")
+        [champion] = production.training.asset_materializations_for_node("model_gate")
         assert str(champion.metadata["model_version"].value) == "1"
 
         # The other production stand-ins were used: artifacts, git remote, DVC remote.

@@ -148,6 +148,9 @@ def test_gate_config_is_generated_from_the_policy():
     from mlops_assets.defs.training import GateConfig
 
     fields = GateConfig.model_fields
-    assert set(fields) == {"metric", "margin", "min_roc_auc", "min_pr_auc"}
-    assert modeling.GatePolicy(**GateConfig().model_dump()) == modeling.GatePolicy()
+    # The policy's settings, and the gate's own switch that ends a running trial.
+    assert set(fields) == {"metric", "margin", "min_roc_auc", "min_pr_auc", "conclude_trial"}
+    policy = GateConfig().model_dump(exclude={"conclude_trial"})
+    assert modeling.GatePolicy(**policy) == modeling.GatePolicy()
+    assert GateConfig().conclude_trial is False
     assert fields["margin"].description == "Required improvement over the champion."
