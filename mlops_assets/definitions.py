@@ -40,6 +40,7 @@ ASSETS = [
     monitoring.drift_report,
     monitoring.model_performance,
     trials.challenger_predictions,
+    trials.online_predictions,
     trials.trial_evaluation,
 ]
 SENSORS = [

@@ -28,6 +28,7 @@ from mlops_assets.defs.training import (
 )
 from mlops_assets.lib import estimator
 from mlops_assets.resources.lake import LakeReader
+from mlops_assets.resources.prediction_log import PredictionLog
 from mlops_assets.resources.tracking import MlflowTracking, Trial
 
 TRIAL_SENSOR = "trial_sensor"
@@ -86,6 +87,33 @@ def challenger_predictions(
 @dg.asset(
     partitions_def=daily_partitions,
     group_name=TRIALS_GROUP,
+    automation_condition=follow_upstream(),
+    kinds={"pandas", "parquet"},
+)
+def online_predictions(
+    context: dg.AssetExecutionContext,
+    prediction_log: PredictionLog,
+    flight_features: Any,
+    batch_predictions: Any,
+) -> dg.Output[Any]:
+    """What the prediction service answered for the day's flights, from its prediction log.
+
+    Every line the service logged for flights scheduled on this day (champion and
+    challenger, served and shadow; `docs/serving.md`), once the day's labels land. Metadata:
+    lines and requests, the share of answers the challenger served, each role's ROC AUC on
+    the labelled flights, and the largest gap between an online answer and the batch
+    prediction of the same model version (the same scoring code: it should be ~0).
+    """
+    from mlops_assets.lib.predictions import online_summary
+
+    log = prediction_log.read_day(context.partition_key)
+    summary = online_summary(log, flight_features, batch_predictions)
+    return dg.Output(log, metadata={"dagster/row_count": len(log), **summary})
+
+
+@dg.asset(
+    partitions_def=daily_partitions,
+    group_name=TRIALS_GROUP,
     deps=[TRIAL_KEY],
     output_required=False,
     automation_condition=follow_upstream(ignore=dg.AssetSelection.assets(TRIAL_KEY)),
@@ -98,6 +126,7 @@ def trial_evaluation(
     challenger_predictions: Any,
     batch_predictions: Any,
     flight_features: Any,
+    online_predictions: Any,
 ) -> Iterator[dg.Output[Any]]:
     """The trial's evidence up to this day, and its verdict: promote, retire or continue.
 
@@ -106,6 +135,8 @@ def trial_evaluation(
     bootstraps the ROC AUC gain on the same flights (`lib.trials.compare_paired`). The
     verdict follows the policy the trial started with (`lib.trials.decide_trial`); days
     without labels of both classes never count. The trial sensor acts on the verdict.
+    The day's online answers (`online_predictions`, by role) are reported beside the batch
+    evidence; the batch pairs decide, as every flight is scored by both models there.
     """
     from mlops_assets.lib.trials import days_between, decide_trial
 
@@ -128,6 +159,7 @@ def trial_evaluation(
         "outcome": verdict.outcome,
         "reason": verdict.reason,
         **_comparison_metadata(comparison),
+        **_online_metadata(online_predictions, flight_features, batch_predictions),
     }
     yield dg.Output(pairs, metadata={"dagster/row_count": len(pairs), **evidence})
 
@@ -181,6 +213,13 @@ def _comparison_metadata(comparison: Any) -> dict[str, Any]:
         "gain_lower_bound": round(comparison.low, 4),
         "gain_upper_bound": round(comparison.high, 4),
     }
+
+
+def _online_metadata(log: Any, labels: Any, batch: Any) -> dict[str, Any]:
+    """The day's online evidence (lines, challenger share, AUC by role) when there is any."""
+    from mlops_assets.lib.predictions import online_summary
+
+    return online_summary(log, labels, batch) if len(log) else {"online_lines": 0}
 
 
 def trial_requests(context: dg.SensorEvaluationContext) -> Iterator[Any]:

@@ -56,3 +56,51 @@ def labelled_days(pairs: pd.DataFrame) -> list[str]:
         return []
     classes = pairs.groupby("day")[LABEL_COLUMN].nunique()
     return sorted(str(day) for day in classes[classes == 2].index)
+
+
+def online_summary(log: pd.DataFrame, labels: pd.DataFrame, batch: pd.DataFrame) -> dict[str, Any]:
+    """What the service answered on a day, judged against the day's labels.
+
+    Args:
+        log: The day's prediction-log lines (``lib.prediction_log.COLUMNS``).
+        labels: The day's ``flight_features`` (flight key and label).
+        batch: The day's ``batch_predictions``: online answers of the same model version
+            must match them (the same scoring code), the largest gap is reported.
+
+    Returns:
+        Lines and requests, the share of served answers the challenger gave, and per role the
+        labelled flights and ROC AUC (when both classes are present).
+    """
+    from sklearn.metrics import roc_auc_score
+
+    out: dict[str, Any] = {"online_lines": len(log), "online_requests": log["request_id"].nunique()}
+    if log.empty:
+        return out
+    served = log[log["served"].astype(bool)]
+    if len(served):
+        out["online_challenger_share"] = round(float((served["role"] == "challenger").mean()), 4)
+    keyed = _keyed(log)
+    joined = keyed.merge(_keyed(labels)[[*KEY_COLUMNS, LABEL_COLUMN]], on=KEY_COLUMNS)
+    joined = joined.dropna(subset=[LABEL_COLUMN])
+    for role, rows in joined.groupby("role"):
+        rows = rows.drop_duplicates(KEY_COLUMNS, keep="last")
+        out[f"online_{role}_flights"] = len(rows)
+        if rows[LABEL_COLUMN].nunique() == 2:
+            auc = roc_auc_score(rows[LABEL_COLUMN].astype(bool), rows["probability"])
+            out[f"online_{role}_roc_auc"] = round(float(auc), 4)
+    same = keyed.merge(_keyed(batch), on=[*KEY_COLUMNS, "model_version"], suffixes=("", "_batch"))
+    if len(same):
+        gap = (same["probability"] - same["probability_batch"]).abs().max()
+        out["online_vs_batch_max_gap"] = float(gap)
+    return out
+
+
+def _keyed(frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame with its flight key (and model version) in one comparable form."""
+    out = frame.copy()
+    out["flight_date"] = pd.to_datetime(out["flight_date"]).dt.strftime("%Y-%m-%d")
+    out["flight"] = out["flight"].astype("int64")
+    out[["carrier", "origin"]] = out[["carrier", "origin"]].astype(str)
+    if "model_version" in out:
+        out["model_version"] = out["model_version"].astype(str)
+    return out

@@ -8,10 +8,13 @@ from typing import Any
 import dagster as dg
 
 from mlops_assets import settings
+from mlops_assets.lib.prediction_log import ROOT_VARIABLE as PREDICTION_LOG_VAR
+from mlops_assets.lib.prediction_log import default_root
 from mlops_assets.resources.bentos import BentoStore, local_bentos
 from mlops_assets.resources.data_registry import DataRegistryResource
 from mlops_assets.resources.lake import LakeIOManager, LakeReader
 from mlops_assets.resources.landing import LandingZone
+from mlops_assets.resources.prediction_log import PredictionLog
 from mlops_assets.resources.reports import ReportStore
 from mlops_assets.resources.tracking import MlflowTracking, local_tracking
 
@@ -32,6 +35,8 @@ OPTIONAL_PRODUCTION_VARS: dict[str, str] = {
     "(default <MLOPS_LAKE_URL>/reports)",
     "MLOPS_REPORTS_PUBLIC_URL": "web address that serves MLOPS_REPORTS_URL, for links in the UI "
     "(default: no links, paths only)",
+    PREDICTION_LOG_VAR: "where the prediction service logs its answers, read back daily "
+    "(default <MLOPS_LAKE_URL>/prediction_log)",
     "MLOPS_STATE_DIR": "local working folder of runs: registry work tree, BentoML store "
     "(default <project>/state)",
 }
@@ -53,6 +58,7 @@ def _local(env: Mapping[str, str]) -> dict[str, Any]:
         "data_registry": registry,
         "tracking": local_tracking(where.state),
         "bentos": local_bentos(where.state),
+        "prediction_log": PredictionLog(root=default_root(env)),
         "reports": ReportStore(
             base_url=str(where.reports),
             public_url=f"http://127.0.0.1:{settings.REPORTS_PORT}",
@@ -86,6 +92,10 @@ def _production(env: Mapping[str, str]) -> dict[str, Any]:
         ),
         "landing": LandingZone(url=dg.EnvVar("MLOPS_LANDING_URL")),
         "data_registry": registry,
+        "prediction_log": PredictionLog(
+            root=env.get(PREDICTION_LOG_VAR)
+            or env["MLOPS_LAKE_URL"].rstrip("/") + "/prediction_log"
+        ),
         # Bentos are built on the run's disk and exported for the image build.
         "bentos": BentoStore(
             home=str(where.bentoml_home),

@@ -208,9 +208,7 @@ def test_decay_requests_one_retraining_and_a_losing_challenger_changes_nothing(
             "ops": {
                 **request.run_config["ops"],
                 "candidate_model": {"config": {"n_estimators": 60}},
-                "model_gate": {
-                    "config": {"margin": 1.0, "min_roc_auc": 0.5, "min_pr_auc": 0.1}
-                },
+                "model_gate": {"config": {"margin": 1.0, "min_roc_auc": 0.5, "min_pr_auc": 0.1}},
             }
         },
         tags={
