@@ -94,6 +94,7 @@ def _demo(args: argparse.Namespace) -> int:
     ignore_deliberate_previews()
     from mlops_assets.definitions import defs
     from mlops_assets.defs.retraining import RETRAIN_SENSOR
+    from mlops_assets.defs.trials import TRIAL_SENSOR
     from mlops_assets.demo import read_history, run_closed_loop, summary_table
     from mlops_assets.local_daemon import LocalDaemon
 
@@ -106,7 +107,7 @@ def _demo(args: argparse.Namespace) -> int:
             defs,
             instance,
             where.dagster_home / "local_loop_cursors.json",
-            extra_sensors=(RETRAIN_SENSOR,),
+            extra_sensors=(RETRAIN_SENSOR, TRIAL_SENSOR),
         )
         report = run_closed_loop(
             defs,

@@ -20,6 +20,7 @@ import dagster as dg
 
 from mlops_assets.defs import jobs
 from mlops_assets.defs.retraining import RETRAIN_SENSOR
+from mlops_assets.defs.trials import TRIAL_SENSOR
 from mlops_assets.local_daemon import LocalDaemon, RunOutcome
 
 
@@ -35,6 +36,19 @@ class Retraining:
     decision: str = "no decision"
     gate_reason: str = ""
     challenger_version: str | None = None
+
+
+@dataclass
+class TrialRecord:
+    """A live trial: its evaluations day by day, and how it ended."""
+
+    version: str
+    start_day: str = ""
+    champion_version: str = ""
+    mode: str = ""
+    evaluations: list[dict[str, Any]] = field(default_factory=list)
+    status: str = "running"
+    reason: str = ""
 
 
 @dataclass
@@ -64,6 +78,7 @@ class History:
     retrainings: list[Retraining] = field(default_factory=list)
     decisions: list[dict[str, Any]] = field(default_factory=list)
     blocked: dict[str, str] = field(default_factory=dict)
+    trials: dict[str, TrialRecord] = field(default_factory=dict)
 
 
 def _metadata(event: Any) -> dict[str, Any]:
@@ -110,7 +125,38 @@ def read_history(instance: dg.DagsterInstance) -> History:
                 challenger_version=decision.get("challenger_version"),
             )
         )
+    history.trials = read_trials(instance)
     return history
+
+
+def read_trials(instance: dg.DagsterInstance) -> dict[str, TrialRecord]:
+    """Every live trial by version: its start, its daily evidence and its end."""
+    trials: dict[str, TrialRecord] = {}
+    for key, apply in (("model_trial", _apply_trial), ("trial_evaluation", _apply_evaluation)):
+        records = instance.fetch_materializations(
+            dg.AssetKey(key), limit=10_000, ascending=True
+        ).records
+        for record in records:
+            if record.asset_materialization:
+                apply(
+                    trials, {"day": record.partition_key, **_metadata(record.asset_materialization)}
+                )
+    return trials
+
+
+def _apply_trial(trials: dict[str, TrialRecord], meta: dict[str, Any]) -> None:
+    trial = trials.setdefault(str(meta["model_version"]), TrialRecord(str(meta["model_version"])))
+    if meta.get("status") == "running":
+        trial.start_day = str(meta.get("start_day", ""))
+        trial.champion_version = str(meta.get("champion_version", ""))
+        trial.mode = str(meta.get("mode", ""))
+    else:
+        trial.status, trial.reason = str(meta.get("status")), str(meta.get("reason", ""))
+
+
+def _apply_evaluation(trials: dict[str, TrialRecord], meta: dict[str, Any]) -> None:
+    version = str(meta["trial_version"])
+    trials.setdefault(version, TrialRecord(version)).evaluations.append(meta)
 
 
 def _apply_performance(day: DayRecord, meta: dict[str, Any]) -> None:
@@ -210,6 +256,8 @@ def run_closed_loop(
         for outcome in outcomes:
             if outcome.trigger == RETRAIN_SENSOR:
                 progress(f"  {day}: retraining ({'ok' if outcome.success else 'failed'})")
+            if outcome.trigger == TRIAL_SENSOR:
+                progress(f"  {day}: trial ended ({'ok' if outcome.success else 'failed'})")
         if day.weekday() == 6 or day == until:
             failed = sum(not o.success for o in week)
             progress(
@@ -260,6 +308,7 @@ def summary_table(history: History, outcomes: list[RunOutcome]) -> str:
                 f"{mean_share:.2f}" if mean_share is not None else "-",
                 len(retrainings),
                 sum(1 for r in retrainings if r.decision == "promoted"),
+                sum(1 for r in retrainings if r.decision == "trial"),
                 sum(1 for r in retrainings if r.decision == "rejected"),
                 ",".join(f"v{v}" for v in dict.fromkeys(versions)) or "-",
                 f"{mean_auc:.3f}" if mean_auc is not None else "-",
@@ -275,6 +324,7 @@ def summary_table(history: History, outcomes: list[RunOutcome]) -> str:
             "drift share",
             "retrainings",
             "promoted",
+            "on trial",
             "rejected",
             "champion",
             "daily AUC (unseen days)",
@@ -290,4 +340,26 @@ def summary_table(history: History, outcomes: list[RunOutcome]) -> str:
         lines.append(
             f"    -> run {r.run_id[:8]} {r.status}; gate: {r.decision}{version} {r.gate_reason}"
         )
-    return "\n".join(lines)
+    return "\n".join([*lines, *trial_lines(history.trials)])
+
+
+def trial_lines(trials: dict[str, TrialRecord]) -> list[str]:
+    """The live trials: each day's paired evidence, then the outcome."""
+    lines = ["", "live trials (both models score every new day; paired bootstrap decides):"]
+    if not trials:
+        lines.append("  none")
+    for trial in trials.values():
+        lines.append(
+            f"  v{trial.version} vs champion v{trial.champion_version} from {trial.start_day} "
+            f"({trial.mode})"
+        )
+        for e in trial.evaluations:
+            evidence = (
+                f"AUC {e['challenger_roc_auc']:.3f} vs {e['champion_roc_auc']:.3f}, "
+                f"gain {e['roc_auc_gain']:+.3f} (lower bound {e['gain_lower_bound']:+.3f})"
+                if "roc_auc_gain" in e
+                else "no labelled flights yet"
+            )
+            lines.append(f"    {e['day']}: {e['labelled_days']} labelled day(s), {evidence}")
+        lines.append(f"    -> {trial.status}{': ' + trial.reason if trial.reason else ''}")
+    return lines
