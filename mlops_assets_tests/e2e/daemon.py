@@ -18,7 +18,8 @@ from mlops_assets.dev_server import LOCATION, REPOSITORY, DevServer
 LANDING_SENSOR = "landing_sensor"
 AUTOMATION_SENSOR = "automation_sensor"
 RETRAIN_SENSOR = "retrain_sensor"
-SENSORS = (LANDING_SENSOR, AUTOMATION_SENSOR, RETRAIN_SENSOR)
+TRIAL_SENSOR = "trial_sensor"
+SENSORS = (LANDING_SENSOR, AUTOMATION_SENSOR, RETRAIN_SENSOR, TRIAL_SENSOR)
 SENSOR_TAG = "dagster/sensor_name"
 PARTITION_TAG = "dagster/partition"
 RUN_KEY_TAG = "dagster/run_key"

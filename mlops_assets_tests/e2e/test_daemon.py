@@ -394,7 +394,7 @@ def test_decay_landed_while_the_daemon_is_down_requests_one_retraining(loop: Clo
         # Versions are recorded as integers (MLflow's) in the gate's metadata.
         assert str(decision["challenger_version"]) == challenger, decision
         assert str(decision["champion_version"]) == "1", decision
-        assert decision["decision"] in ("promoted", "rejected"), decision
+        assert decision["decision"] in ("promoted", "trial", "rejected"), decision
         assert decision["reason"], decision
         print(f"gate on v{challenger}: {decision['decision']}: {decision['reason']}")
         if decision["decision"] == "promoted":
@@ -407,6 +407,21 @@ def test_decay_landed_while_the_daemon_is_down_requests_one_retraining(loop: Clo
                 PROMOTION_TIMEOUT,
                 what=f"bento and drift_reference of v{challenger}",
             )
+        elif decision["decision"] == "trial":
+            # A trial keeps the champion; the bento is rebuilt to carry the challenger too.
+            trials = server.materializations("model_trial", limit=1)
+            assert trials and trials[0]["runId"] == run["runId"], trials
+            wait_for(
+                lambda: str(
+                    (server.materializations("bento", limit=1) or [{}])[0]
+                    .get("metadata", {})
+                    .get("challenger_version")
+                )
+                == challenger,
+                PROMOTION_TIMEOUT,
+                what=f"a bento carrying v{challenger} on trial",
+            )
+            assert latest_version(server, "drift_reference") == "1"
         else:
             for asset in ("bento", "drift_reference"):
                 assert latest_version(server, asset) == "1", server.materializations(asset, limit=1)
