@@ -1,7 +1,6 @@
 # A thin facade over uv. Every target runs inside the locked environment.
 UV ?= uv
 UV_VERSION ?= 0.13.8
-DAYS ?= 56
 PORT ?= 3000
 SERVE_PORT ?= 3001
 REPORTS_PORT ?= 8008
@@ -12,15 +11,18 @@ STATE ?= $(or $(MLOPS_STATE_DIR),$(CURDIR)/state)
 export DAGSTER_DISABLE_TELEMETRY=true DO_NOT_TRACK=true DVC_NO_ANALYTICS=1 \
        MLFLOW_DISABLE_TELEMETRY=true BENTOML_DO_NOT_TRACK=true EVIDENTLY_DISABLE_TELEMETRY=1
 
-.PHONY: setup demo test test-fast template-check dev serve reports ui-check mlflow-ui lint typecheck \
+.PHONY: setup demo demo-year test test-fast template-check dev serve reports ui-check mlflow-ui lint typecheck \
 	bench clean
 
 setup:  ## install uv if missing, then the locked environment (.venv)
 	@command -v $(UV) >/dev/null 2>&1 || python3 -m pip install --quiet "uv==$(UV_VERSION)"
 	$(UV) sync --frozen
 
-demo: setup  ## the main job: the closed loop on $(DAYS) days of 2013 (bootstrap, then day by day)
-	$(UV) run --frozen mlops-assets demo --days $(DAYS)
+demo: setup  ## the main job: the closed loop on 24 days of Nov-Dec 2013, with a retraining and a live trial
+	$(UV) run --frozen mlops-assets demo
+
+demo-year: setup  ## the closed loop on the whole of 2013 (bootstrap on January's first four weeks)
+	$(UV) run --frozen mlops-assets demo --start 2013-01-01 --bootstrap-days 28 --days 365
 
 test: setup  ## the whole test suite (unit, assets, end-to-end)
 	$(UV) run --frozen pytest
