@@ -69,6 +69,7 @@ STATE_FOLDERS = {
     "dvc_remote": "dvc-remote",
     "reports": "reports",
     "bentoml_home": "bentoml",
+    "prediction_log": "prediction_log",
 }
 
 
@@ -86,6 +87,8 @@ class Locations:
         reports: Monitoring reports (Evidently HTML and JSON), served by ``make reports``.
         bentoml_home: BentoML store (models and bentos of the service; exports in
             ``exports``).
+        prediction_log: The online prediction log (JSON lines per flight date), unless
+            ``MLOPS_PREDICTION_LOG`` names another root.
     """
 
     state: Path
@@ -96,6 +99,7 @@ class Locations:
     dvc_remote: Path = field(init=False)
     reports: Path = field(init=False)
     bentoml_home: Path = field(init=False)
+    prediction_log: Path = field(init=False)
 
     def __post_init__(self) -> None:
         for name, folder in STATE_FOLDERS.items():
