@@ -59,11 +59,26 @@ class BentoStore(dg.ConfigurableResource):
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
         return env
 
-    def build(self, bundle: Any, labels: dict[str, str]) -> dict[str, Any]:
+    def build(
+        self,
+        bundle: Any,
+        labels: dict[str, str],
+        challenger: Any = None,
+        trial: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
         """Builds and exports a Bento serving ``bundle`` (a ``ScoringBundle``).
 
+        Args:
+            bundle: The champion's ``ScoringBundle``.
+            labels: Labels of the model and the Bento.
+            challenger: The challenger's ``ScoringBundle`` (its ``model`` dict holds its
+                identity), stored beside the champion for shadow, canary and A/B trials.
+            trial: The Bento's default serving mode, ``{"mode": str, "share": float}``
+                (overridden at start by ``MLOPS_SERVING_MODE`` / ``MLOPS_CANARY_SHARE``).
+
         Returns:
-            ``bento_tag``, ``model_tag``, ``bento_path``, ``size_bytes``, ``export_path``.
+            ``bento_tag``, ``model_tag``, ``challenger_model_tag`` (None without a
+            challenger), ``bento_path``, ``size_bytes``, ``export_path``.
 
         Raises:
             BentoBuildError: with the tail of the build's output.
@@ -73,17 +88,22 @@ class BentoStore(dg.ConfigurableResource):
             raise BentoBuildError("building a Bento needs `uv` on PATH (BentoML calls it)")
         Path(self.home).mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=self.home, prefix="bundle-") as folder:
-            bundle.save(Path(folder))
+            bundle.save(Path(folder) / "champion")
             command = [
                 sys.executable,
                 "-m",
                 "mlops_assets.serving.build",
-                folder,
+                str(Path(folder) / "champion"),
                 "--labels",
                 json.dumps(labels),
                 "--export-dir",
                 self.export_dir,
+                "--trial",
+                json.dumps(trial),
             ]
+            if challenger is not None:
+                challenger.save(Path(folder) / "challenger")
+                command += ["--challenger", str(Path(folder) / "challenger")]
             try:
                 done = subprocess.run(
                     command,

@@ -1,11 +1,19 @@
-"""The flight-delay prediction service (BentoML), serving the champion model.
+"""The flight-delay prediction service (BentoML): the champion, and a challenger on trial.
 
 Endpoints (JSON over HTTP, OpenAPI at ``/docs.json``):
 
 - ``POST /predict``: one flight -> probability of a 15+ minute arrival delay, the decision at
-  the model's threshold, and the model version that answered;
+  the model's threshold, and the model version and role (champion or challenger) that
+  answered;
 - ``POST /predict_batch``: ``{"flights": [...]}`` with 1 to ``MAX_BATCH`` flights;
 - ``GET /livez``, ``/readyz``, ``/healthz`` and ``/metrics`` (Prometheus): always open.
+
+A Bento holds the champion and, during a trial, a challenger. The serving mode is read once
+at start (``serving.modes``: ``MLOPS_SERVING_MODE``, ``MLOPS_CANARY_SHARE``, defaults recorded
+in the Bento): ``off``, ``shadow`` (the challenger scores off the response path), ``canary``
+(a sticky share of flights answered by the challenger) or ``ab`` (canary routing, the other
+model scoring off the path). Every prediction, shadow ones included, goes to the prediction
+log (``lib.prediction_log``, root ``MLOPS_PREDICTION_LOG``).
 
 The request model is generated from the landing data contracts (``lib.scoring``), and a
 request is scored through the pipeline's own feature code, so the API and the pipeline
@@ -19,7 +27,12 @@ location.
 
 import gc
 import json
+import logging
 import os
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +41,7 @@ from pydantic import BaseModel, Field
 
 from mlops_assets import settings
 from mlops_assets.lib import runtime
+from mlops_assets.lib.prediction_log import PredictionLogWriter, default_root, log_line
 from mlops_assets.lib.scoring import (
     EXAMPLE_REQUEST,
     MAX_BATCH,
@@ -37,29 +51,68 @@ from mlops_assets.lib.scoring import (
     score,
 )
 from mlops_assets.serving.guard import ApiGuard, api_key_from_environment
+from mlops_assets.serving.modes import CHALLENGER, CHAMPION, serving_mode_from_environment
 
 MODEL_NAME = settings.MODEL_NAME
+CHALLENGER_NAME = f"{MODEL_NAME}_challenger"
+# Off-path scoring waiting beyond this many flights is dropped (and counted as failed): a slow
+# challenger must not grow the worker's memory without bound.
+MAX_SHADOW_BACKLOG = 20_000
+SHUTDOWN_WAIT_S = 10.0
+
+logger = logging.getLogger(__name__)
 
 
-def _model_tag() -> str:
-    """The model this service serves.
+def _manifest() -> dict[str, Any]:
+    """The Bento's own ``bento.yaml`` when served from a Bento, else {}."""
+    manifest = Path(__file__).resolve().parents[3] / "bento.yaml"  # <bento>/src/mlops_assets/...
+    if not manifest.exists():
+        return {}
+    import yaml
+
+    return dict(yaml.safe_load(manifest.read_text()) or {})
+
+
+def _model_tag(
+    manifest: dict[str, Any], name: str, variable: str, default: str | None
+) -> str | None:
+    """The tag of model ``name`` this service serves.
 
     Served from a Bento (``bentoml serve <tag>``, or the image built from it): exactly the
     model its ``bento.yaml`` names, whatever else the store holds. While building, the model
-    the build just stored (``MLOPS_BENTO_MODEL``). From source: the newest in the store.
+    the build just stored (``variable``). From source: ``default``.
     """
-    manifest = Path(__file__).resolve().parents[3] / "bento.yaml"  # <bento>/src/mlops_assets/...
-    if manifest.exists():
-        import yaml
-
-        for model in yaml.safe_load(manifest.read_text()).get("models") or []:
-            if str(model.get("tag", "")).startswith(f"{MODEL_NAME}:"):
+    if manifest:
+        for model in manifest.get("models") or []:
+            if str(model.get("tag", "")).startswith(f"{name}:"):
                 return str(model["tag"])
-    return os.environ.get("MLOPS_BENTO_MODEL", f"{MODEL_NAME}:latest")
+        return None
+    return os.environ.get(variable, default)
 
 
-_STORED = bentoml.models.get(_model_tag())
+def _trial_labels(manifest: dict[str, Any]) -> dict[str, str]:
+    if manifest:
+        return {str(k): str(v) for k, v in (manifest.get("labels") or {}).items()}
+    return dict(json.loads(os.environ.get("MLOPS_BENTO_TRIAL", "{}")))
+
+
+_MANIFEST = _manifest()
+_CHAMPION_TAG = _model_tag(_MANIFEST, MODEL_NAME, "MLOPS_BENTO_MODEL", f"{MODEL_NAME}:latest")
+if _CHAMPION_TAG is None:
+    raise RuntimeError(f"the Bento's bento.yaml names no {MODEL_NAME} model")
+_CHALLENGER_TAG = _model_tag(_MANIFEST, CHALLENGER_NAME, "MLOPS_BENTO_CHALLENGER", None)
+_TRIAL = _trial_labels(_MANIFEST)
+# Read once at start; a bad setting stops the server here, with a message naming it.
+SERVING_MODE = serving_mode_from_environment(
+    os.environ,
+    _TRIAL.get("trial_mode"),
+    float(_TRIAL["trial_share"]) if "trial_share" in _TRIAL else None,
+    has_challenger=_CHALLENGER_TAG is not None,
+)
+
+_STORED = bentoml.models.get(_CHAMPION_TAG)
 MODEL = bentoml.models.BentoModel(_STORED.tag)
+CHALLENGER_MODEL = bentoml.models.BentoModel(_CHALLENGER_TAG) if _CHALLENGER_TAG else None
 _CODES = json.loads((Path(_STORED.path) / "reference.json").read_text())
 FlightRequest: Any = request_model(request_fields(_CODES["carriers"], _CODES["airports"]))
 
@@ -86,6 +139,7 @@ class Prediction(BaseModel):
     delayed: bool = Field(description="probability >= threshold")
     threshold: float = Field(description="The model's decision threshold.")
     model_version: str = Field(description="Registered version of the model that answered.")
+    role: str = Field(description="Role of the model that answered: champion or challenger.")
 
 
 class Predictions(BaseModel):
@@ -94,9 +148,10 @@ class Predictions(BaseModel):
     predictions: list[Prediction]
 
 
-# Exact versions of what scoring imports at run time, the same list the MLflow model pins.
+# Exact versions of what scoring imports at run time, the same list the MLflow model pins,
+# plus what writes the prediction log to a folder or an object store.
 IMAGE = bentoml.images.Image(python_version="3.11", lock_python_packages=False).python_packages(
-    *runtime.pinned_requirements()
+    *runtime.pinned_requirements(extra=("universal_pathlib", "fsspec", "s3fs"))
 )
 
 
@@ -110,43 +165,168 @@ class FlightDelay:
     """Probability that a scheduled flight arrives 15+ minutes late."""
 
     model = MODEL
+    if CHALLENGER_MODEL is not None:  # declared only when the Bento holds one
+        challenger_model = CHALLENGER_MODEL
 
     def __init__(self) -> None:
+        self.mode = SERVING_MODE
         stored: Any = self.model
-        self.bundle = ScoringBundle.load(Path(stored.path))
+        self.bundles = {CHAMPION: ScoringBundle.load(Path(stored.path))}
+        if self.mode.uses_challenger:
+            challenger: Any = self.challenger_model
+            self.bundles[CHALLENGER] = ScoringBundle.load(Path(challenger.path))
+        roles = ["model_version", "role"]
         self.probability = bentoml.metrics.Histogram(
             name=f"{MODEL_NAME}_probability",
             documentation="Predicted probability of a 15+ minute arrival delay",
+            labelnames=roles,
             buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0),
         )
+        self.predictions = bentoml.metrics.Counter(
+            name=f"{MODEL_NAME}_predictions",
+            documentation="Flights scored, by model; served=false: scored off the response path",
+            labelnames=[*roles, "served"],
+        )
+        self.latency = bentoml.metrics.Histogram(
+            name=f"{MODEL_NAME}_scoring_seconds",
+            documentation="Time to score one call's flights (features and model), by model",
+            labelnames=roles,
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0),
+        )
+        self.shadow_failures = bentoml.metrics.Counter(
+            name=f"{MODEL_NAME}_shadow_failures",
+            documentation="Flights the model scoring off the response path failed to score",
+            labelnames=roles,
+        )
+        self.log_lost = bentoml.metrics.Counter(
+            name=f"{MODEL_NAME}_prediction_log_lost_lines",
+            documentation="Prediction log lines that could not be written",
+        )
+        self.log = PredictionLogWriter(default_root(), on_lost=lambda n: self.log_lost.inc(n))
+        # One thread: off-path work runs in arrival order and never competes with itself.
+        self.shadow = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shadow-scoring")
+        self._backlog = 0
+        self._backlog_lock = threading.Lock()
+        logger.info(
+            "serving mode %s (challenger share %s), models %s, prediction log %s",
+            self.mode.mode,
+            self.mode.share,
+            {role: b.model.get("model_version", "") for role, b in self.bundles.items()},
+            self.log.root,
+        )
         # Warm up (imports, model parsing) before the first request is answered.
-        score(self.bundle, [FlightRequest(**EXAMPLE_REQUEST).model_dump()])
+        example = [FlightRequest(**EXAMPLE_REQUEST).model_dump()]
+        score(self.bundles[CHAMPION], example)
+        if CHALLENGER in self.bundles:
+            try:
+                score(self.bundles[CHALLENGER], example)
+            except Exception as error:
+                if self.mode.mode != "shadow":  # it would answer callers: refuse to start
+                    raise RuntimeError(f"the challenger cannot score: {error!r}") from error
+                logger.error("the shadow challenger cannot score: %r", error)
         # Start-up objects never die: keep them out of the garbage collector's full passes,
         # which otherwise pause a request for 0.2-0.3 s every few seconds under load.
         gc.collect()
         gc.freeze()
 
-    def _score(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        results = score(self.bundle, requests)
+    def _version(self, role: str) -> str:
+        return str(self.bundles[role].model.get("model_version", ""))
+
+    def _score(
+        self, role: str, requests: list[dict[str, Any]], served: bool
+    ) -> list[dict[str, Any]]:
+        """Scores with one model and records its metrics."""
+        version = self._version(role)
+        start = time.perf_counter()
+        results = score(self.bundles[role], requests)
+        self.latency.labels(model_version=version, role=role).observe(time.perf_counter() - start)
+        self.predictions.labels(model_version=version, role=role, served=str(served).lower()).inc(
+            len(results)
+        )
+        histogram = self.probability.labels(model_version=version, role=role)
         for result in results:
-            self.probability.observe(result["probability"])
+            histogram.observe(result["probability"])
         return results
+
+    def _answer(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The answers in request order; off-path scoring queued, every line logged."""
+        ids = [uuid.uuid4().hex for _ in requests]
+        roles = [self.mode.answering_role(r) for r in requests]
+        answers: list[dict[str, Any]] = [{} for _ in requests]
+        lines = []
+        for role in (CHAMPION, CHALLENGER):
+            chosen = [i for i, r in enumerate(roles) if r == role]
+            if not chosen:
+                continue
+            results = self._score(role, [requests[i] for i in chosen], served=True)
+            for i, result in zip(chosen, results, strict=True):
+                answers[i] = {**result, "role": role}
+                lines.append(
+                    log_line(result, request_id=ids[i], role=role, served=True, mode=self.mode.mode)
+                )
+            other = self.mode.shadow_role(role)
+            if other is not None:
+                self._off_path(other, [requests[i] for i in chosen], [ids[i] for i in chosen])
+        self.log.append(lines)
+        return answers
+
+    def _off_path(self, role: str, requests: list[dict[str, Any]], ids: list[str]) -> None:
+        """Queues scoring by ``role`` on the shadow thread; the caller does not wait for it."""
+        with self._backlog_lock:
+            if self._backlog + len(requests) > MAX_SHADOW_BACKLOG:
+                full = True
+            else:
+                full = False
+                self._backlog += len(requests)
+        if full:
+            self.shadow_failures.labels(model_version=self._version(role), role=role).inc(
+                len(requests)
+            )
+            logger.warning("off-path scoring backlog full: %d flights dropped", len(requests))
+            return
+        self.shadow.submit(self._score_off_path, role, requests, ids)
+
+    def _score_off_path(self, role: str, requests: list[dict[str, Any]], ids: list[str]) -> None:
+        try:
+            results = self._score(role, requests, served=False)
+            self.log.append(
+                [
+                    log_line(r, request_id=i, role=role, served=False, mode=self.mode.mode)
+                    for r, i in zip(results, ids, strict=True)
+                ]
+            )
+        except Exception as error:  # the answer is already on its way: count, log, go on
+            self.shadow_failures.labels(model_version=self._version(role), role=role).inc(
+                len(requests)
+            )
+            logger.error("off-path scoring by the %s failed: %r", role, error)
+        finally:
+            with self._backlog_lock:
+                self._backlog -= len(requests)
 
     @bentoml.api(input_spec=FlightRequest, output_spec=Prediction)
     def predict(self, **flight: Any) -> Prediction:
         """Scores one flight."""
-        return Prediction(**self._score([flight])[0])
+        return Prediction(**self._answer([flight])[0])
 
     @bentoml.api(input_spec=FlightBatch, output_spec=Predictions)
     def predict_batch(self, flights: list[Any]) -> Predictions:
         """Scores 1 to MAX_BATCH flights in one call (answers in request order)."""
-        results = self._score([f.model_dump() for f in flights])
+        results = self._answer([f.model_dump() for f in flights])
         return Predictions(predictions=[Prediction(**r) for r in results])
 
     @bentoml.api(route="/model")
     def model_info(self) -> dict[str, Any]:
-        """Identity of the model that answers: name, version, MLflow run, training data."""
-        return dict(self.bundle.model)
+        """Identity of the champion: name, version, MLflow run, training data."""
+        return dict(self.bundles[CHAMPION].model)
+
+    @bentoml.on_shutdown
+    def shutdown(self) -> None:
+        """Finishes the off-path scoring already queued, then writes the log's last lines."""
+        waiter = threading.Thread(target=self.shadow.shutdown, kwargs={"wait": True})
+        waiter.start()
+        waiter.join(SHUTDOWN_WAIT_S)
+        self.log.close()
 
 
 FlightDelay.add_asgi_middleware(ApiGuard, api_key=api_key_from_environment())  # type: ignore[attr-defined]

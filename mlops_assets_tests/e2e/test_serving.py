@@ -146,7 +146,15 @@ def offline(deployment: Deployment) -> pd.DataFrame:
 
 
 def assert_prediction(answer: dict[str, Any], request: dict[str, Any], version: str) -> None:
-    assert set(answer) == {*KEY_COLUMNS, "probability", "delayed", "threshold", "model_version"}
+    assert set(answer) == {
+        *KEY_COLUMNS,
+        "probability",
+        "delayed",
+        "threshold",
+        "model_version",
+        "role",
+    }
+    assert answer["role"] == "champion", answer  # a Bento without a challenger
     assert key_of(answer) == key_of(request), (answer, request)
     assert 0.0 <= answer["probability"] <= 1.0, answer
     assert 0.0 < answer["threshold"] < 1.0, answer
@@ -533,12 +541,20 @@ SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?P<labels>\{[^}]*\})? 
 
 
 def histogram(text: str) -> dict[str, float]:
-    """The samples of the prediction histogram: ``_count``, ``_sum`` and each bucket."""
-    samples = {}
+    """The samples of the prediction histogram: ``_count``, ``_sum`` and each bucket.
+
+    Summed over the model labels (``model_version``, ``role``): only the champion answers
+    here, and the sums do not depend on the labels' order.
+    """
+    samples: dict[str, float] = {}
     for line in text.splitlines():
         match = SAMPLE.match(line)
         if match and match["name"].startswith(HISTOGRAM):
-            samples[match["name"] + (match["labels"] or "")] = float(match["value"])
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', match["labels"] or ""))
+            assert set(labels) - {"le"} == {"model_version", "role"}, line
+            assert labels["role"] == "champion", line
+            name = match["name"] + (f'{{le="{labels["le"]}"}}' if "le" in labels else "")
+            samples[name] = samples.get(name, 0.0) + float(match["value"])
     return samples
 
 
