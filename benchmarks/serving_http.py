@@ -176,10 +176,13 @@ def _alive(pid: int) -> bool:
 class Server:
     """``bentoml serve <tag>`` on loopback, in its own process group."""
 
-    def __init__(self, tag: str, home: Path, log_path: Path) -> None:
+    def __init__(
+        self, tag: str, home: Path, log_path: Path, extra_env: dict[str, str] | None = None
+    ) -> None:
         self.port = free_port()
         env = {k: v for k, v in os.environ.items() if k not in ("MLOPS_API_KEY", "MLOPS_ENV")}
         env.update({"BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true"})
+        env.update(extra_env or {})  # e.g. the serving mode and the prediction log's root
         self.log_path = log_path
         self.log = log_path.open("wb")
         command = [sys.executable, "-m", "bentoml", "serve", tag]
