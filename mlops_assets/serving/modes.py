@@ -106,10 +106,9 @@ def serving_mode_from_environment(
         try:
             share = float(raw_share)
         except ValueError:
-            raise ValueError(
-                f"{SHARE_VARIABLE} must be a number in [0, 1], got {raw_share!r}"
-            ) from None
-        _check_share(share, SHARE_VARIABLE)
+            share = float("nan")
+        if not 0.0 <= share <= 1.0:  # NaN fails this too
+            raise ValueError(f"{SHARE_VARIABLE} must be a number in [0, 1], got {raw_share!r}")
     elif bento_default_share is not None and (bento_default_mode == mode or mode == "canary"):
         share = float(bento_default_share)
     else:

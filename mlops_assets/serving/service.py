@@ -102,13 +102,18 @@ if _CHAMPION_TAG is None:
     raise RuntimeError(f"the Bento's bento.yaml names no {MODEL_NAME} model")
 _CHALLENGER_TAG = _model_tag(_MANIFEST, CHALLENGER_NAME, "MLOPS_BENTO_CHALLENGER", None)
 _TRIAL = _trial_labels(_MANIFEST)
-# Read once at start; a bad setting stops the server here, with a message naming it.
-SERVING_MODE = serving_mode_from_environment(
-    os.environ,
-    _TRIAL.get("trial_mode"),
-    float(_TRIAL["trial_share"]) if "trial_share" in _TRIAL else None,
-    has_challenger=_CHALLENGER_TAG is not None,
-)
+# Read once at start; a bad setting stops the server here, with a message naming it. Raised as
+# RuntimeError: `bentoml serve` takes a ValueError while loading a Bento for "not a Bento" and
+# reports an unrelated import error instead.
+try:
+    SERVING_MODE = serving_mode_from_environment(
+        os.environ,
+        _TRIAL.get("trial_mode"),
+        float(_TRIAL["trial_share"]) if "trial_share" in _TRIAL else None,
+        has_challenger=_CHALLENGER_TAG is not None,
+    )
+except ValueError as error:
+    raise RuntimeError(str(error)) from None
 
 _STORED = bentoml.models.get(_CHAMPION_TAG)
 MODEL = bentoml.models.BentoModel(_STORED.tag)

@@ -8,13 +8,14 @@ a feature that does not exist). Each server gets a prediction log root of its ow
 
 Checked: shadow answers equal the champion-only service's for every flight of the day, and
 the log holds a served champion line and an unserved challenger line per request; the 20 %
-canary routes exactly the flights ``routes_to_challenger`` names (its observed share near 20
-%), each role's metrics move by its count, and a restarted service routes them the same way
-(the log of the stopped one is flushed at shutdown); a failing shadow model and an
+canary routes exactly the flights ``routes_to_challenger`` names (its observed share near
+0.2), each role's metrics move by its count, and a restarted service routes them the same way
+(the log of the stopped one is flushed at shutdown); A/B answers half the flights with each
+model and logs a served and an unserved line for every request; a failing shadow model and an
 unwritable log change no answer and are counted in ``/metrics``; a trial mode without a
 challenger, and a share outside [0, 1], refuse to start with a message naming the setting.
 
-Runtime: the deployment (75-120 s), two Bento builds (~15 s each), seven servers (~8 s each).
+Runtime: the deployment (75-120 s), two Bento builds (~15 s each), eight servers (~8 s each).
 """
 
 from __future__ import annotations
@@ -328,6 +329,31 @@ def test_a_canary_routes_the_expected_flights_and_keeps_them_after_a_restart(
                 flight_key(request), SHARE
             )
     servers.stop(again)
+
+
+def test_ab_answers_half_and_pairs_every_request_with_the_other_model(
+    deployment: Deployment,
+    servers: Servers,
+    trial_bento: dict,
+    flights: list[dict[str, Any]],
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "log"
+    env = {MODE_VARIABLE: "ab", ROOT_VARIABLE: str(root)}  # default share 0.5
+    server = served(deployment, servers, trial_bento["bento_tag"], env)
+    expected = [routes_to_challenger(flight_key(r), 0.5) for r in flights]
+    with server.report_on_failure():
+        answers = answer_all(server, flights)
+        assert [a["role"] == "challenger" for a in answers] == expected
+        log = wait_for_lines(root, 2 * len(flights))
+    assert len(log) == 2 * len(flights)
+    assert set(log["mode"]) == {"ab"}
+    for _, pair in log.groupby("request_id"):
+        assert sorted(pair["role"]) == ["challenger", "champion"], pair
+        assert sorted(pair["served"]) == [False, True], pair
+    served_lines = log[log["served"]]
+    assert (served_lines["role"] == "challenger").sum() == sum(expected)
+    servers.stop(server)
 
 
 # -- faults -----------------------------------------------------------------------------------
