@@ -29,10 +29,8 @@ import gc
 import json
 import logging
 import os
-import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -52,12 +50,10 @@ from mlops_assets.lib.scoring import (
 )
 from mlops_assets.serving.guard import ApiGuard, api_key_from_environment
 from mlops_assets.serving.modes import CHALLENGER, CHAMPION, serving_mode_from_environment
+from mlops_assets.serving.off_path import OffPathQueue
 
 MODEL_NAME = settings.MODEL_NAME
 CHALLENGER_NAME = f"{MODEL_NAME}_challenger"
-# Off-path scoring waiting beyond this many flights is dropped (and counted as failed): a slow
-# challenger must not grow the worker's memory without bound.
-MAX_SHADOW_BACKLOG = 20_000
 SHUTDOWN_WAIT_S = 10.0
 
 logger = logging.getLogger(__name__)
@@ -208,10 +204,7 @@ class FlightDelay:
             documentation="Prediction log lines that could not be written",
         )
         self.log = PredictionLogWriter(default_root(), on_lost=lambda n: self.log_lost.inc(n))
-        # One thread: off-path work runs in arrival order and never competes with itself.
-        self.shadow = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shadow-scoring")
-        self._backlog = 0
-        self._backlog_lock = threading.Lock()
+        self.off_path = OffPathQueue(self._score_off_path, self._count_shadow_failures)
         logger.info(
             "serving mode %s (challenger share %s), models %s, prediction log %s",
             self.mode.mode,
@@ -271,43 +264,28 @@ class FlightDelay:
                 )
             other = self.mode.shadow_role(role)
             if other is not None:
-                self._off_path(other, [requests[i] for i in chosen], [ids[i] for i in chosen])
+                self.off_path.put(other, [requests[i] for i in chosen], [ids[i] for i in chosen])
         self.log.append(lines)
         return answers
 
-    def _off_path(self, role: str, requests: list[dict[str, Any]], ids: list[str]) -> None:
-        """Queues scoring by ``role`` on the shadow thread; the caller does not wait for it."""
-        with self._backlog_lock:
-            if self._backlog + len(requests) > MAX_SHADOW_BACKLOG:
-                full = True
-            else:
-                full = False
-                self._backlog += len(requests)
-        if full:
-            self.shadow_failures.labels(model_version=self._version(role), role=role).inc(
-                len(requests)
-            )
-            logger.warning("off-path scoring backlog full: %d flights dropped", len(requests))
-            return
-        self.shadow.submit(self._score_off_path, role, requests, ids)
-
     def _score_off_path(self, role: str, requests: list[dict[str, Any]], ids: list[str]) -> None:
+        """Scores a batch of the off-path queue (its thread) and logs it as not served."""
         try:
             results = self._score(role, requests, served=False)
-            self.log.append(
-                [
-                    log_line(r, request_id=i, role=role, served=False, mode=self.mode.mode)
-                    for r, i in zip(results, ids, strict=True)
-                ]
-            )
-        except Exception as error:  # the answer is already on its way: count, log, go on
-            self.shadow_failures.labels(model_version=self._version(role), role=role).inc(
-                len(requests)
-            )
+        except Exception as error:  # the answers are long gone: count, log, go on
+            self._count_shadow_failures(role, len(requests))
             logger.error("off-path scoring by the %s failed: %r", role, error)
-        finally:
-            with self._backlog_lock:
-                self._backlog -= len(requests)
+            return
+        mode = self.mode.mode
+        self.log.append(
+            [
+                log_line(r, request_id=i, role=role, served=False, mode=mode)
+                for r, i in zip(results, ids, strict=True)
+            ]
+        )
+
+    def _count_shadow_failures(self, role: str, count: int) -> None:
+        self.shadow_failures.labels(model_version=self._version(role), role=role).inc(count)
 
     @bentoml.api(input_spec=FlightRequest, output_spec=Prediction)
     def predict(self, **flight: Any) -> Prediction:
@@ -327,10 +305,8 @@ class FlightDelay:
 
     @bentoml.on_shutdown
     def shutdown(self) -> None:
-        """Finishes the off-path scoring already queued, then writes the log's last lines."""
-        waiter = threading.Thread(target=self.shadow.shutdown, kwargs={"wait": True})
-        waiter.start()
-        waiter.join(SHUTDOWN_WAIT_S)
+        """Scores what waits off the path, then writes the log's last lines."""
+        self.off_path.close(SHUTDOWN_WAIT_S)
         self.log.close()
 
 
