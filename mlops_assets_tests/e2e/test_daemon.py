@@ -412,12 +412,14 @@ def test_decay_landed_while_the_daemon_is_down_requests_one_retraining(loop: Clo
             trials = server.materializations("model_trial", limit=1)
             assert trials and trials[0]["runId"] == run["runId"], trials
             wait_for(
-                lambda: str(
-                    (server.materializations("bento", limit=1) or [{}])[0]
-                    .get("metadata", {})
-                    .get("challenger_version")
-                )
-                == challenger,
+                lambda: (
+                    str(
+                        (server.materializations("bento", limit=1) or [{}])[0]
+                        .get("metadata", {})
+                        .get("challenger_version")
+                    )
+                    == challenger
+                ),
                 PROMOTION_TIMEOUT,
                 what=f"a bento carrying v{challenger} on trial",
             )
