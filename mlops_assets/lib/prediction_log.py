@@ -217,8 +217,17 @@ def read_day(root: str, day: str) -> pd.DataFrame:
 
 
 def default_root(env: Mapping[str, str] | None = None) -> str:
-    """``MLOPS_PREDICTION_LOG``, else the state folder's ``prediction_log``."""
+    """Where the prediction log goes when nothing else says.
+
+    ``MLOPS_PREDICTION_LOG``; else in production ``<MLOPS_LAKE_URL>/prediction_log`` (where the
+    pipeline reads it back); else the state folder's ``prediction_log``.
+    """
     from mlops_assets import settings
 
     env = os.environ if env is None else env
-    return env.get(ROOT_VARIABLE) or str(settings.locations(dict(env)).prediction_log)
+    if env.get(ROOT_VARIABLE):
+        return env[ROOT_VARIABLE]
+    lake = env.get("MLOPS_LAKE_URL", "")
+    if env.get(settings.ENV_VAR, "local").strip().lower() == "production" and lake:
+        return lake.rstrip("/") + "/prediction_log"
+    return str(settings.locations(dict(env)).prediction_log)

@@ -127,3 +127,6 @@ def test_the_default_root_is_the_state_folder_unless_set(tmp_path: Path):
     assert default_root({"MLOPS_PREDICTION_LOG": "s3://lake/predictions"}) == (
         "s3://lake/predictions"
     )
+    production = {"MLOPS_ENV": "production", "MLOPS_LAKE_URL": "s3://mlops/lake/"}
+    assert default_root(production) == "s3://mlops/lake/prediction_log"  # where it is read
+    assert default_root({**production, "MLOPS_PREDICTION_LOG": "/var/log/p"}) == "/var/log/p"
