@@ -20,7 +20,13 @@ REFERENCE_TABLES = dg.AssetSelection.assets(planes, airports, airlines)
     deps=[CHAMPION_KEY, TRIAL_KEY],
     # A new champion or a trial's start or end rebuilds the bundle; reference updates reach
     # the next build.
-    automation_condition=dg.AutomationCondition.eager().ignore(REFERENCE_TABLES),
+    # `model_trial` is missing until the first trial: that must not hold back the first build.
+    automation_condition=dg.AutomationCondition.eager()
+    .replace(
+        "any_deps_missing",
+        dg.AutomationCondition.any_deps_missing().ignore(dg.AssetSelection.assets(TRIAL_KEY)),
+    )
+    .ignore(REFERENCE_TABLES),
     kinds={"bentoml"},
 )
 def bento(

@@ -6,7 +6,7 @@ The decision rule is the plain function ``lib.trials.decide_trial``.
 """
 
 from collections.abc import Iterator
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 import dagster as dg
@@ -168,10 +168,10 @@ def _trial_pairs(lake: LakeReader, trial: Trial, day: str, today: tuple[Any, ...
     """Labelled pairs of every trial day up to ``day`` (this day from the step's inputs)."""
     import pandas as pd
 
-    from mlops_assets.lib.modeling import TrainingWindow
     from mlops_assets.lib.predictions import labelled_pairs
 
-    earlier = TrainingWindow.spanning(trial.start_day, date.fromisoformat(day)).keys()[:-1]
+    span = (date.fromisoformat(day) - trial.start_day).days
+    earlier = [(trial.start_day + timedelta(days=i)).isoformat() for i in range(span)]
     frames = {
         name: lake.read_partitions(name, earlier)
         for name in ("flight_features", "batch_predictions", "challenger_predictions")

@@ -86,6 +86,8 @@ def test_trial_days_are_scored_by_both_and_the_evidence_promotes(world: Deployme
     version = _alias(world, model_tags.TRIAL)
     first = PREDICT_DAY + timedelta(days=1)
     world.land(first)
+    failed = [o.failure_report() for o in world.loop.state.outcomes if not o.success]
+    assert not failed, failed
     key = first.isoformat()
     challenger = world.metadata("challenger_predictions", key)
     assert (challenger["model_version"], challenger["champion_version"]) == (version, "1")
