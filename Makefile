@@ -18,7 +18,7 @@ setup:  ## install uv if missing, then the locked environment (.venv)
 	@command -v $(UV) >/dev/null 2>&1 || python3 -m pip install --quiet "uv==$(UV_VERSION)"
 	$(UV) sync --frozen
 
-demo: setup  ## the main job: the closed loop on 24 days of Nov-Dec 2013, with a retraining and a live trial
+demo: setup  ## the main job: the closed loop on 31 days of Jul-Aug 2013: a retraining, a live trial, a promotion
 	$(UV) run --frozen mlops-assets demo
 
 demo-year: setup  ## the closed loop on the whole of 2013 (bootstrap on January's first four weeks)

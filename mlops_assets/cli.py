@@ -71,12 +71,12 @@ def _replay(args: argparse.Namespace) -> int:
     return 0
 
 
-# The main job's default window: a champion trained on two weeks of November decays over
-# Thanksgiving week, the retraining's challenger passes the gate and a three-day shadow trial
-# decides it (docs/monitoring.md).
-DEMO_START = date(2013, 11, 13)
-DEMO_BOOTSTRAP_DAYS = 14
-DEMO_DAYS = 24  # in all, bootstrap included
+# The main job's default window: a champion trained on three weeks of July decays in early
+# August, the retraining's challenger passes the gate and a three-day shadow trial promotes
+# it (docs/monitoring.md). The retraining's 28-day window lies inside the replayed days.
+DEMO_START = date(2013, 7, 9)
+DEMO_BOOTSTRAP_DAYS = 21
+DEMO_DAYS = 31  # in all, bootstrap included
 
 
 def _demo(args: argparse.Namespace) -> int:

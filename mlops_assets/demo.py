@@ -283,6 +283,10 @@ def summary_table(history: History, outcomes: list[RunOutcome]) -> str:
     months: dict[str, list[DayRecord]] = {}
     for name in sorted(history.days):
         months.setdefault(name[:7], []).append(history.days[name])
+    ended_by_month: dict[str, list[TrialRecord]] = {}
+    for trial in history.trials.values():
+        if trial.evaluations and trial.status == "promoted":
+            ended_by_month.setdefault(str(trial.evaluations[-1]["day"])[:7], []).append(trial)
     retrain_by_month: dict[str, list[Retraining]] = {}
     for retraining in history.retrainings:
         retrain_by_month.setdefault(retraining.as_of[:7], []).append(retraining)
@@ -307,7 +311,8 @@ def summary_table(history: History, outcomes: list[RunOutcome]) -> str:
                 sum(1 for r in records if r.drifted),
                 f"{mean_share:.2f}" if mean_share is not None else "-",
                 len(retrainings),
-                sum(1 for r in retrainings if r.decision == "promoted"),
+                sum(1 for r in retrainings if r.decision == "promoted")
+                + len(ended_by_month.get(month, [])),
                 sum(1 for r in retrainings if r.decision == "trial"),
                 sum(1 for r in retrainings if r.decision == "rejected"),
                 ",".join(f"v{v}" for v in dict.fromkeys(versions)) or "-",

@@ -40,6 +40,7 @@ from mlops_assets.lib.prediction_log import COLUMNS, ROOT_VARIABLE, read_day
 from mlops_assets.lib.routing import flight_key, routes_to_challenger
 from mlops_assets.lib.scoring import ScoringBundle, request_model, score
 from mlops_assets.resources.bentos import local_bentos
+from mlops_assets.resources.prediction_log import PredictionLog
 from mlops_assets.serving.guard import API_KEY_VARIABLE
 from mlops_assets.serving.modes import MODE_VARIABLE, SHARE_VARIABLE
 from mlops_assets_tests.deployed import (
@@ -338,6 +339,7 @@ def test_a_canary_routes_the_expected_flights_and_keeps_them_after_a_restart(
     assert len(log) == len(flights) and log["served"].all()
     assert set(log["mode"]) == {"canary"}
     assert (log["role"] == "challenger").sum() == sum(expected)
+    assert_the_log_lands_in_the_lake_asset(deployment, root, share)
 
     # A restarted service routes every flight the same way.
     again = served(deployment, servers, trial_bento["bento_tag"], env)
@@ -349,6 +351,27 @@ def test_a_canary_routes_the_expected_flights_and_keeps_them_after_a_restart(
                 flight_key(request), SHARE
             )
     servers.stop(again)
+
+
+def assert_the_log_lands_in_the_lake_asset(deployment: Deployment, root: Path, share: float):
+    """online_predictions[DAY] reads the service's log back and judges it against the labels."""
+    result = dg.materialize(
+        list(deployment.defs.assets or []),  # type: ignore[arg-type]
+        selection=[dg.AssetKey("online_predictions")],
+        partition_key=DAY,
+        instance=deployment.instance,
+        resources={**deployment.resources, "prediction_log": PredictionLog(root=str(root))},
+    )
+    assert result.success
+    meta = deployment.metadata("online_predictions", DAY)
+    lines = len(read_day(str(root), DAY))
+    assert (meta["online_lines"], meta["dagster/row_count"]) == (lines, lines)
+    assert meta["online_challenger_share"] == pytest.approx(share, abs=1e-4)
+    # The champion's online answers are the batch predictions of the same version.
+    assert meta["online_vs_batch_max_gap"] <= TOLERANCE
+    assert 0.5 < meta["online_champion_roc_auc"] < 1 and 0.5 < meta["online_challenger_roc_auc"] < 1
+    stored = deployment.resources["lake"].read_partitions("online_predictions", [DAY])[DAY]
+    assert list(stored.columns) == COLUMNS and len(stored) == lines
 
 
 def test_ab_answers_half_and_pairs_every_request_with_the_other_model(
