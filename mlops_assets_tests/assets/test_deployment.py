@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from mlops_assets import settings
+from mlops_assets.defs.training import TRIAL_POLICY_VAR
 from mlops_assets.lib.pyfunc import load_classifier
 from mlops_assets.lib.scoring import ScoringBundle
 from mlops_assets_tests.deployed import PREDICT_DAY, Deployment, deploy, run_config
@@ -108,10 +109,13 @@ def test_failed_build_keeps_the_previous_bento(
     assert bentos(deployment) == stored
 
 
-def test_promotion_rebuilds_and_new_days_use_the_new_champion(deployment: Deployment):
+def test_promotion_rebuilds_and_new_days_use_the_new_champion(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+):
     first = deployment.metadata("bento")
     old_predictions = deployment.metadata("batch_predictions", DAY)
-    # A negative margin promotes any challenger that passes the floors.
+    # A negative margin promotes any challenger that passes the floors; no live trial first.
+    monkeypatch.setenv(TRIAL_POLICY_VAR, '{"trial_days": 0}')
     result = deployment.train(run_config(margin=-1.0, num_leaves=7))
     assert result.success
     champion = str(deployment.resources["tracking"].version_by_alias("champion").version)
