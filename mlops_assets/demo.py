@@ -145,6 +145,8 @@ def read_trials(instance: dg.DagsterInstance) -> dict[str, TrialRecord]:
 
 
 def _apply_trial(trials: dict[str, TrialRecord], meta: dict[str, Any]) -> None:
+    if meta.get("status") == "none":  # a promotion without a trial
+        return
     trial = trials.setdefault(str(meta["model_version"]), TrialRecord(str(meta["model_version"])))
     if meta.get("status") == "running":
         trial.start_day = str(meta.get("start_day", ""))

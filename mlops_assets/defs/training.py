@@ -270,8 +270,11 @@ def model_gate(
     and beats the champion by the margin goes on live trial when the trial policy asks for
     one (`MLOPS_TRIAL_POLICY`, `lib/trials.py`: `model_trial` materializes), else it is
     promoted at once (`champion_model` materializes); the first model is always promoted.
-    A rejection materializes nothing, so nothing downstream runs; the decision, both scores
-    and the reason are recorded as an observation and as tags on the version either way.
+    Whenever the gate acts (a promotion, a trial's start or end) both outputs materialize, so
+    a run that also selects what follows them (the bento) never skips it; `champion_model`'s
+    data version changes only when the champion does. A rejection materializes nothing, so
+    nothing downstream runs; the decision, both scores and the reason are recorded as an
+    observation and as tags on the version either way.
     Models that do not score the same features are never compared: the step fails.
 
     With `conclude_trial`, the trial sensor's run ends the running trial instead, by the
@@ -313,10 +316,16 @@ def model_gate(
     elif verdict == "trial":
         start = _window_end(context.instance, "") + timedelta(days=1)
         started = tracking.start_trial(challenger, champion, start, trial)
-        context.log_event(dg.AssetObservation(asset_key=CHAMPION_KEY, metadata=metadata))
+        yield _champion_result(tracking, champion, metadata)
         yield dg.MaterializeResult(asset_key=TRIAL_KEY, metadata=_trial_started(started))
     else:
         yield _champion_result(tracking, challenger, metadata)
+        yield dg.MaterializeResult(asset_key=TRIAL_KEY, metadata=_no_trial(champion))
+
+
+def _no_trial(champion: Any) -> dict[str, Any]:
+    why = "no champion to try against" if champion is None else "trial_days is 0"
+    return {"status": "none", "reason": f"promoted without a live trial: {why}"}
 
 
 def _trial_started(trial: Trial) -> dict[str, Any]:
@@ -376,12 +385,12 @@ def _conclude_trial(
     state = "promoted" if outcome == "promote" else "retired"
     tracking.end_trial(trial, state, reason, actor)
     ended = {"status": state, "reason": reason, "model_version": trial.version, "ended_by": actor}
+    decision = {"decision": f"{state} after trial", "reason": reason}
+    decision["champion_version"] = str(champion.version)
     if state == "promoted":
-        version = tracking.client().get_model_version(tracking.model_name, trial.version)
         tracking.promote(trial.version, champion)
-        decision = {"decision": "promoted after trial", "reason": reason}
-        decision["champion_version"] = str(champion.version)
-        yield _champion_result(tracking, version, decision)
+        champion = tracking.client().get_model_version(tracking.model_name, trial.version)
+    yield _champion_result(tracking, champion, decision)
     yield dg.MaterializeResult(asset_key=TRIAL_KEY, metadata=ended)
 
 

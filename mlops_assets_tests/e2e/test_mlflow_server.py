@@ -209,7 +209,13 @@ def test_first_training_is_tracked_registered_and_promoted(
         materialized = {
             e.asset_key.to_user_string() for e in result.get_asset_materialization_events()
         }
-        assert materialized == {"training_set", "candidate_model", "champion_model", "model_card"}
+        assert materialized == {
+            "training_set",
+            "candidate_model",
+            "champion_model",
+            "model_trial",
+            "model_card",
+        }
 
         # One MLflow run, ended, tagged with its Dagster run, data version and code version.
         [run] = first_training.runs
@@ -279,7 +285,11 @@ def test_first_training_is_tracked_registered_and_promoted(
         [candidate] = result.asset_materializations_for_node("candidate_model")
         assert candidate.metadata["mlflow_run_id"].value == run.info.run_id
         assert candidate.metadata["model_version"].value == "1"
-        [champion] = result.asset_materializations_for_node("model_gate")
+        [champion] = [
+            m
+            for m in result.asset_materializations_for_node("model_gate")
+            if m.asset_key == dg.AssetKey("champion_model")
+        ]
         assert champion.metadata["model_version"].value == "1"
         assert champion.metadata["decision"].value == "promoted"
         for asset in ("training_set", "candidate_model", "champion_model", "model_card"):

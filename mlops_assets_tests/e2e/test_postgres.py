@@ -193,6 +193,7 @@ def test_runs_and_registry_live_in_postgres(production: Production) -> None:
             "training_set",
             "candidate_model",
             "champion_model",
+            "model_trial",
             "model_card",
             "bento",
         }
@@ -239,7 +240,11 @@ def test_runs_and_registry_live_in_postgres(production: Production) -> None:
             "SELECT name, artifact_location FROM experiments WHERE name <> 'Default'",
         )
         assert artifacts == production.env["MLFLOW_ARTIFACT_LOCATION"], (experiment, artifacts)
-        [champion] = production.training.asset_materializations_for_node("model_gate")
+        [champion] = [
+            m
+            for m in production.training.asset_materializations_for_node("model_gate")
+            if m.asset_key == dg.AssetKey("champion_model")
+        ]
         assert str(champion.metadata["model_version"].value) == "1"
 
         # The other production stand-ins were used: artifacts, git remote, DVC remote.
