@@ -48,7 +48,8 @@ def bento(
     git commit. Runs when the champion changes or a trial starts or ends, never on a
     rejected challenger.
     """
-    references = (planes, airports, airlines)
+    # The project's commit once per build (a git call), shared by both models' labels.
+    references = (planes, airports, airlines, project_fingerprint()[model_tags.GIT_COMMIT])
     bundle, labels = _bundle(tracking, str(tracking.champion().version), references)
     trial = tracking.trial()
     challenger, serving = None, {}
@@ -76,20 +77,21 @@ def bento(
 
 
 def _bundle(
-    tracking: MlflowTracking, version: str, references: tuple[Any, Any, Any]
+    tracking: MlflowTracking, version: str, references: tuple[Any, Any, Any, str]
 ) -> tuple[Any, dict[str, str]]:
     """The scoring bundle of a registered version, and its labels (identity and lineage)."""
     from mlops_assets.lib.scoring import ScoringBundle, known_airports
 
-    planes, airports, airlines = references
-    found = tracking.client().get_model_version(tracking.model_name, version)
-    run = tracking.client().get_run(found.run_id)
+    planes, airports, airlines, commit = references
+    client = tracking.client()
+    found = client.get_model_version(tracking.model_name, version)
+    run = client.get_run(found.run_id)
     labels = {
         "model_name": tracking.model_name,
         "model_version": version,
         "mlflow_run_id": str(found.run_id),
         "training_set_md5": run.data.tags.get(model_tags.DATA_DVC_MD5, "unknown"),
-        "git_commit": project_fingerprint()[model_tags.GIT_COMMIT],
+        "git_commit": commit,
     }
     bundle = ScoringBundle(
         classifier=tracking.classifier(version),

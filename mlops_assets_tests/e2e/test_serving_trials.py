@@ -90,9 +90,12 @@ def champion(deployment: Deployment) -> ScoringBundle:
     depend on when the graph builds its Bento.
     """
     from mlops_assets.defs.deployment import _bundle
+    from mlops_assets.lib import model_tags
+    from mlops_assets.resources.tracking import project_fingerprint
 
     lake = settings.locations({settings.STATE_DIR_VAR: str(deployment.state)}).lake
-    references = tuple(pd.read_parquet(lake / f"{t}.parquet") for t in TABLES)
+    tables = tuple(pd.read_parquet(lake / f"{t}.parquet") for t in TABLES)
+    references = (*tables, project_fingerprint()[model_tags.GIT_COMMIT])
     tracking = deployment.resources["tracking"]
     bundle, _ = _bundle(tracking, str(tracking.champion().version), references)
     assert bundle.model["model_version"] == "1"
