@@ -70,6 +70,7 @@ STATE_FOLDERS = {
     "reports": "reports",
     "bentoml_home": "bentoml",
     "prediction_log": "prediction_log",
+    "deployment": "deployment",
 }
 
 
@@ -89,6 +90,8 @@ class Locations:
             ``exports``).
         prediction_log: The online prediction log (JSON lines per flight date), unless
             ``MLOPS_PREDICTION_LOG`` names another root.
+        deployment: The embedded deployment repository (``remote.git``, a bare git
+            repository Argo CD would watch) and the releases' checkout of it.
     """
 
     state: Path
@@ -100,6 +103,7 @@ class Locations:
     reports: Path = field(init=False)
     bentoml_home: Path = field(init=False)
     prediction_log: Path = field(init=False)
+    deployment: Path = field(init=False)
 
     def __post_init__(self) -> None:
         for name, folder in STATE_FOLDERS.items():

@@ -9,6 +9,7 @@ from mlops_assets.defs.partitions import daily_partitions, follow_upstream
 from mlops_assets.defs.training import CHAMPION_KEY, TRIAL_KEY
 from mlops_assets.lib import estimator, model_tags
 from mlops_assets.resources.bentos import BentoStore
+from mlops_assets.resources.deployment_repo import DeploymentRepo, DeploymentRepoError
 from mlops_assets.resources.tracking import MlflowTracking, project_fingerprint
 
 DEPLOYMENT_GROUP = "deployment"
@@ -62,6 +63,7 @@ def bento(
     return dg.MaterializeResult(
         metadata={
             "bento_tag": built["bento_tag"],
+            "image": bentos.image(built["bento_tag"]),
             "model_tag": built["model_tag"],
             "challenger_model_tag": str(built.get("challenger_model_tag")),
             **labels,
@@ -101,6 +103,101 @@ def _bundle(
         model=dict(labels),
     )
     return bundle, labels
+
+
+@dg.asset(
+    group_name=DEPLOYMENT_GROUP,
+    deps=[bento],
+    automation_condition=dg.AutomationCondition.eager(),
+    kinds={"git", "kubernetes"},
+)
+def release(
+    context: dg.AssetExecutionContext,
+    tracking: MlflowTracking,
+    bentos: BentoStore,
+    deployment_repo: DeploymentRepo,
+) -> dg.MaterializeResult:
+    """The newest bento, live on the prediction service: a commit in the deployment repository.
+
+    The bento's image goes on the idle colour (blue or green) and the live Service selects
+    it; the other colour keeps the previous image, so `mlops-assets release-revert` flips
+    traffic back at once. The commit message holds the model version, why it goes out
+    (promotion, trial, rollback) and its lineage (MLflow run, training-set DVC md5, bento,
+    image, code). Argo CD applies the repository; nothing here touches a cluster.
+    """
+    from mlops_assets.lib import release as rel
+
+    built = _latest_metadata(context, bento.key)
+    try:
+        previous = deployment_repo.state()
+        candidate = _release(built, tracking, bentos, previous, context.run_id)
+        done = deployment_repo.release(candidate)
+    except (rel.ReleaseError, DeploymentRepoError) as error:
+        raise dg.Failure(f"release refused or failed, nothing pushed: {error}") from error
+    state = done.state
+    return dg.MaterializeResult(
+        metadata={
+            "status": "released" if done.changed else "already live",
+            "commit": done.commit,
+            "live_colour": state.live,
+            "image": state.colours[state.live]["image"],
+            "model_version": candidate.model_version,
+            "reason": candidate.reason,
+            "release_id": state.release_id,
+            "idle_colour_serves": str(state.colours[state.idle]["image"]),
+            "repository": dg.MetadataValue.path(str(deployment_repo.app_dir)),
+        },
+        data_version=dg.DataVersion(done.commit),
+    )
+
+
+def _latest_metadata(context: dg.AssetExecutionContext, key: dg.AssetKey) -> dict[str, Any]:
+    """The newest materialization's metadata values of ``key`` (empty when never built)."""
+    event = context.instance.get_latest_materialization_event(key)
+    found = event.asset_materialization if event is not None else None
+    if found is None:
+        return {}
+    return {name: getattr(value, "value", value) for name, value in found.metadata.items()}
+
+
+def _release(
+    built: dict[str, Any],
+    tracking: MlflowTracking,
+    bentos: BentoStore,
+    previous: Any,
+    run_id: str,
+) -> Any:
+    """The release of the bento described by ``built``, checked against the store's image."""
+    from mlops_assets.lib import release as rel
+
+    tag = str(built.get("bento_tag", ""))
+    if not tag:
+        raise rel.ReleaseError("no bento to release: materialize `bento` first")
+    expected = bentos.image(tag)
+    if built.get("image") != expected:
+        raise rel.ReleaseError(
+            f"the bento records image {built.get('image')!r}, but {tag} builds {expected!r}"
+        )
+    version = str(built["model_version"])
+    client = tracking.client()
+    champion_tags = dict(client.get_model_version(tracking.model_name, version).tags)
+    challenger = built.get("challenger_version")
+    trial = (str(challenger), str(built.get("trial_mode"))) if challenger else None
+    ended = rel.ended_trial_version(previous, version)
+    ended_tags = dict(client.get_model_version(tracking.model_name, ended).tags) if ended else None
+    return rel.Release(
+        model_name=tracking.model_name,
+        model_version=version,
+        bento_tag=tag,
+        image=str(built["image"]),
+        reason=rel.release_reason((version, champion_tags), trial, previous, ended_tags),
+        mlflow_run_id=str(built.get("mlflow_run_id", "unknown")),
+        training_set_md5=str(built.get("training_set_md5", "unknown")),
+        git_commit=str(built.get("git_commit", "unknown")),
+        challenger_version=str(challenger) if challenger else None,
+        serving_mode=str(built.get("trial_mode", "off")),
+        dagster_run_id=run_id,
+    )
 
 
 @dg.asset(

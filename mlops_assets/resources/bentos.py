@@ -17,6 +17,7 @@ from typing import Any
 import dagster as dg
 
 from mlops_assets import settings
+from mlops_assets.lib.release import DEFAULT_IMAGE_REPOSITORY, image_reference
 
 BUILD_TIMEOUT_S = 600
 # What a build may see of the environment (plus UV_*, PIP_*, LC_*, XDG_*).
@@ -36,10 +37,17 @@ class BentoStore(dg.ConfigurableResource):
         home: ``BENTOML_HOME`` of the builds (models, bentos).
         export_dir: Folder that receives each exported ``.bento`` archive (the build context
             an image is built from where Docker runs).
+        image_repository: Where CI pushes the service image of each bento (``MLOPS_IMAGE_
+            REPOSITORY``); the image's tag is the bento's version.
     """
 
     home: str
     export_dir: str
+    image_repository: str = DEFAULT_IMAGE_REPOSITORY
+
+    def image(self, bento_tag: str) -> str:
+        """The service image CI builds from ``bento_tag`` (``bentoml containerize``)."""
+        return image_reference(bento_tag, self.image_repository)
 
     def environment(self) -> dict[str, str]:
         """Environment of BentoML commands on this store (telemetry off, ``uv`` on PATH).
@@ -121,7 +129,9 @@ class BentoStore(dg.ConfigurableResource):
         return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
-def local_bentos(state: Path) -> BentoStore:
+def local_bentos(state: Path, image_repository: str = DEFAULT_IMAGE_REPOSITORY) -> BentoStore:
     """The embedded default: a BentoML home in the state folder."""
     home = settings.Locations(state).bentoml_home
-    return BentoStore(home=str(home), export_dir=str(home / "exports"))
+    return BentoStore(
+        home=str(home), export_dir=str(home / "exports"), image_repository=image_repository
+    )

@@ -3,6 +3,7 @@
 import contextlib
 import os
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -10,14 +11,17 @@ import dagster as dg
 from mlops_assets import settings
 from mlops_assets.lib.prediction_log import ROOT_VARIABLE as PREDICTION_LOG_VAR
 from mlops_assets.lib.prediction_log import default_root
+from mlops_assets.lib.release import DEFAULT_IMAGE_REPOSITORY, IMAGE_REPOSITORY_VAR
 from mlops_assets.resources.bentos import BentoStore, local_bentos
 from mlops_assets.resources.data_registry import DataRegistryResource
+from mlops_assets.resources.deployment_repo import DeploymentRepo, local_deployment_repo
 from mlops_assets.resources.lake import LakeIOManager, LakeReader
 from mlops_assets.resources.landing import LandingZone
 from mlops_assets.resources.prediction_log import PredictionLog
 from mlops_assets.resources.reports import ReportStore
 from mlops_assets.resources.tracking import MlflowTracking, local_tracking
 
+DEPLOY_REPO_VAR = "MLOPS_DEPLOY_REPO_URL"
 # Production settings and the component that reads them (docs/deploy.md lists every variable).
 PRODUCTION_VARS: dict[str, str] = {
     "MLOPS_LANDING_URL": "landing zone root, e.g. s3://bucket/landing",
@@ -37,6 +41,10 @@ OPTIONAL_PRODUCTION_VARS: dict[str, str] = {
     "(default: no links, paths only)",
     PREDICTION_LOG_VAR: "where the prediction service logs its answers, read back daily "
     "(default <MLOPS_LAKE_URL>/prediction_log)",
+    DEPLOY_REPO_VAR: "git remote of the deployment repository Argo CD watches "
+    "(default <state>/deployment/remote.git, which no cluster watches)",
+    IMAGE_REPOSITORY_VAR: "where CI pushes the service image built from each bento "
+    f"(default {DEFAULT_IMAGE_REPOSITORY})",
     "MLOPS_STATE_DIR": "local working folder of runs: registry work tree, BentoML store "
     "(default <project>/state)",
 }
@@ -57,7 +65,8 @@ def _local(env: Mapping[str, str]) -> dict[str, Any]:
         "landing": LandingZone(url=str(where.landing)),
         "data_registry": registry,
         "tracking": local_tracking(where.state),
-        "bentos": local_bentos(where.state),
+        "bentos": local_bentos(where.state, _image_repository(env)),
+        "deployment_repo": local_deployment_repo(where.state),
         "prediction_log": PredictionLog(root=default_root(env)),
         "reports": ReportStore(
             base_url=str(where.reports),
@@ -100,12 +109,28 @@ def _production(env: Mapping[str, str]) -> dict[str, Any]:
         "bentos": BentoStore(
             home=str(where.bentoml_home),
             export_dir=env.get("MLOPS_BENTO_EXPORT_DIR") or str(where.bentoml_home / "exports"),
+            image_repository=_image_repository(env),
         ),
+        "deployment_repo": _production_deployment_repo(env, where.state),
         "reports": ReportStore(
             base_url=env.get("MLOPS_REPORTS_URL") or env["MLOPS_LAKE_URL"].rstrip("/") + "/reports",
             public_url=env.get("MLOPS_REPORTS_PUBLIC_URL", ""),
         ),
     }
+
+
+def _image_repository(env: Mapping[str, str]) -> str:
+    return env.get(IMAGE_REPOSITORY_VAR) or DEFAULT_IMAGE_REPOSITORY
+
+
+def _production_deployment_repo(env: Mapping[str, str], state: Path) -> DeploymentRepo:
+    local = local_deployment_repo(state)
+    if not env.get(DEPLOY_REPO_VAR):
+        return local
+    # A real remote (its URL may carry a token: an EnvVar, never shown); never created here.
+    return DeploymentRepo(
+        url=dg.EnvVar(DEPLOY_REPO_VAR), checkout=local.checkout, manifests=local.manifests
+    )
 
 
 def build_resources(env: Mapping[str, str] | None = None) -> dict[str, Any]:
