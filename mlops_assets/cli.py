@@ -242,6 +242,17 @@ def _trial_abort(args: argparse.Namespace) -> int:
     return _undo(args, act)
 
 
+def _release_revert(args: argparse.Namespace) -> int:
+    from mlops_assets.resources.environments import resolved
+    from mlops_assets.undo import revert_release
+
+    def act(tracking: Any, instance: Any, by: str) -> str:
+        with resolved("deployment_repo") as resources:
+            return revert_release(resources.deployment_repo, instance, args.reason, by)
+
+    return _undo(args, act)
+
+
 def _undo(args: argparse.Namespace, act: Any) -> int:
     """Runs an undo on the registry and the instance, printing what it did (or why not)."""
     import dagster as dg
@@ -339,6 +350,14 @@ def build_parser() -> argparse.ArgumentParser:
     abort.add_argument("--reason", default="manual abort")
     abort.add_argument("--actor", help="who aborts (default: the OS user)")
     abort.set_defaults(func=_trial_abort)
+
+    revert = sub.add_parser(
+        "release-revert",
+        help="revert the newest release in the deployment repository (traffic flips back)",
+    )
+    revert.add_argument("--reason", default="manual revert")
+    revert.add_argument("--actor", help="who reverts (default: the OS user)")
+    revert.set_defaults(func=_release_revert)
 
     dev = sub.add_parser("dev", help="dagster dev (UI + daemon) on the local state")
     dev.add_argument("--host", default="127.0.0.1")

@@ -1,4 +1,4 @@
-"""Undo in one command: abort a live trial, roll back a promotion.
+"""Undo in one command: abort a live trial, roll back a promotion, revert a release.
 
 Both act on the registry (aliases and tags saying who, when and why) and record a runless
 materialization in the Dagster instance, so what follows the champion or the trial (the
@@ -16,6 +16,9 @@ import dagster as dg
 
 from mlops_assets.defs.training import CHAMPION_KEY, TRIAL_KEY
 from mlops_assets.lib import model_tags
+
+# The release asset (defs/deployment.py) by key: this module is imported by the command line.
+RELEASE_KEY = dg.AssetKey("release")
 
 
 class UndoError(RuntimeError):
@@ -111,3 +114,37 @@ def rollback(tracking: Any, instance: dg.DagsterInstance, reason: str, by: str) 
         )
     )
     return Rollback(str(current.version), str(previous), aborted)
+
+
+def revert_release(repo: Any, instance: dg.DagsterInstance, reason: str, by: str) -> str:
+    """Reverts the newest release in the deployment repository: traffic flips back.
+
+    The revert is a commit Argo CD applies like any other; a runless materialization of
+    ``release`` shows it in the UI.
+
+    Raises:
+        UndoError: when there is nothing to revert or the repository cannot be written.
+    """
+    from mlops_assets.lib.release import ReleaseError
+    from mlops_assets.resources.deployment_repo import DeploymentRepoError
+
+    try:
+        done = repo.revert(by, reason)
+    except (ReleaseError, DeploymentRepoError) as error:
+        raise UndoError(str(error)) from error
+    live = done.state.colours[done.state.live]
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization(
+            asset_key=RELEASE_KEY,
+            metadata={
+                "status": "reverted",
+                "commit": done.commit,
+                "live_colour": done.state.live,
+                "image": live["image"],
+                "model_version": str(live["model_version"]),
+                "reason": reason,
+                "reverted_by": by,
+            },
+        )
+    )
+    return f"release reverted: {done.state.live} serves v{live['model_version']} ({live['image']})"
