@@ -6,6 +6,7 @@ and renders what the repository holds with kustomize, as Argo CD would.
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 import subprocess
@@ -142,7 +143,7 @@ def test_an_unreachable_remote_fails_loudly_and_a_later_run_retries(tmp_path: Pa
     before = _remote_log(tmp_path)
     away = tmp_path / "moved.git"
     (tmp_path / "remote.git").rename(away)
-    with pytest.raises(DeploymentRepoError, match="remote.git"):
+    with pytest.raises(DeploymentRepoError, match=r"remote\.git"):
         _repo(tmp_path, create_remote=False).release(_release("2", "bbb"))
     away.rename(tmp_path / "remote.git")
     assert _remote_log(tmp_path) == before
@@ -153,7 +154,7 @@ def test_an_unreachable_remote_fails_loudly_and_a_later_run_retries(tmp_path: Pa
 
 def test_a_remote_that_never_existed_is_not_created_in_production(tmp_path: Path) -> None:
     repo = _repo(tmp_path, url=str(tmp_path / "nowhere.git"), create_remote=False)
-    with pytest.raises(DeploymentRepoError, match="nowhere.git"):
+    with pytest.raises(DeploymentRepoError, match=r"nowhere\.git"):
         repo.release(_release("1", "aaa"))
     assert not (tmp_path / "nowhere.git").exists()
 
@@ -183,7 +184,7 @@ def test_two_releases_at_once_never_interleave(tmp_path: Path) -> None:
     log = _remote_log(tmp_path)
     assert len(log) == 3
     # A straight line: each commit's one parent is the commit below it.
-    for line, below in zip(log, log[1:], strict=False):
+    for line, below in itertools.pairwise(log):
         assert line.split("|")[0].split()[1:] == [below.split()[0]]
     state = hosts[0].state()
     assert state is not None
