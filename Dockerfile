@@ -45,6 +45,8 @@ RUN --mount=type=cache,target=/root/.cache/uv uv sync --frozen --no-dev --no-ins
 
 COPY README.md ./
 COPY mlops_assets ./mlops_assets
+# The prediction service's Kubernetes base: each release copies it into the deployment repo.
+COPY deploy/service/base ./deploy/service/base
 RUN --mount=type=cache,target=/root/.cache/uv uv sync --frozen --no-dev
 
 # A fixed numeric user (Kubernetes runAsNonRoot can verify it); it owns only the folders runs

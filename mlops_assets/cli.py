@@ -154,6 +154,25 @@ def _print_deployment(instance: Any) -> None:
     print(f"  bento {meta['bento_tag']} serving {meta['model_name']} v{meta['model_version']}")
     print(f"  exported to {meta['export_path']}")
     print(f"  batch predictions for {len(predicted)} day(s); serve the model: make serve")
+    _print_releases(instance)
+
+
+def _print_releases(instance: Any) -> None:
+    """One line per release commit of the deployment repository, oldest first."""
+    import dagster as dg
+
+    records = instance.fetch_materializations(dg.AssetKey("release"), limit=1000).records
+    released = [
+        {k: v.value for k, v in r.asset_materialization.metadata.items()}
+        for r in reversed(records)
+        if r.asset_materialization is not None
+    ]
+    print(f"  {len(released)} release(s) in the deployment repository (GitOps):")
+    for meta in released:
+        where = f"v{meta['model_version']} on {meta['live_colour']}"
+        print(f"    {meta['status']:<9} {where:<14} {meta['reason']}")
+    if released:
+        print(f"  manifests: uv run kubectl kustomize {released[-1]['repository']}")
 
 
 def _restore(args: argparse.Namespace) -> int:

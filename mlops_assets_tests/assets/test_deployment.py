@@ -22,6 +22,7 @@ import yaml
 from mlops_assets import settings
 from mlops_assets.defs.training import TRIAL_POLICY_VAR
 from mlops_assets.lib.pyfunc import load_classifier
+from mlops_assets.lib.release import DEFAULT_IMAGE_REPOSITORY
 from mlops_assets.lib.scoring import ScoringBundle
 from mlops_assets_tests.deployed import PREDICT_DAY, Deployment, deploy, run_config
 
@@ -66,6 +67,50 @@ def test_promotion_builds_a_labelled_servable_bento(deployment: Deployment):
     assert bundle.model["model_version"] == "1"
 
 
+def release_log(deployment: Deployment) -> list[str]:
+    """Messages of the deployment repository's commits, newest first."""
+    remote = settings.Locations(deployment.state).deployment / "remote.git"
+    done = subprocess.run(
+        ["git", "--git-dir", str(remote), "log", "--format=%B%x1e", "main"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return [message.strip() for message in done.stdout.split("\x1e") if message.strip()]
+
+
+def test_the_bento_is_released_with_its_lineage(deployment: Deployment):
+    bento, release = deployment.metadata("bento"), deployment.metadata("release")
+    assert bento["image"] == f"{DEFAULT_IMAGE_REPOSITORY}:{bento['bento_tag'].split(':')[1]}"
+    assert release["status"] == "released"
+    assert (release["live_colour"], release["image"]) == ("blue", bento["image"])
+    assert release["model_version"] == "1"
+    [message] = release_log(deployment)
+    assert message.startswith("Release flight_delay v1 to blue\n\nPromoted by the gate: ")
+    for lineage in ("mlflow_run_id", "training_set_md5", "bento_tag", "image", "git_commit"):
+        assert str(bento[lineage]) in message
+    assert f"Release-Id: {release['release_id']}" in message
+
+
+def test_a_release_of_an_image_that_is_not_the_bentos_is_refused(deployment: Deployment):
+    before, log = deployment.metadata("release"), release_log(deployment)
+    resources = deployment.resources
+    elsewhere = resources["bentos"].model_copy(update={"image_repository": "other.io/x"})
+    result = dg.materialize(
+        list(deployment.defs.assets or []),  # type: ignore[arg-type]
+        selection=dg.AssetSelection.assets("release"),
+        instance=deployment.instance,
+        resources={**resources, "bentos": elsewhere},
+        raise_on_error=False,
+    )
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    assert "release refused or failed, nothing pushed" in str(failure.step_failure_data.error)
+    assert "but flight_delay_service:" in str(failure.step_failure_data.error)
+    assert deployment.metadata("release") == before
+    assert release_log(deployment) == log
+
+
 def test_new_day_is_predicted_by_the_champion(deployment: Deployment):
     meta = deployment.metadata("batch_predictions", DAY)
     assert meta["model_version"] == "1"
@@ -82,11 +127,13 @@ def test_new_day_is_predicted_by_the_champion(deployment: Deployment):
 
 def test_rejected_challenger_builds_no_bento(deployment: Deployment):
     before, stored = deployment.count("bento"), bentos(deployment)
+    releases = release_log(deployment)
     result = deployment.train()  # same data and config: not better, rejected
     assert result.success
     assert str(deployment.resources["tracking"].version_by_alias("champion").version) == "1"
     assert deployment.count("bento") == before
     assert bentos(deployment) == stored
+    assert release_log(deployment) == releases
 
 
 def test_failed_build_keeps_the_previous_bento(
@@ -133,6 +180,13 @@ def test_promotion_rebuilds_and_new_days_use_the_new_champion(
     )
     manifest = yaml.safe_load((Path(new["build_context"]) / "bento.yaml").read_text())
     assert manifest["labels"]["model_version"] == champion
+    # The new champion goes live on the other colour; the first stays ready to return to.
+    release = deployment.metadata("release")
+    assert (release["live_colour"], release["image"]) == ("green", new["image"])
+    assert release["idle_colour_serves"] == first["image"]
+    assert release_log(deployment)[0].startswith(
+        f"Release flight_delay v{champion} to green (blue keeps v1)\n\nPromoted by the gate: "
+    )
     # The previous Bento still serves its own model, not the newest one in the store.
     assert served_model(deployment, first["bento_tag"]) == first["model_tag"]
     assert served_model(deployment, new["bento_tag"]) == new["model_tag"]
