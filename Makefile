@@ -12,7 +12,7 @@ export DAGSTER_DISABLE_TELEMETRY=true DO_NOT_TRACK=true DVC_NO_ANALYTICS=1 \
        MLFLOW_DISABLE_TELEMETRY=true BENTOML_DO_NOT_TRACK=true EVIDENTLY_DISABLE_TELEMETRY=1
 
 .PHONY: setup demo demo-year test test-fast template-check dev serve reports ui-check mlflow-ui lint typecheck \
-	bench clean
+	check service-image bench clean
 
 setup:  ## install uv if missing, then the locked environment (.venv)
 	@command -v $(UV) >/dev/null 2>&1 || python3 -m pip install --quiet "uv==$(UV_VERSION)"
@@ -54,12 +54,23 @@ mlflow-ui: setup  ## MLflow UI on the local tracking store (http://127.0.0.1:500
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(UV) run --frozen mlflow ui --host 127.0.0.1 \
 		--port 5000 --workers 1 --backend-store-uri "sqlite:///$(STATE)/mlflow/mlflow.db"
 
-lint:
+lint: setup  ## ruff: lint and formatting
 	$(UV) run --frozen ruff check .
 	$(UV) run --frozen ruff format --check .
 
-typecheck:
+typecheck: setup  ## mypy on the package and the benchmarks
 	$(UV) run --frozen mypy
+
+check: lint typecheck  ## what the pull-request workflow runs before the fast tests
+
+# The service image from a bento (docs/ci.md): BENTO=<name:version> or, by default, the newest
+# bento of the service; FROM_EXPORT=<file.bento> imports an exported bento first; REPOSITORY
+# (default $$MLOPS_IMAGE_REPOSITORY); PUSH=1 pushes it; DRY_RUN=1 only prints the commands.
+service-image: setup  ## build the prediction service's image with bentoml containerize (Docker)
+	$(UV) run --frozen mlops-assets service-image $(if $(BENTO),--bento "$(BENTO)") \
+		$(if $(FROM_EXPORT),--from-export "$(FROM_EXPORT)") \
+		$(if $(REPOSITORY),--repository "$(REPOSITORY)") \
+		$(if $(filter 1,$(PUSH)),--push) $(if $(filter 1,$(DRY_RUN)),--dry-run)
 
 bench: setup  ## measure load time, one day and serving against their budgets (docs/benchmarks.md)
 	$(UV) run --frozen python -m benchmarks.load_time

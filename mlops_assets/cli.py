@@ -304,6 +304,42 @@ def _ui_check(args: argparse.Namespace) -> int:
     )
 
 
+def _service_image(args: argparse.Namespace) -> int:
+    from mlops_assets import service_image
+
+    return service_image.run(
+        bento=args.bento,
+        from_export=args.from_export,
+        repository=args.repository,
+        push=args.push,
+        dry_run=args.dry_run,
+    )
+
+
+def _add_service_image(sub: Any) -> None:
+    from mlops_assets.lib.release import DEFAULT_IMAGE_REPOSITORY, IMAGE_REPOSITORY_VAR
+
+    image = sub.add_parser(
+        "service-image",
+        help="build the prediction service's image from a bento (bentoml containerize, needs "
+        "a Docker engine); prints the image reference last",
+    )
+    source = image.add_mutually_exclusive_group()
+    source.add_argument("--bento", help="bento tag (default: the service's newest bento)")
+    source.add_argument(
+        "--from-export", type=Path, help="import this exported .bento archive first"
+    )
+    image.add_argument(
+        "--repository",
+        help=f"image repository (default: ${IMAGE_REPOSITORY_VAR} or {DEFAULT_IMAGE_REPOSITORY})",
+    )
+    image.add_argument("--push", action="store_true", help="docker push the image")
+    image.add_argument(
+        "--dry-run", action="store_true", help="print the commands and the image, run nothing"
+    )
+    image.set_defaults(func=_service_image)
+
+
 def _where(_: argparse.Namespace) -> int:
     where = settings.locations()
     for name in ("state", "dagster_home", "landing", "lake", "data_registry", "dvc_remote"):
@@ -382,6 +418,8 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--host", default="127.0.0.1")
     dev.add_argument("--port", type=int, default=3000)
     dev.set_defaults(func=_dev)
+
+    _add_service_image(sub)
 
     where = sub.add_parser("where", help="print where the local state lives")
     where.set_defaults(func=_where)
