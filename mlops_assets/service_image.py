@@ -1,8 +1,8 @@
 """``mlops-assets service-image``: the prediction service's container image, made from a bento.
 
 No Docker engine runs next to Dagster, so the ``bento`` asset stops at a built and exported
-bento; CI turns it into an image (docs/ci.md). The bento is the newest one of the service in
-the local store, an explicit tag, or an exported ``.bento`` archive imported first. The image
+bento; CI turns it into an image where Docker runs. The bento is the newest one of the service
+in the local store, an explicit tag, or an exported ``.bento`` archive imported first. The image
 reference is derived from the bento's version (``lib.release.image_reference``), so a release
 can tell which bento an image holds. BentoML runs as a child process (``BENTOML_HOME`` set):
 this module imports neither BentoML nor Docker's client.
