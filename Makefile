@@ -12,7 +12,7 @@ export DAGSTER_DISABLE_TELEMETRY=true DO_NOT_TRACK=true DVC_NO_ANALYTICS=1 \
        MLFLOW_DISABLE_TELEMETRY=true BENTOML_DO_NOT_TRACK=true EVIDENTLY_DISABLE_TELEMETRY=1
 
 .PHONY: setup demo demo-year test test-fast template-check dev serve reports ui-check mlflow-ui lint typecheck \
-	check service-image bench clean
+	check service-image fetch-export bench clean
 
 setup:  ## install uv if missing, then the locked environment (.venv)
 	@command -v $(UV) >/dev/null 2>&1 || python3 -m pip install --quiet "uv==$(UV_VERSION)"
@@ -61,16 +61,32 @@ lint: setup  ## ruff: lint and formatting
 typecheck: setup  ## mypy on the package and the benchmarks
 	$(UV) run --frozen mypy
 
-check: lint typecheck  ## what the pull-request workflow runs before the fast tests
+check: lint typecheck  ## lint and type check (CI runs them before the fast tests)
 
-# The service image from a bento (docs/ci.md): BENTO=<name:version> or, by default, the newest
-# bento of the service; FROM_EXPORT=<file.bento> imports an exported bento first; REPOSITORY
-# (default $$MLOPS_IMAGE_REPOSITORY); PUSH=1 pushes it; DRY_RUN=1 only prints the commands.
+# The service image from a bento (docs/serving.md): BENTO=<name:version> or, by default, the
+# newest bento of the service; FROM_EXPORT=<file.bento> imports an exported bento first;
+# REPOSITORY (default $$MLOPS_IMAGE_REPOSITORY); PUSH=1 pushes it; DRY_RUN=1 only prints.
 service-image: setup  ## build the prediction service's image with bentoml containerize (Docker)
 	$(UV) run --frozen mlops-assets service-image $(if $(BENTO),--bento "$(BENTO)") \
 		$(if $(FROM_EXPORT),--from-export "$(FROM_EXPORT)") \
 		$(if $(REPOSITORY),--repository "$(REPOSITORY)") \
 		$(if $(filter 1,$(PUSH)),--push) $(if $(filter 1,$(DRY_RUN)),--dry-run)
+
+# An exported bento from object storage, for FROM_EXPORT=$(EXPORT_FILE) (CI's release image).
+# s3:// needs the AWS CLI and credentials. The location reaches the shell as a variable, never
+# as recipe text: it may come from a dispatch payload (make exports BENTO_EXPORT, given on the
+# command line or in the environment; EXPORT_FILE below).
+EXPORT_FILE ?= $(STATE)/downloads/bento-export.bento
+fetch-export: export EXPORT_FILE := $(EXPORT_FILE)
+fetch-export:  ## copy BENTO_EXPORT (s3://..., https://... or a path) to $(EXPORT_FILE)
+	@test -n "$$BENTO_EXPORT" || { echo "set BENTO_EXPORT=<s3://..., https://... or a path>" >&2; \
+		exit 2; }
+	mkdir -p "$$(dirname "$$EXPORT_FILE")"
+	case "$$BENTO_EXPORT" in \
+		s3://*) aws s3 cp --only-show-errors "$$BENTO_EXPORT" "$$EXPORT_FILE" ;; \
+		http://*|https://*) curl -fsSL --retry 3 -o "$$EXPORT_FILE" "$$BENTO_EXPORT" ;; \
+		*) cp -- "$$BENTO_EXPORT" "$$EXPORT_FILE" ;; \
+	esac
 
 bench: setup  ## measure load time, one day and serving against their budgets (docs/benchmarks.md)
 	$(UV) run --frozen python -m benchmarks.load_time
