@@ -24,6 +24,7 @@ from mlops_assets.defs.training import TRIAL_POLICY_VAR
 from mlops_assets.lib.pyfunc import load_classifier
 from mlops_assets.lib.release import DEFAULT_IMAGE_REPOSITORY
 from mlops_assets.lib.scoring import ScoringBundle
+from mlops_assets.resources.bentos import BentoStore
 from mlops_assets_tests.deployed import PREDICT_DAY, Deployment, deploy, run_config
 
 DAY = PREDICT_DAY.isoformat()
@@ -95,7 +96,8 @@ def test_the_bento_is_released_with_its_lineage(deployment: Deployment):
 def test_a_release_of_an_image_that_is_not_the_bentos_is_refused(deployment: Deployment):
     before, log = deployment.metadata("release"), release_log(deployment)
     resources = deployment.resources
-    elsewhere = resources["bentos"].model_copy(update={"image_repository": "other.io/x"})
+    store = resources["bentos"]
+    elsewhere = BentoStore(home=store.home, export_dir=store.export_dir, image_repository="o.io/x")
     result = dg.materialize(
         list(deployment.defs.assets or []),  # type: ignore[arg-type]
         selection=dg.AssetSelection.assets("release"),

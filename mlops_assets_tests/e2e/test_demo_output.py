@@ -49,3 +49,16 @@ def test_the_main_job_prints_no_traceback_and_no_warning(tmp_path: Path):
     assert re.findall(r"^.*(?:Warning\b|\bWARNING\b).*$", output, re.MULTILINE) == [], output
     assert [line for line in output.splitlines() if "blocked:" in line] == [BLOCKED], output
     assert "(1 failed: 2013-02-12)" in output
+    # The promotion reached the deployment repository as one release commit with its lineage.
+    remote = settings.Locations(tmp_path / "state").deployment / "remote.git"
+    log = subprocess.run(
+        ["git", "--git-dir", str(remote), "log", "--format=%s%n%b%x1e", "main"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    [message] = [entry.strip() for entry in log.split("\x1e") if entry.strip()]
+    assert message.startswith("Release flight_delay v1 to blue"), message
+    for lineage in ("MLflow run ", "Training data: DVC md5 ", "Bento: flight_delay_service:"):
+        assert lineage in message, message
+    assert "released  v1 on blue" in output, output
