@@ -26,6 +26,8 @@ DEFAULT_IMAGE_REPOSITORY = "registry.example.com/mlops/flight_delay_service"
 # Commit trailers: a release commit names its release; a revert names the release it undoes.
 RELEASE_TRAILER = "Release-Id"
 REVERT_TRAILER = "Reverts-Release"
+# The Kubernetes version the manifests are validated against (kubernetes-validate schemas).
+KUBERNETES_VERSION = "1.33.0"
 
 
 class ReleaseError(ValueError):
