@@ -15,6 +15,10 @@ from typing import Any
 import pytest
 import yaml
 
+# [template:if with_service_delivery]
+from mlops_assets.lib import release
+
+# [template:end]
 from mlops_assets.resources.environments import PRODUCTION_VARS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -220,8 +224,33 @@ def test_mlflow_server(compose: dict[str, Any]) -> None:
 
 def test_bento_service(compose: dict[str, Any]) -> None:
     bento = compose["services"]["bento"]
-    assert bento["image"] == "${BENTO_IMAGE}"
     assert bento["profiles"] == ["serving"]
     env = environment(bento)
     assert env["MLOPS_ENV"] == "production"
     assert env["MLOPS_API_KEY"].startswith("${MLOPS_API_KEY")
+    assert env["BENTOML_DO_NOT_TRACK"] == "true"
+
+
+# [template:if with_service_delivery]
+def test_bento_runs_the_released_image(compose: dict[str, Any]) -> None:
+    """The image is the one variable a release writes (release.env), in the release's scheme."""
+    image = compose["services"]["bento"]["image"]
+    match = re.fullmatch(r"\$\{MLOPS_SERVICE_IMAGE:-([^}]+)\}", image)
+    assert match, image
+    for reference in (match.group(1), env_example()["MLOPS_SERVICE_IMAGE"]):
+        repository, _, version = reference.rpartition(":")
+        assert reference == release.image_reference(f"flight_delay_service:{version}")
+        assert repository == release.DEFAULT_IMAGE_REPOSITORY
+
+
+# [template:end]
+def test_bento_healthcheck_asks_the_readiness_endpoint(compose: dict[str, Any]) -> None:
+    """The same readiness the Kubernetes probe asks for, on the port the service listens on."""
+    bento = compose["services"]["bento"]
+    test = bento["healthcheck"]["test"]
+    assert test[0] == "CMD"
+    urls = re.findall(r"https?://[^'\"\s]+", " ".join(test))
+    assert urls == ["http://localhost:3000/readyz"]
+    assert [port.rsplit(":", 1)[1] for port in bento["ports"]] == ["3000"]
+    for key in ("interval", "timeout", "retries"):
+        assert bento["healthcheck"][key]
