@@ -19,6 +19,7 @@ ANSWERS: dict[str, Any] = {
     "model_name": "fraud_risk",
     "with_kubernetes": False,
     "with_compose": True,
+    "with_service_delivery": False,
 }
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "Template Test",

@@ -60,6 +60,15 @@ def test_every_file_is_the_renamed_original(rendered: tuple[Path, Path]) -> None
     ):
         assert name in expected, name
         del expected[name]  # with_kubernetes=False
+    service = [name for name in expected if name.startswith("deploy/service/")]
+    assert "deploy/service/base/kustomization.yaml" in service
+    for name in (
+        *service,
+        "fraud_assets_tests/deploy/test_service_manifests.py",
+        "fraud_assets_tests/fixtures/argocd_application.schema.json",
+    ):
+        assert name in expected, name
+        del expected[name]  # with_service_delivery=False
     for name, content in expected.items():
         assert (project / name).read_bytes() == content, name
     produced = {p.relative_to(project).as_posix() for p in project.rglob("*") if p.is_file()}
@@ -76,6 +85,7 @@ def test_no_trace_of_the_template_names_or_markers(rendered: tuple[Path, Path]) 
             assert "[template:" not in text, path
             assert "{% raw %}" not in text, path
     assert not (project / "deploy" / "helm").exists()
+    assert not (project / "deploy" / "service").exists()
     assert (project / "deploy" / "compose.yaml").exists()
     assert not (project / "copier.yml").exists()
     assert not (project / ".copier").exists()
@@ -83,6 +93,7 @@ def test_no_trace_of_the_template_names_or_markers(rendered: tuple[Path, Path]) 
     assert "_commit: v1.0.0" in answers
     assert "model_name: fraud_risk" in answers
     assert "with_kubernetes: false" in answers
+    assert "with_service_delivery: false" in answers
     assert "template_docs" not in answers
 
 
@@ -92,7 +103,15 @@ def test_optional_sections_follow_the_answers(rendered: tuple[Path, Path]) -> No
     assert "## One host: compose" in guide
     assert "## Cluster: the official Dagster Helm chart" not in guide
     assert "deploy/helm" not in guide
+    assert "## The prediction service on Kubernetes" not in guide
+    assert "deploy/service" not in guide
+    assert "release.env" not in (project / "deploy" / "compose.yaml").read_text()
+    assert "release" not in (project / "deploy" / "compose" / ".env.example").read_text()
+    compose_test = (project / "fraud_assets_tests" / "deploy" / "test_compose.py").read_text()
+    assert "release" not in compose_test
+    assert "def test_bento_healthcheck_asks_the_readiness_endpoint" in compose_test
     readme = (project / "README.md").read_text()
+    assert "deploy/service" not in readme
     assert "on one host with compose (`deploy/compose.yaml`" in readme
     assert "Helm chart" not in readme
     assert "## Template updates and swap points" in readme
