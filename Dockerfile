@@ -45,8 +45,10 @@ RUN --mount=type=cache,target=/root/.cache/uv uv sync --frozen --no-dev --no-ins
 
 COPY README.md ./
 COPY mlops_assets ./mlops_assets
+# [template:if with_service_delivery]
 # The prediction service's Kubernetes base: each release copies it into the deployment repo.
 COPY deploy/service/base ./deploy/service/base
+# [template:end]
 RUN --mount=type=cache,target=/root/.cache/uv uv sync --frozen --no-dev
 
 # A fixed numeric user (Kubernetes runAsNonRoot can verify it); it owns only the folders runs

@@ -154,7 +154,7 @@ def _print_deployment(instance: Any) -> None:
     print(f"  bento {meta['bento_tag']} serving {meta['model_name']} v{meta['model_version']}")
     print(f"  exported to {meta['export_path']}")
     print(f"  batch predictions for {len(predicted)} day(s); serve the model: make serve")
-    _print_releases(instance)
+    _print_releases(instance)  # [template:only with_service_delivery]
 
 
 def _print_releases(instance: Any) -> None:

@@ -35,7 +35,7 @@ ASSETS = [
     training.model_gate,
     training.model_card,
     deployment.bento,
-    deployment.release,
+    deployment.release,  # [template:only with_service_delivery]
     deployment.batch_predictions,
     monitoring.drift_reference,
     monitoring.drift_report,

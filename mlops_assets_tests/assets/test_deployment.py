@@ -22,9 +22,7 @@ import yaml
 from mlops_assets import settings
 from mlops_assets.defs.training import TRIAL_POLICY_VAR
 from mlops_assets.lib.pyfunc import load_classifier
-from mlops_assets.lib.release import DEFAULT_IMAGE_REPOSITORY
 from mlops_assets.lib.scoring import ScoringBundle
-from mlops_assets.resources.bentos import BentoStore
 from mlops_assets_tests.deployed import PREDICT_DAY, Deployment, deploy, run_config
 
 DAY = PREDICT_DAY.isoformat()
@@ -68,6 +66,7 @@ def test_promotion_builds_a_labelled_servable_bento(deployment: Deployment):
     assert bundle.model["model_version"] == "1"
 
 
+# [template:if with_service_delivery]
 def release_log(deployment: Deployment) -> list[str]:
     """Messages of the deployment repository's commits, newest first."""
     remote = settings.Locations(deployment.state).deployment / "remote.git"
@@ -81,6 +80,8 @@ def release_log(deployment: Deployment) -> list[str]:
 
 
 def test_the_bento_is_released_with_its_lineage(deployment: Deployment):
+    from mlops_assets.lib.release import DEFAULT_IMAGE_REPOSITORY
+
     bento, release = deployment.metadata("bento"), deployment.metadata("release")
     assert bento["image"] == f"{DEFAULT_IMAGE_REPOSITORY}:{bento['bento_tag'].split(':')[1]}"
     assert release["status"] == "released"
@@ -94,6 +95,8 @@ def test_the_bento_is_released_with_its_lineage(deployment: Deployment):
 
 
 def test_a_release_of_an_image_that_is_not_the_bentos_is_refused(deployment: Deployment):
+    from mlops_assets.resources.bentos import BentoStore
+
     before, log = deployment.metadata("release"), release_log(deployment)
     resources = deployment.resources
     store = resources["bentos"]
@@ -113,6 +116,9 @@ def test_a_release_of_an_image_that_is_not_the_bentos_is_refused(deployment: Dep
     assert release_log(deployment) == log
 
 
+# [template:end]
+
+
 def test_new_day_is_predicted_by_the_champion(deployment: Deployment):
     meta = deployment.metadata("batch_predictions", DAY)
     assert meta["model_version"] == "1"
@@ -129,13 +135,13 @@ def test_new_day_is_predicted_by_the_champion(deployment: Deployment):
 
 def test_rejected_challenger_builds_no_bento(deployment: Deployment):
     before, stored = deployment.count("bento"), bentos(deployment)
-    releases = release_log(deployment)
+    releases = release_log(deployment)  # [template:only with_service_delivery]
     result = deployment.train()  # same data and config: not better, rejected
     assert result.success
     assert str(deployment.resources["tracking"].version_by_alias("champion").version) == "1"
     assert deployment.count("bento") == before
     assert bentos(deployment) == stored
-    assert release_log(deployment) == releases
+    assert release_log(deployment) == releases  # [template:only with_service_delivery]
 
 
 def test_failed_build_keeps_the_previous_bento(
@@ -182,6 +188,7 @@ def test_promotion_rebuilds_and_new_days_use_the_new_champion(
     )
     manifest = yaml.safe_load((Path(new["build_context"]) / "bento.yaml").read_text())
     assert manifest["labels"]["model_version"] == champion
+    # [template:if with_service_delivery]
     # The new champion goes live on the other colour; the first stays ready to return to.
     release = deployment.metadata("release")
     assert (release["live_colour"], release["image"]) == ("green", new["image"])
@@ -189,6 +196,7 @@ def test_promotion_rebuilds_and_new_days_use_the_new_champion(
     assert release_log(deployment)[0].startswith(
         f"Release flight_delay v{champion} to green (blue keeps v1)\n\nPromoted by the gate: "
     )
+    # [template:end]
     # The previous Bento still serves its own model, not the newest one in the store.
     assert served_model(deployment, first["bento_tag"]) == first["model_tag"]
     assert served_model(deployment, new["bento_tag"]) == new["model_tag"]

@@ -23,7 +23,7 @@ from mlops_assets.defs.trials import TRIAL_SENSOR
 from mlops_assets.lib import model_tags
 from mlops_assets.lib.features import LABEL_COLUMN
 from mlops_assets.serving.guard import API_KEY_VARIABLE
-from mlops_assets.undo import UndoError, abort_trial, revert_release, rollback
+from mlops_assets.undo import UndoError, abort_trial, rollback
 from mlops_assets_tests.deployed import PREDICT_DAY, Deployment, deploy, run_config
 
 FAST = {"trial_days": 2, "timeout_days": 3, "rounds": 300}
@@ -80,10 +80,12 @@ def test_a_challenger_that_passes_the_gate_goes_on_trial(
     bento = world.metadata("bento")
     assert (bento["model_version"], bento["challenger_version"]) == ("1", version)
     assert bento["trial_mode"] == "shadow"
+    # [template:if with_service_delivery]
     # The service with both models goes out as a release of its own.
     release = world.metadata("release")
     assert release["image"] == bento["image"]
     assert release["reason"] == f"Live trial of v{version} against champion v1 (shadow mode)"
+    # [template:end]
 
 
 def test_trial_days_are_scored_by_both_and_the_evidence_promotes(world: Deployment) -> None:
@@ -115,9 +117,11 @@ def test_trial_days_are_scored_by_both_and_the_evidence_promotes(world: Deployme
     assert world.metadata("drift_reference")["model_version"] == version
     bento = world.metadata("bento")
     assert bento["model_version"] == version and "challenger_version" not in bento
+    # [template:if with_service_delivery]
     release = world.metadata("release")
     assert (release["model_version"], release["image"]) == (version, bento["image"])
     assert release["reason"].startswith("Promoted after a live trial: ")
+    # [template:end]
 
 
 def _assert_evidence_is_the_paired_auc(world: Deployment, day: str) -> None:
@@ -162,7 +166,10 @@ def test_a_challenger_that_cannot_clear_the_rule_is_retired(
     assert world.metadata("model_trial")["status"] == "retired"
     assert world.metadata("bento")["model_version"] == champion
     assert "challenger_version" not in world.metadata("bento")
-    assert world.metadata("release")["reason"] == f"Trial ended (retired): {evaluation['reason']}"
+    # [template:if with_service_delivery]
+    retired = f"Trial ended (retired): {evaluation['reason']}"
+    assert world.metadata("release")["reason"] == retired
+    # [template:end]
     # Days after the trial are not scored by the retired challenger.
     world.land(start + timedelta(days=2))
     after = (start + timedelta(days=2)).isoformat()
@@ -182,7 +189,9 @@ def test_abort_and_rollback_end_a_trial_saying_who_and_why(
     assert tags[model_tags.TRIAL_ENDED].endswith("by alice")
     world.loop.run_until_idle()  # the bento follows: champion only again
     assert "challenger_version" not in world.metadata("bento")
+    # [template:if with_service_delivery]
     assert world.metadata("release")["reason"] == "Trial ended (aborted): latency too high"
+    # [template:end]
     with pytest.raises(UndoError, match="no trial running"):
         abort_trial(tracking, instance, "again", "alice")
 
@@ -199,14 +208,18 @@ def test_abort_and_rollback_end_a_trial_saying_who_and_why(
     bento = world.metadata("bento")
     assert bento["model_version"] == "1" and "challenger_version" not in bento
     assert world.metadata("drift_reference")["model_version"] == "1"
+    # [template:if with_service_delivery]
     released = world.metadata("release")
     assert released["reason"].startswith("Rollback to v1: ")
     assert released["reason"].endswith("bad answers in production")
 
     # Reverting that release puts the colour that served before it back in front.
+    from mlops_assets.undo import revert_release
+
     repo = world.resources["deployment_repo"]
     said = revert_release(repo, instance, "rollback release misbehaves", "carol")
     reverted = world.metadata("release")
     assert reverted["status"] == "reverted" and reverted["reverted_by"] == "carol"
     assert reverted["live_colour"] != released["live_colour"]
     assert said.startswith(f"release reverted: {reverted['live_colour']} serves v")
+    # [template:end]

@@ -49,6 +49,7 @@ def test_the_main_job_prints_no_traceback_and_no_warning(tmp_path: Path):
     assert re.findall(r"^.*(?:Warning\b|\bWARNING\b).*$", output, re.MULTILINE) == [], output
     assert [line for line in output.splitlines() if "blocked:" in line] == [BLOCKED], output
     assert "(1 failed: 2013-02-12)" in output
+    # [template:if with_service_delivery]
     # The promotion reached the deployment repository as one release commit with its lineage.
     remote = settings.Locations(tmp_path / "state").deployment / "remote.git"
     log = subprocess.run(
@@ -62,3 +63,4 @@ def test_the_main_job_prints_no_traceback_and_no_warning(tmp_path: Path):
     for lineage in ("MLflow run ", "Training data: DVC md5 ", "Bento: flight_delay_service:"):
         assert lineage in message, message
     assert "released  v1 on blue" in output, output
+    # [template:end]

@@ -111,10 +111,7 @@ def _swap(project: Path) -> None:
 def test_generated_project_passes_its_tests_and_runs_on_swapped_parts(tmp_path: Path) -> None:
     uv = shutil.which("uv")
     assert uv, "uv must be on PATH (make setup installs it)"
-    # With the service's delivery: the release asset, which the main job runs after each
-    # bento, copies deploy/service/base into the deployment repository.
-    answers = {**ANSWERS, "with_service_delivery": True}
-    project = render(snapshot(tmp_path / "template"), tmp_path / "fraud-platform", answers)
+    project = render(snapshot(tmp_path / "template"), tmp_path / "fraud-platform", ANSWERS)
     env = _env(tmp_path / "state")
     _run([uv, "sync", "--frozen", "--quiet"], project, env, 900)
 

@@ -60,12 +60,18 @@ def test_every_file_is_the_renamed_original(rendered: tuple[Path, Path]) -> None
     ):
         assert name in expected, name
         del expected[name]  # with_kubernetes=False
-    service = [name for name in expected if name.startswith("deploy/service/")]
+    service = [
+        name for name in expected if name.startswith(("deploy/service/", ".github/workflows/"))
+    ]
     assert "deploy/service/base/kustomization.yaml" in service
+    assert ".github/workflows/pull-request.yml" in service
     for name in (
         *service,
         "fraud_assets_tests/deploy/test_service_manifests.py",
         "fraud_assets_tests/fixtures/argocd_application.schema.json",
+        "fraud_assets_tests/resources/test_deployment_repo.py",
+        "fraud_assets_tests/project/test_workflows.py",
+        "docs/ci.md",
     ):
         assert name in expected, name
         del expected[name]  # with_service_delivery=False
