@@ -50,13 +50,13 @@ DELIBERATE_PREVIEWS = (
 
 
 def ignore_deliberate_previews() -> None:
-    """Ignores exactly the warnings of ``DELIBERATE_PREVIEWS`` (imports Dagster)."""
-    import dagster as dg
+    """Ignores exactly the warnings of ``DELIBERATE_PREVIEWS``, before Dagster is imported.
 
-    for category, message in DELIBERATE_PREVIEWS:
-        warnings.filterwarnings(
-            "ignore", message=re.escape(message), category=getattr(dg, category)
-        )
+    Matched by their message (the category names are Dagster's classes: importing Dagster
+    here would cost every command its import time).
+    """
+    for _category, message in DELIBERATE_PREVIEWS:
+        warnings.filterwarnings("ignore", message=re.escape(message))
 
 
 def _replay(args: argparse.Namespace) -> int:
@@ -95,7 +95,6 @@ def _demo(args: argparse.Namespace) -> int:
 
     import dagster as dg
 
-    ignore_deliberate_previews()
     from mlops_assets.definitions import defs
     from mlops_assets.defs.retraining import RETRAIN_SENSOR
     from mlops_assets.defs.trials import TRIAL_SENSOR
@@ -460,6 +459,7 @@ def main(argv: list[str] | None = None) -> int:
     # progress bars. It sets its loggers' level from this variable when it is imported.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    ignore_deliberate_previews()
     args = build_parser().parse_args(argv)
     return int(args.func(args))
 

@@ -198,7 +198,7 @@ def commit_message(release: Release, state: ReleaseState, previous: ReleaseState
     """The release commit's message: what goes live, why, its lineage, and trailers."""
     kept = "" if previous is None else f" ({state.idle} keeps {_served_text(state.idle, state)})"
     lines = [
-        f"Release {release.model_name} v{release.model_version} to {state.live}{kept}",
+        f"Release {release.model_name} {_served_text(state.live, state)} to {state.live}{kept}",
         "",
         release.reason,
         "",
@@ -221,7 +221,10 @@ def commit_message(release: Release, state: ReleaseState, previous: ReleaseState
 
 
 def _served_text(colour: str, state: ReleaseState) -> str:
-    return f"v{state.colours[colour]['model_version']}"
+    served = state.colours[colour]
+    trial = served.get("challenger_version")
+    on_trial = f" with v{trial} on trial ({served.get('serving_mode')})" if trial else ""
+    return f"v{served['model_version']}{on_trial}"
 
 
 def revert_message(release_id: str, subject: str, actor: str, reason: str) -> str:

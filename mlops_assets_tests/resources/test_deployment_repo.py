@@ -14,7 +14,6 @@ import threading
 from pathlib import Path
 
 import pytest
-import yaml
 
 from mlops_assets import settings
 from mlops_assets.lib import release as rel
@@ -24,6 +23,7 @@ from mlops_assets.resources.deployment_repo import (
     DeploymentRepo,
     DeploymentRepoError,
 )
+from mlops_assets_tests.deploy.test_service_manifests import kustomize, validation_errors
 
 BASE = settings.project_root() / "deploy" / "service" / "base"
 REPOSITORY = rel.DEFAULT_IMAGE_REPOSITORY
@@ -61,10 +61,10 @@ def _remote_log(tmp_path: Path) -> list[str]:
 
 
 def _render(folder: Path) -> list[dict[str, object]]:
-    done = subprocess.run(
-        ["kubectl", "kustomize", str(folder)], capture_output=True, text=True, check=True
-    )
-    return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
+    """What Argo CD would apply: the release's kustomization rendered, each object valid."""
+    objects = kustomize(folder)
+    assert validation_errors(objects) == []
+    return objects
 
 
 def _selected_colour(objects: list[dict[str, object]], service: str) -> str:

@@ -115,7 +115,7 @@ def test_the_commit_message_carries_version_reason_lineage_and_trailers() -> Non
     state = rel.next_state(first, release, "r2")
     message = rel.commit_message(release, state, first)
     subject, _, body = message.partition("\n\n")
-    assert subject == "Release flight_delay v2 to green (blue keeps v1)"
+    assert subject == "Release flight_delay v2 with v3 on trial (shadow) to green (blue keeps v1)"
     for expected in (
         "Promoted by the gate: v2 is better",
         "MLflow run run2",
