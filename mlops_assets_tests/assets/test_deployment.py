@@ -116,6 +116,36 @@ def test_a_release_of_an_image_that_is_not_the_bentos_is_refused(deployment: Dep
     assert release_log(deployment) == log
 
 
+def test_an_unreachable_deployment_remote_fails_the_release_and_changes_nothing(
+    deployment: Deployment, tmp_path: Path
+):
+    from mlops_assets.resources.deployment_repo import DeploymentRepo
+
+    before, log = deployment.metadata("release"), release_log(deployment)
+    tracking = deployment.resources["tracking"]
+    champion = tracking.version_by_alias("champion").version
+    local = deployment.resources["deployment_repo"]
+    unreachable = DeploymentRepo(
+        url="http://127.0.0.1:9/deployment.git",
+        checkout=str(tmp_path / "c"),
+        manifests=local.manifests,
+    )
+    result = dg.materialize(
+        list(deployment.defs.assets or []),  # type: ignore[arg-type]
+        selection=dg.AssetSelection.assets("release"),
+        instance=deployment.instance,
+        resources={**deployment.resources, "deployment_repo": unreachable},
+        raise_on_error=False,
+    )
+    assert not result.success
+    failure = str(next(e for e in result.all_events if e.is_step_failure).step_failure_data.error)
+    assert "release refused or failed, nothing pushed" in failure
+    assert "http://127.0.0.1:9/deployment.git" in failure
+    assert tracking.version_by_alias("champion").version == champion
+    assert deployment.metadata("release") == before
+    assert release_log(deployment) == log
+
+
 # [template:end]
 
 
