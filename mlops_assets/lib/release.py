@@ -2,7 +2,7 @@
 
 A release puts the new image on the idle colour and points the live Service at it; the
 colour that served before keeps its image, so reverting the release flips traffic back at
-once. The Kubernetes manifests are in ``deploy/service`` (docs/deploy.md).
+once. The Kubernetes manifests and the release flow: docs/deploy.md.
 """
 
 from __future__ import annotations

@@ -63,7 +63,7 @@ class DeploymentRepo(dg.ConfigurableResource):
         url: The remote Argo CD watches (a path or any git URL; locally a bare repository
             under the state folder, created on first use).
         checkout: Private working copy of releases on this host.
-        manifests: The service's Kubernetes base (``deploy/service/base``), copied into the
+        manifests: The service's Kubernetes base (docs/deploy.md), copied into the
             repository with each release.
         create_remote: Create ``url`` as a bare repository when it does not exist (the
             embedded default; a production remote that cannot be reached is an error).
