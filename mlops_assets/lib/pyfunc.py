@@ -84,15 +84,45 @@ def log_model(
     with tempfile.TemporaryDirectory() as folder:
         stored = Path(folder) / "classifier.json"
         stored.write_text(json.dumps(asdict(classifier)))
-        return mlflow.pyfunc.log_model(
+        info = mlflow.pyfunc.log_model(
             name="model",
             python_model=MODEL_CODE,
             artifacts={CLASSIFIER_ARTIFACT: str(stored)},
             signature=infer_signature(example, classifier.predict_proba(example)),
             input_example=example,
             pip_requirements=pip_requirements(),
-            registered_model_name=registered_model_name,
         )
+    info.registered_model_version = _register(registered_model_name, info.model_id)
+    return info
+
+
+def _register(name: str, model_id: str) -> Any:
+    """Registers a logged model as a new version of ``name`` (created if missing).
+
+    What ``log_model(registered_model_name=...)`` does, through the client: MLflow's fluent
+    registration also prints "Successfully registered model" and "Created version" lines to
+    stderr, which only MLflow's switch for all of its output (warnings too) turns off, and
+    which would mix into the callers' own output.
+    """
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import ALREADY_EXISTS, RESOURCE_ALREADY_EXISTS, ErrorCode
+    from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
+
+    client = MlflowClient()
+    try:
+        client.create_registered_model(name)
+    except MlflowException as error:
+        if error.error_code not in (
+            ErrorCode.Name(RESOURCE_ALREADY_EXISTS),
+            ErrorCode.Name(ALREADY_EXISTS),
+        ):
+            raise
+    version = client.create_model_version(name, f"models:/{model_id}", model_id=model_id)
+    # As the fluent registration does: the logged model lists its versions (MLflow UI).
+    made = [{"name": version.name, "version": version.version}]
+    client.set_logged_model_tags(model_id, {MLFLOW_MODEL_VERSIONS: json.dumps(made)})
+    return version.version
 
 
 def load_classifier(model_uri: str, tracking_uri: str) -> DelayClassifier:

@@ -73,7 +73,7 @@ class Records(logging.Handler):
         self.lines.append(f"{record.name}: {record.getMessage()}")
 
 
-def test_logging_a_model_says_nothing(store: str, classifier, features):
+def test_logging_a_model_says_nothing(store: str, classifier, features, capfd):
     records = Records()
     logger = logging.getLogger("mlflow")  # MLflow's loggers do not propagate to the root
     logger.addHandler(records)
@@ -87,6 +87,9 @@ def test_logging_a_model_says_nothing(store: str, classifier, features):
         logger.removeHandler(records)
     assert [f"{w.category.__name__}: {w.message}" for w in caught] == []
     assert records.lines == []
+    # Nor the lines MLflow prints itself when it registers a model and creates a version.
+    printed = capfd.readouterr().err
+    assert "Successfully registered model" not in printed and "Created version" not in printed
     assert info.registered_model_version is not None
 
 
