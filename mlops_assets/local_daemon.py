@@ -7,6 +7,7 @@ executes the runs they request on the same Dagster instance, tagged like the dae
 """
 
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -108,6 +109,7 @@ class LocalDaemon:
 
         As under the daemon, a run's logs go to the instance (the UI) and a failure comes
         back in the ``RunOutcome``: the console stays quiet unless asked for a lower level.
+        A sensor's log reaches the console from WARNING up (or from ``log_level`` if lower).
         """
         self.defs = defs
         self.log_level = log_level
@@ -197,6 +199,9 @@ class LocalDaemon:
             definitions=self.defs,
             sensor_name=name,
         ) as context:
+            # The daemon keeps a sensor's log with its tick, for the UI; here there is no tick,
+            # so the console gets its warnings only, unless a lower level was asked for.
+            context.log.setLevel(min(logging.getLevelName(self.log_level.upper()), logging.WARNING))
             data = sensor.evaluate_tick(context)
         if name == LANDING_SENSOR:
             self.state.landing_cursor = data.cursor

@@ -65,3 +65,25 @@ def test_runs_print_nothing_themselves(tmp_path: Path, capfd: pytest.CaptureFixt
         capfd.readouterr()
         LocalDaemon(defs, instance, tmp_path / "cursors.json").tick_sensor("asks")
         assert capfd.readouterr() == ("", "")
+
+
+@dg.sensor(target=[refused])
+def tells(context: dg.SensorEvaluationContext) -> dg.SkipReason:
+    context.log.info("what it decided")
+    context.log.warning("what went wrong")
+    return dg.SkipReason("nothing to do")
+
+
+@pytest.mark.parametrize(
+    ("level", "shown"), [("CRITICAL", ["WARNING"]), ("INFO", ["INFO", "WARNING"])]
+)
+def test_a_sensor_prints_its_warnings_only_unless_asked_for_more(
+    tmp_path: Path, capfd: pytest.CaptureFixture, level: str, shown: list[str]
+):
+    # The daemon keeps a sensor's log with its tick; the local daemon has no tick to keep it.
+    defs = dg.Definitions(assets=[refused], sensors=[tells])
+    with dg.instance_for_test() as instance:
+        capfd.readouterr()
+        LocalDaemon(defs, instance, tmp_path / "cursors.json", log_level=level).tick_sensor("tells")
+        lines = capfd.readouterr().err.splitlines()
+    assert [w for line in lines for w in ("INFO", "WARNING") if f" - {w} - " in line] == shown
