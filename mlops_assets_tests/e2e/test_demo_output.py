@@ -2,7 +2,8 @@
 
 Runs ``mlops-assets demo`` as a user would (a fresh state folder, Python's default warning
 filters): a 14-day bootstrap from 2013-01-29, then 2013-02-12, whose weather breaks its
-contract. The expected failure is one line; nothing else may be a traceback or a warning.
+contract. The expected failure is one line; nothing else may be a traceback or a warning, and
+every line is the project's own (nothing MLflow or Dagster's loggers print of themselves).
 """
 
 from __future__ import annotations
@@ -47,6 +48,11 @@ def test_the_main_job_prints_no_traceback_and_no_warning(tmp_path: Path):
     assert done.returncode == 0, output
     assert "Traceback" not in output and "Stack Trace" not in output, output
     assert re.findall(r"^.*(?:Warning\b|\bWARNING\b).*$", output, re.MULTILINE) == [], output
+    # Only the project's own lines: none that MLflow prints when it registers a model or a
+    # version, no log line of Dagster's console logger ("<time> - dagster - INFO - ...").
+    mlflow_lines = r"^.*(?:registered model|Registered model|Created version).*$"
+    assert re.findall(mlflow_lines, output, re.MULTILINE) == [], output
+    assert re.findall(r"^.* - dagster - .*$", output, re.MULTILINE) == [], output
     assert [line for line in output.splitlines() if "blocked:" in line] == [BLOCKED], output
     assert "(1 failed: 2013-02-12)" in output
     # [template:if with_service_delivery]
