@@ -234,26 +234,26 @@ def trial_policy(env: Mapping[str, str] | None = None) -> TrialPolicy:
     return trial_policy_from_json(raw, TRIAL_POLICY_VAR)
 
 
+def _gate_output(key: dg.AssetKey, description: str) -> dg.AssetSpec:
+    """One of the gate's two outputs: both follow a new candidate, and either may be skipped."""
+    return dg.AssetSpec(
+        key,
+        group_name=TRAINING_GROUP,
+        deps=["candidate_model", "training_set"],
+        skippable=True,
+        automation_condition=dg.AutomationCondition.eager(),
+        kinds={"mlflow"},
+        description=description,
+    )
+
+
 @dg.multi_asset(
     specs=[
-        dg.AssetSpec(
-            CHAMPION_KEY,
-            group_name=TRAINING_GROUP,
-            deps=["candidate_model", "training_set"],
-            skippable=True,
-            automation_condition=dg.AutomationCondition.eager(),
-            kinds={"mlflow"},
-            description="The model in production (the registry's `champion` alias).",
-        ),
-        dg.AssetSpec(
+        _gate_output(CHAMPION_KEY, "The model in production (the registry's `champion` alias)."),
+        _gate_output(
             TRIAL_KEY,
-            group_name=TRAINING_GROUP,
-            deps=["candidate_model", "training_set"],
-            skippable=True,
-            automation_condition=dg.AutomationCondition.eager(),
-            kinds={"mlflow"},
-            description="The challenger on live trial (the `trial` alias): started, "
-            "promoted, retired or aborted.",
+            "The challenger on live trial (the `trial` alias): started, promoted, retired or "
+            "aborted.",
         ),
     ],
 )
