@@ -174,6 +174,12 @@ def _print_releases(instance: Any) -> None:
         print(f"  manifests: uv run kubectl kustomize {released[-1]['repository']}")
 
 
+def _failed(error: Exception) -> int:
+    """A known error of a command (bad input, a check that says no): one line, exit status 1."""
+    print(f"error: {error}", file=sys.stderr)
+    return 1
+
+
 def _restore(args: argparse.Namespace) -> int:
     from mlops_assets.lib.data_registry import DataRegistryError
     from mlops_assets.resources.environments import resolved
@@ -187,8 +193,7 @@ def _restore(args: argparse.Namespace) -> int:
         expected = registry.recorded_md5(path, args.rev)
         digest = registry.restore(path, args.rev, out, expected_md5=expected)
     except DataRegistryError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+        return _failed(error)
     print(f"restored {path} at registry revision {args.rev} -> {out} (md5 {digest}, verified)")
     return 0
 
@@ -225,8 +230,7 @@ def _reproduce(args: argparse.Namespace) -> int:
             registry = resources.data_registry.open()
             result = reproduce(resources.tracking, registry, args.model_version)
     except ReproductionError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+        return _failed(error)
     print(
         f"model version {args.model_version}: training set {result.data_path} "
         f"@ {result.data_rev[:10]} (md5 {result.data_md5}, verified)"
@@ -284,8 +288,7 @@ def _undo(args: argparse.Namespace, act: Any) -> int:
         with resolved("tracking") as resources, dg.DagsterInstance.get() as instance:
             done = act(resources.tracking, instance, by)
     except UndoError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+        return _failed(error)
     print(f"{done} (by {by}: {args.reason})")
     return 0
 
