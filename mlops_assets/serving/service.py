@@ -149,6 +149,28 @@ class Predictions(BaseModel):
     predictions: list[Prediction]
 
 
+# The service's Prometheus metrics are named after the model; all but one are labelled by the
+# model (version and role) that scored.
+ROLES = ("model_version", "role")
+
+
+def _histogram(name: str, documentation: str, buckets: tuple[float, ...]) -> Any:
+    """The histogram ``<model>_<name>``, by the model that scored."""
+    return bentoml.metrics.Histogram(
+        name=f"{MODEL_NAME}_{name}",
+        documentation=documentation,
+        labelnames=list(ROLES),
+        buckets=buckets,
+    )
+
+
+def _counter(name: str, documentation: str, labels: tuple[str, ...] = ROLES) -> Any:
+    """The counter ``<model>_<name>``, by ``labels`` (by default the model that scored)."""
+    return bentoml.metrics.Counter(
+        name=f"{MODEL_NAME}_{name}", documentation=documentation, labelnames=list(labels)
+    )
+
+
 # Exact versions of what scoring imports at run time, the same list the MLflow model pins,
 # plus what writes the prediction log to a folder or an object store.
 IMAGE = bentoml.images.Image(python_version="3.11", lock_python_packages=False).python_packages(
@@ -176,32 +198,26 @@ class FlightDelay:
         if self.mode.uses_challenger:
             challenger: Any = self.challenger_model
             self.bundles[CHALLENGER] = ScoringBundle.load(Path(challenger.path))
-        roles = ["model_version", "role"]
-        self.probability = bentoml.metrics.Histogram(
-            name=f"{MODEL_NAME}_probability",
-            documentation="Predicted probability of a 15+ minute arrival delay",
-            labelnames=roles,
-            buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0),
+        self.probability = _histogram(
+            "probability",
+            "Predicted probability of a 15+ minute arrival delay",
+            (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0),
         )
-        self.predictions = bentoml.metrics.Counter(
-            name=f"{MODEL_NAME}_predictions",
-            documentation="Flights scored, by model; served=false: scored off the response path",
-            labelnames=[*roles, "served"],
+        self.predictions = _counter(
+            "predictions",
+            "Flights scored, by model; served=false: scored off the response path",
+            (*ROLES, "served"),
         )
-        self.latency = bentoml.metrics.Histogram(
-            name=f"{MODEL_NAME}_scoring_seconds",
-            documentation="Time to score one call's flights (features and model), by model",
-            labelnames=roles,
-            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0),
+        self.latency = _histogram(
+            "scoring_seconds",
+            "Time to score one call's flights (features and model), by model",
+            (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0),
         )
-        self.shadow_failures = bentoml.metrics.Counter(
-            name=f"{MODEL_NAME}_shadow_failures",
-            documentation="Flights the model scoring off the response path failed to score",
-            labelnames=roles,
+        self.shadow_failures = _counter(
+            "shadow_failures", "Flights the model scoring off the response path failed to score"
         )
-        self.log_lost = bentoml.metrics.Counter(
-            name=f"{MODEL_NAME}_prediction_log_lost_lines",
-            documentation="Prediction log lines that could not be written",
+        self.log_lost = _counter(
+            "prediction_log_lost_lines", "Prediction log lines that could not be written", ()
         )
         self.log = PredictionLogWriter(default_root(), on_lost=lambda n: self.log_lost.inc(n))
         self.off_path = OffPathQueue(self._score_off_path, self._count_shadow_failures)
