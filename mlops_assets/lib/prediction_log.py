@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from mlops_assets.lib.background import Periodic
 from mlops_assets.lib.storage import location, write_atomic
 
 if TYPE_CHECKING:
@@ -105,7 +106,6 @@ class PredictionLogWriter:
     ) -> None:
         self.root = root
         self.flush_lines = flush_lines
-        self.flush_seconds = flush_seconds
         self.on_lost = on_lost
         self.storage_options = storage_options
         self.lost = 0
@@ -113,22 +113,19 @@ class PredictionLogWriter:
         self._lines: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()  # one flush at a time: parts keep their order
-        self._wake = threading.Event()
-        self._closed = threading.Event()
         self._seq = 0
-        self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
-        self._thread.start()
+        self._flusher = Periodic(self.flush, flush_seconds, name="prediction log flush")
 
     def append(self, lines: list[dict[str, Any]]) -> None:
         """Queues lines for the next flush (never blocks on storage, never raises)."""
-        if self._closed.is_set():
+        if self._flusher.closed:
             self._lose(len(lines), "the log is closed")
             return
         with self._lock:
             self._lines.extend(lines)
             full = len(self._lines) >= self.flush_lines
         if full:
-            self._wake.set()
+            self._flusher.wake()
 
     def flush(self) -> int:
         """Writes every buffered line now; returns how many were written."""
@@ -158,10 +155,7 @@ class PredictionLogWriter:
 
     def close(self, timeout: float = 30.0) -> None:
         """Stops the background thread and flushes what is left."""
-        self._closed.set()
-        self._wake.set()
-        self._thread.join(timeout)
-        self.flush()
+        self._flusher.close(timeout)
 
     def _lose(self, count: int, why: str) -> None:
         self.lost += count
@@ -171,15 +165,6 @@ class PredictionLogWriter:
                 self.on_lost(count)
             except Exception:  # a broken metric must not take the caller down either
                 logger.exception("prediction log: counting lost lines failed")
-
-    def _run(self) -> None:
-        while not self._closed.is_set():
-            self._wake.wait(self.flush_seconds)
-            self._wake.clear()
-            try:
-                self.flush()
-            except Exception:  # keep flushing later lines whatever happened to these
-                logger.exception("prediction log: flush failed")
 
 
 def read_day(root: str, day: str) -> pd.DataFrame:

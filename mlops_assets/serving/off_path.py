@@ -15,6 +15,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from mlops_assets.lib.background import Periodic
+
 # One call's flights stay within what a batch request may hold (lib.scoring.MAX_BATCH).
 CHUNK = 1000
 BATCH = 200
@@ -53,19 +55,15 @@ class OffPathQueue:
         self.work = work
         self.on_dropped = on_dropped
         self.batch = batch
-        self.interval = interval
         self.limit = limit
         self._pending: list[tuple[str, dict[str, Any], str]] = []
         self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._closed = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="off-path-scoring", daemon=True)
-        self._thread.start()
+        self._scorer = Periodic(self.drain, interval, name="off-path scoring")
 
     def put(self, role: str, requests: list[dict[str, Any]], ids: list[str]) -> None:
         """Queues ``requests`` for ``role`` (never blocks on scoring)."""
         with self._lock:
-            full = self._closed.is_set() or len(self._pending) + len(requests) > self.limit
+            full = self._scorer.closed or len(self._pending) + len(requests) > self.limit
             if not full:
                 self._pending.extend((role, r, i) for r, i in zip(requests, ids, strict=True))
                 wake = len(self._pending) >= self.batch
@@ -75,7 +73,7 @@ class OffPathQueue:
             )
             self.on_dropped(role, len(requests))
         elif wake:
-            self._wake.set()
+            self._scorer.wake()
 
     def drain(self) -> int:
         """Scores everything waiting now; returns how many flights were handed to ``work``."""
@@ -98,13 +96,4 @@ class OffPathQueue:
 
     def close(self, timeout: float = 10.0) -> None:
         """Stops taking requests and scores what waits (within ``timeout``)."""
-        self._closed.set()
-        self._wake.set()
-        self._thread.join(timeout)
-        self.drain()
-
-    def _run(self) -> None:
-        while not self._closed.is_set():
-            self._wake.wait(self.interval)
-            self._wake.clear()
-            self.drain()
+        self._scorer.close(timeout)
