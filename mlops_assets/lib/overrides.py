@@ -1,7 +1,7 @@
-"""Policies set from a JSON object of field overrides (an environment variable)."""
+"""Policy dataclasses: bounds declared with their fields, overrides from a JSON object."""
 
 import json
-from dataclasses import fields
+from dataclasses import field, fields
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -27,3 +27,36 @@ def from_json_overrides(policy: type[T], raw: str, source: str) -> T:
         return policy(**values)
     except (TypeError, ValueError) as error:
         raise ValueError(f"{source}: {error}") from error
+
+
+def bounded(
+    default: T, *, low: float | None = None, high: float | None = None, below: float | None = None
+) -> T:
+    """A policy field with a default whose value ``check_bounds`` keeps within its bounds.
+
+    Args:
+        default: The field's default.
+        low: Smallest valid value.
+        high: Largest valid value.
+        below: A bound the value must stay strictly under.
+    """
+    return field(default=default, metadata={"bounds": (low, high, below)})
+
+
+def check_bounds(policy: object) -> None:
+    """Checks every ``bounded`` field of a policy dataclass (in ``__post_init__``).
+
+    Raises:
+        ValueError: naming the first field out of its bounds, the bound and the value.
+    """
+    for item in fields(policy):  # type: ignore[arg-type]
+        if "bounds" not in item.metadata:
+            continue
+        low, high, below = item.metadata["bounds"]
+        value = getattr(policy, item.name)
+        if low is not None and value < low:
+            raise ValueError(f"{item.name} must be at least {low}, got {value}")
+        if high is not None and value > high:
+            raise ValueError(f"{item.name} must be at most {high}, got {value}")
+        if below is not None and value >= below:
+            raise ValueError(f"{item.name} must be below {below}, got {value}")

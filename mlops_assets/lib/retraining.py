@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import date
 from statistics import fmean
 
-from mlops_assets.lib.overrides import from_json_overrides
+from mlops_assets.lib.overrides import bounded, check_bounds, from_json_overrides
 
 # Longest window a policy may use: the sensor reads metadata for the whole window every tick
 # (it has 60 s), so a longer question is one for an offline study, not for the sensor.
@@ -50,27 +50,18 @@ class RetrainPolicy:
         validation_days: Last days of that window held out for the gate.
     """
 
-    window_days: int = 7
-    max_auc_drop: float = 0.07
-    drift_days: int = 7
-    cooldown_days: int = 14
-    min_new_days: int = 7
-    training_days: int = 28
-    validation_days: int = 7
+    window_days: int = bounded(7, low=1, high=MAX_WINDOW_DAYS)
+    max_auc_drop: float = bounded(0.07, low=0)
+    drift_days: int = bounded(7, low=1, high=MAX_WINDOW_DAYS)
+    cooldown_days: int = bounded(14, low=0)
+    min_new_days: int = bounded(7, low=0)
+    training_days: int = bounded(28, low=1)
+    validation_days: int = bounded(7, low=1)
 
     def __post_init__(self) -> None:
-        for name in ("window_days", "drift_days", "training_days", "validation_days"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        check_bounds(self)
         if self.validation_days >= self.training_days:
             raise ValueError("validation_days must be smaller than training_days")
-        if self.cooldown_days < 0 or self.min_new_days < 0 or self.max_auc_drop < 0:
-            raise ValueError("cooldown_days, min_new_days and max_auc_drop must be >= 0")
-        for name in ("window_days", "drift_days"):
-            if getattr(self, name) > MAX_WINDOW_DAYS:
-                raise ValueError(
-                    f"{name} must be at most {MAX_WINDOW_DAYS}, got {getattr(self, name)}"
-                )
 
     @property
     def lookback_days(self) -> int:

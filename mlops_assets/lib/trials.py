@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from mlops_assets.lib.overrides import from_json_overrides
+from mlops_assets.lib.overrides import bounded, check_bounds, from_json_overrides
 
 # How the challenger meets live traffic during a trial (the service's modes besides "off").
 TRIAL_MODES = ("shadow", "canary", "ab")
@@ -39,26 +39,19 @@ class TrialPolicy:
         seed: Seed of the bootstrap (decisions are reproducible).
     """
 
-    trial_days: int = 3
+    trial_days: int = bounded(3, low=0)
     mode: str = "shadow"
-    share: float = 0.1
-    confidence: float = 0.95
+    share: float = bounded(0.1, low=0, high=1)
+    confidence: float = bounded(0.95, low=0.5, below=1)
     min_gain: float = 0.0
-    rounds: int = 1000
+    rounds: int = bounded(1000, low=100)
     timeout_days: int = 7
     seed: int = 2013
 
     def __post_init__(self) -> None:
-        if self.trial_days < 0:
-            raise ValueError(f"trial_days must be >= 0, got {self.trial_days}")
         if self.mode not in TRIAL_MODES:
             raise ValueError(f"mode must be one of {', '.join(TRIAL_MODES)}, got {self.mode!r}")
-        if not 0.0 <= self.share <= 1.0:
-            raise ValueError(f"share must be within [0, 1], got {self.share}")
-        if not 0.5 <= self.confidence < 1.0:
-            raise ValueError(f"confidence must be within [0.5, 1), got {self.confidence}")
-        if self.rounds < 100:
-            raise ValueError(f"rounds must be at least 100, got {self.rounds}")
+        check_bounds(self)
         if self.timeout_days < self.trial_days:
             raise ValueError(
                 f"timeout_days ({self.timeout_days}) must be at least trial_days "
