@@ -5,7 +5,7 @@ from typing import Any
 import dagster as dg
 
 from mlops_assets.defs.ingestion import airlines, airports, planes
-from mlops_assets.defs.partitions import daily_partitions, follow_upstream
+from mlops_assets.defs.partitions import daily_asset, follow_upstream
 from mlops_assets.defs.training import CHAMPION_KEY, TRIAL_KEY
 from mlops_assets.lib import estimator, model_tags
 from mlops_assets.resources.bentos import BentoStore
@@ -200,9 +200,8 @@ def _release(
     )
 
 
-@dg.asset(
-    partitions_def=daily_partitions,
-    group_name=DEPLOYMENT_GROUP,
+@daily_asset(
+    DEPLOYMENT_GROUP,
     deps=[CHAMPION_KEY],
     # New feature days are predicted once a champion exists; a new champion does not
     # rewrite past predictions.

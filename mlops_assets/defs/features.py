@@ -6,7 +6,7 @@ from typing import Any
 import dagster as dg
 
 from mlops_assets.defs.contract_checks import contract_spec, failed, validated_output
-from mlops_assets.defs.partitions import daily_partitions, follow_upstream
+from mlops_assets.defs.partitions import daily_asset, daily_partitions, follow_upstream
 from mlops_assets.resources.lake import versioned_in_registry
 
 FEATURES_GROUP = "features"
@@ -14,9 +14,8 @@ LEAKAGE_CHECK = "no_leakage"
 REGISTRY_POOL = "data_registry"
 
 
-@dg.asset(
-    partitions_def=daily_partitions,
-    group_name=FEATURES_GROUP,
+@daily_asset(
+    FEATURES_GROUP,
     check_specs=[
         contract_spec("flight_features", daily_partitions),
         contract_spec(

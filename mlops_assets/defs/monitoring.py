@@ -9,7 +9,7 @@ from typing import Any
 import dagster as dg
 
 from mlops_assets.defs.outputs import frame_output
-from mlops_assets.defs.partitions import daily_partitions, follow_upstream
+from mlops_assets.defs.partitions import daily_asset, daily_partitions, follow_upstream
 from mlops_assets.defs.training import CHAMPION_KEY
 from mlops_assets.resources.lake import LakeReader
 from mlops_assets.resources.reports import ReportStore
@@ -68,9 +68,8 @@ def drift_reference(tracking: MlflowTracking, lake: LakeReader) -> dg.Output[Any
     )
 
 
-@dg.asset(
-    partitions_def=daily_partitions,
-    group_name=MONITORING_GROUP,
+@daily_asset(
+    MONITORING_GROUP,
     check_specs=[
         dg.AssetCheckSpec(
             DRIFT_CHECK,
@@ -148,12 +147,7 @@ def _empty_day(detail: str, facts: dict[str, Any]) -> Iterator[Any]:
     )
 
 
-@dg.asset(
-    partitions_def=daily_partitions,
-    group_name=MONITORING_GROUP,
-    automation_condition=follow_upstream(),
-    kinds={"pandas", "parquet"},
-)
+@daily_asset(MONITORING_GROUP, kinds={"pandas", "parquet"})
 def model_performance(
     context: dg.AssetExecutionContext,
     tracking: MlflowTracking,

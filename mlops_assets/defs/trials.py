@@ -19,7 +19,7 @@ from mlops_assets.defs.jobs import (
     TRIAL_TRIGGER,
     TRIGGER_TAG,
 )
-from mlops_assets.defs.partitions import daily_partitions, follow_upstream
+from mlops_assets.defs.partitions import daily_asset, follow_upstream
 from mlops_assets.defs.training import (
     TRIAL_EVALUATION_KEY,
     TRIAL_KEY,
@@ -47,9 +47,8 @@ def _running_trial(context: dg.AssetExecutionContext, tracking: MlflowTracking) 
     return trial
 
 
-@dg.asset(
-    partitions_def=daily_partitions,
-    group_name=TRIALS_GROUP,
+@daily_asset(
+    TRIALS_GROUP,
     deps=[TRIAL_KEY],
     output_required=False,
     # New feature days are scored while a trial runs; a trial's start or end rewrites nothing.
@@ -84,12 +83,7 @@ def challenger_predictions(
     )
 
 
-@dg.asset(
-    partitions_def=daily_partitions,
-    group_name=TRIALS_GROUP,
-    automation_condition=follow_upstream(),
-    kinds={"pandas", "parquet"},
-)
+@daily_asset(TRIALS_GROUP, kinds={"pandas", "parquet"})
 def online_predictions(
     context: dg.AssetExecutionContext,
     prediction_log: PredictionLog,
@@ -111,9 +105,8 @@ def online_predictions(
     return dg.Output(log, metadata={"dagster/row_count": len(log), **summary})
 
 
-@dg.asset(
-    partitions_def=daily_partitions,
-    group_name=TRIALS_GROUP,
+@daily_asset(
+    TRIALS_GROUP,
     deps=[TRIAL_KEY],
     output_required=False,
     automation_condition=follow_upstream(ignore=dg.AssetSelection.assets(TRIAL_KEY)),
