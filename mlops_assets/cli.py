@@ -393,28 +393,34 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--model-version", required=True, help="registered model version")
     reproduce.set_defaults(func=_reproduce)
 
-    rollback = sub.add_parser(
-        "rollback",
-        help="move the champion alias to the previous champion (aborts a running trial)",
-    )
-    rollback.add_argument("--reason", default="manual rollback")
-    rollback.add_argument("--actor", help="who rolls back (default: the OS user)")
-    rollback.set_defaults(func=_rollback)
-
-    abort = sub.add_parser(
-        "trial-abort", help="end the running trial: retire the challenger, champion only"
-    )
-    abort.add_argument("--reason", default="manual abort")
-    abort.add_argument("--actor", help="who aborts (default: the OS user)")
-    abort.set_defaults(func=_trial_abort)
-
-    revert = sub.add_parser(
-        "release-revert",
-        help="revert the newest release in the deployment repository (traffic flips back)",
-    )
-    revert.add_argument("--reason", default="manual revert")
-    revert.add_argument("--actor", help="who reverts (default: the OS user)")
-    revert.set_defaults(func=_release_revert)
+    # The undo commands: each records who undid what, when and why.
+    for name, func, what, reason, actor in (
+        (
+            "rollback",
+            _rollback,
+            "move the champion alias to the previous champion (aborts a running trial)",
+            "manual rollback",
+            "who rolls back",
+        ),
+        (
+            "trial-abort",
+            _trial_abort,
+            "end the running trial: retire the challenger, champion only",
+            "manual abort",
+            "who aborts",
+        ),
+        (
+            "release-revert",
+            _release_revert,
+            "revert the newest release in the deployment repository (traffic flips back)",
+            "manual revert",
+            "who reverts",
+        ),
+    ):
+        undo = sub.add_parser(name, help=what)
+        undo.add_argument("--reason", default=reason)
+        undo.add_argument("--actor", help=f"{actor} (default: the OS user)")
+        undo.set_defaults(func=func)
 
     dev = sub.add_parser("dev", help="dagster dev (UI + daemon) on the local state")
     dev.add_argument("--host", default="127.0.0.1")
