@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from datetime import date
-from typing import Any, Literal
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Literal
 
 from mlops_assets.lib.overrides import bounded, check_bounds, from_json_overrides
+
+if TYPE_CHECKING:  # numpy is imported where it is used: the code location loads this module
+    import numpy as np
 
 # How the challenger meets live traffic during a trial (the service's modes besides "off").
 TRIAL_MODES = ("shadow", "canary", "ab")
@@ -79,6 +80,7 @@ def trial_policy_from_json(raw: str, source: str = "trial policy") -> TrialPolic
 
 def _auc_rows(labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
     """ROC AUC of each row of ``scores`` against the same row of ``labels`` (ties averaged)."""
+    import numpy as np
     from scipy.stats import rankdata
 
     ranks = rankdata(scores, axis=1)
@@ -121,6 +123,8 @@ def compare_paired(
     Raises:
         ValueError: when the labels do not hold both classes.
     """
+    import numpy as np
+
     y = np.asarray(labels, dtype=float)
     a = np.asarray(champion, dtype=float)
     b = np.asarray(challenger, dtype=float)
