@@ -24,20 +24,10 @@ from mlops_assets.resources.deployment_repo import (
     DeploymentRepoError,
 )
 from mlops_assets_tests.deploy.test_service_manifests import kustomize, validation_errors
+from mlops_assets_tests.releases import REPOSITORY
+from mlops_assets_tests.releases import release_of as _release
 
 BASE = settings.project_root() / "deploy" / "service" / "base"
-REPOSITORY = rel.DEFAULT_IMAGE_REPOSITORY
-
-
-def _release(version: str, bento: str) -> rel.Release:
-    tag = f"flight_delay_service:{bento}"
-    return rel.Release(
-        model_name="flight_delay",
-        model_version=version,
-        bento_tag=tag,
-        image=rel.image_reference(tag, REPOSITORY),
-        reason=f"Promoted by the gate: v{version}",
-    )
 
 
 def _repo(tmp_path: Path, name: str = "checkout", **extra: object) -> DeploymentRepo:

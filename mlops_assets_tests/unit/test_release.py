@@ -6,23 +6,8 @@ import pytest
 
 from mlops_assets.lib import model_tags
 from mlops_assets.lib import release as rel
-
-REPOSITORY = "registry.example.com/mlops/flight_delay_service"
-
-
-def _release(version: str, bento: str, **extra: str) -> rel.Release:
-    tag = f"flight_delay_service:{bento}"
-    return rel.Release(
-        model_name="flight_delay",
-        model_version=version,
-        bento_tag=tag,
-        image=rel.image_reference(tag, REPOSITORY),
-        reason=f"Promoted by the gate: v{version} is better",
-        mlflow_run_id=f"run{version}",
-        training_set_md5=f"md5{version}",
-        git_commit="abc1234",
-        **extra,  # type: ignore[arg-type]
-    )
+from mlops_assets_tests.releases import REPOSITORY
+from mlops_assets_tests.releases import release_of as _release
 
 
 def test_the_image_is_the_repository_tagged_with_the_bento_version() -> None:
