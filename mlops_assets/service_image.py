@@ -21,12 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mlops_assets import settings
-from mlops_assets.lib.release import (
-    DEFAULT_IMAGE_REPOSITORY,
-    IMAGE_REPOSITORY_VAR,
-    ReleaseError,
-    image_reference,
-)
+from mlops_assets.lib import release
+from mlops_assets.lib.release import ReleaseError, image_reference
 
 SERVICE = f"{settings.MODEL_NAME}_service"
 DOCKER_INFO_TIMEOUT_S = 60
@@ -47,9 +43,7 @@ class Plan:
 
 def image_repository(explicit: str | None, env: Mapping[str, str] | None = None) -> str:
     """``--repository``, else ``MLOPS_IMAGE_REPOSITORY``, else the default repository."""
-    return explicit or (env if env is not None else os.environ).get(
-        IMAGE_REPOSITORY_VAR, DEFAULT_IMAGE_REPOSITORY
-    )
+    return explicit or release.image_repository(os.environ if env is None else env)
 
 
 def bentoml_environment(home: Path) -> dict[str, str]:

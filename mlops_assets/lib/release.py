@@ -34,6 +34,11 @@ class ReleaseError(ValueError):
     """A release that must not be made (no bento, an image that is not the bento's, ...)."""
 
 
+def image_repository(env: Mapping[str, str]) -> str:
+    """The service images' repository: ``MLOPS_IMAGE_REPOSITORY`` or the default."""
+    return env.get(IMAGE_REPOSITORY_VAR) or DEFAULT_IMAGE_REPOSITORY
+
+
 def placeholder_image(colour: str) -> str:
     """The image name a colour's Deployment holds in the base, replaced by each release."""
     if colour not in COLOURS:

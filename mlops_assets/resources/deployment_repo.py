@@ -47,13 +47,11 @@ class Outcome:
         commit: The repository's head after it (the new commit, or the unchanged head).
         changed: False when the release was already live.
         state: The blue-green state the repository holds now.
-        previous: The state before it (None before the first release).
     """
 
     commit: str
     changed: bool
     state: rel.ReleaseState
-    previous: rel.ReleaseState | None
 
 
 class DeploymentRepo(dg.ConfigurableResource):
@@ -89,11 +87,11 @@ class DeploymentRepo(dg.ConfigurableResource):
                 previous = self._sync()
                 state = rel.next_state(previous, release, uuid.uuid4().hex[:12])
                 if state == previous:
-                    return Outcome(self._head(), False, state, previous)
+                    return Outcome(self._head(), False, state)
                 self._write(state, base)
                 self._commit(rel.commit_message(release, state, previous))
                 if self._push():
-                    return Outcome(self._head(), True, state, previous)
+                    return Outcome(self._head(), True, state)
         raise DeploymentRepoError(
             f"{self.url}: {PUSH_ATTEMPTS} pushes in a row lost a race with other releases"
         )
@@ -107,13 +105,13 @@ class DeploymentRepo(dg.ConfigurableResource):
         """
         with self._locked():
             for _ in range(PUSH_ATTEMPTS):
-                previous = self._sync()
+                self._sync()
                 target = rel.to_revert(self.history())
                 self._git("revert", "--no-commit", target["sha"])
                 release_id = target[rel.RELEASE_TRAILER]
                 self._commit(rel.revert_message(release_id, target["subject"], actor, reason))
                 if self._push():
-                    return Outcome(self._head(), True, self._state_or_fail(), previous)
+                    return Outcome(self._head(), True, self._state_or_fail())
         raise DeploymentRepoError(f"{self.url}: the revert lost {PUSH_ATTEMPTS} races")
 
     def history(self) -> list[dict[str, str]]:

@@ -11,7 +11,11 @@ import dagster as dg
 from mlops_assets import settings
 from mlops_assets.lib.prediction_log import ROOT_VARIABLE as PREDICTION_LOG_VAR
 from mlops_assets.lib.prediction_log import default_root
-from mlops_assets.lib.release import DEFAULT_IMAGE_REPOSITORY, IMAGE_REPOSITORY_VAR
+from mlops_assets.lib.release import (
+    DEFAULT_IMAGE_REPOSITORY,
+    IMAGE_REPOSITORY_VAR,
+    image_repository,
+)
 from mlops_assets.resources.bentos import BentoStore, local_bentos
 from mlops_assets.resources.data_registry import DataRegistryResource
 from mlops_assets.resources.deployment_repo import DeploymentRepo, local_deployment_repo
@@ -65,7 +69,7 @@ def _local(env: Mapping[str, str]) -> dict[str, Any]:
         "landing": LandingZone(url=str(where.landing)),
         "data_registry": registry,
         "tracking": local_tracking(where.state),
-        "bentos": local_bentos(where.state, _image_repository(env)),
+        "bentos": local_bentos(where.state, image_repository(env)),
         "deployment_repo": local_deployment_repo(where.state),
         "prediction_log": PredictionLog(root=default_root(env)),
         "reports": ReportStore(
@@ -109,7 +113,7 @@ def _production(env: Mapping[str, str]) -> dict[str, Any]:
         "bentos": BentoStore(
             home=str(where.bentoml_home),
             export_dir=env.get("MLOPS_BENTO_EXPORT_DIR") or str(where.bentoml_home / "exports"),
-            image_repository=_image_repository(env),
+            image_repository=image_repository(env),
         ),
         "deployment_repo": _production_deployment_repo(env, where.state),
         "reports": ReportStore(
@@ -117,10 +121,6 @@ def _production(env: Mapping[str, str]) -> dict[str, Any]:
             public_url=env.get("MLOPS_REPORTS_PUBLIC_URL", ""),
         ),
     }
-
-
-def _image_repository(env: Mapping[str, str]) -> str:
-    return env.get(IMAGE_REPOSITORY_VAR) or DEFAULT_IMAGE_REPOSITORY
 
 
 def _production_deployment_repo(env: Mapping[str, str], state: Path) -> DeploymentRepo:
