@@ -158,9 +158,9 @@ def _print_deployment(instance: Any) -> None:
 
 def _print_releases(instance: Any) -> None:
     """One line per release commit of the deployment repository, oldest first."""
-    import dagster as dg
+    from mlops_assets.defs.deployment import release
 
-    records = instance.fetch_materializations(dg.AssetKey("release"), limit=1000).records
+    records = instance.fetch_materializations(release.key, limit=1000).records
     released = [
         {k: v.value for k, v in r.asset_materialization.metadata.items()}
         for r in reversed(records)

@@ -14,11 +14,9 @@ from typing import Any
 
 import dagster as dg
 
+from mlops_assets.defs.deployment import release
 from mlops_assets.defs.training import CHAMPION_KEY, TRIAL_KEY
 from mlops_assets.lib import model_tags
-
-# The release asset (defs/deployment.py) by key: this module is imported by the command line.
-RELEASE_KEY = dg.AssetKey("release")
 
 
 class UndoError(RuntimeError):
@@ -135,7 +133,7 @@ def revert_release(repo: Any, instance: dg.DagsterInstance, reason: str, by: str
     live = done.state.colours[done.state.live]
     instance.report_runless_asset_event(
         dg.AssetMaterialization(
-            asset_key=RELEASE_KEY,
+            asset_key=release.key,
             metadata={
                 "status": "reverted",
                 "commit": done.commit,
@@ -144,6 +142,7 @@ def revert_release(repo: Any, instance: dg.DagsterInstance, reason: str, by: str
                 "model_version": str(live["model_version"]),
                 "reason": reason,
                 "reverted_by": by,
+                "repository": dg.MetadataValue.path(str(repo.app_dir)),
             },
         )
     )
