@@ -1,0 +1,284 @@
+"""The pipeline's Prometheus metrics: names, help texts, label sets, and their exposition.
+
+The pipeline is batch work: a run ends, so nothing stays up for Prometheus to scrape. Its
+numbers go to a Pushgateway instead, one group per source (``job`` and ``asset`` in the
+grouping key, never ``day``): a push replaces the group, so Prometheus sees the newest day
+of each source and an alert about an older day resolves once a newer day is pushed.
+
+The alert and recording rules in ``deploy/observability/rules/pipeline.yml`` use exactly the
+names defined here (``mlops_assets_tests/deploy/test_observability.py`` checks both ways).
+Everything is a gauge: a pushed counter would restart at every push.
+
+No Dagster and no Prometheus client here: the text format is small and fixed
+(https://prometheus.io/docs/instrumenting/exposition_formats/), and stdlib ``urllib``
+pushes it.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import urllib.parse
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any
+
+# The Pushgateway job of every pipeline metric; ``asset`` names the pushing source.
+JOB = "mlops_pipeline"
+GROUP_LABEL = "asset"
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+PUSH_TIMEOUT = 5.0  # seconds; a push is small, and a slow gateway must not hold a run
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One metric family: its name, help text and label names (all are gauges)."""
+
+    name: str
+    help: str
+    labels: tuple[str, ...]
+    type: str = "gauge"
+
+
+DAY_LABELS = ("day", "model_version")
+
+DRIFT_SHARE = Metric(
+    "mlops_day_drift_share",
+    "Share of the monitored columns that drifted on the day (drift_report)",
+    DAY_LABELS,
+)
+DAY_DRIFTED = Metric(
+    "mlops_day_drifted",
+    "1 when the day's drift share is over the drift policy's threshold, else 0",
+    DAY_LABELS,
+)
+DRIFT_STREAK_DAYS = Metric(
+    "mlops_drift_streak_days",
+    "Consecutive monitored days of the model, up to and including the day, that drifted",
+    DAY_LABELS,
+)
+ROC_AUC = Metric(
+    "mlops_day_roc_auc",
+    "ROC AUC of the model's predictions against the day's actual arrivals",
+    DAY_LABELS,
+)
+VALIDATION_ROC_AUC = Metric(
+    "mlops_day_validation_roc_auc",
+    "ROC AUC of the model that predicted the day, on its validation holdout",
+    DAY_LABELS,
+)
+LABELLED_ROWS = Metric(
+    "mlops_day_labelled_rows",
+    "Flights of the day with a known label (cancelled and diverted flights have none)",
+    DAY_LABELS,
+)
+PERFORMANCE_USABLE = Metric(
+    "mlops_day_performance_usable",
+    "1 when the day has enough labels of both classes to judge the model by, else 0",
+    DAY_LABELS,
+)
+CONTRACT_FAILURES = Metric(
+    "mlops_contract_failures",
+    "Failure cases of the dataset's contract on the day (0: the contract passed)",
+    ("dataset", "day"),
+)
+LANDING_ARRIVAL = Metric(
+    "mlops_landing_last_arrival_timestamp_seconds",
+    "Unix time at which the newest landed day (label day) arrived in the landing zone",
+    ("day",),
+)
+RETRAINING_FAILED = Metric(
+    "mlops_retraining_last_run_failed",
+    "1 when the newest retraining run failed, else 0 (day: its as-of day; model_version: "
+    "the champion it was to replace)",
+    DAY_LABELS,
+)
+RETRAINING_FINISHED = Metric(
+    "mlops_retraining_last_run_timestamp_seconds",
+    "Unix time at which the newest retraining run ended",
+    DAY_LABELS,
+)
+
+METRICS: tuple[Metric, ...] = (
+    DRIFT_SHARE,
+    DAY_DRIFTED,
+    DRIFT_STREAK_DAYS,
+    ROC_AUC,
+    VALIDATION_ROC_AUC,
+    LABELLED_ROWS,
+    PERFORMANCE_USABLE,
+    CONTRACT_FAILURES,
+    LANDING_ARRIVAL,
+    RETRAINING_FAILED,
+    RETRAINING_FINISHED,
+)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One value of a metric, with a value for each of the metric's labels."""
+
+    metric: Metric
+    value: float
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if set(self.labels) != set(self.metric.labels):
+            raise ValueError(
+                f"{self.metric.name} takes labels {list(self.metric.labels)}, "
+                f"got {sorted(self.labels)}"
+            )
+
+
+def drift_streak(drifted: Sequence[bool]) -> int:
+    """Consecutive ``True`` verdicts at the end of ``drifted`` (days in date order)."""
+    streak = 0
+    for verdict in reversed(drifted):
+        if not verdict:
+            break
+        streak += 1
+    return streak
+
+
+def day_samples(
+    day: str,
+    model_version: str,
+    *,
+    drift: Mapping[str, Any] | None = None,
+    performance: Mapping[str, Any] | None = None,
+    drift_streak_days: int | None = None,
+) -> list[Sample]:
+    """A monitored day as samples: drift, streak and real performance, where known.
+
+    Args:
+        day: The partition key (``YYYY-MM-DD``).
+        model_version: The model that predicted the day.
+        drift: ``drift_report`` metadata (``DriftResult.summary``): ``drift_share`` and
+            ``drifted``. An empty day (``status`` ``empty day``) gives no drift samples.
+        performance: ``model_performance`` metadata (``DayPerformance.summary``): ``usable``,
+            ``labelled_rows`` and, when defined, ``roc_auc`` and ``validation_roc_auc``.
+        drift_streak_days: Consecutive drifted days up to this one (``drift_streak``).
+    """
+    labels = {"day": day, "model_version": model_version}
+    samples: list[Sample] = []
+
+    def add(metric: Metric, value: Any) -> None:
+        if value is not None:
+            samples.append(Sample(metric, float(value), labels))
+
+    if drift is not None and "drift_share" in drift:
+        add(DRIFT_SHARE, drift["drift_share"])
+        add(DAY_DRIFTED, bool(drift["drifted"]))
+    add(DRIFT_STREAK_DAYS, drift_streak_days)
+    if performance is not None:
+        add(PERFORMANCE_USABLE, bool(performance.get("usable")))
+        add(LABELLED_ROWS, performance.get("labelled_rows"))
+        add(ROC_AUC, performance.get("roc_auc"))
+        add(VALIDATION_ROC_AUC, performance.get("validation_roc_auc"))
+    return samples
+
+
+def contract_samples(dataset: str, day: str, failures: int) -> list[Sample]:
+    """A dataset's contract verdict on a day: its failure cases (0 when it passed)."""
+    return [Sample(CONTRACT_FAILURES, float(failures), {"dataset": dataset, "day": day})]
+
+
+def landing_samples(day: str, arrived_at: datetime) -> list[Sample]:
+    """The newest landed day and when it arrived (an aware datetime)."""
+    if arrived_at.tzinfo is None:
+        raise ValueError("arrived_at must carry a time zone")
+    return [Sample(LANDING_ARRIVAL, arrived_at.timestamp(), {"day": day})]
+
+
+def retraining_samples(
+    day: str, model_version: str, *, failed: bool, finished_at: datetime
+) -> list[Sample]:
+    """The newest retraining run: whether it failed and when it ended."""
+    if finished_at.tzinfo is None:
+        raise ValueError("finished_at must carry a time zone")
+    labels = {"day": day, "model_version": model_version}
+    return [
+        Sample(RETRAINING_FAILED, float(failed), labels),
+        Sample(RETRAINING_FINISHED, finished_at.timestamp(), labels),
+    ]
+
+
+def day_start(day: str) -> datetime:
+    """Midnight UTC of a partition key, for timestamps that stand for a day."""
+    return datetime.combine(date.fromisoformat(day), datetime.min.time(), UTC)
+
+
+def _escape_label(value: str) -> str:
+    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+
+
+def _escape_help(text: str) -> str:
+    return text.replace("\\", r"\\").replace("\n", r"\n")
+
+
+def _number(value: float) -> str:
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return repr(float(value))
+
+
+def exposition(samples: Iterable[Sample]) -> str:
+    """Samples as Prometheus text exposition lines (``# HELP``/``# TYPE`` once per family).
+
+    Families appear in the order of their first sample, and a family's samples stay
+    together, as the format requires. No timestamps: the Pushgateway refuses them.
+    """
+    families: dict[str, list[Sample]] = {}
+    for sample in samples:
+        families.setdefault(sample.metric.name, []).append(sample)
+    lines: list[str] = []
+    for family in families.values():
+        metric = family[0].metric
+        lines.append(f"# HELP {metric.name} {_escape_help(metric.help)}")
+        lines.append(f"# TYPE {metric.name} {metric.type}")
+        for sample in family:
+            pairs = ",".join(
+                f'{name}="{_escape_label(str(sample.labels[name]))}"' for name in metric.labels
+            )
+            lines.append(f"{metric.name}{{{pairs}}} {_number(sample.value)}")
+    return "".join(f"{line}\n" for line in lines)
+
+
+def _path_part(label: str, value: str) -> str:
+    # The Pushgateway splits the URL path on "/": a value holding one (or an empty value)
+    # goes base64-encoded, its documented escape.
+    if value and "/" not in value:
+        return f"{label}/{urllib.parse.quote(value, safe='')}"
+    encoded = base64.urlsafe_b64encode(value.encode()).decode() or "="
+    return f"{label}@base64/{encoded}"
+
+
+def push_url(gateway: str, asset: str, *, job: str = JOB) -> str:
+    """The URL of a source's group on a Pushgateway (``gateway``: its base URL)."""
+    group = "/".join([_path_part("job", job), _path_part(GROUP_LABEL, asset)])
+    return f"{gateway.rstrip('/')}/metrics/{group}"
+
+
+def push(
+    gateway: str, asset: str, samples: Iterable[Sample], *, timeout: float = PUSH_TIMEOUT
+) -> None:
+    """Replaces the source's group on the Pushgateway with ``samples`` (HTTP PUT).
+
+    Raises:
+        urllib.error.HTTPError: the gateway refused the push (e.g. a help text that differs
+            from the one another group pushed for the same metric).
+        OSError: the gateway could not be reached in ``timeout`` seconds.
+    """
+    import urllib.request
+
+    request = urllib.request.Request(
+        push_url(gateway, asset),
+        data=exposition(samples).encode(),
+        headers={"Content-Type": CONTENT_TYPE},
+        method="PUT",
+    )
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        response.read()
