@@ -17,6 +17,7 @@ from mlops_assets.defs import (
     ingestion,
     jobs,
     monitoring,
+    observability,
     retraining,
     training,
     trials,
@@ -49,6 +50,7 @@ SENSORS = [
     automation.automation_sensor,
     retraining.retrain_sensor,
     trials.trial_sensor,
+    observability.pipeline_metrics_sensor,
 ]
 
 

@@ -71,6 +71,7 @@ STATE_FOLDERS = {
     "bentoml_home": "bentoml",
     "prediction_log": "prediction_log",
     "deployment": "deployment",
+    "observability": "observability",
 }
 
 
@@ -92,6 +93,8 @@ class Locations:
             ``MLOPS_PREDICTION_LOG`` names another root.
         deployment: The embedded deployment repository (``remote.git``, a bare git
             repository Argo CD would watch) and the releases' checkout of it.
+        observability: ``mlops-assets observe``'s Prometheus, Alertmanager and received
+            alerts, and the count of metric pushes that missed the Pushgateway.
     """
 
     state: Path
@@ -104,6 +107,7 @@ class Locations:
     bentoml_home: Path = field(init=False)
     prediction_log: Path = field(init=False)
     deployment: Path = field(init=False)
+    observability: Path = field(init=False)
 
     def __post_init__(self) -> None:
         for name, folder in STATE_FOLDERS.items():

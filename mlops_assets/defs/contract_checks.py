@@ -31,6 +31,10 @@ def contract_spec(
     )
 
 
+# Called with the number of failure cases (0: passed); returns metadata to record.
+Reporter = Callable[[int], Mapping[str, Any]]
+
+
 def failed(
     check: str, message: str, metadata: Mapping[str, Any], summary: str | None = None
 ) -> Iterator[Any]:
@@ -51,6 +55,7 @@ def validated_output(
     source: str,
     metadata: Mapping[str, Any] | None = None,
     check: str = CONTRACT_CHECK,
+    report: Reporter | None = None,
 ) -> Iterator[Any]:
     """Runs ``validate`` (returning a frame or raising), then yields output and check result.
 
@@ -60,6 +65,8 @@ def validated_output(
         source: Where the data came from, for metadata.
         metadata: Extra materialization metadata.
         check: Name of the check spec that reports the contract.
+        report: Told the verdict (failure cases, 0 when it passed) before anything is
+            yielded, e.g. to push it as a metric; its metadata is recorded with the verdict.
     """
     from mlops_assets.lib.contracts import ContractViolation
     from mlops_assets.lib.landing import LandingFileError
@@ -67,20 +74,20 @@ def validated_output(
     try:
         frame = validate()
     except ContractViolation as violation:
-        yield from failed(
-            check,
-            violation.message,
-            {
-                "source": source,
-                "rules_broken": violation.rules,
-                "rows_failed": len(violation.rows),
-                "failure_cases": dg.MetadataValue.md(violation.markdown()),
-            },
-            summary=violation.summary,
-        )
+        details = {
+            "source": source,
+            "rules_broken": violation.rules,
+            "rows_failed": len(violation.rows),
+            "failure_cases": dg.MetadataValue.md(violation.markdown()),
+        }
+        reported = report(max(violation.total_failures, 1)) if report else {}
+        yield from failed(check, violation.message, {**details, **reported}, violation.summary)
         return
     except LandingFileError as error:
-        yield from failed(check, str(error), {"source": source, "rules_broken": ["readable_csv"]})
+        reported = report(1) if report else {}
+        details = {"source": source, "rules_broken": ["readable_csv"], **reported}
+        yield from failed(check, str(error), details)
         return
-    yield frame_output(frame, {"source": source, **(metadata or {})})
+    reported = report(0) if report else {}
+    yield frame_output(frame, {"source": source, **(metadata or {}), **reported})
     yield dg.AssetCheckResult(check_name=check, passed=True, metadata={"rows": len(frame)})

@@ -1,14 +1,15 @@
 """Ingestion: landing files -> validated Parquet in the lake (reference tables and days)."""
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import date
 from typing import Any
 
 import dagster as dg
 
-from mlops_assets.defs.contract_checks import contract_spec, validated_output
+from mlops_assets.defs.contract_checks import Reporter, contract_spec, validated_output
 from mlops_assets.defs.partitions import daily_partitions
 from mlops_assets.resources.landing import LandingZone
+from mlops_assets.resources.metrics_gateway import MetricsGateway
 
 REFERENCE_GROUP = "reference"
 INGESTION_GROUP = "ingestion"
@@ -51,6 +52,24 @@ airlines = _reference_asset(
 )
 
 
+def _contract_reporter(
+    context: dg.AssetExecutionContext, metrics: MetricsGateway, dataset: str, path: Any = None
+) -> Reporter:
+    """Pushes the day's contract verdict (and, given the landing ``path``, its arrival)."""
+    from mlops_assets.lib import pipeline_metrics as pm
+    from mlops_assets.lib.landing import arrival_time
+
+    day = context.partition_key
+
+    def report(failures: int) -> Mapping[str, Any]:
+        samples = pm.contract_samples(dataset, day, failures)
+        if path is not None:
+            samples += pm.landing_samples(day, arrival_time(path))
+        return metrics.publish(context.assets_def.key.to_user_string(), samples, context.log)
+
+    return report
+
+
 @dg.asset(
     partitions_def=daily_partitions,
     group_name=INGESTION_GROUP,
@@ -58,14 +77,19 @@ airlines = _reference_asset(
     kinds={"pandas", "parquet"},
 )
 def raw_flights(
-    context: dg.AssetExecutionContext, landing: LandingZone, airlines: Any, airports: Any
+    context: dg.AssetExecutionContext,
+    landing: LandingZone,
+    metrics: MetricsGateway,
+    airlines: Any,
+    airports: Any,
 ) -> Iterator[Any]:
     """One day of scheduled and flown departures from New York, as delivered and validated.
 
     Reads `flights/<day>.csv` from the landing zone and validates it against the `flights`
     contract (types, ranges, known carriers and airports, unique flight key, every row on
     this day, null rules) before anything is written. A broken file fails the `contract`
-    check with a table of failure cases and leaves the stored partition untouched.
+    check with a table of failure cases and leaves the stored partition untouched. The
+    verdict and the file's arrival are pushed to the Pushgateway when one is configured.
     """
     from mlops_assets.lib import contracts
     from mlops_assets.lib.landing import read_csv
@@ -77,6 +101,7 @@ def raw_flights(
         lambda: contracts.validate(read_csv(path), schema, source=str(path)),
         source=str(path),
         metadata={"landing_path": dg.MetadataValue.path(str(path))},
+        report=_contract_reporter(context, metrics, "flights", path),
     )
 
 
@@ -86,7 +111,9 @@ def raw_flights(
     check_specs=[contract_spec("raw_weather", daily_partitions)],
     kinds={"pandas", "parquet"},
 )
-def raw_weather(context: dg.AssetExecutionContext, landing: LandingZone) -> Iterator[Any]:
+def raw_weather(
+    context: dg.AssetExecutionContext, landing: LandingZone, metrics: MetricsGateway
+) -> Iterator[Any]:
     """Hourly weather at the three New York airports for one day, as delivered and validated.
 
     Reads `weather/<day>.csv` and validates it against the `weather` contract (plausible
@@ -101,4 +128,5 @@ def raw_weather(context: dg.AssetExecutionContext, landing: LandingZone) -> Iter
         lambda: contracts.validate(read_csv(path), contracts.weather_schema(day), source=str(path)),
         source=str(path),
         metadata={"landing_path": dg.MetadataValue.path(str(path))},
+        report=_contract_reporter(context, metrics, "weather"),
     )

@@ -12,6 +12,7 @@ from mlops_assets.defs.outputs import frame_output
 from mlops_assets.defs.partitions import daily_asset, daily_partitions, follow_upstream
 from mlops_assets.defs.training import CHAMPION_KEY
 from mlops_assets.resources.lake import LakeReader
+from mlops_assets.resources.metrics_gateway import MetricsGateway
 from mlops_assets.resources.reports import ReportStore
 from mlops_assets.resources.tracking import MlflowTracking
 
@@ -86,6 +87,7 @@ def drift_reference(tracking: MlflowTracking, lake: LakeReader) -> dg.Output[Any
 def drift_report(
     context: dg.AssetExecutionContext,
     reports: ReportStore,
+    metrics: MetricsGateway,
     flight_features: Any,
     batch_predictions: Any,
     drift_reference: Any,
@@ -97,9 +99,11 @@ def drift_report(
     and threshold set in `lib.drift.DriftPolicy`. Writes the Evidently HTML and JSON reports
     (paths and links in the metadata; locally `make reports` serves them) and stores one row
     per column. The `drift_within_threshold` check warns when the share of drifted columns is
-    over the policy's threshold; an empty day is recorded as such, never as drift.
+    over the policy's threshold; an empty day is recorded as such, never as drift. The
+    share and the verdict are pushed to the Pushgateway when one is configured.
     """
     from mlops_assets.lib.drift import DriftPolicy, EmptyDataError, compute_drift, scored_rows
+    from mlops_assets.lib.pipeline_metrics import day_samples
 
     day, policy = context.partition_key, DriftPolicy()
     versions = {
@@ -123,7 +127,10 @@ def drift_report(
     }
     if link := reports.link(f"drift/{day}.html"):
         links["html_url"] = dg.MetadataValue.url(link)
-    yield dg.Output(result.table(), metadata={**result.summary(policy), **versions, **links})
+    summary = result.summary(policy)
+    samples = day_samples(day, str(versions["model_version"]), drift=summary)
+    pushed = metrics.publish("drift_report", samples, context.log)
+    yield dg.Output(result.table(), metadata={**summary, **versions, **links, **pushed})
     yield dg.AssetCheckResult(
         check_name=DRIFT_CHECK,
         passed=not result.drifted,
@@ -151,6 +158,7 @@ def _empty_day(detail: str, facts: dict[str, Any]) -> Iterator[Any]:
 def model_performance(
     context: dg.AssetExecutionContext,
     tracking: MlflowTracking,
+    metrics: MetricsGateway,
     batch_predictions: Any,
     flight_features: Any,
 ) -> dg.Output[Any]:
@@ -161,11 +169,13 @@ def model_performance(
     the model's threshold, the actual and the predicted positive rate, and the prediction-rate
     shift against the model's validation holdout. The numbers are metadata, so the UI plots
     them over the days; the predicting model's validation ROC AUC and training window ride
-    along for the retraining policy. A day without labels says so and is not judged.
+    along for the retraining policy. A day without labels says so and is not judged. The
+    numbers are pushed to the Pushgateway when one is configured.
     """
     import pandas as pd
 
     from mlops_assets.lib.performance import PerformanceInputError, day_performance
+    from mlops_assets.lib.pipeline_metrics import day_samples
 
     day, version = context.partition_key, _version(batch_predictions)
     facts = tracking.model_facts(version) if version else None
@@ -183,6 +193,9 @@ def model_performance(
         metadata["window_end"] = facts.window_end.isoformat()
     if result.status != "ok":
         context.log.info(f"model_performance {day}: {result.status}")
+    if version:
+        samples = day_samples(day, version, performance=metadata)
+        metadata.update(metrics.publish("model_performance", samples, context.log))
     frame = pd.DataFrame(
         [{"day": day, "model_version": version, "status": result.status, **result.metrics}]
     )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -56,6 +56,14 @@ class LandingFile:
     day: date | None
     fingerprint: str
     problem: str | None = None
+
+
+def arrival_time(path: Any) -> datetime:
+    """When a landing file arrived: its modification time (now when the store has none)."""
+    try:
+        return datetime.fromtimestamp(float(path.stat().st_mtime), UTC)
+    except (OSError, AttributeError, TypeError, ValueError):
+        return datetime.now(UTC)
 
 
 def _fingerprint(path: Any) -> str:

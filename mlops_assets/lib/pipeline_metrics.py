@@ -20,11 +20,16 @@ from __future__ import annotations
 import base64
 import math
 import urllib.parse
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+if TYPE_CHECKING:
+    from mlops_assets.lib.retraining import ModelHealth
+
+# Where the pipeline pushes (a Pushgateway's base URL); unset: the pipeline pushes nothing.
+GATEWAY_VAR = "MLOPS_PUSHGATEWAY_URL"
 # The Pushgateway job of every pipeline metric; ``asset`` names the pushing source.
 JOB = "mlops_pipeline"
 GROUP_LABEL = "asset"
@@ -101,6 +106,49 @@ RETRAINING_FINISHED = Metric(
     DAY_LABELS,
 )
 
+ROLLING_ROC_AUC = Metric(
+    "mlops_model_rolling_roc_auc",
+    "Mean ROC AUC of the model over its last usable monitored days, up to the day (the "
+    "retraining policy's window; absent until the window is full)",
+    DAY_LABELS,
+)
+ROLLING_AUC_DROP = Metric(
+    "mlops_model_rolling_auc_drop",
+    "The model's validation ROC AUC minus its rolling ROC AUC (the retraining policy retrains "
+    "above its max_auc_drop)",
+    DAY_LABELS,
+)
+CHAMPION = Metric(
+    "mlops_champion_info",
+    "1 for the registry's champion version",
+    ("model_version",),
+)
+GATE_DECISIONS = Metric(
+    "mlops_gate_decisions",
+    "Decisions of the gate recorded in the Dagster instance, by kind (a running total)",
+    ("decision",),
+)
+GATE_LAST_DECISION = Metric(
+    "mlops_gate_last_decision_timestamp_seconds",
+    "Unix time of the gate's newest decision, on the challenger it judged",
+    ("decision", "model_version"),
+)
+TRIAL_RUNNING = Metric(
+    "mlops_trial_running",
+    "1 while the challenger is on live trial against the champion, 0 once it ended",
+    ("model_version", "champion_version", "mode"),
+)
+RETRAINING_RUNS = Metric(
+    "mlops_retraining_runs",
+    "Retraining runs requested by the retraining sensor, by final status (a running total)",
+    ("status",),
+)
+PUSH_MISSES = Metric(
+    "mlops_pipeline_push_misses",
+    "Pushes of this source that did not reach the Pushgateway, counted on the pushing host",
+    (),
+)
+
 METRICS: tuple[Metric, ...] = (
     DRIFT_SHARE,
     DAY_DRIFTED,
@@ -113,6 +161,14 @@ METRICS: tuple[Metric, ...] = (
     LANDING_ARRIVAL,
     RETRAINING_FAILED,
     RETRAINING_FINISHED,
+    ROLLING_ROC_AUC,
+    ROLLING_AUC_DROP,
+    CHAMPION,
+    GATE_DECISIONS,
+    GATE_LAST_DECISION,
+    TRIAL_RUNNING,
+    RETRAINING_RUNS,
+    PUSH_MISSES,
 )
 
 
@@ -132,23 +188,13 @@ class Sample:
             )
 
 
-def drift_streak(drifted: Sequence[bool]) -> int:
-    """Consecutive ``True`` verdicts at the end of ``drifted`` (days in date order)."""
-    streak = 0
-    for verdict in reversed(drifted):
-        if not verdict:
-            break
-        streak += 1
-    return streak
-
-
 def day_samples(
     day: str,
     model_version: str,
     *,
     drift: Mapping[str, Any] | None = None,
     performance: Mapping[str, Any] | None = None,
-    drift_streak_days: int | None = None,
+    health: ModelHealth | None = None,
 ) -> list[Sample]:
     """A monitored day as samples: drift, streak and real performance, where known.
 
@@ -159,7 +205,8 @@ def day_samples(
             ``drifted``. An empty day (``status`` ``empty day``) gives no drift samples.
         performance: ``model_performance`` metadata (``DayPerformance.summary``): ``usable``,
             ``labelled_rows`` and, when defined, ``roc_auc`` and ``validation_roc_auc``.
-        drift_streak_days: Consecutive drifted days up to this one (``drift_streak``).
+        health: The model's drift streak and rolling ROC AUC up to the day
+            (``lib.retraining.model_health``).
     """
     labels = {"day": day, "model_version": model_version}
     samples: list[Sample] = []
@@ -171,7 +218,10 @@ def day_samples(
     if drift is not None and "drift_share" in drift:
         add(DRIFT_SHARE, drift["drift_share"])
         add(DAY_DRIFTED, bool(drift["drifted"]))
-    add(DRIFT_STREAK_DAYS, drift_streak_days)
+    if health is not None:
+        add(DRIFT_STREAK_DAYS, health.drift_streak)
+        add(ROLLING_ROC_AUC, health.rolling_roc_auc)
+        add(ROLLING_AUC_DROP, health.rolling_auc_drop)
     if performance is not None:
         add(PERFORMANCE_USABLE, bool(performance.get("usable")))
         add(LABELLED_ROWS, performance.get("labelled_rows"))
@@ -203,6 +253,55 @@ def retraining_samples(
         Sample(RETRAINING_FAILED, float(failed), labels),
         Sample(RETRAINING_FINISHED, finished_at.timestamp(), labels),
     ]
+
+
+def gate_samples(
+    decision: str,
+    model_version: str,
+    decided_at: datetime,
+    *,
+    champion: str | None,
+    totals: Mapping[str, int],
+    trial: Mapping[str, str] | None = None,
+) -> list[Sample]:
+    """The gate's newest decision, its running totals, the champion and the trial state.
+
+    Args:
+        decision: What the gate did (``promoted``, ``rejected``, ``trial``, ``promoted after
+            trial``, ``retired after trial``).
+        model_version: The challenger it judged.
+        decided_at: When (an aware datetime).
+        champion: The champion version after the decision (None: no champion yet).
+        totals: Decisions so far by kind.
+        trial: ``model_version``, ``champion_version``, ``mode`` and ``status`` of the newest
+            trial (``running`` or how it ended), if there has been one.
+    """
+    if decided_at.tzinfo is None:
+        raise ValueError("decided_at must carry a time zone")
+    samples = [
+        Sample(
+            GATE_LAST_DECISION,
+            decided_at.timestamp(),
+            {"decision": decision, "model_version": model_version},
+        ),
+        *(Sample(GATE_DECISIONS, float(n), {"decision": kind}) for kind, n in totals.items()),
+    ]
+    if champion is not None:
+        samples.append(Sample(CHAMPION, 1.0, {"model_version": champion}))
+    if trial is not None:
+        labels = {name: trial[name] for name in TRIAL_RUNNING.labels}
+        samples.append(Sample(TRIAL_RUNNING, float(trial["status"] == "running"), labels))
+    return samples
+
+
+def retraining_totals(statuses: Mapping[str, int]) -> list[Sample]:
+    """Retraining runs by final status (``success``, ``failure``, ``canceled``)."""
+    return [Sample(RETRAINING_RUNS, float(n), {"status": s}) for s, n in statuses.items()]
+
+
+def misses_sample(misses: int) -> Sample:
+    """How many pushes of a source missed the gateway so far."""
+    return Sample(PUSH_MISSES, float(misses))
 
 
 def day_start(day: str) -> datetime:
@@ -244,7 +343,8 @@ def exposition(samples: Iterable[Sample]) -> str:
             pairs = ",".join(
                 f'{name}="{_escape_label(str(sample.labels[name]))}"' for name in metric.labels
             )
-            lines.append(f"{metric.name}{{{pairs}}} {_number(sample.value)}")
+            labels = f"{{{pairs}}}" if pairs else ""
+            lines.append(f"{metric.name}{labels} {_number(sample.value)}")
     return "".join(f"{line}\n" for line in lines)
 
 

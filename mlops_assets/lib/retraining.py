@@ -152,15 +152,8 @@ def decide_retraining(
     """
     if not days:
         return RetrainDecision(False, "no monitored days yet")
-    ordered = sorted(days, key=lambda d: d.day)
-    latest = ordered[-1]
+    mine, latest = _champion_days(days)
     version = latest.model_version
-    # Days the champion was trained or validated on say nothing about how it generalizes.
-    mine = [
-        d
-        for d in ordered
-        if d.model_version == version and (d.window_end is None or d.day > d.window_end)
-    ]
 
     def decision(
         retrain: bool, reason: str, condition: str | None = None, key: str | None = None
@@ -192,6 +185,58 @@ def decide_retraining(
     return decision(False, "within policy: " + "; ".join(notes))
 
 
+def _champion_days(days: Sequence[DayStatus]) -> tuple[list[DayStatus], DayStatus]:
+    """The days of the latest day's model after its training window, in order; the latest."""
+    ordered = sorted(days, key=lambda d: d.day)
+    latest = ordered[-1]
+    # Days the champion was trained or validated on say nothing about how it generalizes.
+    mine = [
+        d
+        for d in ordered
+        if d.model_version == latest.model_version
+        and (d.window_end is None or d.day > d.window_end)
+    ]
+    return mine, latest
+
+
+def _usable_window(mine: list[DayStatus], policy: RetrainPolicy) -> list[DayStatus]:
+    return [d for d in mine if d.usable and d.roc_auc is not None][-policy.window_days :]
+
+
+@dataclass(frozen=True)
+class ModelHealth:
+    """How the champion stands on its latest monitored day, as the policy measures it.
+
+    Attributes:
+        day: The latest monitored day.
+        model_version: The champion that predicted it.
+        drift_streak: Consecutive drifted days up to ``day``.
+        rolling_roc_auc: Mean ROC AUC over the policy's window of usable days (None until
+            the window is full).
+        rolling_auc_drop: Validation ROC AUC minus ``rolling_roc_auc`` (None when either is
+            unknown).
+    """
+
+    day: date
+    model_version: str
+    drift_streak: int
+    rolling_roc_auc: float | None
+    rolling_auc_drop: float | None
+
+
+def model_health(days: Sequence[DayStatus], policy: RetrainPolicy) -> ModelHealth | None:
+    """The champion's drift streak and rolling ROC AUC (None without monitored days)."""
+    if not days:
+        return None
+    mine, latest = _champion_days(days)
+    usable = _usable_window(mine, policy)
+    full = len(usable) >= policy.window_days
+    rolling = fmean(d.roc_auc for d in usable if d.roc_auc is not None) if full else None
+    reference = latest.validation_roc_auc
+    drop = reference - rolling if reference is not None and rolling is not None else None
+    return ModelHealth(latest.day, latest.model_version, _drift_streak(mine), rolling, drop)
+
+
 def _too_early(latest: DayStatus, policy: RetrainPolicy, last_retraining: date | None) -> str:
     """Why no retraining may start yet (too few new days, cooldown), or an empty string."""
     if latest.window_end is not None:
@@ -215,7 +260,7 @@ def _performance(
     mine: list[DayStatus], latest: DayStatus, policy: RetrainPolicy
 ) -> tuple[str, bool]:
     """The rolling ROC AUC against validation, in words, and whether it decayed too far."""
-    usable = [d for d in mine if d.usable and d.roc_auc is not None][-policy.window_days :]
+    usable = _usable_window(mine, policy)
     reference = latest.validation_roc_auc
     if reference is None:
         return "", False

@@ -9,6 +9,7 @@ from typing import Any
 import dagster as dg
 
 from mlops_assets import settings
+from mlops_assets.lib.pipeline_metrics import GATEWAY_VAR
 from mlops_assets.lib.prediction_log import ROOT_VARIABLE as PREDICTION_LOG_VAR
 from mlops_assets.lib.prediction_log import default_root
 from mlops_assets.lib.release import (
@@ -21,6 +22,7 @@ from mlops_assets.resources.data_registry import DataRegistryResource
 from mlops_assets.resources.deployment_repo import DeploymentRepo, local_deployment_repo
 from mlops_assets.resources.lake import LakeIOManager, LakeReader
 from mlops_assets.resources.landing import LandingZone
+from mlops_assets.resources.metrics_gateway import MetricsGateway
 from mlops_assets.resources.prediction_log import PredictionLog
 from mlops_assets.resources.reports import ReportStore
 from mlops_assets.resources.tracking import MlflowTracking, local_tracking
@@ -49,6 +51,8 @@ OPTIONAL_PRODUCTION_VARS: dict[str, str] = {
     "(default <state>/deployment/remote.git, which no cluster watches)",
     IMAGE_REPOSITORY_VAR: "where CI pushes the service image built from each bento "
     f"(default {DEFAULT_IMAGE_REPOSITORY})",
+    GATEWAY_VAR: "Pushgateway the pipeline pushes its metrics to, e.g. http://pushgateway:9091 "
+    "(default: no pushes)",
     "MLOPS_STATE_DIR": "local working folder of runs: registry work tree, BentoML store "
     "(default <project>/state)",
 }
@@ -58,6 +62,11 @@ DATABASE_SCHEMES = ("postgresql", "mysql", "sqlite", "mssql")
 
 class MissingSettingError(RuntimeError):
     """A production setting is not in the environment."""
+
+
+def _metrics(env: Mapping[str, str], where: settings.Locations) -> MetricsGateway:
+    misses = where.observability / "push_misses.json"
+    return MetricsGateway(url=env.get(GATEWAY_VAR, ""), misses_file=str(misses))
 
 
 def _local(env: Mapping[str, str]) -> dict[str, Any]:
@@ -71,6 +80,7 @@ def _local(env: Mapping[str, str]) -> dict[str, Any]:
         "tracking": local_tracking(where.state),
         "bentos": local_bentos(where.state, image_repository(env)),
         "deployment_repo": local_deployment_repo(where.state),
+        "metrics": _metrics(env, where),
         "prediction_log": PredictionLog(root=default_root(env)),
         "reports": ReportStore(
             base_url=str(where.reports),
@@ -116,6 +126,7 @@ def _production(env: Mapping[str, str]) -> dict[str, Any]:
             image_repository=image_repository(env),
         ),
         "deployment_repo": _production_deployment_repo(env, where.state),
+        "metrics": _metrics(env, where),
         "reports": ReportStore(
             base_url=env.get("MLOPS_REPORTS_URL") or env["MLOPS_LAKE_URL"].rstrip("/") + "/reports",
             public_url=env.get("MLOPS_REPORTS_PUBLIC_URL", ""),

@@ -8,16 +8,26 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from mlops_assets.lib import pipeline_metrics as pm
+from mlops_assets.lib.retraining import ModelHealth
 
 # Prometheus' metric and label name grammar.
 METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+# Metrics about a day (the others are running totals and the registry's state).
+PER_DAY = (
+    "mlops_day_",
+    "mlops_drift_",
+    "mlops_model_",
+    "mlops_contract_",
+    "mlops_landing_",
+    "mlops_retraining_last_",
+)
 
 DRIFT = {"status": "drifted", "drifted": True, "drift_share": 0.25, "drifted_count": 4}
 PERFORMANCE = {
@@ -51,19 +61,21 @@ def test_every_metric_is_a_valid_uniquely_named_gauge() -> None:
         assert all(LABEL_NAME.match(label) for label in metric.labels), metric
         # The Pushgateway's grouping labels must not be metric labels too.
         assert not {"job", "instance", pm.GROUP_LABEL} & set(metric.labels), metric
-        assert "day" in metric.labels, metric  # every alert names its day
+        if metric.name.startswith(PER_DAY):
+            assert "day" in metric.labels, metric  # their alerts name the day
 
 
 def test_a_degraded_day_reads_back_with_its_day_and_model_version() -> None:
-    samples = pm.day_samples(
-        "2013-08-05", "2", drift=DRIFT, performance=PERFORMANCE, drift_streak_days=3
-    )
+    health = ModelHealth(date(2013, 8, 5), "2", 3, rolling_roc_auc=0.64, rolling_auc_drop=0.07)
+    samples = pm.day_samples("2013-08-05", "2", drift=DRIFT, performance=PERFORMANCE, health=health)
     families = parsed(pm.exposition(samples))
     key = (("day", "2013-08-05"), ("model_version", "2"))
     assert families == {
         pm.DRIFT_SHARE.name: {key: 0.25},
         pm.DAY_DRIFTED.name: {key: 1.0},
         pm.DRIFT_STREAK_DAYS.name: {key: 3.0},
+        pm.ROLLING_ROC_AUC.name: {key: 0.64},
+        pm.ROLLING_AUC_DROP.name: {key: 0.07},
         pm.PERFORMANCE_USABLE.name: {key: 1.0},
         pm.LABELLED_ROWS.name: {key: 931.0},
         pm.ROC_AUC.name: {key: 0.5612},
@@ -122,11 +134,38 @@ def test_a_sample_needs_exactly_its_metric_labels() -> None:
         pm.Sample(pm.ROC_AUC, 0.7, {"day": "d", "model_version": "1", "colour": "blue"})
 
 
-def test_drift_streak_counts_the_trailing_drifted_days() -> None:
-    assert pm.drift_streak([]) == 0
-    assert pm.drift_streak([True, True, False]) == 0
-    assert pm.drift_streak([True, False, True, True]) == 2
-    assert pm.drift_streak([True] * 9) == 9
+def test_the_gate_pushes_its_newest_decision_totals_champion_and_trial() -> None:
+    at = datetime(2013, 8, 8, tzinfo=UTC)
+    trial = {"model_version": "2", "champion_version": "1", "mode": "shadow", "status": "running"}
+    samples = pm.gate_samples(
+        "trial", "2", at, champion="1", totals={"promoted": 1, "trial": 1}, trial=trial
+    )
+    families = parsed(pm.exposition(samples))
+    assert families == {
+        pm.GATE_LAST_DECISION.name: {(("decision", "trial"), ("model_version", "2")): 1375920000.0},
+        pm.GATE_DECISIONS.name: {(("decision", "promoted"),): 1.0, (("decision", "trial"),): 1.0},
+        pm.CHAMPION.name: {(("model_version", "1"),): 1.0},
+        pm.TRIAL_RUNNING.name: {
+            (("champion_version", "1"), ("mode", "shadow"), ("model_version", "2")): 1.0
+        },
+    }
+    ended = pm.gate_samples(
+        "promoted after trial",
+        "2",
+        at,
+        champion="2",
+        totals={},
+        trial={**trial, "status": "promoted"},
+    )
+    assert [s.value for s in ended if s.metric is pm.TRIAL_RUNNING] == [0.0]
+    with pytest.raises(ValueError, match="time zone"):
+        pm.gate_samples("rejected", "3", datetime(2013, 8, 8), champion=None, totals={})
+
+
+def test_a_label_less_metric_is_written_without_braces() -> None:
+    text = pm.exposition([pm.misses_sample(3)])
+    assert text.splitlines()[-1] == f"{pm.PUSH_MISSES.name} 3.0"
+    assert parsed(text) == {pm.PUSH_MISSES.name: {(): 3.0}}
 
 
 def test_landing_and_retraining_timestamps_are_unix_seconds() -> None:
