@@ -96,6 +96,7 @@ def _demo(args: argparse.Namespace) -> int:
     import dagster as dg
 
     from mlops_assets.definitions import defs
+    from mlops_assets.defs.observability import METRICS_SENSOR
     from mlops_assets.defs.retraining import RETRAIN_SENSOR
     from mlops_assets.defs.trials import TRIAL_SENSOR
     from mlops_assets.demo import read_history, run_closed_loop, summary_table
@@ -110,7 +111,7 @@ def _demo(args: argparse.Namespace) -> int:
             defs,
             instance,
             where.dagster_home / "local_loop_cursors.json",
-            extra_sensors=(RETRAIN_SENSOR, TRIAL_SENSOR),
+            extra_sensors=(RETRAIN_SENSOR, TRIAL_SENSOR, METRICS_SENSOR),
         )
         report = run_closed_loop(
             defs,

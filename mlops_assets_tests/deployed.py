@@ -6,16 +6,20 @@ shared by the deployment asset tests, the serving end-to-end tests and the servi
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import pandas as pd
 
 from mlops_assets import settings
 from mlops_assets.definitions import build_defs
+from mlops_assets.lib.features import WEATHER_FIELDS
 from mlops_assets.lib.replay import replay
+from mlops_assets.lib.scoring import REQUEST_FLIGHT_FIELDS
 from mlops_assets.local_daemon import LocalDaemon
 
 TRAIN_START = date(2013, 1, 1)
@@ -95,6 +99,15 @@ class Deployment:
         replay(self.state / "landing", day, days, include_reference=False)
         self.loop.run_until_idle()
 
+    def land_edited(self, day: date, edit: Callable[[pd.DataFrame], None]) -> None:
+        """Lands a real day after ``edit`` changed its flights file, then runs the loop."""
+        replay(self.state / "landing", day, 1, include_reference=False)
+        path = self.state / "landing" / "flights" / f"{day.isoformat()}.csv"
+        flights = pd.read_csv(path, dtype=str, keep_default_na=False)
+        edit(flights)
+        flights.to_csv(path, index=False)
+        self.loop.run_until_idle()
+
     def metadata(self, asset: str, partition: str | None = None) -> dict[str, Any]:
         """Metadata of the latest materialization of ``asset`` (or of one partition)."""
         return latest_metadata(self.instance, asset, partition)
@@ -105,13 +118,57 @@ class Deployment:
         return len(self.instance.fetch_materializations(key, limit=1000).records)
 
 
-def deploy(state: Path, instance: dg.DagsterInstance) -> Deployment:
+def shuffle_labels(flights: pd.DataFrame) -> None:
+    """The day's arrival delays shuffled among its flights: the model is no better than chance."""
+    import numpy as np
+
+    rng = np.random.default_rng(7)
+    order = rng.permutation(len(flights))
+    for column in ("arr_delay", "arr_time"):
+        flights[column] = flights[column].to_numpy()[order]
+    # Keep the contract: a flight without a departure has no arrival either.
+    no_departure = flights["dep_time"] == "NA"
+    flights.loc[no_departure, ["arr_delay", "arr_time"]] = "NA"
+
+
+def _plain(value: Any) -> Any:
+    """A JSON value: None for missing (NaN, NA, NaT), ISO 8601 for timestamps."""
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return None
+    if isinstance(value, pd.Timestamp):
+        return value.isoformat()
+    return value.item() if hasattr(value, "item") else value
+
+
+def day_requests(deployment: Deployment) -> list[dict[str, Any]]:
+    """One request per flight of ``PREDICT_DAY``: its scheduled fields and its origin's weather
+    in the departure hour, from the validated raw partitions of the state."""
+    lake = settings.locations({settings.STATE_DIR_VAR: str(deployment.state)}).lake
+    day = PREDICT_DAY.isoformat()
+    flights = pd.read_parquet(lake / "raw_flights" / f"{day}.parquet")
+    weather = pd.read_parquet(lake / "raw_weather" / f"{day}.parquet")
+    assert str(flights["time_hour"].dtype) == "datetime64[ns, UTC]", flights.dtypes
+    hours = {(str(r["origin"]), r["time_hour"]): r for r in weather.to_dict("records")}
+    assert len(hours) == len(weather), "weather must have one row per origin and hour"
+    out = []
+    for flight in flights.to_dict("records"):
+        hour = hours.get((str(flight["origin"]), flight["time_hour"]), {})
+        request = {name: _plain(flight[name]) for name in REQUEST_FLIGHT_FIELDS}
+        request.update({name: _plain(hour.get(name)) for name in WEATHER_FIELDS})
+        out.append(request)
+    return out
+
+
+def deploy(
+    state: Path, instance: dg.DagsterInstance, env: Mapping[str, str] | None = None
+) -> Deployment:
     """Replays three weeks, trains and promotes a champion, lets the Bento build, then
     lands ``PREDICT_DAY`` so the champion predicts it.
 
-    The caller sets ``MLOPS_STATE_DIR`` to ``state`` for the duration (resources read it).
+    The caller sets ``MLOPS_STATE_DIR`` to ``state`` for the duration (resources read it);
+    ``env`` adds settings of the resources (e.g. ``MLOPS_PUSHGATEWAY_URL``).
     """
-    defs = build_defs({settings.STATE_DIR_VAR: str(state)})
+    defs = build_defs({settings.STATE_DIR_VAR: str(state), **(env or {})})
     replay(state / "landing", TRAIN_START, TRAIN_DAYS)
     loop = LocalDaemon(defs, instance, state / "cursors.json")
     loop.run_until_idle()

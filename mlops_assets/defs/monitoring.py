@@ -170,7 +170,8 @@ def model_performance(
     shift against the model's validation holdout. The numbers are metadata, so the UI plots
     them over the days; the predicting model's validation ROC AUC and training window ride
     along for the retraining policy. A day without labels says so and is not judged. The
-    numbers are pushed to the Pushgateway when one is configured.
+    numbers of a day after the model's training window are pushed to the Pushgateway when
+    one is configured.
     """
     import pandas as pd
 
@@ -193,7 +194,8 @@ def model_performance(
         metadata["window_end"] = facts.window_end.isoformat()
     if result.status != "ok":
         context.log.info(f"model_performance {day}: {result.status}")
-    if version:
+    # A day the model was trained or validated on says nothing about it: not pushed.
+    if version and not (facts and facts.window_end and day <= facts.window_end.isoformat()):
         samples = day_samples(day, version, performance=metadata)
         metadata.update(metrics.publish("model_performance", samples, context.log))
     frame = pd.DataFrame(

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import date, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
-import numpy as np
 import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
@@ -25,8 +24,7 @@ from mlops_assets.defs.jobs import AS_OF_TAG, REASON_TAG, TRAINING_JOB
 from mlops_assets.defs.monitoring import DRIFT_CHECK
 from mlops_assets.defs.retraining import POLICY_VAR, RETRAIN_SENSOR, retrain_policy
 from mlops_assets.lib.features import KEY_COLUMNS, LABEL_COLUMN
-from mlops_assets.lib.replay import replay
-from mlops_assets_tests.deployed import PREDICT_DAY, Deployment, deploy
+from mlops_assets_tests.deployed import PREDICT_DAY, Deployment, deploy, shuffle_labels
 
 DAY = PREDICT_DAY.isoformat()
 NO_LABELS_DAY = PREDICT_DAY + timedelta(days=1)
@@ -51,16 +49,6 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         mp.setenv(POLICY_VAR, json.dumps(TEST_POLICY))
         with dg.instance_for_test() as instance:
             yield deploy(state, instance)
-
-
-def land_edited(deployment: Deployment, day: date, edit: Any) -> None:
-    """Lands a real day after ``edit`` changed its flights file, then runs the loop."""
-    replay(deployment.state / "landing", day, 1, include_reference=False)
-    path = deployment.state / "landing" / "flights" / f"{day.isoformat()}.csv"
-    flights = pd.read_csv(path, dtype=str, keep_default_na=False)
-    edit(flights)
-    flights.to_csv(path, index=False)
-    deployment.loop.run_until_idle()
 
 
 def lake(deployment: Deployment, asset: str, day: str) -> pd.DataFrame:
@@ -116,7 +104,7 @@ def test_a_day_without_labels_is_reported_and_not_judged(deployment: Deployment)
         flights["arr_delay"] = "NA"
         flights["arr_time"] = "NA"
 
-    land_edited(deployment, NO_LABELS_DAY, drop_arrivals)
+    deployment.land_edited(NO_LABELS_DAY, drop_arrivals)
     performance = deployment.metadata("model_performance", NO_LABELS_DAY.isoformat())
     assert performance["status"] == "no labels"
     assert performance["labelled_rows"] == 0 and performance["usable"] is False
@@ -155,23 +143,12 @@ def test_drift_report_on_an_empty_day(deployment: Deployment) -> None:
     assert after == before
 
 
-def shuffle_labels(flights: pd.DataFrame) -> None:
-    """The day's arrival delays shuffled among its flights: the model is no better than chance."""
-    rng = np.random.default_rng(7)
-    order = rng.permutation(len(flights))
-    for column in ("arr_delay", "arr_time"):
-        flights[column] = flights[column].to_numpy()[order]
-    # Keep the contract: a flight without a departure has no arrival either.
-    no_departure = flights["dep_time"] == "NA"
-    flights.loc[no_departure, ["arr_delay", "arr_time"]] = "NA"
-
-
 def test_decay_requests_one_retraining_and_a_losing_challenger_changes_nothing(
     deployment: Deployment,
 ) -> None:
     sensor = deployment.defs.get_sensor_def(RETRAIN_SENSOR)
     for day in DEGRADED:
-        land_edited(deployment, day, shuffle_labels)
+        deployment.land_edited(day, shuffle_labels)
         assert deployment.metadata("model_performance", day.isoformat())["roc_auc"] < 0.6
 
     def tick(cursor: str | None) -> Any:

@@ -119,15 +119,20 @@ class BentoServer(LoggedServer):
 
     @classmethod
     def spawn(
-        cls, tag: str, store: Path, root: Path, env: dict[str, str] | None = None
+        cls,
+        tag: str,
+        store: Path,
+        root: Path,
+        env: dict[str, str] | None = None,
+        port: int | None = None,
     ) -> BentoServer:
         """Starts the server in the background; ``wait_ready`` waits for it.
 
         The server gets this process' environment without API key, flavour or model override
-        (``env`` sets them).
+        (``env`` sets them); ``port`` is a free one unless given (e.g. a scrape target).
         """
         root.mkdir(parents=True, exist_ok=True)
-        port = free_port()
+        port = port or free_port()
         command = [*console_script("bentoml", "bentoml"), "serve", tag]
         command += ["--host", HOST, "--port", str(port)]
         server_env = server_environment(
@@ -241,11 +246,17 @@ class Servers:
         return self.start(MotoServer.spawn(self._tmp.mktemp("moto")))
 
     def bentoml(
-        self, tag: str, store: Path, env: dict[str, str] | None = None, *, wait: bool = True
+        self,
+        tag: str,
+        store: Path,
+        env: dict[str, str] | None = None,
+        *,
+        wait: bool = True,
+        port: int | None = None,
     ) -> BentoServer:
         """``bentoml serve <tag>`` on the bentos and models of ``store`` (a BentoML home)."""
         root = self._tmp.mktemp("bentoml_serve")
-        return self.start(BentoServer.spawn(tag, store, root, env), wait=wait)
+        return self.start(BentoServer.spawn(tag, store, root, env, port), wait=wait)
 
     def dagster_dev(
         self, state: Path, log_path: Path, env: dict[str, str] | None = None

@@ -52,8 +52,8 @@ from mlops_assets.defs.monitoring import DRIFT_CHECK
 from mlops_assets.defs.retraining import POLICY_VAR
 from mlops_assets.lib.replay import replay
 from mlops_assets.processes import wait_for
-from mlops_assets_tests.assets.test_monitoring import TEST_POLICY, shuffle_labels
-from mlops_assets_tests.deployed import PREDICT_DAY, deploy
+from mlops_assets_tests.assets.test_monitoring import TEST_POLICY
+from mlops_assets_tests.deployed import PREDICT_DAY, deploy, shuffle_labels
 from mlops_assets_tests.e2e.daemon import (
     AUTOMATION_SENSOR,
     BROKEN,

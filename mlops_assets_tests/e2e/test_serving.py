@@ -36,10 +36,10 @@ import pytest
 
 from mlops_assets import settings
 from mlops_assets.lib.features import WEATHER_FIELDS
-from mlops_assets.lib.scoring import EXAMPLE_REQUEST, MAX_BATCH, REQUEST_FLIGHT_FIELDS
+from mlops_assets.lib.scoring import EXAMPLE_REQUEST, MAX_BATCH
 from mlops_assets.processes import HOST
 from mlops_assets.serving.guard import API_KEY_VARIABLE, MAX_BODY_BYTES, PROTECTED_PATHS
-from mlops_assets_tests.deployed import PREDICT_DAY, Deployment, deploy
+from mlops_assets_tests.deployed import PREDICT_DAY, Deployment, day_requests, deploy
 from mlops_assets_tests.e2e.servers import REQUEST_TIMEOUT, BentoServer, Servers
 
 pytestmark = pytest.mark.e2e
@@ -93,34 +93,6 @@ def keyed(deployment: Deployment, bento_tag: str, servers: Servers) -> KeyedServ
 
 
 # -- the requests of a day --------------------------------------------------------------------
-
-
-def _plain(value: Any) -> Any:
-    """A JSON value: None for missing (NaN, NA, NaT), ISO 8601 for timestamps."""
-    if value is None or (not isinstance(value, str) and pd.isna(value)):
-        return None
-    if isinstance(value, pd.Timestamp):
-        return value.isoformat()
-    return value.item() if hasattr(value, "item") else value
-
-
-def day_requests(deployment: Deployment) -> list[dict[str, Any]]:
-    """One request per flight of ``PREDICT_DAY``: its scheduled fields and its origin's weather
-    in the departure hour, from the validated raw partitions of the state."""
-    lake = settings.locations({settings.STATE_DIR_VAR: str(deployment.state)}).lake
-    day = PREDICT_DAY.isoformat()
-    flights = pd.read_parquet(lake / "raw_flights" / f"{day}.parquet")
-    weather = pd.read_parquet(lake / "raw_weather" / f"{day}.parquet")
-    assert str(flights["time_hour"].dtype) == "datetime64[ns, UTC]", flights.dtypes
-    hours = {(str(r["origin"]), r["time_hour"]): r for r in weather.to_dict("records")}
-    assert len(hours) == len(weather), "weather must have one row per origin and hour"
-    out = []
-    for flight in flights.to_dict("records"):
-        hour = hours.get((str(flight["origin"]), flight["time_hour"]), {})
-        request = {name: _plain(flight[name]) for name in REQUEST_FLIGHT_FIELDS}
-        request.update({name: _plain(hour.get(name)) for name in WEATHER_FIELDS})
-        out.append(request)
-    return out
 
 
 def key_of(item: dict[str, Any]) -> tuple[str, str, int, str]:

@@ -49,10 +49,11 @@ from mlops_assets_tests.deployed import (
     TRAIN_DAYS,
     TRAIN_START,
     Deployment,
+    day_requests,
     deploy,
 )
 from mlops_assets_tests.e2e.servers import BentoServer, Servers
-from mlops_assets_tests.e2e.test_serving import day_requests, key_of
+from mlops_assets_tests.e2e.test_serving import key_of
 
 pytestmark = pytest.mark.e2e
 
