@@ -11,6 +11,7 @@ from collections.abc import Mapping
 import dagster as dg
 
 from mlops_assets.defs import (
+    alerting,
     automation,
     deployment,
     features,
@@ -51,6 +52,7 @@ SENSORS = [
     retraining.retrain_sensor,
     trials.trial_sensor,
     observability.pipeline_metrics_sensor,
+    *alerting.SENSORS,
 ]
 
 

@@ -34,6 +34,8 @@ CHAMPION_TAG = "mlops/retrain_champion"
 # Tags of the run that ends a trial: its outcome (promote, retire) and why.
 TRIAL_OUTCOME_TAG = "mlops/trial_outcome"
 TRIAL_REASON_TAG = "mlops/trial_reason"
+# What became of a failed run's alerts: delivered, failed (Alertmanager unreachable) or off.
+ALERT_DELIVERY_TAG = "mlops/alert_delivery"
 
 # What a training run materializes: the training group and the drift reference. The reference
 # belongs to the champion, so a promotion refreshes it in the same run (it is skipped with the

@@ -9,6 +9,7 @@ from typing import Any
 import dagster as dg
 
 from mlops_assets import settings
+from mlops_assets.lib.alerts import ALERTMANAGER_URL_VAR, DAGSTER_UI_URL_VAR
 from mlops_assets.lib.pipeline_metrics import GATEWAY_VAR
 from mlops_assets.lib.prediction_log import ROOT_VARIABLE as PREDICTION_LOG_VAR
 from mlops_assets.lib.prediction_log import default_root
@@ -17,6 +18,7 @@ from mlops_assets.lib.release import (
     IMAGE_REPOSITORY_VAR,
     image_repository,
 )
+from mlops_assets.resources.alertmanager import alertmanager_from
 from mlops_assets.resources.bentos import BentoStore, local_bentos
 from mlops_assets.resources.data_registry import DataRegistryResource
 from mlops_assets.resources.deployment_repo import DeploymentRepo, local_deployment_repo
@@ -53,6 +55,9 @@ OPTIONAL_PRODUCTION_VARS: dict[str, str] = {
     f"(default {DEFAULT_IMAGE_REPOSITORY})",
     GATEWAY_VAR: "Pushgateway the pipeline pushes its metrics to, e.g. http://pushgateway:9091 "
     "(default: no pushes)",
+    ALERTMANAGER_URL_VAR: "Alertmanager that failed runs and blocking checks are posted to, e.g. "
+    "http://alertmanager:9093 (default: no alerts from Dagster)",
+    DAGSTER_UI_URL_VAR: "address of the Dagster UI, for run links in those alerts (default: none)",
     "MLOPS_STATE_DIR": "local working folder of runs: registry work tree, BentoML store "
     "(default <project>/state)",
 }
@@ -86,6 +91,7 @@ def _local(env: Mapping[str, str]) -> dict[str, Any]:
             base_url=str(where.reports),
             public_url=f"http://127.0.0.1:{settings.REPORTS_PORT}",
         ),
+        "alertmanager": alertmanager_from(env),
     }
 
 
@@ -131,6 +137,7 @@ def _production(env: Mapping[str, str]) -> dict[str, Any]:
             base_url=env.get("MLOPS_REPORTS_URL") or env["MLOPS_LAKE_URL"].rstrip("/") + "/reports",
             public_url=env.get("MLOPS_REPORTS_PUBLIC_URL", ""),
         ),
+        "alertmanager": alertmanager_from(env),
     }
 
 
