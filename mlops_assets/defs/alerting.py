@@ -44,9 +44,16 @@ def run_partition(run: dg.DagsterRun) -> str | None:
     return None
 
 
-def run_assets(run: dg.DagsterRun) -> list[str]:
-    """The run's asset selection as names (empty when the run has none)."""
-    return sorted(key.to_user_string() for key in run.asset_selection or [])
+def run_assets(instance: dg.DagsterInstance, run: dg.DagsterRun) -> list[str]:
+    """The names of the assets the run was to materialize (empty for a job without assets).
+
+    A run launched with an asset selection carries it; a job's whole-graph run does not, and
+    its planned materializations say the same.
+    """
+    keys = run.asset_selection or instance.get_asset_keys_for_run(
+        run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED
+    )
+    return sorted(key.to_user_string() for key in keys)
 
 
 def check_evaluations(
@@ -88,12 +95,14 @@ def _ended_at(instance: dg.DagsterInstance, run: dg.DagsterRun) -> datetime:
     return datetime.fromtimestamp(ended, UTC) if ended else datetime.now(UTC)
 
 
-def _run_alert(run: dg.DagsterRun, at: datetime, ui_url: str, **details: Any) -> Alert:
+def _run_alert(
+    instance: dg.DagsterInstance, run: dg.DagsterRun, at: datetime, ui_url: str, **details: Any
+) -> Alert:
     return run_failed(
         job=run.job_name,
         run_id=run.run_id,
         partition=run_partition(run),
-        assets=run_assets(run),
+        assets=run_assets(instance, run),
         failed_steps=details.get("failed_steps", {}),
         message=details.get("message", ""),
         at=at,
@@ -135,6 +144,7 @@ def failure_alerts(
     failed_steps = {e.step_key or "?": _error_type(e) for e in step_failures}
     alerts = [
         _run_alert(
+            instance,
             run,
             _ended_at(instance, run),
             ui_url,
@@ -180,10 +190,11 @@ def resolution_alerts(
         for e, _ in check_evaluations(instance, run.run_id)
         if e.passed and (e.partition or partition) == partition
     }
+    assets = run_assets(instance, run)
     found: dict[tuple[tuple[str, str], ...], Alert] = {}
     for failed in earlier:
-        if failed.job_name == run.job_name and run_assets(failed) == run_assets(run):
-            alert = _run_alert(failed, ended, ui_url)
+        if failed.job_name == run.job_name and run_assets(instance, failed) == assets:
+            alert = _run_alert(instance, failed, ended, ui_url)
             found[tuple(sorted(alert.labels.items()))] = alert
         for evaluation, _ in failed_blocking_checks(instance, failed.run_id):
             if (evaluation.asset_key, evaluation.check_name) in passed:
