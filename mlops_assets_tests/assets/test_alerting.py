@@ -26,6 +26,7 @@ from mlops_assets_tests.alerting import (
     BadDay,
     bad_day,
     failure_context,
+    run_day,
     success_context,
 )
 
@@ -110,6 +111,32 @@ def test_an_unreachable_alertmanager_is_logged_and_recorded_not_raised(day: BadD
     messages = [entry.message for entry in day.instance.all_logs(run.run_id)]
     [note] = [m for m in messages if m.startswith("Alerts not delivered to Alertmanager")]
     assert "DagsterRunFailed, DagsterBlockingCheckFailed" in note and "unreachable" in note
+
+
+def test_the_daemon_path_moves_the_cursor_past_an_undelivered_alert(day: BadDay) -> None:
+    # Evaluated as the daemon does: the first tick only places the cursor after the runs so far.
+    nowhere = Alertmanager(url=f"http://{HOST}:{free_port()}", timeout_seconds=1, attempts=1)
+
+    def tick(cursor: str | None) -> Any:
+        context = dg.build_sensor_context(
+            instance=day.instance, cursor=cursor, resources={"alertmanager": nowhere}
+        )
+        return alerting.run_failure_alerts.evaluate_tick(context)
+
+    first = tick(None)
+    assert first.dagster_run_reactions == [] and first.cursor
+    again = run_day(day.instance, day.resources)  # the same bad file, delivered again
+    assert not again.success
+
+    second = tick(first.cursor)
+    [reaction] = second.dagster_run_reactions
+    # Delivered or not, Dagster moves the cursor on (it does not repeat a sensor's side
+    # effects); the sensor did not fail, and the run says its alerts were not delivered.
+    assert reaction.dagster_run.run_id == again.dagster_run.run_id and reaction.error is None
+    assert second.cursor != first.cursor
+    run = day.instance.get_run_by_id(again.dagster_run.run_id)
+    assert run is not None and run.tags[ALERT_DELIVERY_TAG] == UNDELIVERED
+    assert tick(second.cursor).dagster_run_reactions == []
 
 
 def test_without_an_address_nothing_is_posted_or_recorded(
