@@ -17,6 +17,7 @@ from mlops_assets.defs import (
     features,
     ingestion,
     jobs,
+    loggers,
     monitoring,
     observability,
     retraining,
@@ -64,6 +65,8 @@ def build_defs(env: Mapping[str, str] | None = None) -> dg.Definitions:
         jobs=jobs.code_location_jobs(env),
         sensors=SENSORS,
         resources=build_resources(env),
+        # MLOPS_LOG_FORMAT=json: run logs as JSON lines (also for the local loop's runs).
+        loggers=loggers.run_loggers(env),
         # Steps of a run share one process: every extra process re-imports the code location.
         executor=dg.in_process_executor,
     )

@@ -9,7 +9,7 @@ environment). Nothing here imports a heavy library or touches the disk at import
 from __future__ import annotations
 
 import os
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -17,8 +17,12 @@ from typing import Literal
 
 ENV_VAR = "MLOPS_ENV"
 STATE_DIR_VAR = "MLOPS_STATE_DIR"
+# One switch for the logs of the prediction service and of the pipeline's runs.
+LOG_FORMAT_VAR = "MLOPS_LOG_FORMAT"
+LOG_FORMATS = ("text", "json")
 
 Environment = Literal["local", "production"]
+LogFormat = Literal["text", "json"]
 
 # Name of the model in the MLflow registry (and of its experiment); the bento service is
 # ``<MODEL_NAME>_service``. Generated projects get their own (docs/template.md).
@@ -51,6 +55,20 @@ def environment(env: MutableMapping[str, str] | None = None) -> Environment:
     value = (env if env is not None else os.environ).get(ENV_VAR, "local").strip().lower()
     if value not in ("local", "production"):
         raise ValueError(f"{ENV_VAR} must be 'local' or 'production', got {value!r}")
+    return value  # type: ignore[return-value]
+
+
+def log_format(env: Mapping[str, str] | None = None) -> LogFormat:
+    """Returns the log format of the service and the pipeline: ``text`` (default) or ``json``.
+
+    Raises:
+        ValueError: if ``MLOPS_LOG_FORMAT`` holds anything else (the message names the variable
+            and the allowed values).
+    """
+    raw = (env if env is not None else os.environ).get(LOG_FORMAT_VAR, "")
+    value = raw.strip().lower() or "text"
+    if value not in LOG_FORMATS:
+        raise ValueError(f"{LOG_FORMAT_VAR} must be one of {', '.join(LOG_FORMATS)}, got {raw!r}")
     return value  # type: ignore[return-value]
 
 

@@ -38,7 +38,7 @@ import bentoml
 from pydantic import BaseModel, Field
 
 from mlops_assets import settings
-from mlops_assets.lib import runtime
+from mlops_assets.lib import logs, runtime
 from mlops_assets.lib.prediction_log import PredictionLogWriter, default_root, log_line
 from mlops_assets.lib.scoring import (
     EXAMPLE_REQUEST,
@@ -48,6 +48,7 @@ from mlops_assets.lib.scoring import (
     request_model,
     score,
 )
+from mlops_assets.serving.access_log import AccessLog, note
 from mlops_assets.serving.guard import ApiGuard, api_key_from_environment
 from mlops_assets.serving.modes import CHALLENGER, CHAMPION, serving_mode_from_environment
 from mlops_assets.serving.off_path import OffPathQueue
@@ -57,6 +58,21 @@ CHALLENGER_NAME = f"{MODEL_NAME}_challenger"
 SHUTDOWN_WAIT_S = 10.0
 
 logger = logging.getLogger(__name__)
+
+# First, so that everything after it, the model's loading included, logs in the chosen format.
+# A bad value stops the server here (RuntimeError: see SERVING_MODE below for why).
+try:
+    LOG_FORMAT = settings.log_format()
+except ValueError as error:
+    raise RuntimeError(str(error)) from None
+if LOG_FORMAT == "json":
+    logs.use_json()
+    # The service's own lines are INFO (BentoML's server configuration shows WARNING and up);
+    # BentoML's access line goes: the service's request line carries the same and more.
+    logging.getLogger("mlops_assets").setLevel(logging.INFO)
+    logging.getLogger("bentoml.access").setLevel(logging.WARNING)
+# Fixed fields of every request line (the models), filled in when the models are loaded.
+ACCESS_FIELDS: dict[str, Any] = {}
 
 
 def _manifest() -> dict[str, Any]:
@@ -220,6 +236,11 @@ class FlightDelay:
             "prediction_log_lost_lines", "Prediction log lines that could not be written", ()
         )
         self.log = PredictionLogWriter(default_root(), on_lost=lambda n: self.log_lost.inc(n))
+        ACCESS_FIELDS.update(model_version=self._version(CHAMPION), mode=self.mode.mode)
+        if CHALLENGER in self.bundles:
+            ACCESS_FIELDS.update(challenger_version=self._version(CHALLENGER))
+        if self.mode.mode in ("canary", "ab"):
+            ACCESS_FIELDS.update(challenger_share=self.mode.share)
         self.off_path = OffPathQueue(self._score_off_path, self._count_shadow_failures)
         logger.info(
             "serving mode %s (challenger share %s), models %s, prediction log %s",
@@ -266,6 +287,9 @@ class FlightDelay:
         """The answers in request order; off-path scoring queued, every line logged."""
         ids = [uuid.uuid4().hex for _ in requests]
         roles = [self.mode.answering_role(r) for r in requests]
+        note(rows=len(requests))
+        if self.mode.mode in ("canary", "ab"):
+            note(challenger_rows=roles.count(CHALLENGER))
         answers: list[dict[str, Any]] = [{} for _ in requests]
         lines = []
         for role in (CHAMPION, CHALLENGER):
@@ -326,4 +350,7 @@ class FlightDelay:
         self.log.close()
 
 
+# Outermost first: the request line covers what the guard refuses. Text logs stay BentoML's own.
+if LOG_FORMAT == "json":
+    FlightDelay.add_asgi_middleware(AccessLog, fields=ACCESS_FIELDS)  # type: ignore[attr-defined]
 FlightDelay.add_asgi_middleware(ApiGuard, api_key=api_key_from_environment())  # type: ignore[attr-defined]
