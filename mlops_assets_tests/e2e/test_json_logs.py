@@ -13,7 +13,7 @@ The pipeline: the landing sensor of the local loop runs the reference tables and
 day's ingestion with the console logger at DEBUG (Dagster's events included); every line on
 standard error is JSON, and the lines name the run, the job, the step, the day and the asset.
 
-Runtime: about a minute (the Bento build ~15 s, each server ~8 s, the day's runs ~10 s).
+Runtime: about 30 s (the model and the Bento build ~20 s, the server ~5 s, the day's runs ~6 s).
 """
 
 from __future__ import annotations
