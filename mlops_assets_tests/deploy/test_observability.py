@@ -11,7 +11,6 @@ rules use the metric names of lib/pipeline_metrics.py) run with plain YAML.
 from __future__ import annotations
 
 import importlib.util
-import os
 import re
 import shutil
 import subprocess
@@ -22,6 +21,7 @@ import pytest
 import yaml
 
 from mlops_assets.lib import pipeline_metrics
+from mlops_assets_tests.deploy.tools import require
 
 ROOT = Path(__file__).resolve().parents[2]
 OBSERVABILITY = ROOT / "deploy" / "observability"
@@ -34,22 +34,7 @@ SERVICE_JOB = "mlops-assets-service"
 SEVERITIES = {"critical", "warning"}
 # The labels a push adds to every pipeline series: the Pushgateway group's key.
 PUSH_LABELS = {"job", pipeline_metrics.GROUP_LABEL}
-INSTALL_HINT = (
-    "{tool} not found; install it with `sudo apt-get install -y --no-install-recommends "
-    "prometheus prometheus-alertmanager` (Debian/Ubuntu) or run .ci/ensure-prometheus"
-)
 TIMEOUT = 60
-
-
-def require(tool: str) -> str:
-    """The tool's path; skips the test without it (fails it when ``CI=true``)."""
-    found = shutil.which(tool)
-    if found:
-        return found
-    hint = INSTALL_HINT.format(tool=tool)
-    if os.environ.get("CI", "").strip().lower() == "true":
-        pytest.fail(f"CI=true: {hint}", pytrace=False)
-    pytest.skip(hint)
 
 
 def run(*command: str | Path, cwd: Path = OBSERVABILITY) -> subprocess.CompletedProcess[str]:
