@@ -39,7 +39,12 @@ SERVICES = {
     "dagster-webserver",
     "dagster-daemon",
     "bento",
+    "prometheus",
+    "pushgateway",
+    "alertmanager",
+    "grafana",
 }
+OBSERVABILITY_SERVICES = ("prometheus", "pushgateway", "alertmanager", "grafana")
 DAGSTER_SERVICES = ("dagster-code", "dagster-webserver", "dagster-daemon")
 ONE_SHOT = ("minio-init", "registry-init")
 # ${VAR}, ${VAR:-default}, ${VAR:?message}, $VAR; `$$` is a literal dollar.
@@ -146,7 +151,7 @@ def test_published_ports_bind_to_loopback(compose: dict[str, Any]) -> None:
             assert isinstance(port, str) and port.startswith("127.0.0.1:"), f"{name}: {port}"
             published += 1
     assert published >= 5
-    for name in ("postgres", "dagster-code"):
+    for name in ("postgres", "dagster-code", "pushgateway"):
         assert "ports" not in compose["services"][name], f"{name} must stay internal"
 
 
@@ -254,3 +259,88 @@ def test_bento_healthcheck_asks_the_readiness_endpoint(compose: dict[str, Any]) 
     assert [port.rsplit(":", 1)[1] for port in bento["ports"]] == ["3000"]
     for key in ("interval", "timeout", "retries"):
         assert bento["healthcheck"][key]
+
+
+# -- profile `observability` ----------------------------------------------------------------
+def mounts(service: dict[str, Any]) -> dict[str, str]:
+    """Container path -> source of a service's volumes."""
+    found = {}
+    for volume in service.get("volumes", []):
+        source, target = volume.split(":")[:2]
+        found[target] = source
+    return found
+
+
+def test_observability_services_are_an_optional_profile(compose: dict[str, Any]) -> None:
+    for name in OBSERVABILITY_SERVICES:
+        service = compose["services"][name]
+        assert service["profiles"] == ["observability"], name
+        # Pinned images: a new Prometheus or Grafana arrives by a reviewed change only.
+        image = service["image"]
+        assert re.fullmatch(r"[a-z/]+:v?\d+\.\d+\.\d+", image), f"{name}: {image}"
+
+
+def test_dagster_processes_know_the_gateway_and_alertmanager(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    for name in ("dagster-code", "dagster-daemon"):
+        env = environment(services[name])
+        assert env["MLOPS_PUSHGATEWAY_URL"] == "http://pushgateway:9091", name
+        assert env["MLOPS_ALERTMANAGER_URL"] == "http://alertmanager:9093", name
+
+
+def test_prometheus_reads_the_compose_config_and_the_rules(compose: dict[str, Any]) -> None:
+    prometheus = compose["services"]["prometheus"]
+    config_path = next(a for a in prometheus["command"] if a.startswith("--config.file="))
+    config_path = config_path.split("=", 1)[1]
+    volumes = mounts(prometheus)
+    assert volumes[config_path] == "./observability/prometheus.compose.yml"
+    config = yaml.safe_load((DEPLOY / "observability" / "prometheus.compose.yml").read_text())
+    # rule_files are relative to the config file, in the container as in the repository.
+    for rule_file in config["rule_files"]:
+        folder, _, name = rule_file.rpartition("/")
+        container_folder = str(Path(config_path).parent / folder)
+        assert volumes[container_folder] == f"./observability/{folder}", rule_file
+        assert (DEPLOY / "observability" / folder / name).is_file(), rule_file
+    # Every target is a compose service at the port it listens on inside the network.
+    ports = {"bento": 3000, "pushgateway": 9091, "alertmanager": 9093, "localhost": 9090}
+    targets = [
+        target
+        for job in config["scrape_configs"]
+        for static in job["static_configs"]
+        for target in static["targets"]
+    ] + [
+        t for am in config["alerting"]["alertmanagers"] for t in am["static_configs"][0]["targets"]
+    ]
+    for target in targets:
+        host, port = target.split(":")
+        assert host == "localhost" or host in compose["services"], target
+        assert ports[host] == int(port), target
+
+
+def test_alertmanager_reads_the_repository_config(compose: dict[str, Any]) -> None:
+    alertmanager = compose["services"]["alertmanager"]
+    config_path = next(a for a in alertmanager["command"] if a.startswith("--config.file="))
+    assert mounts(alertmanager)[config_path.split("=", 1)[1]] == "./observability/alertmanager.yml"
+
+
+def test_grafana_is_provisioned_and_signed_in(compose: dict[str, Any]) -> None:
+    grafana = compose["services"]["grafana"]
+    env = environment(grafana)
+    assert env["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
+    # The password comes from the .env only: no default in this file.
+    assert env["GF_SECURITY_ADMIN_PASSWORD"].startswith("${GRAFANA_ADMIN_PASSWORD:?")
+    volumes = mounts(grafana)
+    provisioning = DEPLOY / volumes["/etc/grafana/provisioning"]
+    [datasource] = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())[
+        "datasources"
+    ]
+    assert datasource["type"] == "prometheus"
+    assert datasource["url"] == "http://prometheus:9090"
+    assert datasource["isDefault"] is True
+    [provider] = yaml.safe_load((provisioning / "dashboards" / "mlops_assets.yml").read_text())[
+        "providers"
+    ]
+    # The provider reads the folder the dashboards are mounted at.
+    dashboards = volumes[provider["options"]["path"]]
+    assert dashboards == "./observability/dashboards"
+    assert sorted((DEPLOY / dashboards).glob("*.json")), "no dashboards to load"
