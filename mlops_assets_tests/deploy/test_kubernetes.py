@@ -599,3 +599,133 @@ def test_secret_example_carries_every_production_setting(values: dict[str, Any])
     launcher = values["runLauncher"]["config"]["k8sRunLauncher"]
     for refs in (deployment["envSecrets"], launcher["envSecrets"]):
         assert set(_names(refs)) <= set(secrets)
+
+
+# -- the observability stack: deploy/helm/observability-values.yaml ------------------------
+# kube-prometheus-stack reads what `kubectl kustomize deploy/observability` renders
+# (test_observability_stack.py): the names and labels on both sides must meet.
+OBSERVABILITY_VALUES = ROOT / "deploy" / "helm" / "observability-values.yaml"
+KUSTOMIZATION = ROOT / "deploy" / "observability" / "kustomization.yaml"
+SERVICE_RULES = ROOT / "deploy" / "observability" / "rules" / "service.yml"
+MONITORING = "monitoring"
+
+
+def _install_commands() -> str:
+    """The comment lines at the top of the values file (the install commands)."""
+    return "\n".join(
+        line for line in OBSERVABILITY_VALUES.read_text().splitlines() if line.startswith("#")
+    )
+
+
+def observability_wiring_problems(
+    stack: Mapping[str, Any], kustomization: Mapping[str, Any], dagster: Mapping[str, Any]
+) -> list[str]:
+    """Where the stack's values, the kustomization and the code location's env disagree."""
+    problems = []
+    commands = _install_commands()
+    if kustomization["namespace"] != MONITORING or f"-n {MONITORING}" not in commands:
+        problems.append(f"not everything is installed in the namespace {MONITORING}")
+    # Alertmanager: the Secret kustomize generates, under the key the operator reads.
+    spec = stack["alertmanager"]["alertmanagerSpec"]
+    secrets = {s["name"]: s for s in kustomization["secretGenerator"]}
+    if not spec.get("useExistingSecret") or spec.get("configSecret") not in secrets:
+        problems.append(f"Alertmanager reads Secret {spec.get('configSecret')!r}: not generated")
+    elif not any(
+        f.startswith("alertmanager.yaml=") for f in secrets[spec["configSecret"]]["files"]
+    ):
+        problems.append("the Alertmanager Secret has no key alertmanager.yaml")
+    # Grafana: the sidecar's label and folder annotation are those of every dashboard ConfigMap.
+    sidecar = stack["grafana"]["sidecar"]["dashboards"]
+    for generator in kustomization["configMapGenerator"]:
+        options = generator.get("options", {})
+        if options.get("labels", {}).get(sidecar["label"]) != sidecar["labelValue"]:
+            problems.append(f"{generator['name']} lacks the sidecar's label {sidecar['label']}")
+        if sidecar["folderAnnotation"] not in options.get("annotations", {}):
+            problems.append(f"{generator['name']} lacks {sidecar['folderAnnotation']}")
+        if not options.get("disableNameSuffixHash"):
+            problems.append(f"{generator['name']}: a hashed name leaves stale dashboards")
+    # Prometheus: every PrometheusRule is selected, and every job the rules name is scraped.
+    prometheus = stack["prometheus"]["prometheusSpec"]
+    if prometheus.get("ruleSelectorNilUsesHelmValues") is not False:
+        problems.append("Prometheus selects only PrometheusRules labelled with the release")
+    jobs = {job["job_name"]: job for job in prometheus["additionalScrapeConfigs"]}
+    rules = SERVICE_RULES.read_text()
+    for job in re.findall(r'up\{job="([^"]+)"\}', rules):
+        if job not in jobs:
+            problems.append(f"the rules watch job {job!r}, which is not scraped")
+    gateway = jobs.get("pushgateway", {})
+    if gateway.get("honor_labels") is not True:
+        problems.append("the Pushgateway job must honor the pushed labels")
+    # The code location pushes to the gateway Prometheus scrapes and alerts the stack's
+    # Alertmanager (the chart names its Service <fullnameOverride>-alertmanager).
+    [deployment] = dagster["dagster-user-deployments"]["deployments"]
+    env = {item["name"]: item.get("value") for item in deployment["env"]}
+    targets = [t for s in gateway.get("static_configs", []) for t in s["targets"]]
+    if len(targets) != 1:
+        return [*problems, f"the Pushgateway job has targets {targets}, not one"]
+    [target] = targets
+    if env.get("MLOPS_PUSHGATEWAY_URL") != f"http://{target}":
+        problems.append(f"MLOPS_PUSHGATEWAY_URL is not the scraped gateway {target}")
+    release_name = re.search(r"--set fullnameOverride=(\S+)", commands)
+    if not release_name or not target.startswith(f"{release_name.group(1)}.{MONITORING}.svc:"):
+        problems.append(f"the Pushgateway chart's Service is not {target}")
+    alertmanager = f"http://{stack['fullnameOverride']}-alertmanager.{MONITORING}.svc:9093"
+    if env.get("MLOPS_ALERTMANAGER_URL") != alertmanager:
+        problems.append(f"MLOPS_ALERTMANAGER_URL is not {alertmanager}")
+    return problems
+
+
+@pytest.fixture(scope="module")
+def stack() -> dict[str, Any]:
+    return yaml.safe_load(OBSERVABILITY_VALUES.read_text())
+
+
+def test_observability_values_pin_the_charts() -> None:
+    commands = _install_commands()
+    assert re.search(r"kube-prometheus-stack \\\n#\s+--version \d+\.\d+\.\d+ ", commands)
+    assert re.search(r"prometheus-pushgateway \\\n#\s+--version \d+\.\d+\.\d+ ", commands)
+    assert "kubectl apply -k deploy/observability" in commands
+
+
+def test_observability_values_meet_the_kustomization_and_the_code_location(
+    stack: dict[str, Any], values: dict[str, Any]
+) -> None:
+    kustomization = yaml.safe_load(KUSTOMIZATION.read_text())
+    assert observability_wiring_problems(stack, kustomization, values) == []
+
+
+def test_observability_wiring_mistakes_are_caught(
+    stack: dict[str, Any], values: dict[str, Any]
+) -> None:
+    kustomization = yaml.safe_load(KUSTOMIZATION.read_text())
+    broken = copy.deepcopy(stack)
+    broken["alertmanager"]["alertmanagerSpec"]["configSecret"] = "alertmanager-config"
+    broken["grafana"]["sidecar"]["dashboards"]["label"] = "dashboard"
+    broken["prometheus"]["prometheusSpec"]["additionalScrapeConfigs"].pop()  # the gateway
+    problems = observability_wiring_problems(broken, kustomization, values)
+    assert "Alertmanager reads Secret 'alertmanager-config': not generated" in problems
+    assert "mlops-dashboard-serving lacks the sidecar's label dashboard" in problems
+    assert "the rules watch job 'pushgateway', which is not scraped" in problems
+
+
+def test_grafana_signs_in_with_a_secret(stack: dict[str, Any]) -> None:
+    grafana = stack["grafana"]
+    assert "adminPassword" not in grafana
+    admin = grafana["admin"]
+    commands = _install_commands()
+    assert f"secret generic {admin['existingSecret']}" in commands
+    for key in (admin["userKey"], admin["passwordKey"]):
+        assert f"--from-literal={key}=" in commands
+    assert grafana["grafana.ini"]["auth.anonymous"]["enabled"] is False
+
+
+# [template:if with_service_delivery]
+def test_observability_values_scrape_the_service_as_its_scrape_job(stack: dict[str, Any]) -> None:
+    [job] = yaml.safe_load((ROOT / "deploy" / "service" / "prometheus-scrape.yaml").read_text())[
+        "scrape_configs"
+    ]
+    jobs = stack["prometheus"]["prometheusSpec"]["additionalScrapeConfigs"]
+    assert job in jobs
+
+
+# [template:end]
