@@ -719,13 +719,14 @@ def test_grafana_signs_in_with_a_secret(stack: dict[str, Any]) -> None:
     assert grafana["grafana.ini"]["auth.anonymous"]["enabled"] is False
 
 
-# [template:if with_service_delivery]
-def test_observability_values_scrape_the_service_as_its_scrape_job(stack: dict[str, Any]) -> None:
-    [job] = yaml.safe_load((ROOT / "deploy" / "service" / "prometheus-scrape.yaml").read_text())[
-        "scrape_configs"
-    ]
-    jobs = stack["prometheus"]["prometheusSpec"]["additionalScrapeConfigs"]
-    assert job in jobs
-
-
-# [template:end]
+def test_observability_values_scrape_both_colours_of_the_service(stack: dict[str, Any]) -> None:
+    jobs = {
+        j["job_name"]: j for j in stack["prometheus"]["prometheusSpec"]["additionalScrapeConfigs"]
+    }
+    relabel = jobs["mlops-assets-service"]["relabel_configs"]
+    kept = {r["source_labels"][0]: r["regex"] for r in relabel if r.get("action") == "keep"}
+    assert kept["__meta_kubernetes_pod_label_app_kubernetes_io_name"] == "mlops-assets-service"
+    assert kept["__meta_kubernetes_pod_ready"] == "true"
+    # The serving dashboard tells the colours apart by this label.
+    targets = {r.get("target_label") for r in relabel}
+    assert "colour" in targets

@@ -257,6 +257,17 @@ def test_the_kubernetes_scrape_job_has_the_name_the_rules_use() -> None:
     assert [job["job_name"] for job in scrape["scrape_configs"]] == [SERVICE_JOB]
 
 
+# [template:if with_kubernetes]
+def test_the_kube_prometheus_stack_scrapes_the_service_as_its_scrape_job() -> None:
+    """deploy/helm/observability-values.yaml carries a copy of the scrape job: the same."""
+    [job] = load(ROOT / "deploy" / "service" / "prometheus-scrape.yaml")["scrape_configs"]
+    stack = load(ROOT / "deploy" / "helm" / "observability-values.yaml")
+    assert job in stack["prometheus"]["prometheusSpec"]["additionalScrapeConfigs"]
+
+
+# [template:end]
+
+
 # [template:end]
 
 
