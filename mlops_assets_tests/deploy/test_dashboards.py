@@ -58,26 +58,36 @@ BUILT_IN = {
 
 
 def bentoml_metrics() -> dict[str, str]:
-    """The HTTP metrics the installed BentoML exports, by exposed name."""
+    """The request metrics the installed BentoML's service server exports, by exposed name.
+
+    A ``@bentoml.service`` is served by ``_bentoml_impl/server/app.py``, which adds one of the
+    traffic middlewares of ``http/instruments.py`` (in 1.4, the "runner" one, with the API
+    server's namespace): its metrics are read from that class, so an upgrade that renames or
+    drops one fails here.
+    """
     spec = importlib.util.find_spec("bentoml")
     assert spec and spec.origin
     package = Path(spec.origin).parent
     defaults = (package / "_internal/configuration/v2/default_configuration.yaml").read_text()
     namespace = re.search(r"^\s+namespace: (\w+)$", defaults, re.MULTILINE)
     assert namespace, "BentoML's default metrics namespace moved"
+    server = (package.parent / "_bentoml_impl" / "server" / "app.py").read_text()
+    middleware = re.search(r"Middleware\(\s*(\w+TrafficMetricsMiddleware),", server)
+    assert middleware, "the service server adds no traffic metrics middleware"
     source = (package / "_internal/server/http/instruments.py").read_text()
-    # The API server's middleware only (the runner's has its own namespace).
-    http = source[: source.index("class RunnerTrafficMetricsMiddleware")]
+    section = source[source.index(f"class {middleware.group(1)}") :]
+    section = section.split("\nclass ", 1)[0]
     found = re.findall(
-        r"metrics_client\.(Histogram|Counter|Gauge)\(\s*namespace=[^,]+,\s*name=\"(\w+)\"", http
+        r"metrics_client\.(Histogram|Counter|Gauge|Summary)\(\s*namespace=[^,]+,\s*name=\"(\w+)\"",
+        section,
     )
-    assert found, "BentoML's HTTP metrics moved"
+    assert found, f"{middleware.group(1)} defines no metrics"
+    suffixes = {"Histogram": ("_bucket", "_sum", "_count"), "Summary": ("_sum", "_count")}
     names = {}
     for kind, name in found:
-        full = f"{namespace.group(1)}_{name}"
-        suffixes = ("_bucket", "_sum", "_count") if kind == "Histogram" else ("",)
-        for suffix in suffixes:
-            names[full + suffix] = f"BentoML {kind.lower()} ({package.name} http/instruments.py)"
+        for suffix in suffixes.get(kind, ("",)):
+            where = f"BentoML {kind.lower()} ({middleware.group(1)}, http/instruments.py)"
+            names[f"{namespace.group(1)}_{name}{suffix}"] = where
     return names
 
 
@@ -117,6 +127,7 @@ SERVICE = {
     "instance": "127.0.0.1:3001",
     "service_name": "flight_delay_service",
     "service_version": "v1",
+    "runner_name": "flight_delay_service",
 }
 MINUTES = 20
 
@@ -146,6 +157,12 @@ def realistic_series() -> list[dict[str, str]]:
             {**requests, "http_response_code": "200"},
             f"0+60x{MINUTES}",
         ),
+        # BentoML starts every route's 200 and 500 counters at 0.
+        series(
+            "bentoml_service_request_total",
+            {**requests, "http_response_code": "500"},
+            f"0x{MINUTES}",
+        ),
         series(
             "bentoml_service_request_total",
             {**requests, "endpoint": "/readyz", "http_response_code": "200"},
@@ -154,7 +171,7 @@ def realistic_series() -> list[dict[str, str]]:
         series("bentoml_service_request_in_progress", requests, f"0x{MINUTES}"),
         series(
             "bentoml_service_last_request_timestamp_seconds",
-            {k: SERVICE[k] for k in SERVICE},
+            SERVICE,
             f"0+60x{MINUTES}",
         ),
         *(
