@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -143,6 +143,7 @@ def panel_queries(
     *,
     interval: str = "1m",
     variables: Mapping[str, str] | None = None,
+    dashboards: Iterable[str] | None = None,
 ) -> list[PanelQuery]:
     """Every target of every panel of the dashboards in ``folder``, as plain PromQL.
 
@@ -153,6 +154,8 @@ def panel_queries(
             scrapes, so with a 1 s scrape interval ``"5s"`` shows data after a few seconds.
         variables: Values of the dashboards' own variables by name (a regex each, e.g.
             ``{"model_version": "2"}``); a variable not given becomes ``.*``.
+        dashboards: Only the dashboards with these uids (``mlops-serving``,
+            ``mlops-model-health``, ``mlops-data-quality``); all when None.
 
     Returns:
         One :class:`PanelQuery` per target, in file and panel order.
@@ -162,9 +165,12 @@ def panel_queries(
             or a variable the dashboard does not declare; the message names the dashboard
             and the panel.
     """
+    wanted = None if dashboards is None else set(dashboards)
     queries = []
     for file, board in load_dashboards(folder).items():
         uid = board.get("uid", file)
+        if wanted is not None and uid not in wanted:
+            continue
         declared = declared_variables(board)
         for panel in panels(board):
             title = panel.get("title", f"id {panel.get('id')}")

@@ -362,6 +362,12 @@ def test_substitution_takes_a_window_and_variable_values() -> None:
     assert 'service_name=~".*"' in query.expr
 
 
+def test_queries_of_chosen_dashboards(queries: list[PanelQuery]) -> None:
+    serving = panel_queries(dashboards=["mlops-serving"])
+    assert serving and {q.dashboard for q in serving} == {"mlops-serving"}
+    assert serving == [q for q in queries if q.dashboard == "mlops-serving"]
+
+
 def test_an_undeclared_variable_is_reported(tmp_path: Path) -> None:
     board = json.loads((DASHBOARDS / "model_health.json").read_text())
     panel = panels(board)[0]
