@@ -193,7 +193,12 @@ def realistic_series() -> list[dict[str, str]]:
         ),
         *pushed(
             "drift_report",
-            pipeline_metrics.day_samples(day, version, drift=drift, drift_streak_days=3),
+            [
+                *pipeline_metrics.day_samples(day, version, drift=drift),
+                pipeline_metrics.Sample(
+                    pipeline_metrics.DRIFT_STREAK_DAYS, 3, {"day": day, "model_version": version}
+                ),
+            ],
         ),
         *pushed("raw_flights", pipeline_metrics.contract_samples("raw_flights", day, 0)),
         *pushed("raw_weather", pipeline_metrics.contract_samples("raw_weather", day, 2)),
