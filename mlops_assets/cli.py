@@ -222,6 +222,24 @@ def _dev(args: argparse.Namespace) -> int:
     return 0  # pragma: no cover
 
 
+def _observe(args: argparse.Namespace) -> int:
+    from mlops_assets import observe
+
+    ports = {
+        observe.PROMETHEUS: args.prometheus_port,
+        observe.PUSHGATEWAY: args.pushgateway_port,
+        observe.ALERTMANAGER: args.alertmanager_port,
+        "receiver": args.receiver_port,
+    }
+    where = settings.locations()
+    try:
+        timings = observe.TIMINGS[args.timings]
+        observe.run_foreground(where.observability, ports, args.service_port, timings=timings)
+    except (observe.MissingToolError, observe.PortInUseError) as error:
+        return _failed(error)
+    return 0
+
+
 def _reproduce(args: argparse.Namespace) -> int:
     from mlops_assets.lib.reproduce import ReproductionError, reproduce
     from mlops_assets.resources.environments import resolved
@@ -429,6 +447,7 @@ def build_parser() -> argparse.ArgumentParser:
     dev.set_defaults(func=_dev)
 
     _add_service_image(sub)
+    _add_observe(sub)
 
     where = sub.add_parser("where", help="print where the local state lives")
     where.set_defaults(func=_where)
@@ -460,6 +479,35 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--graph-timeout", type=float, default=ui_check.GRAPH_TIMEOUT)
     ui.set_defaults(func=_ui_check)
     return parser
+
+
+def _add_observe(sub: Any) -> None:
+    from mlops_assets import observe  # standard library and PyYAML
+
+    stack = sub.add_parser(
+        "observe",
+        help="Prometheus, the Pushgateway, Alertmanager and an alert receiver on 127.0.0.1, "
+        "scraping the service (make serve); alerts printed and kept in <state>/observability",
+    )
+    ports = observe.DEFAULT_PORTS
+    stack.add_argument("--prometheus-port", type=int, default=ports[observe.PROMETHEUS])
+    stack.add_argument("--pushgateway-port", type=int, default=ports[observe.PUSHGATEWAY])
+    stack.add_argument("--alertmanager-port", type=int, default=ports[observe.ALERTMANAGER])
+    stack.add_argument(
+        "--receiver-port",
+        type=int,
+        default=ports["receiver"],
+        help="the webhook receiver (the port of deploy/observability/alertmanager.yml)",
+    )
+    stack.add_argument("--service-port", type=int, default=observe.DEFAULT_SERVICE_PORT)
+    stack.add_argument(
+        "--timings",
+        choices=sorted(observe.TIMINGS),
+        default="production",
+        help="production: the files' scrape interval and alert durations; demo: seconds, so "
+        "alerts fire while `make demo` replays days",
+    )
+    stack.set_defaults(func=_observe)
 
 
 def main(argv: list[str] | None = None) -> int:

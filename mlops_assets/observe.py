@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from mlops_assets import settings
+from mlops_assets.lib.alerts import ALERTMANAGER_URL_VAR
+from mlops_assets.lib.pipeline_metrics import GATEWAY_VAR
 from mlops_assets.processes import HOST, LoggedServer, spawn_logged
 
 CONFIG_DIR = settings.project_root() / "deploy" / "observability"
@@ -79,6 +81,9 @@ class Timings:
 
 # Fast enough that an alert reaches the receiver within seconds of its series.
 TEST_TIMINGS = Timings(interval="1s", alert_for="1s", group_wait="1s", group_interval="1s")
+# The demo replays a day in seconds: with the files' `for` (minutes) nothing would fire.
+DEMO_TIMINGS = Timings(interval="2s", alert_for="2s", group_wait="2s", group_interval="10s")
+TIMINGS = {"production": Timings(), "demo": DEMO_TIMINGS}
 
 
 def _load(name: str) -> Any:
@@ -340,3 +345,78 @@ def running_stack(
         left = {name: daemon.shutdown() for name, daemon in started.items()}
         if any(left.values()):
             raise RuntimeError(f"processes left behind: {left}")
+
+
+class PortInUseError(RuntimeError):
+    """A port the stack needs is taken."""
+
+
+def check_ports_free(ports: Mapping[str, int]) -> None:
+    """Raises ``PortInUseError`` naming every port of ``ports`` something already holds."""
+    import socket
+
+    taken = []
+    for name, port in ports.items():
+        with socket.socket() as probe:
+            try:
+                probe.bind((HOST, port))
+            except OSError:
+                taken.append(f"{name} {HOST}:{port}")
+    if taken:
+        raise PortInUseError(f"port(s) in use: {', '.join(taken)}; choose others (--help)")
+
+
+def describe(note: Mapping[str, Any]) -> str:
+    """One line per alert of a notification, for the console."""
+    lines = []
+    for alert in note.get("alerts", []):
+        labels = alert.get("labels", {})
+        summary = alert.get("annotations", {}).get("summary", "")
+        lines.append(f"[{alert.get('status')}] {labels.get('alertname')}: {summary}")
+    return "\n".join(lines)
+
+
+def run_foreground(
+    root: Path,
+    ports: Mapping[str, int],
+    service_port: int,
+    *,
+    timings: Timings = Timings(),
+    env: dict[str, str] | None = None,
+) -> None:
+    """Runs the stack until SIGINT or SIGTERM (``timings``: the repository's by default).
+
+    Data (Prometheus' TSDB, Alertmanager's silences) stays in ``root`` across runs; every
+    notification is printed and appended to ``root / "alerts.jsonl"``.
+    """
+    import signal
+
+    check_ports_free(ports)
+    stopped = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stopped.set())
+
+    def show(note: dict[str, Any]) -> None:
+        print(describe(note), flush=True)
+
+    journal = root / "alerts.jsonl"
+    root.mkdir(parents=True, exist_ok=True)
+    with (
+        receiving(ports["receiver"], journal, show) as receiver,
+        running_stack(
+            root, ports, receiver.url, [f"{HOST}:{service_port}"], timings=timings, env=env
+        ) as stack,
+    ):
+        print(
+            f"Prometheus    {stack.prometheus.url}\n"
+            f"Alertmanager  {stack.alertmanager.url}\n"
+            f"Pushgateway   {stack.pushgateway.url}\n"
+            f"alerts        {receiver.url} -> {journal}\n"
+            f"scraping the service at {HOST}:{service_port} (make serve)\n"
+            "runs push and alert when started with:\n"
+            f"  export {GATEWAY_VAR}={stack.pushgateway.url} "
+            f"{ALERTMANAGER_URL_VAR}={stack.alertmanager.url}\n"
+            "ready; Ctrl-C stops",
+            flush=True,
+        )
+        stopped.wait()
