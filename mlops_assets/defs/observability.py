@@ -3,8 +3,9 @@
 The day's drift, performance and contract verdicts are pushed by the assets that compute
 them. What needs history is pushed from here, because the instance holds it: the champion's
 drift streak and rolling ROC AUC over the retraining policy's window, the gate's decisions
-and the trial state, and the retraining runs' outcomes. Each part is pushed when it changed
-(its newest event in the cursor); a push that missed the gateway is tried again next tick.
+and the trial state, and the retraining runs' outcomes (totals of 0 before the first). Each
+part is pushed when it changed (its newest event in the cursor); a push that missed the
+gateway is tried again next tick.
 """
 
 import json
@@ -89,19 +90,24 @@ def _trial_labels(trial: dict[str, Any]) -> dict[str, str] | None:
 
 
 def retraining_state(instance: dg.DagsterInstance) -> State:
-    """The newest finished retraining run (failed or not, when) and the runs by status."""
+    """The runs by status and, once one finished, the newest run (failed or not, when).
+
+    Before any retraining finished the totals are still pushed, all 0: "no retraining yet"
+    is a value a dashboard can show, where an absent series is indistinguishable from a
+    pipeline that never pushed.
+    """
     retraining = {TRIGGER_TAG: RETRAIN_TRIGGER}
-    finished = dg.RunsFilter(tags=retraining, statuses=list(FINISHED))
-    runs = instance.get_runs(filters=finished, limit=1)
-    if not runs:
-        return "", []
-    run = runs[0]
-    record = instance.get_run_record_by_id(run.run_id)
-    ended = record.end_time if record and record.end_time else datetime.now(UTC).timestamp()
     totals = {
         name: instance.get_runs_count(dg.RunsFilter(tags=retraining, statuses=[status]))
         for status, name in FINISHED.items()
     }
+    finished = dg.RunsFilter(tags=retraining, statuses=list(FINISHED))
+    runs = instance.get_runs(filters=finished, limit=1)
+    if not runs:
+        return f":{json.dumps(totals, sort_keys=True)}", pm.retraining_totals(totals)
+    run = runs[0]
+    record = instance.get_run_record_by_id(run.run_id)
+    ended = record.end_time if record and record.end_time else datetime.now(UTC).timestamp()
     samples = pm.retraining_samples(
         run.tags.get(AS_OF_TAG, ""),
         run.tags.get(CHAMPION_TAG, ""),
