@@ -5,8 +5,10 @@ panel's PromQL, with Grafana's variables substituted (``dashboards.panel_queries
 parsed by the real ``promtool`` and run by it against series shaped like the real ones (the
 pipeline's pushes built with ``lib.pipeline_metrics``, BentoML's request metrics), through
 the repository's recording rules. A query that does not parse, reads a metric nobody
-exports, or returns nothing fails, naming its dashboard and panel. The rest is the JSON's
-shape: unique uids and titles, the datasource variable, a layout without overlaps.
+exports, or returns nothing fails, naming its dashboard and panel; so does a metric of
+``lib.pipeline_metrics`` that no panel shows (directly or through a recording rule). The
+rest is the JSON's shape: unique uids and titles, the datasource variable, a layout without
+overlaps.
 Without ``promtool`` those tests skip with the install command (fail when ``CI=true``).
 """
 
@@ -101,6 +103,40 @@ def recording_rules() -> dict[str, str]:
     }
 
 
+def recording_rule_inputs() -> dict[str, set[str]]:
+    """The metrics each recording rule reads, other recording rules resolved to theirs."""
+    direct = {
+        rule["record"]: metric_names(rule["expr"])
+        for path in RULE_FILES
+        for group in yaml.safe_load(path.read_text())["groups"]
+        for rule in group["rules"]
+        if "record" in rule
+    }
+
+    def resolve(name: str, seen: frozenset[str]) -> set[str]:
+        found = set()
+        for read in direct[name]:
+            found |= resolve(read, seen | {name}) if read in direct and read not in seen else {read}
+        return found
+
+    return {name: resolve(name, frozenset()) for name in direct}
+
+
+def shown_metrics(queries: list[PanelQuery]) -> set[str]:
+    """The metrics the panels show, directly or through a recording rule."""
+    inputs = recording_rule_inputs()
+    shown = set()
+    for query in queries:
+        for name in metric_names(query.expr):
+            shown |= {name} | inputs.get(name, set())
+    return shown
+
+
+def unshown_pipeline_metrics(queries: list[PanelQuery]) -> list[str]:
+    shown = shown_metrics(queries)
+    return [m.name for m in pipeline_metrics.METRICS if m.name not in shown]
+
+
 def metric_sources() -> dict[str, str]:
     """Every metric name a dashboard may read, and where it comes from."""
     sources = dict(BUILT_IN)
@@ -137,11 +173,17 @@ def series(name: str, labels: dict[str, str], values: str) -> dict[str, str]:
     return {"series": f"{name}{{{pairs}}}", "values": values}
 
 
-def pushed(asset: str, samples: list[pipeline_metrics.Sample]) -> list[dict[str, str]]:
-    """A source's push as Prometheus scrapes it from the gateway (honor_labels)."""
+def pushed(
+    asset: str, samples: list[pipeline_metrics.Sample], misses: int = 0
+) -> list[dict[str, str]]:
+    """A source's push as Prometheus scrapes it from the gateway (honor_labels).
+
+    Every push carries the source's miss count, as ``MetricsGateway.publish`` sends it.
+    """
     group = {"job": pipeline_metrics.JOB, pipeline_metrics.GROUP_LABEL: asset}
+    counted = [*samples, pipeline_metrics.misses_sample(misses)]
     scraped = [
-        series(s.metric.name, {**group, **s.labels}, f"{s.value}x{MINUTES}") for s in samples
+        series(s.metric.name, {**group, **s.labels}, f"{s.value}x{MINUTES}") for s in counted
     ]
     return [*scraped, series("push_time_seconds", group, f"60x{MINUTES}")]
 
@@ -186,27 +228,40 @@ def realistic_series() -> list[dict[str, str]]:
     performance = {"usable": True, "labelled_rows": 912, "roc_auc": 0.6, "validation_roc_auc": 0.71}
     drift = {"drift_share": 0.2, "drifted": False}
     now = datetime(2013, 8, 6, tzinfo=UTC)
+    labels = {"day": day, "model_version": version}
+    # The metrics sensor's parts (defs/observability.py), built directly: the sources and
+    # label sets it pushes, independent of how it derives the values.
+    health = [
+        pipeline_metrics.Sample(pipeline_metrics.DRIFT_STREAK_DAYS, 3, labels),
+        pipeline_metrics.Sample(pipeline_metrics.ROLLING_ROC_AUC, 0.66, labels),
+        pipeline_metrics.Sample(pipeline_metrics.ROLLING_AUC_DROP, 0.05, labels),
+    ]
+    trial = {"model_version": "3", "champion_version": version, "mode": "shadow"}
+    gate = pipeline_metrics.gate_samples(
+        "trial",
+        "3",
+        now,
+        champion=version,
+        totals={"promoted": 2, "rejected": 1, "trial": 1},
+        trial={**trial, "status": "running"},
+    )
+    retraining = [
+        *pipeline_metrics.retraining_samples(day, version, failed=False, finished_at=now),
+        *pipeline_metrics.retraining_totals({"success": 1, "failure": 0, "canceled": 0}),
+    ]
     pipeline = [
         *pushed(
             "model_performance",
             pipeline_metrics.day_samples(day, version, performance=performance),
+            misses=1,
         ),
-        *pushed(
-            "drift_report",
-            [
-                *pipeline_metrics.day_samples(day, version, drift=drift),
-                pipeline_metrics.Sample(
-                    pipeline_metrics.DRIFT_STREAK_DAYS, 3, {"day": day, "model_version": version}
-                ),
-            ],
-        ),
+        *pushed("drift_report", pipeline_metrics.day_samples(day, version, drift=drift)),
         *pushed("raw_flights", pipeline_metrics.contract_samples("raw_flights", day, 0)),
         *pushed("raw_weather", pipeline_metrics.contract_samples("raw_weather", day, 2)),
         *pushed("landing", pipeline_metrics.landing_samples(day, now)),
-        *pushed(
-            "training",
-            pipeline_metrics.retraining_samples(day, version, failed=False, finished_at=now),
-        ),
+        *pushed("model_health", health),
+        *pushed("model_gate", gate),
+        *pushed("retraining", retraining),
     ]
     return service + pipeline
 
@@ -438,6 +493,21 @@ def test_every_metric_comes_from_a_known_source(
     assert {"lib/pipeline_metrics.py", "Prometheus: every scrape target"} <= origins
     assert any(origin.startswith("BentoML") for origin in origins)
     assert any(origin.startswith("recording rule") for origin in origins)
+
+
+def test_every_pipeline_metric_is_on_a_dashboard(queries: list[PanelQuery]) -> None:
+    """A metric the pipeline pushes and no panel shows is a number nobody looks at."""
+    assert unshown_pipeline_metrics(queries) == []
+    # Through a recording rule counts: the landing age panel reads the arrival timestamps.
+    assert pipeline_metrics.LANDING_ARRIVAL.name not in {
+        name for query in queries for name in metric_names(query.expr)
+    }
+
+
+def test_a_pipeline_metric_without_a_panel_is_reported(queries: list[PanelQuery]) -> None:
+    without_trial = [q for q in queries if pipeline_metrics.TRIAL_RUNNING.name not in q.expr]
+    assert len(without_trial) < len(queries)
+    assert unshown_pipeline_metrics(without_trial) == [pipeline_metrics.TRIAL_RUNNING.name]
 
 
 def test_an_unknown_metric_is_reported(queries: list[PanelQuery]) -> None:
