@@ -16,6 +16,9 @@ to a webhook receiver on 127.0.0.1.
 
 from __future__ import annotations
 
+import json
+import math
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -27,9 +30,11 @@ import pytest
 
 from mlops_assets import observe, settings
 from mlops_assets.defs.observability import METRICS_SENSOR
+from mlops_assets.defs.retraining import POLICY_VAR
 from mlops_assets.lib import pipeline_metrics as pm
 from mlops_assets.observe import Receiver, Stack
 from mlops_assets.processes import HOST, free_port, wait_for
+from mlops_assets_tests.deploy.dashboards import PanelQuery, panel_queries
 from mlops_assets_tests.deployed import (
     PREDICT_DAY,
     Deployment,
@@ -47,6 +52,29 @@ BLOCKED_DAY = PREDICT_DAY + timedelta(days=2)
 ALERT_TIMEOUT = 60.0
 VALID_REQUESTS = 20
 INVALID_REQUESTS = 5
+# The retraining policy's window, shortened to the two monitored days of this scenario so
+# the rolling ROC AUC exists (with the default 7 it is absent until a week is monitored).
+# Retraining still waits for min_new_days (7) after the training window: none starts here.
+ROLLING_WINDOW_DAYS = 2
+# What Grafana's $__rate_interval becomes. One minute holds 60 scrapes (every second here),
+# far more than a rate's two, and outlasts PANEL_TIMEOUT after the requests the panel test
+# sends, so the service's rates, quantiles and 5xx ratio are of real traffic for the whole
+# wait, never 0/0 (NaN) of an idle window, whatever the order the module's tests ran in.
+PANEL_WINDOW = "1m"
+PANEL_TIMEOUT = 30.0
+PANEL_REQUESTS = 5
+# Panels that cannot have data in this scenario, and why. The test asserts that these and
+# only these are empty: one that gets data must leave this list.
+NO_DATA_HERE = {
+    ("mlops-model-health", "Trial"): "no challenger is ever on live trial here",
+    ("mlops-model-health", "Newest retraining run failed"): (
+        "no retraining runs here (min_new_days): there is no newest run; "
+        "'Retraining runs by status' shows the totals, 0"
+    ),
+    ("mlops-model-health", "Since the newest retraining run ended"): (
+        "no retraining runs here (min_new_days): there is no newest run"
+    ),
+}
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +105,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory, stack: Stack) -> Iterat
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(settings.STATE_DIR_VAR, str(state))
         mp.delenv(settings.ENV_VAR, raising=False)
+        mp.setenv(POLICY_VAR, json.dumps({"window_days": ROLLING_WINDOW_DAYS}))
         with dg.instance_for_test() as instance:
             yield deploy(state, instance, gateway)
 
@@ -219,3 +248,41 @@ def _gateway(url: str, folder: Path) -> Any:
     from mlops_assets.resources.metrics_gateway import MetricsGateway
 
     return MetricsGateway(url=url, misses_file=str(folder / "push_misses.json"))
+
+
+def has_number(result: list[dict[str, Any]]) -> bool:
+    """True when an instant query's vector holds a sample that is a number (not NaN)."""
+    return any(not math.isnan(float(item["value"][1])) for item in result)
+
+
+def test_every_dashboard_panel_has_data(
+    observed: Deployment, server: BentoServer, stack: Stack
+) -> None:
+    """Every panel query of every dashboard, against this Prometheus: a number, or listed."""
+    for request in day_requests(observed)[:PANEL_REQUESTS]:
+        assert server.post("/predict", request).status_code == 200
+    queries = panel_queries(interval=PANEL_WINDOW)
+    panels = {(q.dashboard, q.panel) for q in queries}
+    assert set(NO_DATA_HERE) <= panels, sorted(set(NO_DATA_HERE) - panels)
+
+    def empty() -> list[PanelQuery]:
+        return [q for q in queries if not has_number(stack.query(q.expr))]
+
+    # Bounded: rates need two scrapes after the requests, a push needs one scrape.
+    deadline = time.monotonic() + PANEL_TIMEOUT
+    missing = empty()
+    while {(q.dashboard, q.panel) for q in missing} != set(NO_DATA_HERE):
+        if time.monotonic() > deadline:
+            break
+        time.sleep(1.0)
+        missing = empty()
+    without = [q for q in missing if (q.dashboard, q.panel) not in NO_DATA_HERE]
+    now_with = sorted(set(NO_DATA_HERE) - {(q.dashboard, q.panel) for q in missing})
+    problems = [
+        f"{q.dashboard_title} / {q.panel} (refId {q.ref_id}): no data for {q.expr}" for q in without
+    ] + [f"{board} / {panel}: has data now, take it off NO_DATA_HERE" for board, panel in now_with]
+    assert not problems, (
+        f"{len(problems)} panel(s) of {len(panels)} after {PANEL_TIMEOUT:.0f} s:\n"
+        + "\n".join(problems)
+        + f"\n{stack.report()}"
+    )
