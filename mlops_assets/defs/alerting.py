@@ -215,10 +215,16 @@ def record_delivery(
         )
 
 
+# Both sensors run by default, on the same interval.
+RUNNING_EVERY: dict[str, Any] = {
+    "minimum_interval_seconds": ALERT_INTERVAL,
+    "default_status": dg.DefaultSensorStatus.RUNNING,
+}
+
+
 @dg.run_failure_sensor(
     name=FAILURE_SENSOR,
-    minimum_interval_seconds=ALERT_INTERVAL,
-    default_status=dg.DefaultSensorStatus.RUNNING,
+    **RUNNING_EVERY,
     description="Posts every failed run of this code location to Alertmanager "
     "(DagsterRunFailed), with DagsterBlockingCheckFailed for each failed blocking check.",
 )
@@ -243,8 +249,7 @@ def run_failure_alerts(context: dg.RunFailureSensorContext, alertmanager: Alertm
 @dg.run_status_sensor(
     run_status=dg.DagsterRunStatus.SUCCESS,
     name=SUCCESS_SENSOR,
-    minimum_interval_seconds=ALERT_INTERVAL,
-    default_status=dg.DefaultSensorStatus.RUNNING,
+    **RUNNING_EVERY,
     description="Resolves the Alertmanager alerts of earlier failures that a successful run "
     "of the same job and partition (or a passed check) puts right.",
 )
