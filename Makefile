@@ -11,7 +11,7 @@ STATE ?= $(or $(MLOPS_STATE_DIR),$(CURDIR)/state)
 export DAGSTER_DISABLE_TELEMETRY=true DO_NOT_TRACK=true DVC_NO_ANALYTICS=1 \
        MLFLOW_DISABLE_TELEMETRY=true BENTOML_DO_NOT_TRACK=true EVIDENTLY_DISABLE_TELEMETRY=1
 
-.PHONY: setup demo demo-year test test-fast template-check dev serve reports observe ui-check mlflow-ui lint typecheck \
+.PHONY: setup demo demo-year test test-fast template-check dev serve reports ui-check mlflow-ui lint typecheck \
 	check service-image fetch-export bench clean
 
 setup:  ## install uv if missing, then the locked environment (.venv)
@@ -47,9 +47,12 @@ reports: setup  ## serve the drift reports (links in the UI) on http://127.0.0.1
 	$(UV) run --frozen python -m http.server $(REPORTS_PORT) --bind 127.0.0.1 \
 		--directory "$(STATE)/reports"
 
+# [template:if with_observability]
+.PHONY: observe
 observe: setup  ## Prometheus, Pushgateway, Alertmanager and an alert receiver on 127.0.0.1 (demo timings)
 	$(UV) run --frozen mlops-assets observe --service-port $(SERVE_PORT) --timings demo
 
+# [template:end]
 ui-check: setup  ## open the lineage graph in headless Chromium, save $(STATE)/ui/lineage.png
 	$(UV) run --frozen mlops-assets ui-check --state "$(STATE)"
 

@@ -13,7 +13,9 @@ renders it, this extension rewrites each file's text before Jinja parses it:
   ``[template:end]`` marker line (in the file's own comment syntax) are kept only when the
   boolean question was answered yes (no), and
   a line ending in a ``[template:only <question>]`` comment (e.g. a Markdown table row) is
-  kept, without the comment, only then; marker lines never reach the generated project.
+  kept, without the comment, only then; both take several conditions joined by ``and``
+  (``[template:only with_kubernetes and with_observability]``); marker lines never reach the
+  generated project.
 
 Path parts go through the same rename, so ``mlops_assets/`` becomes ``<package_name>/``.
 Strings copier renders from ``copier.yml`` (defaults, validators, exclusions) contain Jinja
@@ -32,15 +34,19 @@ NAMES = {
     "flight_delay": "model_name",
 }
 _NAME = re.compile("|".join(re.escape(name) for name in NAMES))
+# The condition of a marker: a boolean question, negated or not, or several joined by "and"
+# (a line that belongs to two optional parts).
+_CONDITION = r"(?:not )?\w+(?: and (?:not )?\w+)*"
 # A marker line: nothing but the marker in a comment ("# ...", "<!-- ... -->").
 _FENCE = re.compile(
-    r"^[ \t]*(?:<!--|#)[ \t]*\[template:(?:if (?P<question>(?:not )?\w+)|(?P<end>end))\]"
+    r"^[ \t]*(?:<!--|#)[ \t]*\[template:(?:if (?P<question>" + _CONDITION + r")|(?P<end>end))\]"
     r"[ \t]*(?:-->)?[ \t]*$"
 )
 # A marker at the end of a line that keeps just that line (e.g. a Markdown table row):
 # "... <!-- [template:only question] -->" or "...  # [template:only question]".
 _ONLY = re.compile(
-    r"[ \t]*(?:<!--|#)[ \t]*\[template:only (?P<question>\w+)\][ \t]*(?:-->)?[ \t]*$"
+    r"[ \t]*(?:<!--|#)[ \t]*\[template:only (?P<question>" + _CONDITION + r")\]"
+    r"[ \t]*(?:-->)?[ \t]*$"
 )
 _ANSWERS_TEMPLATE = "{{ _copier_conf.answers_file }}"
 

@@ -222,6 +222,7 @@ def _dev(args: argparse.Namespace) -> int:
     return 0  # pragma: no cover
 
 
+# [template:if with_observability]
 def _observe(args: argparse.Namespace) -> int:
     from mlops_assets import observe
 
@@ -240,6 +241,7 @@ def _observe(args: argparse.Namespace) -> int:
     return 0
 
 
+# [template:end]
 def _reproduce(args: argparse.Namespace) -> int:
     from mlops_assets.lib.reproduce import ReproductionError, reproduce
     from mlops_assets.resources.environments import resolved
@@ -447,7 +449,7 @@ def build_parser() -> argparse.ArgumentParser:
     dev.set_defaults(func=_dev)
 
     _add_service_image(sub)
-    _add_observe(sub)
+    _add_observe(sub)  # [template:only with_observability]
 
     where = sub.add_parser("where", help="print where the local state lives")
     where.set_defaults(func=_where)
@@ -481,6 +483,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# [template:if with_observability]
 def _add_observe(sub: Any) -> None:
     from mlops_assets import observe  # standard library and PyYAML
 
@@ -510,6 +513,7 @@ def _add_observe(sub: Any) -> None:
     stack.set_defaults(func=_observe)
 
 
+# [template:end]
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``mlops-assets``."""
     settings.telemetry_off()

@@ -111,8 +111,8 @@ class Locations:
             ``MLOPS_PREDICTION_LOG`` names another root.
         deployment: The embedded deployment repository (``remote.git``, a bare git
             repository Argo CD would watch) and the releases' checkout of it.
-        observability: ``mlops-assets observe``'s Prometheus, Alertmanager and received
-            alerts, and the count of metric pushes that missed the Pushgateway.
+        observability: The count of metric pushes that missed the Pushgateway.
+            Also ``mlops-assets observe``'s stack and alerts.  # [template:only with_observability]
     """
 
     state: Path

@@ -8,7 +8,8 @@ Two run-status sensors of Dagster's own kind watch every job of the code locatio
   alert for the same job, partition and assets, and the check alert of each check that now
   passed on the same partition.
 
-Alertmanager routes them like Prometheus' alerts (``deploy/observability/alertmanager.yml``).
+Alertmanager routes them like Prometheus' alerts.
+The routing is in ``deploy/observability/alertmanager.yml``.  # [template:only with_observability]
 What became of a failed run's alerts is the run tag ``mlops/alert_delivery``: the UI filters
 runs by it, and an undelivered post also leaves an engine event on the run. The payloads are
 built by ``lib.alerts``; the helpers here only read the instance, so tests call them directly.

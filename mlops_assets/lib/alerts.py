@@ -1,8 +1,9 @@
 """Alerts for Alertmanager's API: payloads built from what the orchestrator knows, and the post.
 
 Dagster-side failures (a failed run, a failed blocking check) reach the same Alertmanager as
-Prometheus' alerts, so routing, grouping and the Slack and e-mail receivers stay in one file
-(``deploy/observability/alertmanager.yml``). Alertmanager's v2 API takes a JSON list of
+Prometheus' alerts, so routing, grouping and the Slack and e-mail receivers stay in one file.
+That file is ``deploy/observability/alertmanager.yml``.  # [template:only with_observability]
+Alertmanager's v2 API takes a JSON list of
 ``{labels, annotations, startsAt, endsAt, generatorURL}``; the labels identify an alert (two
 posts with the same labels are one alert), the annotations describe it.
 

@@ -5,9 +5,11 @@ numbers go to a Pushgateway instead, one group per source (``job`` and ``asset``
 grouping key, never ``day``): a push replaces the group, so Prometheus sees the newest day
 of each source and an alert about an older day resolves once a newer day is pushed.
 
+# [template:if with_observability]
 The alert and recording rules in ``deploy/observability/rules/pipeline.yml``, and the series
 of their unit tests, use only the names and label sets defined here
 (``mlops_assets_tests/deploy/test_observability.py`` checks it).
+# [template:end]
 Everything is a gauge: a pushed counter would restart at every push.
 
 No Dagster and no Prometheus client here: the text format is small and fixed

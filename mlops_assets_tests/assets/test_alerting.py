@@ -2,7 +2,8 @@
 
 The sensors are evaluated the way the daemon does (``build_run_status_sensor_context``) on a
 test instance; Alertmanager is stood in for by nothing (unreachable) or by a local capture of
-its API. The real Alertmanager and receiver are in ``e2e/test_alerting.py``.
+its API.
+The real ones are in ``e2e/test_alerting.py``.  # [template:only with_observability]
 """
 
 from __future__ import annotations

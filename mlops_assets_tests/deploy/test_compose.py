@@ -39,12 +39,14 @@ SERVICES = {
     "dagster-webserver",
     "dagster-daemon",
     "bento",
-    "prometheus",
-    "pushgateway",
-    "alertmanager",
-    "grafana",
+    "prometheus",  # [template:only with_observability]
+    "pushgateway",  # [template:only with_observability]
+    "alertmanager",  # [template:only with_observability]
+    "grafana",  # [template:only with_observability]
 }
+# [template:if with_observability]
 OBSERVABILITY_SERVICES = ("prometheus", "pushgateway", "alertmanager", "grafana")
+# [template:end]
 DAGSTER_SERVICES = ("dagster-code", "dagster-webserver", "dagster-daemon")
 ONE_SHOT = ("minio-init", "registry-init")
 # ${VAR}, ${VAR:-default}, ${VAR:?message}, $VAR; `$$` is a literal dollar.
@@ -151,7 +153,9 @@ def test_published_ports_bind_to_loopback(compose: dict[str, Any]) -> None:
             assert isinstance(port, str) and port.startswith("127.0.0.1:"), f"{name}: {port}"
             published += 1
     assert published >= 5
-    for name in ("postgres", "dagster-code", "pushgateway"):
+    internal = ["postgres", "dagster-code"]
+    internal.append("pushgateway")  # [template:only with_observability]
+    for name in internal:
         assert "ports" not in compose["services"][name], f"{name} must stay internal"
 
 
@@ -259,6 +263,7 @@ def test_bento_healthcheck_asks_the_readiness_endpoint(compose: dict[str, Any]) 
     assert [port.rsplit(":", 1)[1] for port in bento["ports"]] == ["3000"]
     for key in ("interval", "timeout", "retries"):
         assert bento["healthcheck"][key]
+    # [template:if with_observability]
 
 
 # -- profile `observability` ----------------------------------------------------------------
@@ -344,3 +349,4 @@ def test_grafana_is_provisioned_and_signed_in(compose: dict[str, Any]) -> None:
     dashboards = volumes[provider["options"]["path"]]
     assert dashboards == "./observability/dashboards"
     assert sorted((DEPLOY / dashboards).glob("*.json")), "no dashboards to load"
+    # [template:end]

@@ -599,6 +599,7 @@ def test_secret_example_carries_every_production_setting(values: dict[str, Any])
     launcher = values["runLauncher"]["config"]["k8sRunLauncher"]
     for refs in (deployment["envSecrets"], launcher["envSecrets"]):
         assert set(_names(refs)) <= set(secrets)
+    # [template:if with_observability]
 
 
 # -- the observability stack: deploy/helm/observability-values.yaml ------------------------
@@ -730,3 +731,4 @@ def test_observability_values_scrape_both_colours_of_the_service(stack: dict[str
     # The serving dashboard tells the colours apart by this label.
     targets = {r.get("target_label") for r in relabel}
     assert "colour" in targets
+    # [template:end]
