@@ -20,6 +20,7 @@ ANSWERS: dict[str, Any] = {
     "with_kubernetes": False,
     "with_compose": True,
     "with_service_delivery": False,
+    "with_observability": False,
 }
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "Template Test",

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 from mlops_assets_tests.template.template import ANSWERS, ROOT, render, snapshot
 
@@ -16,6 +17,23 @@ RENAMES = {
     "flight_delay": ANSWERS["model_name"],
 }
 TEMPLATE_ONLY = {".copier", "copier.yml", "{{ _copier_conf.answers_file }}"}
+# What with_observability=False leaves out, besides deploy/observability/ (named as rendered).
+OBSERVABILITY_FILES = (
+    ".ci/ensure-prometheus",
+    "fraud_assets/observe.py",
+    "fraud_assets_tests/deploy/test_observability.py",
+    "fraud_assets_tests/deploy/test_observability_stack.py",
+    "fraud_assets_tests/deploy/test_dashboards.py",
+    "fraud_assets_tests/deploy/dashboards.py",
+    "fraud_assets_tests/deploy/tools.py",
+    "fraud_assets_tests/e2e/observability.py",
+    "fraud_assets_tests/e2e/test_observability.py",
+    "fraud_assets_tests/e2e/test_observed_pipeline.py",
+    "fraud_assets_tests/e2e/test_observe_command.py",
+    "fraud_assets_tests/e2e/test_alerting.py",
+)
+# Text that names a part of the observability stack; none may survive without it.
+OBSERVABILITY_TRACES = ("deploy/observability", "make observe", "ensure-prometheus")
 
 
 def _extension():
@@ -28,6 +46,85 @@ def _extension():
 
 def _rename(text: str) -> str:
     return re.sub("|".join(RENAMES), lambda m: RENAMES[m.group(0)], text)
+
+
+# The default answers of the optional parts (template_docs: never asked, always false).
+DEFAULTS = {
+    "with_kubernetes": True,
+    "with_compose": True,
+    "with_service_delivery": True,
+    "with_observability": True,
+    "template_docs": False,
+}
+# A fence line holds nothing but its marker in a comment; a line marker ends its line.
+_FENCE = re.compile(r"^\s*(?:<!--|#)\s*\[template:(?:if ([\w ]+)|(end))\]\s*(?:-->)?\s*$")
+_ONLY = re.compile(r"[ \t]*(?:<!--|#)[ \t]*\[template:only ([\w ]+)\][ \t]*(?:-->)?[ \t]*$")
+
+
+def _holds(condition: str, answers: dict[str, bool]) -> bool:
+    terms = condition.split(" and ")
+    return all(not answers[t[4:]] if t.startswith("not ") else answers[t] for t in terms)
+
+
+def _kept(text: str, answers: dict[str, bool]) -> str:
+    """``text`` as the template renders it, worked out line by line (independent of rename.py).
+
+    Fence lines go; a fenced line stays when every enclosing condition holds; a line with a
+    ``[template:only ...]`` marker stays, without it, when its condition holds too.
+    """
+    kept: list[str] = []
+    conditions: list[bool] = []
+    for line in text.splitlines(keepends=True):
+        body = line.rstrip("\r\n")
+        fence = _FENCE.match(body)
+        only = _ONLY.search(body)
+        if fence and fence.group(2):
+            conditions.pop()
+        elif fence:
+            conditions.append(_holds(fence.group(1), answers))
+        elif all(conditions) and (only is None or _holds(only.group(1), answers)):
+            kept.append(line if only is None else body[: only.start()] + line[len(body) :])
+    assert not conditions
+    return "".join(kept)
+
+
+def _files(project: Path) -> dict[str, str]:
+    """Every file of a rendered project by its relative path, as text."""
+    return {
+        path.relative_to(project).as_posix(): path.read_text()
+        for path in project.rglob("*")
+        if path.is_file()
+    }
+
+
+def assert_no_observability_stack(project: Path) -> None:
+    """Nothing of the stack is left, and no file names it (with_observability=False)."""
+    assert not (project / "deploy" / "observability").exists()
+    assert not (project / "deploy" / "helm" / "observability-values.yaml").exists()
+    package = next(p.parent.name for p in project.glob("*/definitions.py"))
+    for name in OBSERVABILITY_FILES:
+        assert not (project / name.replace("fraud_assets", package)).exists(), name
+    for name, text in _files(project).items():
+        assert "[template:" not in text, name
+        for trace in OBSERVABILITY_TRACES:
+            assert trace not in text, f"{name} names {trace}"
+    compose = project / "deploy" / "compose.yaml"
+    if compose.exists():
+        services = yaml.safe_load(compose.read_text())["services"]
+        assert not {"prometheus", "pushgateway", "alertmanager", "grafana"} & set(services)
+        assert "MLOPS_PUSHGATEWAY_URL: http" not in compose.read_text()
+    makefile = (project / "Makefile").read_text()
+    assert not re.search(r"^observe:", makefile, re.M)
+    assert not re.search(r"^\.PHONY:.*\bobserve\b", makefile, re.M)
+    cli = (project / package / "cli.py").read_text()
+    assert "observe" not in cli
+    guide = (project / "docs" / "observability.md").read_text()
+    assert "The pipeline pushes to any Pushgateway set by `MLOPS_PUSHGATEWAY_URL`" in guide
+    assert "## Dashboards" not in guide
+    assert "kube-prometheus-stack" not in guide
+    assert "## Dagster-side failures" in guide
+    assert "## Pipeline metrics" in guide
+    assert "## Logs" in guide
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +149,13 @@ def test_every_file_is_the_renamed_original(rendered: tuple[Path, Path]) -> None
             fenced.add(_rename(relative))  # optional sections: checked below
             continue
         expected[_rename(relative)] = _rename(text).encode()
+
+    def drop(name: str) -> None:
+        """A file of a part not chosen: in the template, not in the project."""
+        assert name in expected or name in fenced, name
+        expected.pop(name, None)
+        fenced.discard(name)
+
     for name in (
         "deploy/helm/values.yaml",
         "deploy/helm/secrets.example.yaml",
@@ -59,10 +163,11 @@ def test_every_file_is_the_renamed_original(rendered: tuple[Path, Path]) -> None
         "fraud_assets_tests/deploy/test_kubernetes.py",
         "fraud_assets_tests/fixtures/dagster_helm_values.schema.json",
     ):
-        assert name in expected, name
-        del expected[name]  # with_kubernetes=False
+        drop(name)  # with_kubernetes=False
     service = [
-        name for name in expected if name.startswith(("deploy/service/", ".github/workflows/"))
+        name
+        for name in (*expected, *fenced)
+        if name.startswith(("deploy/service/", ".github/workflows/"))
     ]
     assert "deploy/service/base/kustomization.yaml" in service
     assert ".github/workflows/pull-request.yml" in service
@@ -74,8 +179,11 @@ def test_every_file_is_the_renamed_original(rendered: tuple[Path, Path]) -> None
         "fraud_assets_tests/project/test_workflows.py",
         "docs/ci.md",
     ):
-        assert name in expected, name
-        del expected[name]  # with_service_delivery=False
+        drop(name)  # with_service_delivery=False
+    stack = [name for name in (*expected, *fenced) if name.startswith("deploy/observability/")]
+    assert "deploy/observability/alertmanager.yml" in stack
+    for name in (*stack, *OBSERVABILITY_FILES):
+        drop(name)  # with_observability=False
     for name, content in expected.items():
         assert (project / name).read_bytes() == content, name
     produced = {p.relative_to(project).as_posix() for p in project.rglob("*") if p.is_file()}
@@ -93,6 +201,7 @@ def test_no_trace_of_the_template_names_or_markers(rendered: tuple[Path, Path]) 
             assert "{% raw %}" not in text, path
     assert not (project / "deploy" / "helm").exists()
     assert not (project / "deploy" / "service").exists()
+    assert not (project / "deploy" / "observability").exists()
     assert (project / "deploy" / "compose.yaml").exists()
     assert not (project / "copier.yml").exists()
     assert not (project / ".copier").exists()
@@ -101,6 +210,7 @@ def test_no_trace_of_the_template_names_or_markers(rendered: tuple[Path, Path]) 
     assert "model_name: fraud_risk" in answers
     assert "with_kubernetes: false" in answers
     assert "with_service_delivery: false" in answers
+    assert "with_observability: false" in answers
     assert "template_docs" not in answers
 
 
@@ -135,6 +245,21 @@ def test_optional_sections_follow_the_answers(rendered: tuple[Path, Path]) -> No
     assert "## Upgrade a generated project" in guide
     assert "## Swap points" in guide
     assert "## Generate a project" not in guide  # about the template, not the project
+    assert_no_observability_stack(project)
+    # What stays without the stack: the pipeline's metrics and alerts, off until configured.
+    for kept in (
+        "fraud_assets/lib/pipeline_metrics.py",
+        "fraud_assets/resources/metrics_gateway.py",
+        "fraud_assets/defs/observability.py",
+        "fraud_assets/lib/alerts.py",
+        "fraud_assets/resources/alertmanager.py",
+        "fraud_assets/defs/alerting.py",
+        "fraud_assets_tests/unit/test_pipeline_metrics.py",
+        "fraud_assets_tests/unit/test_alerts.py",
+        "fraud_assets_tests/assets/test_alerting.py",
+        "docs/observability.md",
+    ):
+        assert (project / kept).is_file(), kept
 
 
 def test_default_answers_reproduce_this_repository(
@@ -154,7 +279,7 @@ def test_default_answers_reproduce_this_repository(
             continue
         text = path.read_text()
         if "[template:" in text:
-            continue  # marker lines are dropped; the rest is compared in the other tests
+            text = _kept(text, DEFAULTS)
         assert (project / relative).read_text() == text, relative
 
 
@@ -183,6 +308,12 @@ def test_extension_keeps_text_literal_and_fences_sections() -> None:
     negated = rename.render_source("# [template:if not k]\nno k\n# [template:end]\n")
     assert env.from_string(negated).render(k=False) == "no k\n"
     assert env.from_string(negated).render(k=True) == ""
+    both = rename.render_source(
+        "a  # [template:only k and not o]\n# [template:if k and o]\nb\n# [template:end]\n"
+    )
+    assert env.from_string(both).render(k=True, o=False) == "a\n"
+    assert env.from_string(both).render(k=True, o=True) == "b\n"
+    assert env.from_string(both).render(k=False, o=False) == ""
     with pytest.raises(ValueError, match="without a matching"):
         rename.render_source("# [template:if with_kubernetes]\n")
     with pytest.raises(ValueError, match="without a matching"):
@@ -197,3 +328,42 @@ def test_invalid_answers_are_refused(tmp_path: Path, rendered: tuple[Path, Path]
         with pytest.raises((ValueError, UserMessageError, CopierAnswersInterrupt)):
             render(template, tmp_path / "bad", {**ANSWERS, **bad})
         assert not (tmp_path / "bad" / "pyproject.toml").exists()
+
+
+def test_without_the_observability_stack_every_file_is_what_its_fences_keep(
+    tmp_path: Path, rendered: tuple[Path, Path]
+) -> None:
+    """Every other part chosen, so the stack's lines inside them (CI, Helm) are dropped too."""
+    template, _ = rendered
+    answers = {**DEFAULTS, "with_observability": False}
+    del answers["template_docs"]
+    project = render(template, tmp_path / "no-stack", answers)
+    gone = {
+        name.replace("fraud_assets", "mlops_assets")
+        for name in (*OBSERVABILITY_FILES, "deploy/helm/observability-values.yaml")
+    }
+    expected: dict[str, str] = {}
+    for path in template.rglob("*"):
+        relative = path.relative_to(template).as_posix()
+        if not path.is_file() or relative.split("/")[0] in {*TEMPLATE_ONLY, ".git"}:
+            continue
+        if relative.startswith("mlops_assets_tests/template/") or path.suffix == ".pyc":
+            continue
+        if relative in gone or relative.startswith("deploy/observability/"):
+            continue
+        expected[relative] = _kept(path.read_text(), {**answers, "template_docs": False})
+    produced = _files(project)
+    assert set(produced) - {".copier-answers.yml"} == set(expected)
+    for name, text in expected.items():
+        assert produced[name] == text, name
+    assert_no_observability_stack(project)
+    for name, text in produced.items():
+        if name.endswith(".py"):
+            compile(text, name, "exec")
+        elif name.endswith((".yml", ".yaml")) and "{{" not in text:
+            list(yaml.safe_load_all(text))
+    env = yaml.safe_load(produced["deploy/helm/values.yaml"])["dagster-user-deployments"]
+    names = {item["name"] for item in env["deployments"][0]["env"]}
+    assert "MLOPS_PUSHGATEWAY_URL" not in names
+    workflows = "".join(t for n, t in produced.items() if n.startswith(".github/workflows/"))
+    assert "./.ci/ensure-postgres" in workflows
