@@ -147,8 +147,6 @@ def test_an_unreachable_deployment_remote_fails_the_release_and_changes_nothing(
 
 
 # [template:end]
-
-
 def test_new_day_is_predicted_by_the_champion(deployment: Deployment):
     meta = deployment.metadata("batch_predictions", DAY)
     assert meta["model_version"] == "1"

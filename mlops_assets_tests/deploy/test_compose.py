@@ -15,10 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-# [template:if with_service_delivery]
-from mlops_assets.lib import release
-
-# [template:end]
+from mlops_assets.lib import release  # [template:only with_service_delivery]
 from mlops_assets.resources.environments import PRODUCTION_VARS
 
 ROOT = Path(__file__).resolve().parents[2]
