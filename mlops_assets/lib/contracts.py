@@ -6,11 +6,14 @@ Landing files are read as strings; the schemas coerce them, so a wrong type show
 failure case naming the column and value rather than as a parser error.
 
 ``validate`` runs a contract lazily and turns pandera's ``SchemaErrors`` into a
-``ContractViolation`` with a readable message and a small failure table.
+``ContractViolation`` with a readable message and a small failure table. Numeric rules compare
+numbers even when another value of their column could not be coerced, so one bad value names
+its own row and not the whole column.
 """
 
 from __future__ import annotations
 
+import copy
 import warnings
 from collections.abc import Collection
 from dataclasses import dataclass, field
@@ -118,9 +121,40 @@ def _pa() -> Any:
     return pa
 
 
+def _as_numbers(pa: Any, test: Any, name: str, statistics: dict[str, float]) -> Any:
+    """A check that compares numbers, also when a value of its column failed coercion.
+
+    pandera runs the checks of a column that could not be coerced on its raw strings: an
+    equality then fails on every row, and a range check fails as one TypeError that hides the
+    rows really out of range. Values that are not numbers are left to the coercion failure
+    (or ``not_nullable``), which names them once.
+    """
+
+    def check(series: pd.Series) -> pd.Series:
+        import pandas as pd
+
+        numbers = pd.to_numeric(series, errors="coerce")
+        return numbers.isna() | test(numbers).fillna(False).astype(bool)
+
+    # pandera's name, statistics and message: readers of the schema (the request model of the
+    # service) and of the failure cases see the built-in check.
+    error = f"{name}({', '.join(str(v) for v in statistics.values())})"
+    return pa.Check(check, name=name, error=error, statistics=statistics)
+
+
+def _in_range(pa: Any, low: float, high: float) -> Any:
+    return _as_numbers(
+        pa, lambda n: n.between(low, high), "in_range", {"min_value": low, "max_value": high}
+    )
+
+
+def _equal_to(pa: Any, value: float) -> Any:
+    return _as_numbers(pa, lambda n: n.eq(value), "equal_to", {"value": value})
+
+
 def _day_columns(pa: Any, day: date | None) -> dict[str, Any]:
     def part(value: int | None, low: int, high: int) -> list[Any]:
-        return [pa.Check.eq(value)] if value is not None else [pa.Check.in_range(low, high)]
+        return [_equal_to(pa, value)] if value is not None else [_in_range(pa, low, high)]
 
     return {
         "year": pa.Column(int, part(day.year if day else None, 1900, 2100), coerce=True),
@@ -136,9 +170,10 @@ def _known(pa: Any, values: Collection[str], what: str) -> Any:
 
 def _null_share_at_most(column: str, share: float, pa: Any) -> Any:
     # A dataframe-level check: column checks skip nulls (ignore_na=True), so they cannot see
-    # how many values are missing.
+    # how many values are missing. Without the column there is nothing to measure: its
+    # absence is reported on its own (column_in_dataframe).
     return pa.Check(
-        lambda df: bool(df[column].isna().mean() <= share) if len(df) else True,
+        lambda df: bool(df[column].isna().mean() <= share) if column in df and len(df) else True,
         name=f"{column}_null_share_at_most_{share:g}",
         ignore_na=False,
     )
@@ -146,7 +181,7 @@ def _null_share_at_most(column: str, share: float, pa: Any) -> Any:
 
 def _both_or_neither(a: str, b: str, pa: Any) -> Any:
     return pa.Check(
-        lambda df: df[a].isna() == df[b].isna(),
+        lambda df: df[a].isna() == df[b].isna() if a in df and b in df else True,
         name=f"{a}_and_{b}_missing_together",
         ignore_na=False,
     )
@@ -164,29 +199,25 @@ def flights_schema(
     """
     pa = _pa()
     known_airports = sorted(set(airports) | set(AIRPORTS_MISSING_FROM_REFERENCE))
-    clock = [pa.Check.in_range(0, 2400)]
+    clock = [_in_range(pa, 0, 2400)]
     return pa.DataFrameSchema(
         {
             **_day_columns(pa, day),
             "dep_time": pa.Column("Int64", clock, nullable=True, coerce=True),
             "sched_dep_time": pa.Column(int, clock, coerce=True),
-            "dep_delay": pa.Column(
-                float, pa.Check.in_range(-240, 2880), nullable=True, coerce=True
-            ),
+            "dep_delay": pa.Column(float, _in_range(pa, -240, 2880), nullable=True, coerce=True),
             "arr_time": pa.Column("Int64", clock, nullable=True, coerce=True),
             "sched_arr_time": pa.Column(int, clock, coerce=True),
-            "arr_delay": pa.Column(
-                float, pa.Check.in_range(-240, 2880), nullable=True, coerce=True
-            ),
+            "arr_delay": pa.Column(float, _in_range(pa, -240, 2880), nullable=True, coerce=True),
             "carrier": pa.Column(str, _known(pa, carriers, "carrier"), coerce=True),
-            "flight": pa.Column(int, pa.Check.in_range(1, 9999), coerce=True),
+            "flight": pa.Column(int, _in_range(pa, 1, 9999), coerce=True),
             "tailnum": pa.Column(str, pa.Check.str_matches(r"^[A-Z0-9]{2,7}$"), nullable=True),
             "origin": pa.Column(str, _known(pa, ORIGINS, "departure_airport"), coerce=True),
             "dest": pa.Column(str, _known(pa, known_airports, "airport"), coerce=True),
-            "air_time": pa.Column(float, pa.Check.in_range(1, 1440), nullable=True, coerce=True),
-            "distance": pa.Column(int, pa.Check.in_range(1, 10000), coerce=True),
-            "hour": pa.Column(int, pa.Check.in_range(0, 23), coerce=True),
-            "minute": pa.Column(int, pa.Check.in_range(0, 59), coerce=True),
+            "air_time": pa.Column(float, _in_range(pa, 1, 1440), nullable=True, coerce=True),
+            "distance": pa.Column(int, _in_range(pa, 1, 10000), coerce=True),
+            "hour": pa.Column(int, _in_range(pa, 0, 23), coerce=True),
+            "minute": pa.Column(int, _in_range(pa, 0, 59), coerce=True),
             "time_hour": pa.Column("datetime64[ns, UTC]", coerce=True),
         },
         checks=[
@@ -205,13 +236,13 @@ def weather_schema(day: date | None = None) -> pa.DataFrameSchema:
     pa = _pa()
 
     def measure(low: float, high: float) -> Any:
-        return pa.Column(float, pa.Check.in_range(low, high), nullable=True, coerce=True)
+        return pa.Column(float, _in_range(pa, low, high), nullable=True, coerce=True)
 
     return pa.DataFrameSchema(
         {
             "origin": pa.Column(str, _known(pa, ORIGINS, "departure_airport"), coerce=True),
             **_day_columns(pa, day),
-            "hour": pa.Column(int, pa.Check.in_range(0, 23), coerce=True),
+            "hour": pa.Column(int, _in_range(pa, 0, 23), coerce=True),
             "temp": measure(-60, 130),  # Fahrenheit
             "dewp": measure(-80, 100),
             "humid": measure(0, 100),
@@ -237,13 +268,13 @@ def planes_schema() -> pa.DataFrameSchema:
     return pa.DataFrameSchema(
         {
             "tailnum": pa.Column(str, unique=True),
-            "year": pa.Column(float, pa.Check.in_range(1900, 2100), nullable=True, coerce=True),
+            "year": pa.Column(float, _in_range(pa, 1900, 2100), nullable=True, coerce=True),
             "type": pa.Column(str),
             "manufacturer": pa.Column(str),
             "model": pa.Column(str),
-            "engines": pa.Column(int, pa.Check.in_range(0, 8), coerce=True),
-            "seats": pa.Column(int, pa.Check.in_range(1, 1000), coerce=True),
-            "speed": pa.Column(float, pa.Check.in_range(0, 1000), nullable=True, coerce=True),
+            "engines": pa.Column(int, _in_range(pa, 0, 8), coerce=True),
+            "seats": pa.Column(int, _in_range(pa, 1, 1000), coerce=True),
+            "speed": pa.Column(float, _in_range(pa, 0, 1000), nullable=True, coerce=True),
             "engine": pa.Column(str),
         },
         strict=True,
@@ -258,10 +289,10 @@ def airports_schema() -> pa.DataFrameSchema:
         {
             "faa": pa.Column(str, pa.Check.str_matches(r"^[A-Z0-9]{3,4}$"), unique=True),
             "name": pa.Column(str),
-            "lat": pa.Column(float, pa.Check.in_range(-90, 90), coerce=True),
-            "lon": pa.Column(float, pa.Check.in_range(-180, 180), coerce=True),
+            "lat": pa.Column(float, _in_range(pa, -90, 90), coerce=True),
+            "lon": pa.Column(float, _in_range(pa, -180, 180), coerce=True),
             "alt": pa.Column(int, coerce=True),
-            "tz": pa.Column(int, pa.Check.in_range(-12, 14), coerce=True),
+            "tz": pa.Column(int, _in_range(pa, -12, 14), coerce=True),
             "dst": pa.Column(str, nullable=True),
             "tzone": pa.Column(str, nullable=True),
         },
@@ -299,6 +330,12 @@ def validate(frame: pd.DataFrame, schema: pa.DataFrameSchema, *, source: str) ->
     name = schema.name or "contract"
     if len(frame) == 0:
         raise ContractViolation(name, source, ["non_empty_day: the file has a header but no rows"])
+    key = _unique_key(schema)
+    if any(column not in frame.columns for column in key):
+        # pandera would check the key columns still present, and their duplicates are not
+        # duplicate flights: the missing column is the news.
+        schema = copy.deepcopy(schema)
+        schema.unique = None
     try:
         with warnings.catch_warnings():
             # pandera concatenates its failure cases, some all-NA (table-level rules); pandas
@@ -312,43 +349,89 @@ def validate(frame: pd.DataFrame, schema: pa.DataFrameSchema, *, source: str) ->
             )
             return schema.validate(frame, lazy=True)
     except pandera.errors.SchemaErrors as exc:
-        cases = _normalize_failure_cases(exc.failure_cases)
+        cases = _normalize_failure_cases(exc.failure_cases, frame, key)
         raise ContractViolation(
             name,
             source,
-            cases["rule"].value_counts().index.tolist(),
+            _rules_in_order(cases),
             rows=sorted({i for i in cases["index"].tolist() if i != ""}),
             failure_cases=cases.head(FAILURE_ROWS_SHOWN).drop(columns=["rule"]).to_dict("records"),  # type: ignore[arg-type]
             total_failures=len(cases),
         ) from None
 
 
-def _normalize_failure_cases(cases: pd.DataFrame) -> pd.DataFrame:
+def _unique_key(schema: pa.DataFrameSchema) -> list[str]:
+    unique = schema.unique or []
+    return [unique] if isinstance(unique, str) else [c for c in unique if isinstance(c, str)]
+
+
+def _normalize_failure_cases(
+    cases: pd.DataFrame, delivered: pd.DataFrame, key: list[str]
+) -> pd.DataFrame:
     """One failure case per (rule, row), with 1-based rows and readable rule names.
 
     pandera reports table-level checks once per column of a failing row and names the schema
     in the ``column`` field of missing/extra-column failures; fold both into one rule each.
+    A duplicate key is named with its columns and shown with its value as delivered, and a
+    missing value in a column that cannot hold one is ``not_nullable`` (pandera reports it as
+    a failed coercion).
     """
     import pandas as pd
 
     table = cases["schema_context"].eq("DataFrameSchema")
     structural = cases["check"].isin(["column_in_dataframe", "column_in_schema"])
+    duplicate = cases["check"].eq("multiple_fields_uniqueness")
     column = cases["column"].astype(object).where(~table, "<table>")
     column = column.where(~structural, cases["failure_case"].astype(str))
     value = cases["failure_case"].astype(object).where(~(table & ~structural), "")
+    check = cases["check"].astype(str)
+    check = check.where(
+        ~(check.str.startswith("coerce_dtype") & cases["failure_case"].isna()), "not_nullable"
+    )
+    if duplicate.any():
+        check = check.where(~duplicate, f"unique_key({', '.join(key)})")
+        value = value.where(
+            ~duplicate,
+            cases["index"].map(lambda i: _delivered_key(delivered, i, key) if pd.notna(i) else ""),
+        )
     index = cases["index"].map(lambda i: "" if pd.isna(i) else int(i) + 1)
     frame = pd.DataFrame(
         {
             "column": column.fillna("").astype(str),
-            "check": cases["check"].astype(str),
+            "check": check,
             "failure_case": value.where(value.notna(), "").astype(str),
             "index": index,
         }
     )
     frame["rule"] = frame["column"] + ": " + frame["check"]
     # A value that cannot be coerced is reported once, not again by the dtype and range checks.
-    uncoercible = set(frame.loc[frame["check"].str.startswith("coerce_dtype"), "column"])
+    uncoercible = set(
+        frame.loc[cases["check"].astype(str).str.startswith("coerce_dtype"), "column"]
+    )
     echo = frame["column"].isin(uncoercible) & (
         frame["check"].str.startswith("dtype(") | frame["failure_case"].str.startswith("TypeError(")
     )
-    return frame[~echo].drop_duplicates(["rule", "index"]).reset_index(drop=True)
+    frame = frame[~echo].drop_duplicates(["rule", "index"])
+    # In file order, a table's own failures (a missing column) first.
+    row = frame["index"].map(lambda i: 0 if i == "" else i)
+    return (
+        frame.assign(_row=row)
+        .sort_values(["_row", "rule"], kind="stable")
+        .drop(columns=["_row"])
+        .reset_index(drop=True)
+    )
+
+
+def _rules_in_order(cases: pd.DataFrame) -> list[str]:
+    """Broken rules, the most frequent first, then in the order the file breaks them."""
+    counts = cases["rule"].value_counts()
+    first = {rule: n for n, rule in reversed(list(enumerate(cases["rule"])))}
+    return sorted(counts.index, key=lambda rule: (-counts[rule], first[rule]))
+
+
+def _delivered_key(delivered: pd.DataFrame, index: Any, key: list[str]) -> str:
+    try:
+        row = delivered.loc[index]
+    except KeyError:
+        return ""
+    return "(" + ", ".join(str(row.get(column, "")) for column in key) + ")"

@@ -2,11 +2,13 @@ from __future__ import annotations
 
 import warnings
 from datetime import date
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from mlops_assets.lib import contracts
+from mlops_assets.lib.landing import read_csv
 from mlops_assets_tests.conftest import day_slice
 
 DAY = date(2013, 1, 5)
@@ -26,6 +28,13 @@ def violation(frame: pd.DataFrame, schema) -> contracts.ContractViolation:
     with pytest.raises(contracts.ContractViolation) as info:
         contracts.validate(frame, schema, source="flights/2013-01-05.csv")
     return info.value
+
+
+def delivered(frame: pd.DataFrame, folder: Path) -> pd.DataFrame:
+    """``frame`` written as a landing file and read back as the pipeline reads it."""
+    path = folder / "2013-01-05.csv"
+    frame.to_csv(path, index=False)
+    return read_csv(path)
 
 
 def test_real_day_passes_and_is_coerced(flights_day, flights_schema):
@@ -77,11 +86,66 @@ def test_out_of_range_values(flights_day, flights_schema):
     assert error.rows == [1, 2]
 
 
-def test_duplicate_flight_keys(flights_day, flights_schema):
+def test_duplicate_flight_keys_name_the_key_and_its_value(flights_day, flights_schema, tmp_path):
     frame = pd.concat([flights_day, flights_day.iloc[[7]]], ignore_index=True)
-    error = violation(frame, flights_schema)
-    assert any("multiple_fields_uniqueness" in rule for rule in error.rules)
-    assert len(flights_day) + 1 in error.rows
+    error = violation(delivered(frame, tmp_path), flights_schema)
+    rule = "<table>: unique_key(year, month, day, carrier, flight, origin)"
+    assert error.rules == [rule]
+    assert error.rows == [8, len(flights_day) + 1]
+    row = flights_day.iloc[7]
+    key = f"({row.year}, {row.month}, {row.day}, {row.carrier}, {row.flight}, {row.origin})"
+    assert error.summary == (
+        f"contract 'flights' failed: {rule} broken by {key} at row(s) 8, {len(flights_day) + 1}"
+    )
+    assert f"| <table> | unique_key(year, month, day, carrier, flight, origin) | {key} | 8 |" in (
+        error.markdown()
+    )
+
+
+def test_blank_date_parts_name_only_their_rows(flights_day, flights_schema, tmp_path):
+    # An empty value once made the whole column fail equal_to(...): every row was named.
+    frame = flights_day.copy()
+    frame.loc[3, "year"] = ""
+    frame.loc[4, "month"] = ""
+    frame.loc[5, "day"] = ""
+    error = violation(delivered(frame, tmp_path), flights_schema)
+    assert sorted(error.rules) == ["day: not_nullable", "month: not_nullable", "year: not_nullable"]
+    assert error.rows == [4, 5, 6]
+    assert error.total_failures == 3
+
+
+def test_a_bad_value_does_not_hide_the_other_rows_of_its_column(
+    flights_day, flights_schema, tmp_path
+):
+    frame = flights_day.copy()
+    frame.loc[2, "day"] = "5th"  # cannot be a number
+    frame.loc[8, "day"] = "6"  # a number, from another day
+    frame.loc[3, "distance"] = ""
+    frame.loc[6, "distance"] = "-5"
+    error = violation(delivered(frame, tmp_path), flights_schema)
+    assert sorted(error.rules) == [
+        "day: coerce_dtype('int64')",
+        "day: equal_to(5)",
+        "distance: in_range(1, 10000)",
+        "distance: not_nullable",
+    ]
+    assert error.rows == [3, 4, 7, 9]
+    assert error.total_failures == 4
+    assert error.summary == (
+        "contract 'flights' failed: day: coerce_dtype('int64') broken by 5th; "
+        "distance: not_nullable; distance: in_range(1, 10000) broken by -5; 1 more rule(s) "
+        "at row(s) 3, 4, 7, 9"
+    )
+    assert "| day | equal_to(5) | 6 | 9 |" in error.markdown()
+
+
+@pytest.mark.parametrize("column", ["carrier", "flight", "dep_time", "tailnum"])
+def test_a_missing_column_is_reported_alone(flights_day, flights_schema, tmp_path, column):
+    # Not as duplicates of the remaining key columns, nor as a table rule that needs it.
+    error = violation(delivered(flights_day.drop(columns=[column]), tmp_path), flights_schema)
+    assert error.rules == [f"{column}: column_in_dataframe"]
+    assert error.rows == []
+    assert error.summary == f"contract 'flights' failed: {column}: column_in_dataframe"
 
 
 @pytest.mark.parametrize(
@@ -155,7 +219,8 @@ def test_duplicate_weather_hour(tables):
     frame = pd.concat([weather, weather.iloc[[0]]], ignore_index=True)
     with pytest.raises(contracts.ContractViolation) as info:
         contracts.validate(frame, contracts.weather_schema(day), source="w")
-    assert any("uniqueness" in rule for rule in info.value.rules)
+    assert info.value.rules == ["<table>: unique_key(origin, time_hour)"]
+    assert f"broken by (EWR, {weather.loc[0, 'time_hour']})" in info.value.summary
 
 
 def test_failure_table_is_bounded(flights_day, flights_schema):
