@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 DAY_DATASETS = ("flights", "weather")
 REFERENCE_DATASETS = ("planes", "airports", "airlines")
 _DAY_NAME = re.compile(r"^(\d{4}-\d{2}-\d{2})\.csv$")
+GZIP_MAGIC = b"\x1f\x8b"
 
 
 class LandingFileError(ValueError):
@@ -133,7 +134,8 @@ def read_csv(path: Any) -> pd.DataFrame:
     """Reads a landing CSV as strings, so type problems surface in the contract, not here.
 
     Raises:
-        LandingFileError: naming the file when it is empty, binary or not parseable CSV.
+        LandingFileError: naming the file when it is empty, binary (gzip said so), not UTF-8
+            (the offset and line of the first bad byte) or not parseable CSV.
     """
     import pandas as pd
 
@@ -143,12 +145,17 @@ def read_csv(path: Any) -> pd.DataFrame:
         raise LandingFileError(f"{path}: landing file does not exist") from exc
     if not payload.strip():
         raise LandingFileError(f"{path}: file is empty (0 data bytes, no header)")
+    if payload.startswith(GZIP_MAGIC):
+        # A common upstream slip (an export compressed in place); saying so saves a hex dump.
+        raise LandingFileError(
+            f"{path}: not a CSV file (gzip-compressed data; deliver the uncompressed CSV)"
+        )
     if b"\x00" in payload[:4096]:
         raise LandingFileError(f"{path}: not a CSV file (binary content)")
     try:
         text = payload.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise LandingFileError(f"{path}: not a CSV file (not UTF-8 text: {exc.reason})") from exc
+        raise LandingFileError(f"{path}: not a CSV file ({_not_utf8(payload, exc)})") from exc
     import io
 
     try:
@@ -159,6 +166,15 @@ def read_csv(path: Any) -> pd.DataFrame:
         raise LandingFileError(f"{path}: not a parseable CSV file ({exc})") from exc
     frame.columns = [str(c).strip() for c in frame.columns]
     return frame
+
+
+def _not_utf8(payload: bytes, error: UnicodeDecodeError) -> str:
+    """Where the text stops being UTF-8: the byte, its offset and its line, to find it."""
+    line = payload.count(b"\n", 0, error.start) + 1
+    return (
+        f"not UTF-8 text: {error.reason} 0x{payload[error.start]:02x} "
+        f"at byte offset {error.start}, line {line}"
+    )
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import gzip
 import os
 from datetime import date
 from pathlib import Path
@@ -102,3 +103,32 @@ def test_landing_file_that_is_not_csv(tmp_path: Path, payload: bytes, expected: 
     with pytest.raises(LandingFileError, match=expected) as info:
         read_csv(path)
     assert str(path) in str(info.value)
+
+
+@pytest.fixture
+def landing_day(tmp_path: Path) -> Path:
+    """A real flights landing file (2013-01-01), as the replay delivers it."""
+    replay(tmp_path, date(2013, 1, 1), 1, include_reference=False)
+    return tmp_path / "flights" / "2013-01-01.csv"
+
+
+def test_a_gzipped_delivery_is_named_as_gzip(landing_day: Path):
+    landing_day.write_bytes(gzip.compress(landing_day.read_bytes()))
+    with pytest.raises(LandingFileError) as info:
+        read_csv(landing_day)
+    assert str(info.value) == (
+        f"{landing_day}: not a CSV file (gzip-compressed data; deliver the uncompressed CSV)"
+    )
+
+
+def test_a_utf8_error_names_the_byte_and_its_line(landing_day: Path):
+    good = landing_day.read_bytes()
+    offset = good.index(b"\n", 5000) + 3  # inside a row, a Latin-1 "é"
+    landing_day.write_bytes(good[:offset] + b"\xe9" + good[offset:])
+    line = good[:offset].count(b"\n") + 1
+    with pytest.raises(LandingFileError) as info:
+        read_csv(landing_day)
+    assert str(info.value) == (
+        f"{landing_day}: not a CSV file (not UTF-8 text: invalid continuation byte 0xe9 "
+        f"at byte offset {offset}, line {line})"
+    )
