@@ -16,6 +16,7 @@ import dagster as dg
 
 from mlops_assets.defs.automation import LANDING_SENSOR
 from mlops_assets.defs.jobs import AUTOMATION_TRIGGER, TRIGGER_TAG
+from mlops_assets.defs.loggers import json_lines_logger, text_console_logger
 from mlops_assets.defs.system_tags import RUN_KEY_TAG, SENSOR_NAME_TAG
 
 
@@ -109,7 +110,9 @@ class LocalDaemon:
 
         As under the daemon, a run's logs go to the instance (the UI) and a failure comes
         back in the ``RunOutcome``: the console stays quiet unless asked for a lower level.
-        A sensor's log reaches the console from WARNING up (or from ``log_level`` if lower).
+        At ERROR or below, a deliberate failure (``dg.Failure``) prints one line, a bug its
+        stack (with the code location's console loggers, ``defs/loggers.py``). A sensor's
+        log reaches the console from WARNING up (or from ``log_level`` if lower).
         """
         self.defs = defs
         self.log_level = log_level
@@ -125,6 +128,12 @@ class LocalDaemon:
             self.state.sensor_cursors = dict(saved.get("sensors") or {})
         self._resources = dict(defs.resources or {})
         self._job = defs.resolve_implicit_global_asset_job_def()
+        # A deliberate failure comes back in the RunOutcome as one line (details in the UI);
+        # its stack on the console says nothing more. A bug keeps its stack.
+        self._one_line_failures = self._job.loggers.get("console") in (
+            text_console_logger,
+            json_lines_logger,
+        )
 
     def _execute(
         self,
@@ -145,7 +154,7 @@ class LocalDaemon:
             raise_on_error=False,
             run_config={
                 **(run_config or {}),
-                "loggers": {"console": {"config": {"log_level": self.log_level}}},
+                "loggers": {"console": {"config": self._console_config()}},
             },
         )
         error, stack = (None, None) if result.success else _failure(result)
@@ -160,6 +169,12 @@ class LocalDaemon:
         )
         self.state.outcomes.append(outcome)
         return outcome
+
+    def _console_config(self) -> dict[str, Any]:
+        config: dict[str, Any] = {"log_level": self.log_level}
+        if self._one_line_failures:
+            config["expected_failure_stacks"] = False
+        return config
 
     def _save(self) -> None:
         automation = self.state.automation_cursor

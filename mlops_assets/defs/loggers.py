@@ -6,6 +6,9 @@ per run log record, in the schema of ``lib.logs`` with the run's identity added:
 ``job``, ``step``, ``partition``, the Dagster ``event`` type and the ``asset`` of an asset
 event. Runs launched by the daemon and the local loop's in-process runs both take the loggers
 of the code location, so one variable switches both.
+
+Both loggers take ``expected_failure_stacks: false`` (the local loop sets it): a deliberate
+step failure (``dg.Failure``) is then one line with its description instead of a stack.
 """
 
 from __future__ import annotations
@@ -71,10 +74,82 @@ class RunFields(logging.Filter):
         return True
 
 
+class OneLineRejections(logging.Filter):
+    """A deliberate step failure (``dg.Failure``: a broken contract, a refused gate) in one line.
+
+    Dagster appends the stack of the ``dg.Failure`` to its step-failure record, and again to
+    the run-failure record when that step failed first; the stack only shows where the step
+    chose to stop, while the failure's description says why. The step's record keeps Dagster's
+    message and gets the description's first line instead; the run's keeps its message. Any
+    other failure (an unexpected exception) keeps its stack. The event log keeps everything.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Always passes the record, shortened if it reports a deliberate failure."""
+        meta = getattr(record, "dagster_meta", None)
+        event = meta.get("dagster_event") if isinstance(meta, Mapping) else None
+        if not isinstance(meta, Mapping) or not isinstance(event, dg.DagsterEvent):
+            return True
+        if event.is_step_failure:
+            reason = _deliberate(event)
+            if reason is None:
+                return True
+            tail = f": {reason} (details in the UI)"
+        elif event.event_type == dg.DagsterEventType.RUN_FAILURE:
+            first = event.job_failure_data.first_step_failure_event
+            if first is None or _deliberate(first) is None:
+                return True
+            tail = ""  # the step's own record said why
+        else:
+            return True
+        message, original = record.getMessage(), meta.get("orig_message")
+        # Dagster's message is "<prefix><original message>" followed by the stack.
+        if isinstance(original, str) and original in message:
+            message = message[: message.index(original) + len(original)]
+        else:
+            message = message.split("\n", 1)[0]
+        record.msg, record.args = (message.removesuffix(".") + tail if tail else message), None
+        return True
+
+
+def _deliberate(step_failure: dg.DagsterEvent) -> str | None:
+    """The first line of a step failure's ``dg.Failure`` description; None for any other error."""
+    failure = step_failure.step_failure_data.user_failure_data
+    description = (failure.description or "") if failure else ""
+    return next((line.strip() for line in description.splitlines() if line.strip()), None)
+
+
+# Set to false by the local loop, which reports deliberate failures itself.
+_STACKS_FIELD = dg.Field(
+    bool,
+    is_required=False,
+    default_value=True,
+    description="Print the stack of a deliberate step failure (dg.Failure); false: one line.",
+)
+
+
 @dg.logger(
     {
         "log_level": dg.Field(str, is_required=False, default_value="INFO"),
         "name": dg.Field(str, is_required=False, default_value="dagster"),
+        "expected_failure_stacks": _STACKS_FIELD,
+    },
+    description="Dagster's coloured console logger (deliberate failures in one line on request).",
+)
+def text_console_logger(init_context: dg.InitLoggerContext) -> logging.Logger:
+    """Dagster's ``colored_console_logger``; one line per deliberate failure if configured so."""
+    logger = dg.colored_console_logger.logger_fn(init_context)
+    if not init_context.logger_config["expected_failure_stacks"]:
+        for handler in logger.handlers:
+            handler.addFilter(OneLineRejections())
+    return logger
+
+
+@dg.logger(
+    {
+        "log_level": dg.Field(str, is_required=False, default_value="INFO"),
+        "name": dg.Field(str, is_required=False, default_value="dagster"),
+        "expected_failure_stacks": _STACKS_FIELD,
     },
     description="Run logs as JSON lines on standard error (MLOPS_LOG_FORMAT=json).",
 )
@@ -84,17 +159,20 @@ def json_lines_logger(init_context: dg.InitLoggerContext) -> logging.Logger:
     logger = logging.Logger(config["name"], level=config["log_level"].upper())
     handler = _StandardError()
     handler.addFilter(RunFields())
+    if not config["expected_failure_stacks"]:
+        # The line's message then says why the step stopped, as the text console does.
+        handler.addFilter(OneLineRejections())
     handler.setFormatter(JsonFormatter())
     logger.addHandler(handler)
     return logger
 
 
-def run_loggers(env: Mapping[str, str]) -> dict[str, dg.LoggerDefinition] | None:
-    """The code location's loggers: ``None`` (Dagster's default) for text, JSON lines for json.
+def run_loggers(env: Mapping[str, str]) -> dict[str, dg.LoggerDefinition]:
+    """The code location's ``console`` logger: coloured text, or JSON lines for json.
 
     Raises:
         ValueError: an unknown ``MLOPS_LOG_FORMAT`` (the message names it and its values).
     """
     if settings.log_format(env) == "json":
         return {"console": json_lines_logger}
-    return None
+    return {"console": text_console_logger}

@@ -5,12 +5,15 @@ Runs a two-asset graph of its own through ``LocalDaemon.tick_sensor`` on a throw
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
+from mlops_assets import settings
+from mlops_assets.defs.loggers import run_loggers
 from mlops_assets.local_daemon import LocalDaemon, RunOutcome
 
 
@@ -87,3 +90,50 @@ def test_a_sensor_prints_its_warnings_only_unless_asked_for_more(
         LocalDaemon(defs, instance, tmp_path / "cursors.json", log_level=level).tick_sensor("tells")
         lines = capfd.readouterr().err.splitlines()
     assert [w for line in lines for w in ("INFO", "WARNING") if f" - {w} - " in line] == shown
+
+
+@pytest.mark.parametrize("log_format", settings.LOG_FORMATS)
+def test_at_error_level_a_deliberate_failure_prints_one_line_and_a_bug_its_stack(
+    tmp_path: Path, capfd: pytest.CaptureFixture, log_format: str
+):
+    # With the code location's console loggers, as the main job runs them.
+    defs = dg.Definitions(
+        assets=[refused, broken],
+        sensors=[asks],
+        loggers=run_loggers({settings.LOG_FORMAT_VAR: log_format}),
+    )
+    with dg.instance_for_test() as instance:
+        capfd.readouterr()
+        LocalDaemon(defs, instance, tmp_path / "cursors.json", log_level="ERROR").tick_sensor(
+            "asks"
+        )
+        printed = capfd.readouterr().err
+    lines = printed.splitlines()
+    if log_format == "json":
+        lines = [json.loads(line)["message"] for line in lines if line.startswith("{")]
+    refusal = [line for line in lines if 'step "refused" failed' in line]
+    assert len(refusal) == 1, printed
+    assert refusal[0].endswith(
+        'Execution of step "refused" failed: the gate refused it (details in the UI)'
+    )
+    assert "raise dg.Failure(" not in printed  # the deliberate failure's stack is gone
+    assert "with more on a second line" not in printed
+    if log_format == "text":  # the JSON lines carry no step stacks at all
+        assert 'raise ValueError("a bug")' in printed  # the bug keeps its stack
+
+
+def test_by_default_the_code_location_console_keeps_dagster_stacks(
+    tmp_path: Path, capfd: pytest.CaptureFixture
+):
+    # Only the local loop asks for one line: other runs print what Dagster prints.
+    defs = dg.Definitions(assets=[refused], loggers=run_loggers({}))
+    with dg.instance_for_test() as instance:
+        capfd.readouterr()
+        result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
+            instance=instance,
+            raise_on_error=False,
+            run_config={"loggers": {"console": {"config": {"log_level": "ERROR"}}}},
+        )
+        printed = capfd.readouterr().err
+    assert not result.success
+    assert "raise dg.Failure(" in printed
