@@ -6,6 +6,7 @@ Runs go through the same landing sensor and automation conditions the daemon eva
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import os
 import subprocess
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import pandas as pd
 import pytest
 
 from mlops_assets import settings
@@ -105,8 +107,6 @@ def test_nothing_new_means_no_runs(pipeline: Pipeline):
 
 
 def _bad_flights(pipeline: Pipeline, mutate) -> bytes:
-    import pandas as pd
-
     good = pd.read_csv(
         pipeline.where.landing / "flights" / "2013-01-02.csv", dtype=str, keep_default_na=False
     )
@@ -115,14 +115,33 @@ def _bad_flights(pipeline: Pipeline, mutate) -> bytes:
     return bad if isinstance(bad, bytes) else bad.to_csv(index=False).encode()
 
 
+def _blank_date_parts(df: Any) -> Any:
+    df.loc[3, "year"], df.loc[4, "month"], df.loc[5, "day"] = "", "", ""
+    return df
+
+
+def _latin1_byte(df: Any) -> bytes:
+    text = df.to_csv(index=False).encode()
+    return text[:5000] + b"\xe9" + text[5000:]
+
+
 BAD_DELIVERIES = {
     "empty file": (lambda df: b"", "file is empty"),
     "not csv": (lambda df: b"\x89PNG\r\n\x1a\n\x00binary", "not a CSV file"),
+    "gzip": (
+        lambda df: gzip.compress(df.to_csv(index=False).encode()),
+        "not a CSV file (gzip-compressed data; deliver the uncompressed CSV)",
+    ),
+    "not utf-8": (
+        _latin1_byte,
+        "(not UTF-8 text: invalid continuation byte 0xe9 at byte offset 5000, line ",
+    ),
     "header only": (lambda df: df.iloc[0:0], "non_empty_day"),
     "missing column": (
         lambda df: df.drop(columns=["carrier"]),
         "carrier: column_in_dataframe",
     ),
+    "blank date parts": (_blank_date_parts, "year: not_nullable"),
     "extra column": (
         lambda df: df.assign(gate="A1"),
         "gate: column_in_schema",
@@ -137,7 +156,11 @@ BAD_DELIVERIES = {
     ),
     "duplicate keys": (
         lambda df: df.assign(flight="1"),
-        "multiple_fields_uniqueness",
+        "<table>: unique_key(year, month, day, carrier, flight, origin)",
+    ),
+    "a duplicate row": (
+        lambda df: pd.concat([df, df.iloc[[7]]], ignore_index=True),
+        "<table>: unique_key(year, month, day, carrier, flight, origin)",
     ),
     "unknown airport": (
         lambda df: df.assign(dest="QQQ"),
@@ -146,6 +169,18 @@ BAD_DELIVERIES = {
     "unknown carrier": (
         lambda df: df.assign(carrier="Q9"),
         "carrier: known_carrier",
+    ),
+}
+# The whole one-line error of these: only the bad rows, and nothing but the missing column.
+ONE_LINE = {
+    "missing column": "raw_flights: contract 'flights' failed: carrier: column_in_dataframe",
+    "blank date parts": (
+        "raw_flights: contract 'flights' failed: year: not_nullable; month: not_nullable; "
+        "day: not_nullable at row(s) 4, 5, 6"
+    ),
+    "a duplicate row": (
+        "raw_flights: contract 'flights' failed: <table>: unique_key(year, month, day, "
+        "carrier, flight, origin) broken by (2013, 1, 1, B6, 125, JFK) at row(s) 8, 944"
     ),
 }
 
@@ -164,6 +199,8 @@ def test_bad_redelivery_fails_clearly_and_loses_nothing(pipeline: Pipeline, case
     assert [(o.partition, o.success) for o in outcomes] == [(DAY, False)]
     error = outcomes[0].error or ""
     assert expected in error
+    if case in ONE_LINE:
+        assert error == ONE_LINE[case]
     assert "\n" not in error and outcomes[0].stack is None  # one line; a deliberate failure
     # The failed contract is visible as a failed blocking check with the file, every broken
     # rule and the failure table.
@@ -174,9 +211,34 @@ def test_bad_redelivery_fails_clearly_and_loses_nothing(pipeline: Pipeline, case
     assert expected in (check.description or "")
     # Nothing stored, nothing earlier overwritten, nothing downstream requested.
     assert pipeline.digest("raw_flights", DAY) == before_raw
+    assert staged_leftovers(pipeline.where.lake / "raw_flights") == []
     assert len(pipeline.materializations("raw_flights", DAY)) == stored
     assert pipeline.loop.tick_automation() == []
     assert pipeline.digest("flight_features", DAY) == before_features
+
+
+def test_a_rejected_day_is_one_line_on_an_error_level_console(
+    pipeline: Pipeline, capfd: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+):
+    # The local loop at ERROR: Dagster's step-failure record without the dg.Failure's stack.
+    monkeypatch.setattr(pipeline.loop, "log_level", "ERROR")
+    before = pipeline.digest("raw_flights", DAY)
+    landing_file = pipeline.where.landing / "flights" / f"{DAY}.csv"
+    landing_file.write_bytes(_bad_flights(pipeline, _blank_date_parts))
+    os.utime(landing_file, ns=(time.time_ns(), time.time_ns()))
+    capfd.readouterr()
+    [outcome] = pipeline.loop.tick_landing()
+    printed = capfd.readouterr().err
+    assert not outcome.success and outcome.stack is None
+    failures = [line for line in printed.splitlines() if "STEP_FAILURE" in line]
+    assert len(failures) == 1, printed
+    assert failures[0].endswith(
+        "Execution of step \"raw_flights\" failed: contract 'flights' failed: "
+        "year: not_nullable; month: not_nullable; day: not_nullable at row(s) 4, 5, 6 "
+        "(details in the UI)"
+    )
+    assert "Stack Trace" not in printed and 'File "' not in printed, printed
+    assert pipeline.digest("raw_flights", DAY) == before
 
 
 def test_fixed_redelivery_recovers_the_day(pipeline: Pipeline):
