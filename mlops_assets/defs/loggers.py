@@ -128,12 +128,16 @@ _STACKS_FIELD = dg.Field(
 )
 
 
+# The config of both console loggers: Dagster's console logger's, plus the stacks switch.
+CONSOLE_CONFIG = {
+    "log_level": dg.Field(str, is_required=False, default_value="INFO"),
+    "name": dg.Field(str, is_required=False, default_value="dagster"),
+    "expected_failure_stacks": _STACKS_FIELD,
+}
+
+
 @dg.logger(
-    {
-        "log_level": dg.Field(str, is_required=False, default_value="INFO"),
-        "name": dg.Field(str, is_required=False, default_value="dagster"),
-        "expected_failure_stacks": _STACKS_FIELD,
-    },
+    CONSOLE_CONFIG,
     description="Dagster's coloured console logger (deliberate failures in one line on request).",
 )
 def text_console_logger(init_context: dg.InitLoggerContext) -> logging.Logger:
@@ -146,11 +150,7 @@ def text_console_logger(init_context: dg.InitLoggerContext) -> logging.Logger:
 
 
 @dg.logger(
-    {
-        "log_level": dg.Field(str, is_required=False, default_value="INFO"),
-        "name": dg.Field(str, is_required=False, default_value="dagster"),
-        "expected_failure_stacks": _STACKS_FIELD,
-    },
+    CONSOLE_CONFIG,
     description="Run logs as JSON lines on standard error (MLOPS_LOG_FORMAT=json).",
 )
 def json_lines_logger(init_context: dg.InitLoggerContext) -> logging.Logger:
