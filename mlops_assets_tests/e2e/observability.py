@@ -10,11 +10,12 @@ import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from mlops_assets import observe
-from mlops_assets.processes import free_port
+from mlops_assets.processes import free_port, wait_for
 from mlops_assets_tests.e2e.isolation import server_environment
 
 
@@ -45,3 +46,29 @@ def observed_stack(
         env=server_environment(),
     ) as stack:
         yield stack
+
+
+ALERT_TIMEOUT = 60.0  # seconds for a notification to reach the receiver
+
+
+def wait_for_alerts(
+    receiver: observe.Receiver,
+    stack: observe.Stack,
+    name: str,
+    status: str = "firing",
+    **labels: str,
+) -> list[dict[str, Any]]:
+    """The ``name`` alerts with ``status`` and ``labels`` at the receiver, waited for."""
+    return list(
+        wait_for(
+            lambda: [
+                alert
+                for alert in receiver.alerts(status, name)
+                if labels.items() <= alert["labels"].items()
+            ],
+            ALERT_TIMEOUT,
+            0.5,
+            what=f"{name} {status} at the receiver",
+            diagnose=lambda: f"{stack.report()}\nactive: {stack.active_alerts()}",
+        )
+    )

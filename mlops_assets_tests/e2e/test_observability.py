@@ -21,7 +21,6 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -29,12 +28,11 @@ from mlops_assets import observe
 from mlops_assets.lib import pipeline_metrics
 from mlops_assets.observe import Receiver, Stack
 from mlops_assets.processes import HOST, free_port, wait_for
-from mlops_assets_tests.e2e.observability import observed_stack
+from mlops_assets_tests.e2e.observability import ALERT_TIMEOUT, observed_stack, wait_for_alerts
 
 pytestmark = pytest.mark.e2e
 
 SERVICE_JOB = observe.SERVICE_JOB
-ALERT_TIMEOUT = 60.0  # seconds for a notification to reach the receiver
 DEGRADED = {"usable": True, "labelled_rows": 912, "roc_auc": 0.52, "validation_roc_auc": 0.71}
 HEALTHY = {"usable": True, "labelled_rows": 874, "roc_auc": 0.70, "validation_roc_auc": 0.71}
 
@@ -55,23 +53,10 @@ def stack(tmp_path: Path, receiver: Receiver) -> Iterator[Stack]:
 def test_a_degraded_day_raises_the_auc_drop_alert_at_the_receiver(
     stack: Stack, receiver: Receiver
 ) -> None:
-    def arrived(status: str) -> list[dict[str, Any]]:
-        return [
-            alert
-            for alert in receiver.alerts(status)
-            if alert["labels"]["alertname"] == "ModelAucDrop"
-        ]
-
     samples = pipeline_metrics.day_samples("2013-08-05", "2", performance=DEGRADED)
     pipeline_metrics.push(stack.pushgateway.url, "model_performance", samples)
 
-    (alert,) = wait_for(
-        lambda: arrived("firing"),
-        ALERT_TIMEOUT,
-        0.5,
-        what="ModelAucDrop at the receiver",
-        diagnose=stack.report,
-    )
+    (alert,) = wait_for_alerts(receiver, stack, "ModelAucDrop")
     assert alert["labels"] == {
         "alertname": "ModelAucDrop",
         "severity": "warning",
@@ -87,13 +72,7 @@ def test_a_degraded_day_raises_the_auc_drop_alert_at_the_receiver(
     # A healthy newer day replaces the group: the alert resolves at the receiver.
     samples = pipeline_metrics.day_samples("2013-08-06", "2", performance=HEALTHY)
     pipeline_metrics.push(stack.pushgateway.url, "model_performance", samples)
-    (resolved,) = wait_for(
-        lambda: arrived("resolved"),
-        ALERT_TIMEOUT,
-        0.5,
-        what="ModelAucDrop resolved at the receiver",
-        diagnose=stack.report,
-    )
+    (resolved,) = wait_for_alerts(receiver, stack, "ModelAucDrop", "resolved")
     assert resolved["labels"]["day"] == "2013-08-05"
 
 

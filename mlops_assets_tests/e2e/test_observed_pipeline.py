@@ -44,7 +44,7 @@ from mlops_assets_tests.deployed import (
     deploy,
     shuffle_labels,
 )
-from mlops_assets_tests.e2e.observability import observed_stack
+from mlops_assets_tests.e2e.observability import observed_stack, wait_for_alerts
 from mlops_assets_tests.e2e.servers import BentoServer, Servers
 
 pytestmark = pytest.mark.e2e
@@ -139,18 +139,7 @@ def observed(deployment: Deployment, server: BentoServer) -> Deployment:
 
 def arrived(receiver: Receiver, stack: Stack, name: str, **labels: str) -> dict[str, Any]:
     """The first firing ``name`` alert with ``labels`` at the receiver, waited for."""
-    found = wait_for(
-        lambda: [
-            alert
-            for alert in receiver.alerts("firing", name)
-            if labels.items() <= alert["labels"].items()
-        ],
-        ALERT_TIMEOUT,
-        0.5,
-        what=f"{name} at the receiver",
-        diagnose=lambda: f"{stack.report()}\nactive: {stack.active_alerts()}",
-    )
-    return dict(found[0])
+    return wait_for_alerts(receiver, stack, name, **labels)[0]
 
 
 def test_the_degraded_day_arrives_as_an_auc_drop_naming_day_and_model(
