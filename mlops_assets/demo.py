@@ -224,57 +224,85 @@ def run_closed_loop(
         validation_days: Held-out days of the bootstrap training.
         progress: Receives one line per replayed week, per retraining and per failed run.
     """
-
-    def run_until_idle() -> list[RunOutcome]:
-        outcomes = loop.run_until_idle()
-        for outcome in outcomes:
-            if not outcome.success:
-                progress(f"  {outcome.failure_report()}")
-        return outcomes
-
     began = time.perf_counter()
     report = LoopReport()
     deliver(start, bootstrap_days)
-    report.bootstrap += run_until_idle()
+    report.bootstrap += _run_until_idle(loop, progress)
     if not instance.get_latest_materialization_event(dg.AssetKey("champion_model")):
         last = start + timedelta(days=bootstrap_days - 1)
         window = {"as_of": last.isoformat(), "days": bootstrap_days}
         trained = _train(defs, instance, {**window, "validation_days": validation_days})
         progress(f"bootstrap training on {start} .. {last}: {'succeeded' if trained else 'FAILED'}")
-    report.bootstrap += run_until_idle()
+    report.bootstrap += _run_until_idle(loop, progress)
+    first = start + timedelta(days=bootstrap_days)
     progress(
         f"bootstrap done in {time.perf_counter() - began:.0f} s "
-        f"({len(report.bootstrap)} runs); replaying {start + timedelta(days=bootstrap_days)} "
-        f".. {until} day by day"
+        f"({len(report.bootstrap)} runs); replaying {first} .. {until} day by day"
     )
-    day = start + timedelta(days=bootstrap_days)
     week: list[RunOutcome] = []
-    while day <= until:
+    for offset in range((until - first).days + 1):
+        day = first + timedelta(days=offset)
         deliver(day, 1)
-        outcomes = run_until_idle()
+        outcomes = _run_until_idle(loop, progress)
         report.replay += outcomes
         report.days.append(day)
         week += outcomes
-        for outcome in outcomes:
-            if outcome.trigger == RETRAIN_SENSOR:
-                progress(f"  {day}: retraining ({'ok' if outcome.success else 'failed'})")
-            if outcome.trigger == TRIAL_SENSOR:
-                progress(f"  {day}: trial ended ({'ok' if outcome.success else 'failed'})")
+        _report_automation(day, outcomes, progress)
         if day.weekday() == 6 or day == until:
-            failed = sum(not o.success for o in week)
-            progress(
-                f"  through {day}: {len(week)} runs"
-                + (f", {failed} failed" if failed else "")
-                + f" ({time.perf_counter() - began:.0f} s)"
-            )
+            _report_week(day, week, time.perf_counter() - began, progress)
             week = []
-        day += timedelta(days=1)
     report.seconds = time.perf_counter() - began
     return report
 
 
+def _run_until_idle(loop: LocalDaemon, progress: Callable[[str], None]) -> list[RunOutcome]:
+    outcomes = loop.run_until_idle()
+    for outcome in outcomes:
+        if not outcome.success:
+            progress(f"  {outcome.failure_report()}")
+    return outcomes
+
+
+def _report_automation(
+    day: date, outcomes: list[RunOutcome], progress: Callable[[str], None]
+) -> None:
+    """One line per run the retraining or trial sensor launched on ``day``."""
+    for outcome in outcomes:
+        result = "ok" if outcome.success else "failed"
+        if outcome.trigger == RETRAIN_SENSOR:
+            progress(f"  {day}: retraining ({result})")
+        if outcome.trigger == TRIAL_SENSOR:
+            progress(f"  {day}: trial ended ({result})")
+
+
+def _report_week(
+    day: date, week: list[RunOutcome], elapsed: float, progress: Callable[[str], None]
+) -> None:
+    failed = sum(not o.success for o in week)
+    progress(
+        f"  through {day}: {len(week)} runs"
+        + (f", {failed} failed" if failed else "")
+        + f" ({elapsed:.0f} s)"
+    )
+
+
 def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
+
+
+_SUMMARY_HEADERS = [
+    "month",
+    "days",
+    "blocked",
+    "drift alerts",
+    "drift share",
+    "retrainings",
+    "promoted",
+    "on trial",
+    "rejected",
+    "champion",
+    "daily AUC (unseen days)",
+]
 
 
 def summary_table(history: History, outcomes: list[RunOutcome]) -> str:
@@ -285,69 +313,70 @@ def summary_table(history: History, outcomes: list[RunOutcome]) -> str:
     months: dict[str, list[DayRecord]] = {}
     for name in sorted(history.days):
         months.setdefault(name[:7], []).append(history.days[name])
-    ended_by_month: dict[str, list[TrialRecord]] = {}
+    promoted_after_trial: dict[str, int] = {}
     for trial in history.trials.values():
         if trial.evaluations and trial.status == "promoted":
-            ended_by_month.setdefault(str(trial.evaluations[-1]["day"])[:7], []).append(trial)
-    retrain_by_month: dict[str, list[Retraining]] = {}
-    for retraining in history.retrainings:
-        retrain_by_month.setdefault(retraining.as_of[:7], []).append(retraining)
-    rows = []
-    for month, records in months.items():
-        retrainings = retrain_by_month.get(month, [])
-        # In-sample days (the champion's own training window) would flatter the model.
-        aucs = [
-            r.roc_auc
-            for r in records
-            if r.roc_auc is not None and r.status == "ok" and r.out_of_sample
-        ]
-        shares = [r.drift_share for r in records if r.drift_share is not None]
-        versions = [r.model_version for r in records if r.model_version]
-        mean_auc = _mean(aucs)
-        mean_share = _mean(shares)
-        rows.append(
-            [
-                month,
-                len(records),
-                sum(1 for b in blocked_days if b.startswith(month)),
-                sum(1 for r in records if r.drifted),
-                f"{mean_share:.2f}" if mean_share is not None else "-",
-                len(retrainings),
-                sum(1 for r in retrainings if r.decision == "promoted")
-                + len(ended_by_month.get(month, [])),
-                sum(1 for r in retrainings if r.decision == "trial"),
-                sum(1 for r in retrainings if r.decision == "rejected"),
-                ",".join(f"v{v}" for v in dict.fromkeys(versions)) or "-",
-                f"{mean_auc:.3f}" if mean_auc is not None else "-",
-            ]
+            month = str(trial.evaluations[-1]["day"])[:7]
+            promoted_after_trial[month] = promoted_after_trial.get(month, 0) + 1
+    rows = [
+        _month_row(
+            month,
+            records,
+            blocked=sum(1 for b in blocked_days if b.startswith(month)),
+            retrainings=[r for r in history.retrainings if r.as_of.startswith(month)],
+            promoted_after_trial=promoted_after_trial.get(month, 0),
         )
+        for month, records in months.items()
+    ]
+    # Per-column formats: the drift share to 2 places, the AUC to 3; "-" for a month without.
+    formats = ["g"] * 4 + [".2f"] + ["g"] * 5 + [".3f"]
     table = tabulate(
-        rows,
-        headers=[
-            "month",
-            "days",
-            "blocked",
-            "drift alerts",
-            "drift share",
-            "retrainings",
-            "promoted",
-            "on trial",
-            "rejected",
-            "champion",
-            "daily AUC (unseen days)",
-        ],
-        tablefmt="github",
+        rows, headers=_SUMMARY_HEADERS, tablefmt="github", floatfmt=formats, missingval="-"
     )
     lines = [table, "", "retrainings (requested by the retrain sensor):"]
-    if not history.retrainings:
-        lines.append("  none")
-    for r in history.retrainings:
+    lines += _retraining_lines(history.retrainings) or ["  none"]
+    return "\n".join([*lines, *trial_lines(history.trials)])
+
+
+def _month_row(
+    month: str,
+    records: list[DayRecord],
+    *,
+    blocked: int,
+    retrainings: list[Retraining],
+    promoted_after_trial: int,
+) -> list[object]:
+    # In-sample days (the champion's own training window) would flatter the model.
+    aucs = [
+        r.roc_auc for r in records if r.roc_auc is not None and r.status == "ok" and r.out_of_sample
+    ]
+    mean_share = _mean([r.drift_share for r in records if r.drift_share is not None])
+    versions = [r.model_version for r in records if r.model_version]
+    decisions = [r.decision for r in retrainings]
+    return [
+        month,
+        len(records),
+        blocked,
+        sum(1 for r in records if r.drifted),
+        mean_share,
+        len(retrainings),
+        decisions.count("promoted") + promoted_after_trial,
+        decisions.count("trial"),
+        decisions.count("rejected"),
+        ",".join(f"v{v}" for v in dict.fromkeys(versions)) or "-",
+        _mean(aucs),
+    ]
+
+
+def _retraining_lines(retrainings: list[Retraining]) -> list[str]:
+    lines = []
+    for r in retrainings:
         version = f" v{r.challenger_version}" if r.challenger_version else ""
         lines.append(f"  as of {r.as_of} [{r.condition}] {r.reason}")
         lines.append(
             f"    -> run {r.run_id[:8]} {r.status}; gate: {r.decision}{version} {r.gate_reason}"
         )
-    return "\n".join([*lines, *trial_lines(history.trials)])
+    return lines
 
 
 def trial_lines(trials: dict[str, TrialRecord]) -> list[str]:
