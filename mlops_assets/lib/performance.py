@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from mlops_assets.lib.features import KEY_COLUMNS, LABEL_COLUMN
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
 
 # Below this many labelled flights a day's metrics are too noisy to act on; they are still
@@ -87,31 +88,7 @@ def day_performance(
         PerformanceInputError: when a flight key is duplicated or predictions and labels cover
             different flights.
     """
-    import numpy as np
-    from sklearn.metrics import (
-        average_precision_score,
-        f1_score,
-        precision_score,
-        recall_score,
-        roc_auc_score,
-    )
-
-    for name, frame in (("predictions", predictions), ("labels", labels)):
-        duplicated = int(frame.duplicated(KEY_COLUMNS).sum())
-        if duplicated:
-            raise PerformanceInputError(f"{name}: {duplicated} duplicated flight key(s)")
-    joined = predictions[[*KEY_COLUMNS, "probability", "delayed"]].merge(
-        labels[[*KEY_COLUMNS, LABEL_COLUMN]], on=KEY_COLUMNS, how="outer", indicator=True
-    )
-    unmatched = joined["_merge"] != "both"
-    if unmatched.any():
-        only_predicted = int((joined["_merge"] == "left_only").sum())
-        only_labelled = int((joined["_merge"] == "right_only").sum())
-        raise PerformanceInputError(
-            f"predictions and labels cover different flights: {only_predicted} predicted "
-            f"without a label row, {only_labelled} label rows without a prediction "
-            "(were the features rewritten after the predictions?)"
-        )
+    joined = _join_labels(predictions, labels)
     rows = len(joined)
     probability = joined["probability"].to_numpy(dtype=float)
     delayed = joined["delayed"].to_numpy(dtype=bool)
@@ -126,14 +103,51 @@ def day_performance(
     if labelled == 0:
         return DayPerformance(rows, 0, "no labels", metrics)
     y = joined.loc[known, LABEL_COLUMN].astype(int).to_numpy()
-    p, decided = probability[known], delayed[known].astype(int)
+    status = _labelled_metrics(y, probability[known], delayed[known].astype(int), metrics)
+    if status == "ok" and labelled < min_labelled_rows:
+        status = "too few labels"
+    return DayPerformance(rows, labelled, status, metrics)
+
+
+def _join_labels(predictions: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
+    """Predictions joined one to one with their labels by flight key, or a clear error."""
+    for name, frame in (("predictions", predictions), ("labels", labels)):
+        duplicated = int(frame.duplicated(KEY_COLUMNS).sum())
+        if duplicated:
+            raise PerformanceInputError(f"{name}: {duplicated} duplicated flight key(s)")
+    joined = predictions[[*KEY_COLUMNS, "probability", "delayed"]].merge(
+        labels[[*KEY_COLUMNS, LABEL_COLUMN]], on=KEY_COLUMNS, how="outer", indicator=True
+    )
+    if (joined["_merge"] != "both").any():
+        only_predicted = int((joined["_merge"] == "left_only").sum())
+        only_labelled = int((joined["_merge"] == "right_only").sum())
+        raise PerformanceInputError(
+            f"predictions and labels cover different flights: {only_predicted} predicted "
+            f"without a label row, {only_labelled} label rows without a prediction "
+            "(were the features rewritten after the predictions?)"
+        )
+    return joined
+
+
+def _labelled_metrics(
+    y: np.ndarray, probability: np.ndarray, decided: np.ndarray, metrics: dict[str, float]
+) -> str:
+    """Adds the metrics that need labels to ``metrics``; ``one class`` when AUC is undefined."""
+    import numpy as np
+    from sklearn.metrics import (
+        average_precision_score,
+        f1_score,
+        precision_score,
+        recall_score,
+        roc_auc_score,
+    )
+
     metrics["positive_rate"] = float(y.mean())
     metrics["precision"] = float(precision_score(y, decided, zero_division=0))
     metrics["recall"] = float(recall_score(y, decided, zero_division=0))
     metrics["f1"] = float(f1_score(y, decided, zero_division=0))
     if len(np.unique(y)) < 2:
-        return DayPerformance(rows, labelled, "one class", metrics)
-    metrics["roc_auc"] = float(roc_auc_score(y, p))
-    metrics["pr_auc"] = float(average_precision_score(y, p))
-    status = "ok" if labelled >= min_labelled_rows else "too few labels"
-    return DayPerformance(rows, labelled, status, metrics)
+        return "one class"
+    metrics["roc_auc"] = float(roc_auc_score(y, probability))
+    metrics["pr_auc"] = float(average_precision_score(y, probability))
+    return "ok"
