@@ -119,14 +119,7 @@ def drift_report(
         rows = {"current_rows": len(current), "reference_rows": len(drift_reference)}
         yield from _empty_day(str(error), {**rows, **versions})
         return
-    html = reports.write(f"drift/{day}.html", result.html.encode())
-    links = {
-        "columns": dg.MetadataValue.md(result.markdown()),
-        "html": dg.MetadataValue.path(html),
-        "json": dg.MetadataValue.path(reports.write(f"drift/{day}.json", result.json.encode())),
-    }
-    if link := reports.link(f"drift/{day}.html"):
-        links["html_url"] = dg.MetadataValue.url(link)
+    links = _write_reports(reports, day, result)
     summary = result.summary(policy)
     samples = day_samples(day, str(versions["model_version"]), drift=summary)
     pushed = metrics.publish("drift_report", samples, context.log)
@@ -138,6 +131,19 @@ def drift_report(
         description=result.verdict(policy),
         metadata={"drift_share": round(result.drift_share, 4)},
     )
+
+
+def _write_reports(reports: ReportStore, day: str, result: Any) -> dict[str, Any]:
+    """Stores the day's HTML and JSON reports; metadata with the column table and the links."""
+    html = reports.write(f"drift/{day}.html", result.html.encode())
+    links = {
+        "columns": dg.MetadataValue.md(result.markdown()),
+        "html": dg.MetadataValue.path(html),
+        "json": dg.MetadataValue.path(reports.write(f"drift/{day}.json", result.json.encode())),
+    }
+    if link := reports.link(f"drift/{day}.html"):
+        links["html_url"] = dg.MetadataValue.url(link)
+    return links
 
 
 def _empty_day(detail: str, facts: dict[str, Any]) -> Iterator[Any]:
