@@ -17,17 +17,14 @@ import importlib.util
 import json
 import shutil
 import subprocess
-import sys
-from collections.abc import Iterable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import kubernetes_validate
 import pytest
 import yaml
 
-from mlops_assets.lib import release
+from mlops_assets_tests.deploy.manifests import kustomize, named, validation_errors
 from mlops_assets_tests.deploy.tools import require
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,7 +33,6 @@ DASHBOARDS = OBSERVABILITY / "dashboards"
 RULES = OBSERVABILITY / "rules"
 GRAFANA = OBSERVABILITY / "grafana" / "provisioning"
 # The kubectl of this environment (a dev dependency), not whichever one is on PATH.
-KUBECTL = shutil.which("kubectl", path=str(Path(sys.executable).parent)) or "kubectl"
 NAMESPACE = "monitoring"
 # kubectl apply (client side) keeps the whole object in an annotation limited to 256 KiB.
 ANNOTATION_LIMIT = 262_144
@@ -44,29 +40,6 @@ ANNOTATION_LIMIT = 262_144
 
 def load(path: Path) -> Any:
     return yaml.safe_load(path.read_text())
-
-
-def kustomize(directory: Path) -> list[dict[str, Any]]:
-    done = subprocess.run(
-        [KUBECTL, "kustomize", str(directory)], capture_output=True, text=True, timeout=60
-    )
-    assert done.returncode == 0, done.stderr
-    return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
-
-
-def of_kind(objects: Iterable[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
-    return {o["metadata"]["name"]: o for o in objects if o["kind"] == kind}
-
-
-def validation_errors(objects: Iterable[dict[str, Any]]) -> list[str]:
-    errors = []
-    for obj in objects:
-        try:
-            kubernetes_validate.validate(obj, release.KUBERNETES_VERSION, strict=True)
-        except kubernetes_validate.ValidationError as error:
-            where = "/".join(map(str, error.absolute_path))
-            errors.append(f"{obj['kind']}/{obj['metadata']['name']} at {where}: {error.message}")
-    return errors
 
 
 def renderer(folder: Path = OBSERVABILITY) -> ModuleType:
@@ -155,7 +128,7 @@ def test_grafana_provisioning() -> None:
 def test_renders_a_configmap_per_dashboard_for_the_sidecar(
     rendered: list[dict[str, Any]],
 ) -> None:
-    config_maps = of_kind(rendered, "ConfigMap")
+    config_maps = named(rendered, "ConfigMap")
     files = sorted(p.name for p in DASHBOARDS.glob("*.json"))
     assert sorted(key for cm in config_maps.values() for key in cm["data"]) == files
     for name, config_map in config_maps.items():
@@ -169,14 +142,14 @@ def test_renders_a_configmap_per_dashboard_for_the_sidecar(
 
 
 def test_renders_the_alertmanager_config_as_a_secret(rendered: list[dict[str, Any]]) -> None:
-    secret = of_kind(rendered, "Secret")["mlops-alertmanager"]
+    secret = named(rendered, "Secret")["mlops-alertmanager"]
     # The key the Prometheus Operator reads from an Alertmanager's configSecret.
     config = base64.b64decode(secret["data"]["alertmanager.yaml"]).decode()
     assert config == (OBSERVABILITY / "alertmanager.yml").read_text()
 
 
 def test_renders_the_rule_files_as_prometheusrules(rendered: list[dict[str, Any]]) -> None:
-    rules = of_kind(rendered, "PrometheusRule")
+    rules = named(rendered, "PrometheusRule")
     files = sorted(p for p in RULES.glob("*.yml") if not p.name.endswith("_test.yml"))
     assert sorted(rules) == sorted(f"mlops-assets-{p.stem}" for p in files)
     for path in files:

@@ -17,8 +17,6 @@ import copy
 import json
 import re
 import shutil
-import subprocess
-import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -30,6 +28,7 @@ import yaml
 
 from mlops_assets.lib import prediction_log, release
 from mlops_assets.serving import guard
+from mlops_assets_tests.deploy.manifests import kustomize, named, validation_errors
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICE = ROOT / "deploy" / "service"
@@ -40,7 +39,6 @@ APPLICATION = SERVICE / "argocd" / "application.yaml"
 SCRAPE = SERVICE / "prometheus-scrape.yaml"
 APPLICATION_SCHEMA = ROOT / "mlops_assets_tests" / "fixtures" / "argocd_application.schema.json"
 # The kubectl of this environment (a dev dependency), not whichever one is on PATH.
-KUBECTL = shutil.which("kubectl", path=str(Path(sys.executable).parent)) or "kubectl"
 
 NAME_LABEL = "app.kubernetes.io/name"
 WAVE = "argocd.argoproj.io/sync-wave"
@@ -60,29 +58,6 @@ EXPECTED = {
 
 
 # -- rendering and checks (plain functions, so the bad-input tests call the same code) --------
-def kustomize(directory: Path) -> list[dict[str, Any]]:
-    """The objects `kubectl kustomize <directory>` renders."""
-    done = subprocess.run(
-        [KUBECTL, "kustomize", str(directory)], capture_output=True, text=True, timeout=60
-    )
-    assert done.returncode == 0, done.stderr
-    return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
-
-
-def named(objects: Iterable[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
-    return {o["metadata"]["name"]: o for o in objects if o["kind"] == kind}
-
-
-def validation_errors(objects: Iterable[dict[str, Any]]) -> list[str]:
-    """Strict OpenAPI validation of each object for KUBERNETES_VERSION, one line per failure."""
-    errors = []
-    for obj in objects:
-        try:
-            kubernetes_validate.validate(obj, release.KUBERNETES_VERSION, strict=True)
-        except kubernetes_validate.ValidationError as error:
-            where = "/".join(map(str, error.absolute_path))
-            errors.append(f"{obj['kind']}/{obj['metadata']['name']} at {where}: {error.message}")
-    return errors
 
 
 def selector_problems(objects: list[dict[str, Any]]) -> list[str]:
