@@ -15,7 +15,7 @@ from typing import Any
 import dagster as dg
 
 from mlops_assets.defs.deployment import release
-from mlops_assets.defs.training import CHAMPION_KEY, TRIAL_KEY
+from mlops_assets.defs.training import CHAMPION_KEY, TRIAL_KEY, trial_ended
 from mlops_assets.lib import model_tags
 
 
@@ -55,12 +55,7 @@ def abort_trial(tracking: Any, instance: dg.DagsterInstance, reason: str, by: st
     instance.report_runless_asset_event(
         dg.AssetMaterialization(
             asset_key=TRIAL_KEY,
-            metadata={
-                "status": "aborted",
-                "reason": reason,
-                "model_version": trial.version,
-                "ended_by": by,
-            },
+            metadata=trial_ended(trial, "aborted", reason, by),
         )
     )
     return str(trial.version)

@@ -341,6 +341,18 @@ def _trial_started(trial: Trial) -> dict[str, Any]:
     }
 
 
+def trial_ended(trial: Trial, status: str, reason: str, by: str) -> dict[str, Any]:
+    """The model_trial materialization of an ended trial; it keeps the versions and the mode."""
+    return {
+        "status": status,
+        "reason": reason,
+        "model_version": trial.version,
+        "champion_version": trial.champion_version,
+        "mode": trial.policy.mode,
+        "ended_by": by,
+    }
+
+
 def _champion_result(
     tracking: MlflowTracking, version: Any, metadata: dict[str, Any]
 ) -> dg.MaterializeResult:
@@ -384,7 +396,7 @@ def _conclude_trial(
     actor = context.run.tags.get(SENSOR_NAME_TAG) or "dagster run " + context.run.run_id[:8]
     state = "promoted" if outcome == "promote" else "retired"
     tracking.end_trial(trial, state, reason, actor)
-    ended = {"status": state, "reason": reason, "model_version": trial.version, "ended_by": actor}
+    ended = trial_ended(trial, state, reason, actor)
     decision = {"decision": f"{state} after trial", "reason": reason}
     decision["champion_version"] = str(champion.version)
     if state == "promoted":

@@ -163,7 +163,12 @@ def test_a_challenger_that_cannot_clear_the_rule_is_retired(
     tags = _version(world, version).tags  # type: ignore[attr-defined]
     assert tags[model_tags.TRIAL_STATE] == "retired"
     assert tags[model_tags.TRIAL_REASON] == evaluation["reason"]
-    assert world.metadata("model_trial")["status"] == "retired"
+    ended = world.metadata("model_trial")
+    assert (ended["status"], ended["champion_version"], ended["mode"]) == (
+        "retired",
+        champion,
+        "shadow",
+    )
     assert world.metadata("bento")["model_version"] == champion
     assert "challenger_version" not in world.metadata("bento")
     # [template:if with_service_delivery]
@@ -187,6 +192,13 @@ def test_abort_and_rollback_end_a_trial_saying_who_and_why(
     assert tags[model_tags.TRIAL_STATE] == "aborted"
     assert tags[model_tags.TRIAL_REASON] == "latency too high"
     assert tags[model_tags.TRIAL_ENDED].endswith("by alice")
+    aborted = world.metadata("model_trial")
+    assert (aborted["status"], aborted["ended_by"], aborted["model_version"]) == (
+        "aborted",
+        "alice",
+        version,
+    )
+    assert aborted["champion_version"] == _alias(world, model_tags.CHAMPION)
     world.loop.run_until_idle()  # the bento follows: champion only again
     assert "challenger_version" not in world.metadata("bento")
     # [template:if with_service_delivery]
