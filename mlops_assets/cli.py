@@ -135,7 +135,7 @@ def _demo(args: argparse.Namespace) -> int:
     print(f"  lake (Parquet)        {where.lake}")
     print(f"  drift reports (HTML)  {where.reports}  (make reports)")
     print(f"  data registry (DVC)   {where.data_registry}  (remote {where.dvc_remote})")
-    print(f"  MLflow store          {where.state / 'mlflow'}  (make mlflow-ui)")
+    print(f"  MLflow store          {where.mlflow}  (make mlflow-ui)")
     print(f"  Dagster home          {where.dagster_home}")
     print(f"  done in {time.perf_counter() - started:.1f} s; the history in the UI: make dev")
     return 0

@@ -90,6 +90,7 @@ STATE_FOLDERS = {
     "prediction_log": "prediction_log",
     "deployment": "deployment",
     "observability": "observability",
+    "mlflow": "mlflow",
 }
 
 
@@ -113,6 +114,7 @@ class Locations:
             repository Argo CD would watch) and the releases' checkout of it.
         observability: The count of metric pushes that missed the Pushgateway.
             Also ``mlops-assets observe``'s stack and alerts.  # [template:only with_observability]
+        mlflow: The embedded MLflow store: ``tracking_db`` and ``artifacts``.
     """
 
     state: Path
@@ -126,10 +128,21 @@ class Locations:
     prediction_log: Path = field(init=False)
     deployment: Path = field(init=False)
     observability: Path = field(init=False)
+    mlflow: Path = field(init=False)
 
     def __post_init__(self) -> None:
         for name, folder in STATE_FOLDERS.items():
             object.__setattr__(self, name, self.state / folder)
+
+    @property
+    def tracking_db(self) -> Path:
+        """MLflow's SQLite store."""
+        return self.mlflow / "mlflow.db"
+
+    @property
+    def artifacts(self) -> Path:
+        """MLflow's artifact root."""
+        return self.mlflow / "artifacts"
 
 
 def locations(env: MutableMapping[str, str] | None = None) -> Locations:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,6 +32,32 @@ _GIT_IDENTITY = {
     "GIT_COMMITTER_NAME": "mlops-assets",
     "GIT_COMMITTER_EMAIL": "mlops-assets@localhost",
 }
+
+
+# The registry's one DVC remote, as its config names it.
+REMOTE = "default"
+_REMOTE_SECTION = f'remote "{REMOTE}"'
+
+
+def _is_url(remote: str) -> bool:
+    return re.match(r"\w+://", remote) is not None
+
+
+def _resolved(entry: str, dvc_dir: Path) -> str:
+    """A config's remote entry as DVC reads it: a relative folder is relative to ``.dvc``."""
+    return entry if _is_url(entry) else os.path.normpath(dvc_dir / entry)
+
+
+def _effective_remote(dvc_dir: Path) -> str | None:
+    """The remote DVC uses in this work tree (``config.local`` over ``config``), resolved."""
+    from configobj import ConfigObj
+
+    for name in ("config.local", "config"):
+        if (dvc_dir / name).is_file():
+            url = ConfigObj(str(dvc_dir / name)).get(_REMOTE_SECTION, {}).get("url")
+            if url:
+                return _resolved(str(url), dvc_dir)
+    return None
 
 
 class DataRegistryError(RuntimeError):
@@ -99,11 +126,16 @@ class DataRegistry:
         return FileLock(str(self.root.parent / f".{self.root.name}.lock"), timeout=600)
 
     def ensure(self) -> None:
-        """Creates (or clones) the registry repository and its DVC config if missing."""
+        """Creates (or clones) the registry repository and its DVC config if missing.
+
+        An existing registry is pointed at ``remote_url`` when it uses another remote (a
+        copied or moved state, a changed setting): the setting always wins.
+        """
         os.environ.setdefault("DVC_NO_ANALYTICS", "1")
         self.root.parent.mkdir(parents=True, exist_ok=True)
         with self._lock():
             if (self.root / ".dvc").exists():
+                self._point_at_remote()
                 return
             if self.git_remote and not (self.root / ".git").exists():
                 subprocess.run(
@@ -115,33 +147,67 @@ class DataRegistry:
             if not (self.root / ".git").exists():
                 self._git("init", "--quiet", "--initial-branch=main")
             if not (self.root / ".dvc").exists():
-                from dvc.repo import Repo
+                self._init_dvc()
 
-                quiet = logging.getLogger("dvc.repo.init")  # "Initialized DVC repository."
-                quiet.disabled = True
-                try:
-                    Repo.init(str(self.root))
-                finally:
-                    quiet.disabled = False
-                with Repo(str(self.root)) as repo, repo.config.edit() as conf:
-                    conf["core"]["remote"] = "default"
-                    conf["core"]["analytics"] = False
-                    conf["core"]["autostage"] = True  # stages .dvc pointers (and stays quiet)
-                    conf["remote"]["default"] = {"url": self.remote_url}
-                self._git("add", ".dvc", ".dvcignore")
-                self._git("commit", "--quiet", "-m", "Initialize data registry")
-                if self.git_remote:
-                    self._git("push", "--quiet", "origin", "HEAD")
+    def _init_dvc(self) -> None:
+        from dvc.repo import Repo
+
+        quiet = logging.getLogger("dvc.repo.init")  # "Initialized DVC repository."
+        quiet.disabled = True
+        try:
+            Repo.init(str(self.root))
+        finally:
+            quiet.disabled = False
+        self._point_at_remote()
+        with Repo(str(self.root)) as repo, repo.config.edit() as conf:
+            conf["core"]["remote"] = REMOTE
+            conf["core"]["analytics"] = False
+            conf["core"]["autostage"] = True  # stages .dvc pointers (and stays quiet)
+            if _is_url(self.remote_url):  # shared with every clone; a folder is per machine
+                conf["remote"][REMOTE] = {"url": self.remote_url}
+        self._git("add", ".dvc", ".dvcignore")
+        self._git("commit", "--quiet", "-m", "Initialize data registry")
+        if self.git_remote:
+            self._git("push", "--quiet", "origin", "HEAD")
+
+    def _remote_entry(self) -> str:
+        """``remote_url`` as the config records it.
+
+        A folder in the registry's own parent (the state folder) is relative to ``.dvc``, so
+        the state can be moved and copied with its remote.
+        """
+        if _is_url(self.remote_url):
+            return self.remote_url
+        remote = Path(self.remote_url).absolute()
+        if remote.is_relative_to(self.root.parent.absolute()):
+            return os.path.relpath(remote, self.root.absolute() / ".dvc")
+        return str(remote)
+
+    def _point_at_remote(self) -> None:
+        """Makes ``remote_url`` this work tree's remote.
+
+        Written to the git-ignored ``.dvc/config.local``, which DVC lays over the committed
+        ``.dvc/config`` of every revision it reads (old revisions included).
+        """
+        from configobj import ConfigObj
+
+        dvc_dir = self.root.absolute() / ".dvc"
+        entry = self._remote_entry()
+        if _effective_remote(dvc_dir) == _resolved(entry, dvc_dir):
+            return
+        local = ConfigObj(str(dvc_dir / "config.local"))
+        local.setdefault(_REMOTE_SECTION, {})["url"] = entry
+        local.write()
 
     def _know(self, rev: str) -> None:
-        """Makes ``rev`` readable here (only with a git remote).
+        """Makes ``rev`` readable here: the registry exists and uses ``remote_url``.
 
-        Clones the registry if this machine has no work tree yet, and fetches when the work
-        tree does not know ``rev`` (committed by another machine).
+        With a git remote, clones the registry if this machine has no work tree yet, and
+        fetches when the work tree does not know ``rev`` (committed by another machine).
         """
+        self.ensure()
         if not self.git_remote:
             return
-        self.ensure()
         if not self._git("rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}", check=False):
             with self._lock():
                 self._git("fetch", "--quiet", "origin", check=False)

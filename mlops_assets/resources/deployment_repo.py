@@ -149,6 +149,9 @@ class DeploymentRepo(dg.ConfigurableResource):
             checkout.parent.mkdir(parents=True, exist_ok=True)
             self._run(["git", "clone", "--quiet", self.url, str(checkout)], cwd=checkout.parent)
         else:
+            # A copied or moved state's checkout still names the remote it was cloned from.
+            if self._git("remote", "get-url", "origin").strip() != self.url:
+                self._git("remote", "set-url", "origin", self.url)
             self._git("fetch", "--quiet", "--prune", "origin")
         if self._remote_has_branch():
             self._git("checkout", "--quiet", "-B", BRANCH, f"origin/{BRANCH}")

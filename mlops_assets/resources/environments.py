@@ -18,6 +18,7 @@ from mlops_assets.lib.release import (
     IMAGE_REPOSITORY_VAR,
     image_repository,
 )
+from mlops_assets.lib.relocation import relocate
 from mlops_assets.resources.alertmanager import alertmanager_from
 from mlops_assets.resources.bentos import BentoStore, local_bentos
 from mlops_assets.resources.data_registry import DataRegistryResource
@@ -76,6 +77,8 @@ def _metrics(env: Mapping[str, str], where: settings.Locations) -> MetricsGatewa
 
 def _local(env: Mapping[str, str]) -> dict[str, Any]:
     where = settings.locations(dict(env))
+    # A copied or moved state is re-pointed at its own folder before any resource uses it.
+    relocate(where)
     registry = DataRegistryResource(path=str(where.data_registry), dvc_remote=str(where.dvc_remote))
     return {
         "io_manager": LakeIOManager(base_url=str(where.lake), data_registry=registry),

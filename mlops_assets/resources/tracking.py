@@ -347,8 +347,8 @@ class MlflowTracking(dg.ConfigurableResource):
 
 def local_tracking(state: Path) -> MlflowTracking:
     """The embedded default: a SQLite store and an artifact folder in the state folder."""
-    folder = state / "mlflow"
+    where = settings.Locations(state)
     return MlflowTracking(
-        tracking_uri=f"sqlite:///{folder / 'mlflow.db'}",
-        artifact_location=(folder / "artifacts").as_uri(),
+        tracking_uri=f"sqlite:///{where.tracking_db}",
+        artifact_location=where.artifacts.as_uri(),
     )

@@ -200,3 +200,19 @@ def test_a_missing_kubernetes_base_is_named(tmp_path: Path) -> None:
     repo = _repo(tmp_path, manifests=str(tmp_path / "base"))
     with pytest.raises(DeploymentRepoError, match="no Kubernetes base"):
         repo.release(_release("1", "aaa"))
+
+
+def _digests(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_a_copied_deployment_folder_releases_into_its_own_remote(tmp_path: Path) -> None:
+    """The copy's checkout was cloned from the original's remote; it follows its own url."""
+    original, copied = tmp_path / "original", tmp_path / "copy"
+    _repo(original).release(_release("1", "aaa"))
+    before = _digests(original)
+    shutil.copytree(original, copied, symlinks=True)
+    outcome = _repo(copied).release(_release("2", "bbb"))
+    assert outcome.changed and outcome.state.live == "green"
+    assert len(_remote_log(copied)) == 2
+    assert _digests(original) == before

@@ -60,7 +60,52 @@ def test_registry_is_its_own_git_repo_with_a_local_remote(registry: DataRegistry
     assert (registry.root / ".git").is_dir()
     config = (registry.root / ".dvc" / "config").read_text()
     assert "analytics = False" in config
-    assert str(Path(registry.remote_url)) in config
+    # The folder remote is per machine and relative: not committed, no absolute path.
+    assert "url" not in config
+    local = registry.root / ".dvc" / "config.local"
+    assert "url = ../../remote" in local.read_text()
+    ignored = subprocess.run(["git", "check-ignore", "-q", str(local)], cwd=registry.root)
+    assert ignored.returncode == 0
+
+
+def files_of(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_a_moved_registry_keeps_versioning_into_the_remote_beside_it(tmp_path: Path):
+    old, new = tmp_path / "old", tmp_path / "new"
+    first = DataRegistry(old / "registry", str(old / "remote")).commit(PATH, b"one" * 50, "v1")
+    old.rename(new)
+    moved = DataRegistry(new / "registry", str(new / "remote"))
+    second = moved.commit(PATH, b"two" * 50, "v2")
+    shutil.rmtree(moved.root / ".dvc" / "cache")  # both versions come from the moved remote
+    assert moved.read(PATH, first.rev) == b"one" * 50
+    assert moved.read(PATH, second.rev) == b"two" * 50
+    assert not old.exists()
+
+
+def test_a_copied_registry_follows_its_remote_setting_not_the_recorded_one(tmp_path: Path):
+    """A registry made before remotes were relative records the absolute folder in its
+    committed config; a copy given another remote versions into that one only."""
+    original = DataRegistry(tmp_path / "a" / "registry", str(tmp_path / "a" / "remote"))
+    first = original.commit(PATH, b"one" * 50, "v1")
+    dvc_dir = original.root / ".dvc"
+    (dvc_dir / "config.local").unlink()
+    with (dvc_dir / "config").open("a") as config:
+        config.write(f"['remote \"default\"']\n    url = {original.remote_url}\n")
+    subprocess.run(["git", "commit", "-qam", "absolute remote"], cwd=original.root, check=True)
+    before = files_of(tmp_path / "a")
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    copy = DataRegistry(tmp_path / "b" / "registry", str(tmp_path / "elsewhere"))
+    second = copy.commit(PATH, b"two" * 50, "v2")
+    assert files_of(tmp_path / "a") == before
+    assert len(files_of(tmp_path / "elsewhere")) == 1  # v2's content, pushed to the setting
+    shutil.rmtree(copy.root / ".dvc" / "cache")
+    assert copy.read(PATH, second.rev) == b"two" * 50
+    # v1 is in the copied remote only, which the setting no longer names: a clear error.
+    with pytest.raises(DataRegistryError, match="cannot read"):
+        copy.read(PATH, first.rev)
+    assert files_of(tmp_path / "a") == before
 
 
 def test_registry_with_a_git_remote_shares_versions_between_clones(tmp_path: Path):
