@@ -57,6 +57,8 @@ ui-check: setup  ## open the lineage graph in headless Chromium, save $(STATE)/u
 	$(UV) run --frozen mlops-assets ui-check --state "$(STATE)"
 
 mlflow-ui: setup  ## MLflow UI on the local tracking store (http://127.0.0.1:5000)
+	@# A copied or moved state is re-pointed at its own artifacts first.
+	MLOPS_STATE_DIR="$(STATE)" $(UV) run --frozen mlops-assets where >/dev/null
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(UV) run --frozen mlflow ui --host 127.0.0.1 \
 		--port 5000 --workers 1 --backend-store-uri "sqlite:///$(STATE)/mlflow/mlflow.db"
 

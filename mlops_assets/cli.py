@@ -367,6 +367,12 @@ def _where(_: argparse.Namespace) -> int:
     where = settings.locations()
     for name in ("state", "dagster_home", "landing", "lake", "data_registry", "dvc_remote"):
         print(f"{name:13} {getattr(where, name)}")
+    if settings.environment() == "local":
+        from mlops_assets.lib.relocation import relocate
+
+        moved = relocate(where)  # as opening the resources would: a copy is re-pointed
+        if moved is not None:
+            print(f"{'re-pointed':13} from {moved.previous}, where it was last opened")
     return 0
 
 
@@ -451,7 +457,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_service_image(sub)
     _add_observe(sub)  # [template:only with_observability]
 
-    where = sub.add_parser("where", help="print where the local state lives")
+    where = sub.add_parser(
+        "where", help="print where the local state lives (and re-point a copied or moved one)"
+    )
     where.set_defaults(func=_where)
 
     from mlops_assets import ui_check  # standard library only; Playwright when the check runs

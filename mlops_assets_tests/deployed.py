@@ -6,7 +6,9 @@ shared by the deployment asset tests, the serving end-to-end tests and the servi
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import contextlib
+import shutil
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -159,6 +161,26 @@ def day_requests(deployment: Deployment) -> list[dict[str, Any]]:
     return out
 
 
+@contextlib.contextmanager
+def state_instance(state: Path) -> Iterator[dg.DagsterInstance]:
+    """The Dagster instance of ``state``: ``<state>/dagster_home`` with the project's
+    dagster.yaml (as ``prepare_dagster_home`` installs it), so a copy of the state carries
+    its history."""
+    home = settings.locations({settings.STATE_DIR_VAR: str(state)}).dagster_home
+    home.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(settings.project_root() / "dagster.yaml", home / "dagster.yaml")
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        yield instance
+
+
+def open_deployment(
+    state: Path, instance: dg.DagsterInstance, env: Mapping[str, str] | None = None
+) -> Deployment:
+    """Handles on ``state`` (deployed or not): its resources, loop cursors and instance."""
+    defs = build_defs({settings.STATE_DIR_VAR: str(state), **(env or {})})
+    return Deployment(state, instance, defs, LocalDaemon(defs, instance, state / "cursors.json"))
+
+
 def deploy(
     state: Path, instance: dg.DagsterInstance, env: Mapping[str, str] | None = None
 ) -> Deployment:
@@ -168,11 +190,9 @@ def deploy(
     The caller sets ``MLOPS_STATE_DIR`` to ``state`` for the duration (resources read it);
     ``env`` adds settings of the resources (e.g. ``MLOPS_PUSHGATEWAY_URL``).
     """
-    defs = build_defs({settings.STATE_DIR_VAR: str(state), **(env or {})})
-    replay(state / "landing", TRAIN_START, TRAIN_DAYS)
-    loop = LocalDaemon(defs, instance, state / "cursors.json")
-    loop.run_until_idle()
-    deployment = Deployment(state, instance, defs, loop)
+    deployment = open_deployment(state, instance, env)
+    replay(state / "landing", TRAIN_START, TRAIN_DAYS)  # the reference tables too
+    deployment.loop.run_until_idle()
     result = deployment.train()
     if not result.success:
         raise RuntimeError("training the first champion failed")

@@ -6,7 +6,9 @@ release points the deployment checkout at the remote it is given. MLflow is the 
 its SQLite store records absolute ``file://`` artifact locations (experiments, runs, logged
 models, model versions) and has no API to move them, so a copy would keep reading and
 writing the original's artifacts. ``relocate`` re-points those records when the state is
-opened in another folder than the last time, which a marker file in the state records.
+opened in another folder than the last time, which a marker file in the state records
+(with each logged model's ``MLmodel`` file, and the deployment checkout's remote, so no
+file of the state names the original's folder).
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ if TYPE_CHECKING:
 
 # Where the state folder was last opened (one line: its absolute path).
 MARKER = ".location"
+# The line of a logged model's MLmodel file that records its location.
+_KEY = "artifact_path: "
 # Declared column types of SQLite that hold text (MLflow's are VARCHAR(n) and TEXT).
 _TEXT_TYPES = ("CHAR", "TEXT", "CLOB")
 
@@ -39,7 +43,8 @@ class Relocation:
     Attributes:
         previous: Where the state was last opened (a copy's original, a move's old place).
         current: Where it is now.
-        tracking_records: MLflow records whose artifact location now lies in ``current``.
+        tracking_records: MLflow records (store rows, ``MLmodel`` files) whose artifact
+            location now lies in ``current``.
     """
 
     previous: Path
@@ -75,6 +80,9 @@ def relocate(where: Locations) -> Relocation | None:
         previous = Path(recorded) if recorded else _tracking_origin(where)
         moved = previous if previous is not None and previous != state else None
         records = _repoint_tracking(where.tracking_db, moved, state) if moved else 0
+        records += _repoint_models(where.artifacts, moved, state) if moved else 0
+        if moved:
+            _repoint_checkout(where.deployment / "checkout", moved, state)
         partial = marker.with_name(f"{MARKER}.tmp")
         partial.write_text(str(state), encoding="utf-8")
         os.replace(partial, marker)
@@ -134,6 +142,44 @@ def _repoint_tracking(tracking_db: Path, previous: Path, current: Path) -> int:
                         (new, len(old) + 1, len(old), old),
                     ).rowcount
     return changed
+
+
+def _repoint_models(artifact_root: Path, previous: Path, current: Path) -> int:
+    """Rewrites the location each logged model's ``MLmodel`` file records.
+
+    MLflow reads ``artifact_path`` back as the model's location (e.g. its input example).
+    """
+    old, new = f"{_KEY}{previous.as_uri()}/", f"{_KEY}{current.as_uri()}/"
+    changed = 0
+    for path in artifact_root.glob("models/*/artifacts/MLmodel"):
+        text = path.read_text(encoding="utf-8")
+        lines = [
+            new + line[len(old) :] if line.startswith(old) else line for line in text.split("\n")
+        ]
+        if (rewritten := "\n".join(lines)) != text:
+            partial = path.with_name(f"{path.name}.tmp")
+            partial.write_text(rewritten, encoding="utf-8")
+            os.replace(partial, path)
+            changed += 1
+    return changed
+
+
+def _repoint_checkout(checkout: Path, previous: Path, current: Path) -> None:
+    """Points the releases' checkout at the deployment remote in ``current``.
+
+    The next release would too; until then its git config names the original's remote.
+    """
+    if not (checkout / ".git").is_dir():
+        return
+    import subprocess
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=checkout, capture_output=True, text=True)
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    url = git("remote", "get-url", "origin")
+    if url.startswith(f"{previous}/"):
+        git("remote", "set-url", "origin", f"{current}/{url[len(str(previous)) + 1 :]}")
 
 
 def _text_columns(db: sqlite3.Connection, table: str) -> list[str]:

@@ -27,14 +27,12 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import shutil
 import time
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 from typing import Any
 
-import dagster as dg
 import pandas as pd
 import pytest
 
@@ -53,7 +51,7 @@ from mlops_assets.defs.retraining import POLICY_VAR
 from mlops_assets.lib.replay import replay
 from mlops_assets.processes import wait_for
 from mlops_assets_tests.assets.test_monitoring import TEST_POLICY
-from mlops_assets_tests.deployed import PREDICT_DAY, deploy, shuffle_labels
+from mlops_assets_tests.deployed import PREDICT_DAY, deploy, shuffle_labels, state_instance
 from mlops_assets_tests.e2e.daemon import (
     AUTOMATION_SENSOR,
     BROKEN,
@@ -151,11 +149,7 @@ class ClosedLoop:
 
 
 def deploy_in_process(state: Path) -> None:
-    """``deploy`` on a Dagster instance in ``<state>/dagster_home`` with the project's
-    dagster.yaml (as ``prepare_dagster_home`` installs it), closed before the server starts."""
-    home = settings.locations({settings.STATE_DIR_VAR: str(state)}).dagster_home
-    home.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(settings.project_root() / "dagster.yaml", home / "dagster.yaml")
+    """``deploy`` on the state's own Dagster instance, closed before the server starts."""
     # The automation evaluations log every asset at DEBUG: thousands of captured lines that
     # would bury the server diagnostics of a failure report.
     dagster_logger = logging.getLogger("dagster")
@@ -166,7 +160,7 @@ def deploy_in_process(state: Path) -> None:
             mp.setenv(settings.STATE_DIR_VAR, str(state))
             mp.setenv(settings.ENV_VAR, "local")
             mp.delenv("DAGSTER_HOME", raising=False)
-            with dg.DagsterInstance.from_config(str(home)) as instance:
+            with state_instance(state) as instance:
                 deploy(state, instance)
     finally:
         dagster_logger.setLevel(level)

@@ -19,27 +19,37 @@ ready, the fuzz ~10 to 20 s.
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import json
 import re
 import secrets
+import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Any
 
-import dagster as dg
 import pandas as pd
 import pytest
 
-from mlops_assets import settings
+from mlops_assets import cli, settings
 from mlops_assets.lib.features import WEATHER_FIELDS
+from mlops_assets.lib.fingerprints import md5_bytes
 from mlops_assets.lib.scoring import EXAMPLE_REQUEST, MAX_BATCH
 from mlops_assets.processes import HOST
 from mlops_assets.serving.guard import API_KEY_VARIABLE, MAX_BODY_BYTES, PROTECTED_PATHS
-from mlops_assets_tests.deployed import PREDICT_DAY, Deployment, day_requests, deploy
+from mlops_assets_tests.deployed import (
+    PREDICT_DAY,
+    Deployment,
+    day_requests,
+    deploy,
+    open_deployment,
+    state_instance,
+)
 from mlops_assets_tests.e2e.servers import REQUEST_TIMEOUT, BentoServer, Servers
 
 pytestmark = pytest.mark.e2e
@@ -63,7 +73,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         mp.setenv(settings.STATE_DIR_VAR, str(state))
         mp.delenv(settings.ENV_VAR, raising=False)
         mp.delenv(API_KEY_VARIABLE, raising=False)
-        with dg.instance_for_test() as instance:
+        with state_instance(state) as instance:  # in the state: a copy carries its history
             yield deploy(state, instance)
 
 
@@ -132,6 +142,80 @@ def assert_prediction(answer: dict[str, Any], request: dict[str, Any], version: 
     assert 0.0 < answer["threshold"] < 1.0, answer
     assert answer["delayed"] == (answer["probability"] >= answer["threshold"]), answer
     assert answer["model_version"] == version, answer
+
+
+# -- 0. a copied, then moved state -----------------------------------------------------------
+# First in the module: no server of the original runs yet, whose prediction log could flush
+# into the original while the copy is checked.
+
+RELOCATED_DAYS = (date(2013, 1, 23), date(2013, 1, 24))
+
+
+def _digests(folder: Path) -> dict[str, str]:
+    return {
+        str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and not path.is_symlink()
+    }
+
+
+def _naming(state: Path, folder: Path) -> list[str]:
+    """Files of ``state`` that name ``folder``, except the Dagster history (its event log
+    records where each run wrote, like any log)."""
+    needle = str(folder).encode()
+    return [
+        str(path.relative_to(state))
+        for path in state.rglob("*")
+        if path.is_file()
+        and not path.is_relative_to(state / "dagster_home")
+        and needle in path.read_bytes()
+    ]
+
+
+def _use_on_its_own(state: Path, day: date, bento_tag: str, servers: Servers) -> None:
+    """A day landed and processed, a restore, a reproduction and a served prediction, all
+    from ``state`` (selected by ``MLOPS_STATE_DIR`` as a user would)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(settings.STATE_DIR_VAR, str(state))
+        with state_instance(state) as instance:
+            here = open_deployment(state, instance)
+            here.land(day)
+            assert here.metadata("batch_predictions", day.isoformat())["model_version"] == "1"
+            features = here.metadata("flight_features", day.isoformat())
+        rev = str(features["registry_rev"])
+        assert cli.main(["restore", "flight_features", day.isoformat(), "--rev", rev]) == 0
+        restored = state / "restored" / rev[:12] / "flight_features" / f"{day}.parquet"
+        assert md5_bytes(restored.read_bytes()) == features["dvc_md5"]
+        assert cli.main(["reproduce", "--model-version", "1"]) == 0  # identical metrics
+        server = servers.bentoml(bento_tag, state / "bentoml", {settings.STATE_DIR_VAR: str(state)})
+        with server.report_on_failure():
+            response = server.post("/predict", EXAMPLE_REQUEST)
+            assert response.status_code == 200, response.text
+            assert response.json()["model_version"] == "1"
+        servers.stop(server)  # flushes the prediction log
+    assert list((state / "prediction_log").rglob("*.jsonl")), "nothing logged in the state"
+
+
+def test_a_copied_then_moved_state_works_on_its_own_and_the_original_is_unchanged(
+    deployment: Deployment,
+    bento_tag: str,
+    servers: Servers,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    original = deployment.state
+    before = _digests(original)
+    base = tmp_path_factory.mktemp("relocated")
+    copy, moved = base / "copy", base / "moved"
+    shutil.copytree(original, copy, symlinks=True)
+    _use_on_its_own(copy, RELOCATED_DAYS[0], bento_tag, servers)
+    assert _digests(original) == before
+    assert _naming(copy, original) == []
+
+    copy.rename(moved)
+    _use_on_its_own(moved, RELOCATED_DAYS[1], bento_tag, servers)
+    assert not copy.exists(), "something wrote to where the state was before the move"
+    assert _naming(moved, copy) == []
+    assert _digests(original) == before
 
 
 # -- 1. valid requests ------------------------------------------------------------------------
