@@ -200,14 +200,16 @@ class DataRegistry:
         local.write()
 
     def _know(self, rev: str) -> None:
-        """Makes ``rev`` readable here: the registry exists and uses ``remote_url``.
+        """Makes ``rev`` readable here: an existing registry reads from ``remote_url``.
 
         With a git remote, clones the registry if this machine has no work tree yet, and
         fetches when the work tree does not know ``rev`` (committed by another machine).
         """
-        self.ensure()
         if not self.git_remote:
+            if (self.root / ".dvc").exists():  # nothing to read from a registry never made
+                self.ensure()
             return
+        self.ensure()
         if not self._git("rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}", check=False):
             with self._lock():
                 self._git("fetch", "--quiet", "origin", check=False)

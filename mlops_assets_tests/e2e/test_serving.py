@@ -7,14 +7,18 @@ fixture, twice: open (no API key), and in the production flavour with a random A
 server with a ``BENTOML_HOME`` of its own that links to the store, see
 ``servers.private_home``).
 
+First, the state is copied and the copy moved: each lands a day, restores its features,
+reproduces the champion and serves it on its own, while the original stays byte for byte
+unchanged (the deployment's Dagster instance lives in the state, so copies carry it).
+
 Checked: answers for real flights, batch order, online/offline consistency with the
 ``batch_predictions`` asset for every flight of the day, every kind of bad input answered with
 a precise 4xx (never 5xx, the server keeps serving), the API key (and that it never reaches
 the log), the refusal to start in production without a key, the Prometheus metrics, and a
 bounded schemathesis fuzz of the prediction endpoints against the served OpenAPI schema.
 
-Runtime: roughly 2 to 3 minutes: the deployment takes 75 to 120 s, each server ~8 s to get
-ready, the fuzz ~10 to 20 s.
+Runtime: roughly 2.5 to 3.5 minutes: the deployment takes 75 to 120 s, each server ~8 s to
+get ready, the copy and the move ~30 s each, the fuzz ~10 to 20 s.
 """
 
 from __future__ import annotations

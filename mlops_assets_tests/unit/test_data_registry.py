@@ -334,3 +334,10 @@ def test_a_failed_publish_whose_withdrawal_fails_names_the_revision(
     assert "Permission denied" in message and "unreachable" in message
     assert (lake / "2013-01-05.parquet").read_bytes() == b"first"
     assert _leftovers(lake) == []
+
+
+def test_reading_a_registry_never_made_creates_nothing(tmp_path: Path):
+    registry = DataRegistry(tmp_path / "registry", str(tmp_path / "remote"))
+    with pytest.raises(DataRegistryError, match="cannot read"):
+        registry.read(PATH, "0" * 40)
+    assert not registry.root.exists()
