@@ -17,8 +17,9 @@ a precise 4xx (never 5xx, the server keeps serving), the API key (and that it ne
 the log), the refusal to start in production without a key, the Prometheus metrics, and a
 bounded schemathesis fuzz of the prediction endpoints against the served OpenAPI schema.
 
-Runtime: roughly 2.5 to 3.5 minutes: the deployment takes 75 to 120 s, each server ~8 s to
-get ready, the copy and the move ~30 s each, the fuzz ~10 to 20 s.
+Runtime: roughly 3 to 4 minutes: the deployment takes 75 to 120 s, each server ~8 s to get
+ready, the copy and the move 20 to 25 s each (a day through the graph ~11 s, a server, a
+restore and a reproduction ~1 s each), the fuzz ~10 to 20 s.
 """
 
 from __future__ import annotations
