@@ -79,9 +79,10 @@ def relocate(where: Locations) -> Relocation | None:
         # A state from before the marker: it was made where its artifact root was.
         previous = Path(recorded) if recorded else _tracking_origin(where)
         moved = previous if previous is not None and previous != state else None
-        records = _repoint_tracking(where.tracking_db, moved, state) if moved else 0
-        records += _repoint_models(where.artifacts, moved, state) if moved else 0
-        if moved:
+        records = 0
+        if moved is not None:
+            records = _repoint_tracking(where.tracking_db, moved, state)
+            records += _repoint_models(where.artifacts, moved, state)
             _repoint_checkout(where.deployment / "checkout", moved, state)
         partial = marker.with_name(f"{MARKER}.tmp")
         partial.write_text(str(state), encoding="utf-8")
