@@ -71,6 +71,31 @@ def _replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def _landing_manifest(args: argparse.Namespace) -> int:
+    from mlops_assets.lib.landing import LandingFileError
+    from mlops_assets.lib.manifest import write_manifest
+
+    landing = Path(args.landing) if args.landing else settings.locations().landing
+    try:
+        manifest = write_manifest(landing, args.day)
+    except LandingFileError as error:
+        return _failed(error)
+    files = ", ".join(f"{key} ({e.rows} rows)" for key, e in sorted(manifest.files.items()))
+    print(f"wrote {landing}/manifests/{args.day}.json: {files}")
+    return 0
+
+
+def _add_landing_manifest(sub: Any) -> None:
+    manifest = sub.add_parser(
+        "landing-manifest",
+        help="write a day's manifest for the files in the landing zone (rows, bytes, sha256): "
+        "the signal that the day is complete, for an upstream that cannot write it",
+    )
+    manifest.add_argument("--day", type=date.fromisoformat, required=True, help="e.g. 2013-01-05")
+    manifest.add_argument("--landing", help="landing root (default: <state>/landing)")
+    manifest.set_defaults(func=_landing_manifest)
+
+
 # The main job's default window: a champion trained on three weeks of July decays in early
 # August, the retraining's challenger passes the gate and a three-day shadow trial promotes
 # it (docs/monitoring.md). The retraining's 28-day window lies inside the replayed days.
@@ -389,6 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--landing", help="landing root (default: <state>/landing)")
     replay.add_argument("--skip-existing", action="store_true")
     replay.set_defaults(func=_replay)
+    _add_landing_manifest(sub)
 
     demo = sub.add_parser(
         "demo",

@@ -21,6 +21,10 @@ STATE_DIR_VAR = "MLOPS_STATE_DIR"
 LOG_FORMAT_VAR = "MLOPS_LOG_FORMAT"
 LOG_FORMATS = ("text", "json")
 
+# Whether a landing day waits for its manifest (docs/data.md, "Complete deliveries").
+LANDING_MANIFESTS_VAR = "MLOPS_LANDING_MANIFESTS"
+LANDING_MANIFEST_MODES = ("required", "optional")
+
 Environment = Literal["local", "production"]
 LogFormat = Literal["text", "json"]
 
@@ -70,6 +74,23 @@ def log_format(env: Mapping[str, str] | None = None) -> LogFormat:
     if value not in LOG_FORMATS:
         raise ValueError(f"{LOG_FORMAT_VAR} must be one of {', '.join(LOG_FORMATS)}, got {raw!r}")
     return value  # type: ignore[return-value]
+
+
+def manifests_required(env: Mapping[str, str] | None = None) -> bool:
+    """Whether landing days need a manifest: ``required`` (default) or ``optional``.
+
+    ``optional`` is for an upstream that cannot write manifests: a day without one is
+    ingested as it arrives (contracts only); a day with one is still checked against it.
+
+    Raises:
+        ValueError: if ``MLOPS_LANDING_MANIFESTS`` holds anything else.
+    """
+    raw = (env if env is not None else os.environ).get(LANDING_MANIFESTS_VAR, "")
+    value = raw.strip().lower() or LANDING_MANIFEST_MODES[0]
+    if value not in LANDING_MANIFEST_MODES:
+        allowed = ", ".join(LANDING_MANIFEST_MODES)
+        raise ValueError(f"{LANDING_MANIFESTS_VAR} must be one of {allowed}, got {raw!r}")
+    return value == "required"
 
 
 def project_root() -> Path:

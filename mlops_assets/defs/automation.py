@@ -26,22 +26,32 @@ def references_ready(instance: dg.DagsterInstance) -> bool:
     return all(instance.get_latest_materialization_event(k) for k in REFERENCE_ASSETS.values())
 
 
+# Waiting files named in a tick's skip reason (the tick's log names them all).
+WAITING_SHOWN = 3
+
+
 def landing_run_requests(
     context: dg.SensorEvaluationContext, landing: LandingZone
 ) -> Iterator[dg.RunRequest | dg.SkipReason]:
     """One sensor tick: scan, plan with the plain helper, emit requests, move the cursor."""
     from mlops_assets.lib.landing import plan_landing_runs, scan
+    from mlops_assets.lib.manifest import listing
 
     seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
+    root = landing.root()
     plan = plan_landing_runs(
-        scan(landing.root()),
+        scan(root),
         seen,
         first_day=settings.PARTITION_START,
         end_day=settings.PARTITION_END,
         references_ready=references_ready(context.instance),
+        listing=lambda day: listing(root, day),
+        require_manifests=landing.require_manifests,
     )
     for reason in plan.skipped:
         context.log.warning(f"landing file skipped: {reason}")
+    for reason in plan.waiting:
+        context.log.warning(f"landing file waits: {reason}")
     if plan.references:
         names, run_key = plan.references
         yield dg.RunRequest(
@@ -58,12 +68,19 @@ def landing_run_requests(
         )
     context.update_cursor(json.dumps(plan.seen, sort_keys=True))
     if not plan.references and not plan.days:
-        detail = (
-            f"; {len(plan.deferred)} day file(s) wait for the reference tables"
-            if (plan.deferred)
-            else ""
-        )
-        yield dg.SkipReason(f"no new landing files{detail}")
+        yield dg.SkipReason(_nothing_to_run(plan.deferred, plan.waiting))
+
+
+def _nothing_to_run(deferred: list[str], waiting: list[str]) -> str:
+    """The skip reason of a tick: what waits, and for what (the UI shows it on the tick)."""
+    reason = "no new landing files"
+    if deferred:
+        reason += f"; {len(deferred)} day file(s) wait for the reference tables"
+    if waiting:
+        more = len(waiting) - WAITING_SHOWN
+        tail = f"; and {more} more (in the tick's log)" if more > 0 else ""
+        reason += f"; {len(waiting)} incomplete: " + "; ".join(waiting[:WAITING_SHOWN]) + tail
+    return reason
 
 
 @dg.sensor(
@@ -72,7 +89,8 @@ def landing_run_requests(
     minimum_interval_seconds=LANDING_INTERVAL,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Watches the landing zone and requests the partitions of new or re-delivered "
-    "files (cursor: landing path -> size and mtime).",
+    "files once their day's manifest lists them (cursor: landing path -> size and mtime); "
+    "files still waiting are named in the tick.",
 )
 def landing_sensor(context: dg.SensorEvaluationContext, landing: LandingZone) -> Iterator[Any]:
     """Requests raw partitions for files that appear in the landing zone."""

@@ -61,7 +61,8 @@ def validated_output(
 
     Args:
         validate: Reads and validates the data; raises ``ContractViolation`` or
-            ``LandingFileError`` on bad input.
+            ``LandingFileError`` on bad input (an unreadable file, or one that does not
+            match its manifest).
         source: Where the data came from, for metadata.
         metadata: Extra materialization metadata.
         check: Name of the check spec that reports the contract.
@@ -85,7 +86,7 @@ def validated_output(
         return
     except LandingFileError as error:
         reported = report(1) if report else {}
-        details = {"source": source, "rules_broken": ["readable_csv"], **reported}
+        details = {"source": source, "rules_broken": [error.rule], **reported}
         yield from failed(check, str(error), details)
         return
     reported = report(0) if report else {}

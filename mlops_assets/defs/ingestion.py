@@ -85,20 +85,20 @@ def raw_flights(
 ) -> Iterator[Any]:
     """One day of scheduled and flown departures from New York, as delivered and validated.
 
-    Reads `flights/<day>.csv` from the landing zone and validates it against the `flights`
+    Reads `flights/<day>.csv` from the landing zone, checks it against the day's manifest
+    (rows, bytes, SHA-256: a cut file is caught here) and validates it against the `flights`
     contract (types, ranges, known carriers and airports, unique flight key, every row on
     this day, null rules) before anything is written. A broken file fails the `contract`
     check with a table of failure cases and leaves the stored partition untouched. The
     verdict and the file's arrival are pushed to the Pushgateway when one is configured.
     """
     from mlops_assets.lib import contracts
-    from mlops_assets.lib.landing import read_csv
 
     day = date.fromisoformat(context.partition_key)
     path = landing.path("flights", day)
     schema = contracts.flights_schema(airlines["carrier"], airports["faa"], day)
     yield from validated_output(
-        lambda: contracts.validate(read_csv(path), schema, source=str(path)),
+        lambda: contracts.validate(landing.read("flights", day), schema, source=str(path)),
         source=str(path),
         metadata={"landing_path": dg.MetadataValue.path(str(path))},
         report=_contract_reporter(context, metrics, "flights", path),
@@ -116,16 +116,17 @@ def raw_weather(
 ) -> Iterator[Any]:
     """Hourly weather at the three New York airports for one day, as delivered and validated.
 
-    Reads `weather/<day>.csv` and validates it against the `weather` contract (plausible
+    Reads `weather/<day>.csv`, checks it against the day's manifest and validates it against
+    the `weather` contract (plausible
     ranges, one reading per airport and hour, not empty) before anything is written.
     """
     from mlops_assets.lib import contracts
-    from mlops_assets.lib.landing import read_csv
 
     day = date.fromisoformat(context.partition_key)
     path = landing.path("weather", day)
+    schema = contracts.weather_schema(day)
     yield from validated_output(
-        lambda: contracts.validate(read_csv(path), contracts.weather_schema(day), source=str(path)),
+        lambda: contracts.validate(landing.read("weather", day), schema, source=str(path)),
         source=str(path),
         metadata={"landing_path": dg.MetadataValue.path(str(path))},
         report=_contract_reporter(context, metrics, "weather"),

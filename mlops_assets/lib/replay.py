@@ -13,7 +13,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from mlops_assets.lib import source as default_source
-from mlops_assets.lib.landing import DAY_DATASETS, REFERENCE_DATASETS, landing_path
+from mlops_assets.lib.landing import (
+    DAY_DATASETS,
+    REFERENCE_DATASETS,
+    landing_path,
+    manifest_path,
+)
+from mlops_assets.lib.manifest import write_manifest
 from mlops_assets.lib.storage import write_atomic
 
 if TYPE_CHECKING:
@@ -60,8 +66,10 @@ def replay(
 
     The day datasets are split into days by their ``year``, ``month`` and ``day`` columns.
     Files are written atomically (temporary name, then rename), so a watcher never sees a
-    partial file. A day with no rows in the source (the weather of 2013-12-31 in the demo
-    data) produces a header-only file, as an upstream export of an empty day would.
+    partial file. Each day's manifest (``lib/manifest.py``) is written after its files, as
+    the signal that the day is complete. A day with no rows in the source (the weather of
+    2013-12-31 in the demo data) produces a header-only file, as an upstream export of an
+    empty day would.
 
     Args:
         landing: Root of the landing zone.
@@ -73,7 +81,7 @@ def replay(
             ``mlops_assets.lib.source``.
 
     Returns:
-        The days, the files written and row counts per dataset.
+        The days, the files written (manifests last) and row counts per dataset.
     """
     if days < 1:
         raise ValueError("days must be at least 1")
@@ -81,6 +89,7 @@ def replay(
     wanted = [start + timedelta(days=i) for i in range(days)]
     written: list[str] = []
     rows: dict[str, int] = {}
+    touched: set[date] = set()
     for dataset in DAY_DATASETS:
         table = upstream.read_source_table(dataset)
         groups = dict(iter(table.groupby(day_keys(table), sort=False)))
@@ -91,7 +100,14 @@ def replay(
             frame = groups.get(day.isoformat(), table.iloc[0:0])
             write_atomic(target, frame.to_csv(index=False).encode())
             written.append(str(target))
+            touched.add(day)
             rows[dataset] = rows.get(dataset, 0) + len(frame)
+    for day in wanted:
+        target = manifest_path(landing, day)
+        if day not in touched and target.exists():
+            continue
+        write_manifest(landing, day)
+        written.append(str(target))
     if include_reference:
         for name in REFERENCE_DATASETS:
             target = landing_path(landing, name)

@@ -59,6 +59,8 @@ OPTIONAL_PRODUCTION_VARS: dict[str, str] = {
     ALERTMANAGER_URL_VAR: "Alertmanager that failed runs and blocking checks are posted to, e.g. "
     "http://alertmanager:9093 (default: no alerts from Dagster)",
     DAGSTER_UI_URL_VAR: "address of the Dagster UI, for run links in those alerts (default: none)",
+    settings.LANDING_MANIFESTS_VAR: "required: a landing day waits for its manifest; optional: "
+    "a day without one is ingested unchecked (default required; docs/data.md)",
     "MLOPS_STATE_DIR": "local working folder of runs: registry work tree, BentoML store "
     "(default <project>/state)",
 }
@@ -83,7 +85,9 @@ def _local(env: Mapping[str, str]) -> dict[str, Any]:
     return {
         "io_manager": LakeIOManager(base_url=str(where.lake), data_registry=registry),
         "lake": LakeReader(base_url=str(where.lake)),
-        "landing": LandingZone(url=str(where.landing)),
+        "landing": LandingZone(
+            url=str(where.landing), require_manifests=settings.manifests_required(env)
+        ),
         "data_registry": registry,
         "tracking": local_tracking(where.state),
         "bentos": local_bentos(where.state, image_repository(env)),
@@ -122,7 +126,10 @@ def _production(env: Mapping[str, str]) -> dict[str, Any]:
         "tracking": MlflowTracking(
             tracking_uri=dg.EnvVar("MLFLOW_TRACKING_URI"), artifact_location=artifacts
         ),
-        "landing": LandingZone(url=dg.EnvVar("MLOPS_LANDING_URL")),
+        "landing": LandingZone(
+            url=dg.EnvVar("MLOPS_LANDING_URL"),
+            require_manifests=settings.manifests_required(env),
+        ),
         "data_registry": registry,
         "prediction_log": PredictionLog(
             root=env.get(PREDICTION_LOG_VAR)
