@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import pandas as pd
 import pytest
 
 from mlops_assets import settings
@@ -23,6 +24,7 @@ from mlops_assets.defs import alerting, ingestion
 from mlops_assets.lib.replay import replay
 from mlops_assets.resources import build_resources
 from mlops_assets.resources.alertmanager import Alertmanager
+from mlops_assets_tests.deliveries import land_day
 
 DAY = "2013-01-01"
 ASSETS = [ingestion.airlines, ingestion.airports, ingestion.raw_flights]
@@ -61,13 +63,9 @@ def run_day(instance: dg.DagsterInstance, resources: dict[str, Any]) -> dg.Execu
     )
 
 
-def break_flights(path: Path) -> None:
-    """Every flight of the file flown by a carrier that does not exist."""
-    import pandas as pd
-
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    frame["carrier"] = "Q9"
-    frame.to_csv(path, index=False)
+def break_flights(flights: pd.DataFrame) -> None:
+    """Every flight of the day flown by a carrier that does not exist."""
+    flights["carrier"] = "Q9"
 
 
 @contextmanager
@@ -78,8 +76,7 @@ def bad_day(root: Path) -> Iterator[BadDay]:
     with pytest.MonkeyPatch.context() as patch, dg.instance_for_test() as instance:
         patch.setenv(settings.STATE_DIR_VAR, str(state))
         landing = settings.locations(env).landing
-        replay(landing, date.fromisoformat(DAY), 1)
-        break_flights(landing / "flights" / f"{DAY}.csv")
+        land_day(landing, date.fromisoformat(DAY), break_flights, include_reference=True)
         resources = build_resources(env)
         assert dg.materialize(ASSETS[:2], instance=instance, resources=resources).success
         failed = run_day(instance, resources)

@@ -23,6 +23,7 @@ from mlops_assets.lib.features import WEATHER_FIELDS
 from mlops_assets.lib.replay import replay
 from mlops_assets.lib.scoring import REQUEST_FLIGHT_FIELDS
 from mlops_assets.local_daemon import LocalDaemon
+from mlops_assets_tests.deliveries import land_day
 
 TRAIN_START = date(2013, 1, 1)
 TRAIN_DAYS = 21
@@ -103,11 +104,7 @@ class Deployment:
 
     def land_edited(self, day: date, edit: Callable[[pd.DataFrame], None]) -> None:
         """Lands a real day after ``edit`` changed its flights file, then runs the loop."""
-        replay(self.state / "landing", day, 1, include_reference=False)
-        path = self.state / "landing" / "flights" / f"{day.isoformat()}.csv"
-        flights = pd.read_csv(path, dtype=str, keep_default_na=False)
-        edit(flights)
-        flights.to_csv(path, index=False)
+        land_day(self.state / "landing", day, edit)
         self.loop.run_until_idle()
 
     def metadata(self, asset: str, partition: str | None = None) -> dict[str, Any]:

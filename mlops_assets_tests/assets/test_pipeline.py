@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import os
 import subprocess
-import time
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -25,9 +23,11 @@ from mlops_assets.definitions import build_defs
 from mlops_assets.lib.data_registry import DataRegistry
 from mlops_assets.lib.replay import replay
 from mlops_assets.local_daemon import LocalDaemon
+from mlops_assets_tests.deliveries import redeliver
 from mlops_assets_tests.faults import failure_text, refused_commits, staged_leftovers
 
 DAY = "2013-01-01"
+FIRST = date.fromisoformat(DAY)
 
 
 class Pipeline:
@@ -191,9 +191,9 @@ def test_bad_redelivery_fails_clearly_and_loses_nothing(pipeline: Pipeline, case
     before_raw = pipeline.digest("raw_flights", DAY)
     before_features = pipeline.digest("flight_features", DAY)
     stored = len(pipeline.materializations("raw_flights", DAY))
-    landing_file = pipeline.where.landing / "flights" / f"{DAY}.csv"
-    landing_file.write_bytes(_bad_flights(pipeline, mutate))
-    os.utime(landing_file, ns=(time.time_ns(), time.time_ns()))  # always a new delivery
+    landing_file = redeliver(
+        pipeline.where.landing, "flights", FIRST, _bad_flights(pipeline, mutate)
+    )
 
     outcomes = pipeline.loop.tick_landing()
     assert [(o.partition, o.success) for o in outcomes] == [(DAY, False)]
@@ -223,9 +223,7 @@ def test_a_rejected_day_is_one_line_on_an_error_level_console(
     # The local loop at ERROR: Dagster's step-failure record without the dg.Failure's stack.
     monkeypatch.setattr(pipeline.loop, "log_level", "ERROR")
     before = pipeline.digest("raw_flights", DAY)
-    landing_file = pipeline.where.landing / "flights" / f"{DAY}.csv"
-    landing_file.write_bytes(_bad_flights(pipeline, _blank_date_parts))
-    os.utime(landing_file, ns=(time.time_ns(), time.time_ns()))
+    redeliver(pipeline.where.landing, "flights", FIRST, _bad_flights(pipeline, _blank_date_parts))
     capfd.readouterr()
     [outcome] = pipeline.loop.tick_landing()
     printed = capfd.readouterr().err

@@ -33,7 +33,6 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import pytest
 
 from mlops_assets import settings
@@ -51,6 +50,7 @@ from mlops_assets.defs.retraining import POLICY_VAR
 from mlops_assets.lib.replay import replay
 from mlops_assets.processes import wait_for
 from mlops_assets_tests.assets.test_monitoring import TEST_POLICY
+from mlops_assets_tests.deliveries import land_day
 from mlops_assets_tests.deployed import PREDICT_DAY, deploy, shuffle_labels, state_instance
 from mlops_assets_tests.e2e.daemon import (
     AUTOMATION_SENSOR,
@@ -185,11 +185,7 @@ def loop(tmp_path_factory: pytest.TempPathFactory, servers: Servers) -> Iterator
 def land_degraded(landing: Path, day: date) -> None:
     """Lands a real day whose arrival delays are shuffled among its flights (server down, so
     the file is rewritten in place)."""
-    replay(landing, day, 1, include_reference=False)
-    path = landing / "flights" / f"{day.isoformat()}.csv"
-    flights = pd.read_csv(path, dtype=str, keep_default_na=False)
-    shuffle_labels(flights)
-    flights.to_csv(path, index=False)
+    land_day(landing, day, shuffle_labels)
 
 
 def single_event(server: DagsterDev, asset: str, day: date) -> dict[str, Any]:

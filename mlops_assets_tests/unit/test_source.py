@@ -19,6 +19,7 @@ import pytest
 from mlops_assets import settings
 from mlops_assets.lib import contracts, features, source
 from mlops_assets.lib.landing import DAY_DATASETS, REFERENCE_DATASETS, landing_path, read_csv
+from mlops_assets.lib.manifest import read_manifest, write_manifest
 from mlops_assets.lib.replay import ReplaySummary, day_keys, replay
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "fixtures" / "swap" / "synthetic_source.py"
@@ -82,7 +83,10 @@ def test_replay_writes_every_file(upstream: tuple[ModuleType, date], replayed):
     _, first = upstream
     landing, summary = replayed
     assert summary.days == [first + timedelta(days=i) for i in range(DAYS)]
-    assert len(summary.files) == DAYS * len(DAY_DATASETS) + len(REFERENCE_DATASETS)
+    # A manifest per day, written after the day's files.
+    assert len(summary.files) == DAYS * (len(DAY_DATASETS) + 1) + len(REFERENCE_DATASETS)
+    for day in summary.days:
+        assert read_manifest(landing, day) == write_manifest(landing, day)
     assert all(summary.rows[dataset] > 0 for dataset in DAY_DATASETS)
     assert not list(landing.rglob(".*.tmp"))
 
