@@ -274,7 +274,8 @@ def plan_landing_runs(
     """Decides which partitions a landing-sensor tick requests.
 
     A file is new when its key is not in ``seen`` or its fingerprint changed (a
-    re-delivery); a new or re-delivered manifest makes every file of its day new. A day file
+    re-delivery); a re-delivered manifest with no new file makes its day's files new again
+    (the upstream corrected the manifest of a blocked day). A day file
     is requested once its day's manifest lists it (without a manifest, only when manifests
     are not required); until then it waits, reported in ``waiting``. Run keys contain the
     fingerprints (the manifest's too), so the same delivery never yields two runs, even if
@@ -295,8 +296,9 @@ def plan_landing_runs(
     for item in files:
         found.add(item, first_day, end_day, references_ready)
     for day, listed in found.manifests.items():
-        if day in found.news and seen.get(listed.key) != listed.fingerprint:
-            found.news[day].update(found.delivered.get(day, {}))  # it re-delivers its day
+        # A new manifest alone (a corrected count) delivers its day's files again.
+        if found.news.get(day) == {} and seen.get(listed.key) != listed.fingerprint:
+            found.news[day].update(found.delivered.get(day, {}))
 
     completeness = _Completeness(listing, require_manifests, now or datetime.now(UTC))
     days: list[DayRequest] = []

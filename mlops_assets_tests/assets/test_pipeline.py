@@ -20,7 +20,9 @@ import pytest
 
 from mlops_assets import settings
 from mlops_assets.definitions import build_defs
+from mlops_assets.defs.automation import LANDING_SENSOR
 from mlops_assets.lib.data_registry import DataRegistry
+from mlops_assets.lib.landing import manifest_path
 from mlops_assets.lib.replay import replay
 from mlops_assets.local_daemon import LocalDaemon
 from mlops_assets_tests.deliveries import redeliver
@@ -419,3 +421,105 @@ def test_a_real_defect_blocks_its_day_in_one_line(pipeline: Pipeline, capfd: pyt
     assert "weather/2013-02-12.csv" in (check.description or "")
     assert "1048.36058" in check.metadata["failure_cases"].value
     assert pipeline.loop.tick_automation() == []  # no features for the blocked day
+
+
+# -- complete deliveries: the manifest and the weather coverage ----------------------------
+
+
+def test_a_file_cut_at_a_line_boundary_is_blocked_by_its_manifest(pipeline: Pipeline):
+    # The day is as its manifest describes it (test_fixed_redelivery_recovers_the_day).
+    before_raw, before_features = (
+        pipeline.digest(asset, DAY) for asset in ("raw_flights", "flight_features")
+    )
+    stored = len(pipeline.materializations("raw_flights", DAY))
+    landing_file = pipeline.where.landing / "flights" / f"{DAY}.csv"
+    good = landing_file.read_bytes()
+    cut = b"".join(good.splitlines(keepends=True)[:501])  # the header and 500 of 842 rows
+    landing_file.write_bytes(cut)  # valid CSV, valid rows: only the manifest can tell
+
+    [outcome] = pipeline.loop.tick_landing()
+    assert not outcome.success and outcome.stack is None
+    assert outcome.error == (
+        f"raw_flights: {landing_file}: does not match its manifest manifests/{DAY}.json: "
+        f"500 rows delivered, 842 in the manifest; {len(cut):,} bytes delivered, "
+        f"{len(good):,} in the manifest; sha256 {hashlib.sha256(cut).hexdigest()[:12]} "
+        f"delivered, {hashlib.sha256(good).hexdigest()[:12]} in the manifest"
+    )
+    [check] = pipeline.check_results(outcome.run_id)
+    assert check.check_name == "contract" and not check.passed
+    assert check.metadata["rules_broken"].value == ["matches_manifest"]
+    # The good day before it is untouched and nothing downstream runs.
+    assert pipeline.digest("raw_flights", DAY) == before_raw
+    assert len(pipeline.materializations("raw_flights", DAY)) == stored
+    assert pipeline.loop.tick_automation() == []
+    assert pipeline.digest("flight_features", DAY) == before_features
+
+
+def test_a_day_whose_manifest_never_came_waits_visibly(
+    pipeline: Pipeline, capfd: pytest.CaptureFixture
+):
+    day = date(2013, 1, 3)
+    replay(pipeline.where.landing, day, 1, include_reference=False)
+    manifest_path(pipeline.where.landing, day).unlink()
+    capfd.readouterr()
+    assert pipeline.loop.tick_landing() == []
+    assert "landing file waits: flights/2013-01-03.csv: waiting for its manifest " in (
+        capfd.readouterr().err
+    )
+    [sensor] = [s for s in pipeline.defs.sensors or () if s.name == LANDING_SENSOR]
+    with dg.build_sensor_context(
+        instance=pipeline.instance,
+        cursor=pipeline.loop.state.landing_cursor,
+        resources=pipeline.defs.resources,
+        definitions=pipeline.defs,
+    ) as context:
+        tick = sensor.evaluate_tick(context)
+    assert not tick.run_requests
+    assert str(tick.skip_message).startswith(
+        "no new landing files; 2 incomplete: flights/2013-01-03.csv: waiting for its manifest "
+        "manifests/2013-01-03.json (arrived "
+    )
+    for asset in ("raw_flights", "raw_weather"):
+        assert day.isoformat() not in pipeline.instance.get_materialized_partitions(
+            dg.AssetKey(asset)
+        )
+
+
+def test_weather_missing_an_hour_blocks_the_features(pipeline: Pipeline):
+    day = "2013-01-02"
+    # Below the limit the coverage is recorded: 2013-01-01 lacks five hours upstream.
+    covered = {
+        k: v.value for k, v in pipeline.materializations("flight_features", DAY)[0].metadata.items()
+    }
+    assert covered["flights_without_weather"] == 39
+    assert covered["flights_without_weather_share"] == 0.0463
+    before = pipeline.digest("flight_features", day)
+    weather = pd.read_csv(
+        pipeline.where.landing / "weather" / f"{day}.csv", dtype=str, keep_default_na=False
+    )
+    flights = pd.read_parquet(pipeline.lake("raw_flights", day))
+    busiest = flights["time_hour"].value_counts().index[0]  # the hour lost at all airports
+    lost = int((flights["time_hour"] == busiest).sum())
+    kept = weather[pd.to_datetime(weather["time_hour"], utc=True) != busiest]
+    assert len(kept) == len(weather) - 3
+    redeliver(
+        pipeline.where.landing,
+        "weather",
+        date.fromisoformat(day),
+        kept.to_csv(index=False).encode(),
+    )
+    # The weather file is complete as delivered and valid: only the coverage tells.
+    assert [o.success for o in pipeline.loop.tick_landing()] == [True]
+    [outcome] = pipeline.loop.tick_automation()
+    assert not outcome.success and outcome.stack is None
+    assert outcome.error == (
+        f"flight_features: flight_features {day}: {lost} of {len(flights)} flights "
+        f"({lost / len(flights):.1%}) have no weather at their origin in their departure hour, "
+        f"above the 5% allowed; hours without weather (flights): "
+        + (outcome.error or "").split("(flights): ", 1)[1]
+    )
+    assert f"{busiest:%Y-%m-%d %H}:00 UTC" in (outcome.error or "")
+    [check] = pipeline.check_results(outcome.run_id)
+    assert check.check_name == "weather_coverage" and not check.passed
+    assert check.metadata["flights_without_weather"].value == lost
+    assert pipeline.digest("flight_features", day) == before

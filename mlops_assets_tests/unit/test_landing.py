@@ -206,12 +206,16 @@ def test_a_file_the_manifest_does_not_list_waits_for_one_that_does(one_day: Path
         "weather/2013-01-01.csv: not listed in manifests/2013-01-01.json, waiting for a "
         "manifest that lists it (arrived 40 s ago)"
     ]
-    # The upstream re-delivers the manifest: its day is delivered again, as a whole.
+    # The upstream re-delivers the manifest listing both: the weather goes ahead.
     path.write_text(both)
     os.utime(path, ns=(1, 1))
     second = tick(tmp_path, first.seen)
-    assert [r.datasets for r in second.days] == [("flights", "weather")]
-    assert second.days[0].run_key != first.days[0].run_key
+    assert [r.datasets for r in second.days] == [("weather",)] and second.waiting == []
+    # A manifest re-delivered alone (a corrected count) delivers its day again, as a whole.
+    path.write_text(both + "\n")
+    third = tick(tmp_path, second.seen)
+    assert [r.datasets for r in third.days] == [("flights", "weather")]
+    assert len({r.run_key for r in (*first.days, *second.days, *third.days)}) == 3
 
 
 def test_a_listed_file_that_never_came_and_an_invalid_manifest_are_reported(
