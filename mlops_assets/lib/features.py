@@ -23,7 +23,7 @@ DELAY_THRESHOLD_MINUTES = 15
 
 # Above this share of a day's flights without weather at their origin in the departure hour,
 # the weather delivery is incomplete and the day's features are blocked. Real 2013: none on
-# 349 of 365 days, 4.6 % on 2013-01-01, above 5 % on 7 days (6-16 %) plus 2013-12-31 (no
+# 349 of 365 days, 4.6 % on 2013-01-01, above 5 % on 7 days (5.3-16 %) and 2013-12-31 (no
 # weather). A lost hour of all three airports passes 5 % in 68 % of hours (docs/data.md).
 MAX_FLIGHTS_WITHOUT_WEATHER_SHARE = 0.05
 # Hours without weather named in a failed check's message (the metadata lists them all).

@@ -410,7 +410,8 @@ class _Completeness:
             if f.key not in listed
         ]
         absent = [
-            f"{key}: listed in {manifest.key} but not delivered ({self.waited(manifest)})"
+            f"{key}: listed in {manifest.key} but not delivered "
+            f"(the manifest {self.waited(manifest)})"
             for key in sorted(listed - delivered)
         ]
         return [f for f in items.values() if f.key in listed], unlisted + absent

@@ -219,6 +219,7 @@ def test_days_flow_from_the_s3_landing_zone_into_the_s3_lake_and_dvc_remote(worl
     landing = world.keys("landing/")
     expected_landing = {f"landing/{d}/{day}.csv" for d in ("flights", "weather") for day in days}
     expected_landing |= {f"landing/reference/{name}.csv" for name in REFERENCES}
+    expected_landing |= {f"landing/manifests/{day}.json" for day in days}
     assert set(landing) == expected_landing
 
     lake = set(world.keys("lake/"))
@@ -243,9 +244,14 @@ def test_days_flow_from_the_s3_landing_zone_into_the_s3_lake_and_dvc_remote(worl
 
 
 def test_a_file_put_by_another_s3_client_is_picked_up_by_the_landing_sensor(world: World):
-    """The sensor's listing is fresh on every tick (fsspec caches listings per process)."""
+    """The sensor's listing is fresh on every tick (fsspec caches listings per process).
+
+    The upstream puts the day's files, then their manifest, as an export job would.
+    """
+    from mlops_assets.lib.manifest import build_manifest
     from mlops_assets.lib.source import read_source_table
 
+    payloads = {}
     for dataset in ("flights", "weather"):
         table = read_source_table(dataset)
         day = table[
@@ -253,11 +259,12 @@ def test_a_file_put_by_another_s3_client_is_picked_up_by_the_landing_sensor(worl
             & (table["month"] == str(LATE_DAY.month))
             & (table["day"] == str(LATE_DAY.day))
         ]
-        world.s3.put_object(
-            Bucket=BUCKET,
-            Key=f"landing/{dataset}/{LATE_DAY}.csv",
-            Body=day.to_csv(index=False).encode(),
-        )
+        payloads[f"{dataset}/{LATE_DAY}.csv"] = day.to_csv(index=False).encode()
+    for key, payload in payloads.items():
+        world.s3.put_object(Bucket=BUCKET, Key=f"landing/{key}", Body=payload)
+    assert world.loop.tick_landing() == []  # the day waits for its manifest
+    manifest = build_manifest(LATE_DAY, payloads).to_json()
+    world.s3.put_object(Bucket=BUCKET, Key=f"landing/manifests/{LATE_DAY}.json", Body=manifest)
     outcomes = world.loop.run_until_idle()
     assert outcomes and all(o.success for o in outcomes), [(o.assets, o.error) for o in outcomes]
     for asset in DAY_ASSETS:

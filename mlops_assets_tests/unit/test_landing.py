@@ -228,7 +228,7 @@ def test_a_listed_file_that_never_came_and_an_invalid_manifest_are_reported(
     assert [r.datasets for r in result.days] == [("flights",)]
     assert result.waiting == [
         "weather/2013-01-01.csv: listed in manifests/2013-01-01.json but not delivered "
-        "(arrived 30 min ago)"
+        "(the manifest arrived 30 min ago)"
     ]
     manifest.manifest_path(tmp_path, date(2013, 1, 1)).write_text("{not json")
     broken = tick(tmp_path, {})
