@@ -183,8 +183,7 @@ def loop(tmp_path_factory: pytest.TempPathFactory, servers: Servers) -> Iterator
 
 
 def land_degraded(landing: Path, day: date) -> None:
-    """Lands a real day whose arrival delays are shuffled among its flights (server down, so
-    the file is rewritten in place)."""
+    """Lands a real day whose arrival delays are shuffled among its flights, manifest last."""
     land_day(landing, day, shuffle_labels)
 
 
