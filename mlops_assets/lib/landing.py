@@ -275,9 +275,9 @@ def plan_landing_runs(
 
     A file is new when its key is not in ``seen`` or its fingerprint changed (a
     re-delivery); a re-delivered manifest with no new file makes its day's files new again
-    (the upstream corrected the manifest of a blocked day). A day file
-    is requested once its day's manifest lists it (without a manifest, only when manifests
-    are not required); until then it waits, reported in ``waiting``. Run keys contain the
+    (the upstream corrected the manifest of a blocked day). A day file is requested once its
+    day's manifest lists it (without a manifest, only when manifests are not required);
+    until then it waits, reported in ``waiting``. Run keys contain the
     fingerprints (the manifest's too), so the same delivery never yields two runs, even if
     the cursor is lost. Day files wait until the reference tables they are checked against
     have been materialized once.
