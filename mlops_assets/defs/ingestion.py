@@ -13,6 +13,10 @@ from mlops_assets.resources.metrics_gateway import MetricsGateway
 
 REFERENCE_GROUP = "reference"
 INGESTION_GROUP = "ingestion"
+DAY_CONTRACT = (
+    "The day's manifest (rows, bytes, SHA-256: is the file complete?) and the pandera "
+    "contract of the dataset, checked before write."
+)
 
 
 def _reference_asset(name: str, description: str) -> dg.AssetsDefinition:
@@ -73,7 +77,7 @@ def _contract_reporter(
 @dg.asset(
     partitions_def=daily_partitions,
     group_name=INGESTION_GROUP,
-    check_specs=[contract_spec("raw_flights", daily_partitions)],
+    check_specs=[contract_spec("raw_flights", daily_partitions, description=DAY_CONTRACT)],
     kinds={"pandas", "parquet"},
 )
 def raw_flights(
@@ -108,7 +112,7 @@ def raw_flights(
 @dg.asset(
     partitions_def=daily_partitions,
     group_name=INGESTION_GROUP,
-    check_specs=[contract_spec("raw_weather", daily_partitions)],
+    check_specs=[contract_spec("raw_weather", daily_partitions, description=DAY_CONTRACT)],
     kinds={"pandas", "parquet"},
 )
 def raw_weather(
