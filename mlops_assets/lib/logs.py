@@ -8,7 +8,9 @@
 
 Request values never reach a line through an exception: a validation error (pydantic's, which
 echoes the offending input in its text) is reduced to its count, field locations and error
-types, and a stack holds code locations only. Plain Python: no Dagster, no BentoML.
+types, and a stack holds code locations only; in the text format ``redact_validation_errors``
+does the same (a traceback of pydantic's error would print every ``input_value``). Plain
+Python: no Dagster, no BentoML.
 """
 
 from __future__ import annotations
@@ -112,6 +114,38 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, default=str)
 
 
+class ValidationRedactor(logging.Filter):
+    """Turns a record carrying a validation error into one line with its summary only."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Rewrites the record in place; never drops it."""
+        error = record.exc_info[1] if record.exc_info else None
+        if error is not None and _is_validation_error(error):
+            record.msg = f"{record.getMessage()}: {_validation_summary(error)}"
+            record.args = ()
+            record.exc_info = record.exc_text = None
+        return True
+
+
+def _handlers() -> list[logging.Handler]:
+    """The handlers of the root logger and of every logger that has its own."""
+    loggers: list[logging.Logger] = [logging.getLogger()]
+    loggers += [
+        logger
+        for logger in logging.root.manager.loggerDict.values()
+        if isinstance(logger, logging.Logger)
+    ]
+    return [handler for logger in loggers for handler in logger.handlers]
+
+
+def redact_validation_errors() -> ValidationRedactor:
+    """Puts a ``ValidationRedactor`` on each handler of this process (text logs, see above)."""
+    redactor = ValidationRedactor()
+    for handler in _handlers():
+        handler.addFilter(redactor)
+    return redactor
+
+
 def use_json() -> JsonFormatter:
     """Formats every line of this process as JSON, from now on.
 
@@ -124,14 +158,7 @@ def use_json() -> JsonFormatter:
     root = logging.getLogger()
     if not root.handlers:
         root.addHandler(logging.StreamHandler(sys.stderr))
-    loggers: list[logging.Logger] = [root]
-    loggers += [
-        logger
-        for logger in logging.root.manager.loggerDict.values()
-        if isinstance(logger, logging.Logger)
-    ]
-    for logger in loggers:
-        for handler in logger.handlers:
-            handler.setFormatter(formatter)
+    for handler in _handlers():
+        handler.setFormatter(formatter)
     logging.captureWarnings(True)
     return formatter

@@ -23,7 +23,12 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
-from mlops_assets.lib.contracts import AIRPORTS_MISSING_FROM_REFERENCE
+from mlops_assets.lib.contracts import (
+    AIRPORTS_MISSING_FROM_REFERENCE,
+    ORIGIN_TIMEZONE,
+    is_clock_time,
+    time_hour_matches,
+)
 from mlops_assets.lib.features import FLIGHT_INPUTS, WEATHER_FIELDS, PlaneLookup
 from mlops_assets.lib.modeling import DelayClassifier
 
@@ -67,6 +72,7 @@ class FieldSpec:
         choices: Allowed values, if the contract lists them.
         rule: Name of the contract rule for the allowed values (``known_airport`` ...).
         pattern: Regular expression a string must match, if any.
+        clock: Whether the number is a clock time HHMM (minutes below 60).
         description: What the field means.
     """
 
@@ -78,6 +84,7 @@ class FieldSpec:
     choices: tuple[str, ...] = ()
     rule: str = ""
     pattern: str | None = None
+    clock: bool = False
     description: str = ""
 
 
@@ -95,10 +102,12 @@ def _spec(column: pa.Column, description: str, nullable: bool | None = None) -> 
     minimum = maximum = pattern = None
     choices: tuple[str, ...] = ()
     rule = ""
+    clock = False
     for check in column.checks:
         stats = check.statistics or {}
-        if check.name == "in_range":
+        if check.name in ("in_range", "clock_time"):
             minimum, maximum = stats["min_value"], stats["max_value"]
+            clock = clock or check.name == "clock_time"
         elif check.name == "isin":
             choices = tuple(str(v) for v in stats["allowed_values"])
             rule = str(check.error or "isin")
@@ -115,6 +124,7 @@ def _spec(column: pa.Column, description: str, nullable: bool | None = None) -> 
         choices=choices,
         rule=rule,
         pattern=pattern,
+        clock=clock,
         description=description,
     )
 
@@ -142,7 +152,9 @@ def request_model(specs: list[FieldSpec]) -> type[BaseModel]:
     """A pydantic model of one flight request with exactly the given fields and rules.
 
     Unknown fields are refused (a post-departure field such as ``dep_delay`` is leakage, not a
-    feature), numbers must be finite, timestamps must carry an offset, and the date must exist.
+    feature), numbers must be JSON numbers (strict: ``"5"`` is refused) and finite, clock times
+    must read as HHMM, timestamps must carry an offset, the date must exist, and ``time_hour``
+    must be the scheduled departure hour. No error message repeats the refused value.
     """
     from pydantic import (
         AfterValidator,
@@ -161,6 +173,8 @@ def request_model(specs: list[FieldSpec]) -> type[BaseModel]:
             # Validated by membership (a short error naming the rule), listed in the schema.
             base = Annotated[str, AfterValidator(_member_of(frozenset(spec.choices), spec.rule))]
             constraints["json_schema_extra"] = {"enum": list(spec.choices)}
+        elif spec.clock:
+            base = Annotated[int, AfterValidator(_clock_time)]
         elif spec.kind == "int":
             base = int
         elif spec.kind == "float":
@@ -177,14 +191,25 @@ def request_model(specs: list[FieldSpec]) -> type[BaseModel]:
             constraints["pattern"] = spec.pattern
         if spec.kind == "float":
             constraints["allow_inf_nan"] = False
+        if spec.kind in ("int", "float"):
+            constraints["strict"] = True
         if spec.nullable:
             fields[spec.name] = (base | None, Field(default=None, **constraints))
         else:
             fields[spec.name] = (base, Field(..., **constraints))
 
+    names = {spec.name for spec in specs}
+
     def date_exists(values: Any) -> Any:
-        if all(hasattr(values, k) for k in ("year", "month", "day")):
+        if {"year", "month", "day"} <= names:
             date(values.year, values.month, values.day)  # ValueError: day is out of range
+        if {"year", "month", "day", "sched_dep_time", "time_hour"} <= names:
+            day = (values.year, values.month, values.day)
+            if not time_hour_matches(*day, values.sched_dep_time // 100, values.time_hour):
+                raise ValueError(
+                    "time_hour is not the scheduled departure hour (year, month, day and the "
+                    f"hour of sched_dep_time, local time at the origin, {ORIGIN_TIMEZONE})"
+                )
         return values
 
     validators: Any = {"date_exists": model_validator(mode="after")(date_exists)}
@@ -195,11 +220,17 @@ def request_model(specs: list[FieldSpec]) -> type[BaseModel]:
 
 def _member_of(allowed: frozenset[str], rule: str) -> Any:
     def check(value: str) -> str:
-        if value not in allowed:
-            raise ValueError(f"{value!r} breaks the contract rule {rule}")
+        if value not in allowed:  # the value is not repeated: messages reach logs and callers
+            raise ValueError(f"breaks the contract rule {rule}")
         return value
 
     return check
+
+
+def _clock_time(value: int) -> int:
+    if not is_clock_time(value):
+        raise ValueError("breaks the contract rule clock_time (HHMM, minutes below 60)")
+    return value
 
 
 # A real flight of the demo data (UA 1545, EWR -> IAH, 1 January 2013, 05:15).

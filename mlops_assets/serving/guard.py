@@ -1,62 +1,101 @@
-"""The API key and request-size guard in front of the prediction endpoints (plain ASGI).
+"""The API key and request guard in front of the prediction endpoints (plain ASGI).
 
 Kept apart from the service so it can be tested without BentoML or a model.
 """
 
+import asyncio
 import hmac
 import json
 import os
+import re
 from collections.abc import Mapping
 from typing import Any
 
 API_KEY_VARIABLE = "MLOPS_API_KEY"
+BODY_TIMEOUT_VARIABLE = "MLOPS_BODY_TIMEOUT_S"
 # Requests above this size are refused before they are parsed (a full batch is ~0.5 MB).
 MAX_BODY_BYTES = 2 * 1024 * 1024
+# All header names and values of a request together (h11's own default bound).
+MAX_HEADER_BYTES = 16 * 1024
+# A request is 3 levels deep ({"flights": [{...}]}); deeper is never a flight.
+MAX_JSON_DEPTH = 16
+# The whole body must arrive within this; below BentoML's 10 s request timeout, so a slow
+# client gets its own 408 rather than a 504 that reads as the server's fault.
+BODY_TIMEOUT_S = 5.0
 PROTECTED_PATHS = frozenset({"/predict", "/predict_batch", "/model"})
+JSON_TYPES = frozenset({"application/json"})
+# A media type or an encoding named in an error: a token, short; anything else is not repeated.
+_TOKEN = re.compile(r"[A-Za-z0-9!#$&^_.+-]{1,40}(/[A-Za-z0-9!#$&^_.+-]{1,60})?")
 
 
 class ApiGuard:
     """ASGI middleware in front of the prediction endpoints.
 
-    Checks the API key (constant-time comparison; the key is never logged), refuses bodies
-    over ``max_body`` bytes with 413 before reading them whole, and answers malformed JSON
-    with 400 instead of letting it reach the framework.
+    Every refusal is a 4xx with a JSON ``{"error": ...}`` naming the rule, sent before the
+    request reaches the framework, and never repeating a submitted value other than a
+    well-formed media type or encoding name. In order:
+
+    - headers over ``max_header`` bytes in all: 431 (on every path);
+    - a missing or wrong API key (constant-time comparison; the key is never logged): 401;
+    - a content type other than JSON, or a compressed body: 415;
+    - a body over ``max_body`` bytes: 413, before it is read whole;
+    - a body not received within ``body_timeout`` seconds: 408;
+    - malformed JSON, or JSON nested deeper than ``MAX_JSON_DEPTH``: 400.
     """
 
-    def __init__(self, app: Any, api_key: str, max_body: int = MAX_BODY_BYTES) -> None:
+    def __init__(
+        self,
+        app: Any,
+        api_key: str,
+        max_body: int = MAX_BODY_BYTES,
+        max_header: int = MAX_HEADER_BYTES,
+        body_timeout: float = BODY_TIMEOUT_S,
+    ) -> None:
         self.app = app
         self.api_key = api_key.encode()
         self.max_body = max_body
+        self.max_header = max_header
+        self.body_timeout = body_timeout
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         """Guards the prediction endpoints, passes everything else through."""
-        if scope["type"] != "http" or scope["path"] not in PROTECTED_PATHS:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if sum(len(name) + len(value) for name, value in scope["headers"]) > self.max_header:
+            error = f"request headers over the limit of {self.max_header} bytes"
+            await _reply(send, 431, error, {"connection": "close"})
+            return
+        if scope["path"] not in PROTECTED_PATHS:
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
         if self.api_key and not self._authorized(headers):
             await _reply(send, 401, "missing or wrong API key", {"www-authenticate": "Bearer"})
             return
+        unsupported = _unsupported_media(headers)
+        if unsupported:
+            await _reply(send, 415, unsupported)
+            return
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body:
-            await _reply(send, 413, f"request body over the limit of {self.max_body} bytes")
+            await _reply(send, 413, self._too_large(), {"connection": "close"})
             return
-        body = b""
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            body += message.get("body", b"")
-            if len(body) > self.max_body:
-                await _reply(send, 413, f"request body over the limit of {self.max_body} bytes")
-                return
-            if not message.get("more_body", False):
-                break
         try:
-            if body.strip():  # an empty body is an empty input (BentoML reads it as {})
-                json.loads(body)
-        except ValueError as error:
-            await _reply(send, 400, f"malformed JSON: {error}")
+            async with asyncio.timeout(self.body_timeout):
+                body = await self._read_body(receive)
+        except TimeoutError:
+            error = f"request body not received within {self.body_timeout:g} s"
+            await _reply(send, 408, error, {"connection": "close"})
+            return
+        if body is None:  # the client left
+            return
+        if len(body) > self.max_body:
+            await _reply(send, 413, self._too_large(), {"connection": "close"})
+            return
+        malformed = _malformed_json(body)
+        if malformed:
+            await _reply(send, 400, malformed)
             return
         replayed = False
 
@@ -69,12 +108,83 @@ class ApiGuard:
 
         await self.app(scope, replay, send)
 
+    async def _read_body(self, receive: Any) -> bytes | None:
+        """The whole body, or its first ``max_body + 1`` bytes; None if the client left."""
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            chunk = message.get("body", b"")
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > self.max_body or not message.get("more_body", False):
+                return b"".join(chunks)
+
+    def _too_large(self) -> str:
+        return f"request body over the limit of {self.max_body} bytes"
+
     def _authorized(self, headers: dict[bytes, bytes]) -> bool:
         given = headers.get(b"x-api-key", b"")
         bearer = headers.get(b"authorization", b"")
         if bearer.lower().startswith(b"bearer "):
             given = bearer[7:].strip()
         return hmac.compare_digest(given, self.api_key)
+
+
+def _named(raw: bytes) -> str:
+    """``raw`` (a media type or an encoding) if it is a short token, else a placeholder."""
+    text = raw.decode("latin-1").strip().lower()
+    return text if _TOKEN.fullmatch(text) else "(unreadable)"
+
+
+def _unsupported_media(headers: dict[bytes, bytes]) -> str:
+    """Why the body's declared type or encoding is refused; '' when it is plain JSON.
+
+    A body without a content type is read as JSON (clients posting no input send none).
+    """
+    encoding = headers.get(b"content-encoding", b"").strip().lower()
+    if encoding not in (b"", b"identity"):
+        return f"unsupported content encoding {_named(encoding)}: send the JSON uncompressed"
+    declared = headers.get(b"content-type")
+    if declared is None:
+        return ""
+    media = declared.split(b";", 1)[0]
+    if _named(media) in JSON_TYPES:
+        return ""
+    return f"unsupported content type {_named(media)}: send application/json"
+
+
+def _malformed_json(body: bytes) -> str:
+    """Why ``body`` is not acceptable JSON; '' when it is (an empty body is an empty input)."""
+    if not body.strip():  # BentoML reads it as {}
+        return ""
+    try:
+        parsed = json.loads(body)
+    except RecursionError:  # the parser's own bound, far above ours
+        return f"JSON nested deeper than {MAX_JSON_DEPTH} levels"
+    except ValueError as error:  # positions only: json's messages never quote the input
+        return f"malformed JSON: {error}"
+    if _depth_over(parsed, MAX_JSON_DEPTH):
+        return f"JSON nested deeper than {MAX_JSON_DEPTH} levels"
+    return ""
+
+
+def _depth_over(value: Any, limit: int) -> bool:
+    """Whether ``value`` nests containers more than ``limit`` deep (iterative: no recursion)."""
+    level: list[Any] = [value]
+    for _ in range(limit):  # round i finds the containers at depth i + 2
+        children: list[Any] = []
+        for item in level:
+            if isinstance(item, dict):
+                children.extend(v for v in item.values() if isinstance(v, dict | list))
+            elif isinstance(item, list):
+                children.extend(v for v in item if isinstance(v, dict | list))
+        if not children:
+            return False
+        level = children
+    return True
 
 
 async def _reply(send: Any, status: int, error: str, extra: dict[str, str] | None = None) -> None:
@@ -95,3 +205,19 @@ def api_key_from_environment(env: Mapping[str, str] | None = None) -> str:
             "endpoints are not served without an API key"
         )
     return key
+
+
+def body_timeout_from_environment(env: Mapping[str, str] | None = None) -> float:
+    """Seconds a client has to send its whole body (``MLOPS_BODY_TIMEOUT_S``, default 5)."""
+    raw = (os.environ if env is None else env).get(BODY_TIMEOUT_VARIABLE, "").strip()
+    if not raw:
+        return BODY_TIMEOUT_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 < value < 10.0:  # NaN fails this too; 10 s is BentoML's request timeout
+        raise RuntimeError(
+            f"{BODY_TIMEOUT_VARIABLE} must be a number of seconds in (0, 10), got {raw!r}"
+        )
+    return value

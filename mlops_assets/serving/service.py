@@ -49,7 +49,11 @@ from mlops_assets.lib.scoring import (
     score,
 )
 from mlops_assets.serving.access_log import AccessLog, note
-from mlops_assets.serving.guard import ApiGuard, api_key_from_environment
+from mlops_assets.serving.guard import (
+    ApiGuard,
+    api_key_from_environment,
+    body_timeout_from_environment,
+)
 from mlops_assets.serving.modes import CHALLENGER, CHAMPION, serving_mode_from_environment
 from mlops_assets.serving.off_path import OffPathQueue
 
@@ -71,6 +75,8 @@ if LOG_FORMAT == "json":
     # BentoML's access line goes: the service's request line carries the same and more.
     logging.getLogger("mlops_assets").setLevel(logging.INFO)
     logging.getLogger("bentoml.access").setLevel(logging.WARNING)
+else:  # the JSON formatter reduces them itself
+    logs.redact_validation_errors()
 # Fixed fields of every request line (the models), filled in when the models are loaded.
 ACCESS_FIELDS: dict[str, Any] = {}
 
@@ -353,4 +359,6 @@ class FlightDelay:
 # Outermost first: the request line covers what the guard refuses. Text logs stay BentoML's own.
 if LOG_FORMAT == "json":
     FlightDelay.add_asgi_middleware(AccessLog, fields=ACCESS_FIELDS)  # type: ignore[attr-defined]
-FlightDelay.add_asgi_middleware(ApiGuard, api_key=api_key_from_environment())  # type: ignore[attr-defined]
+FlightDelay.add_asgi_middleware(  # type: ignore[attr-defined]
+    ApiGuard, api_key=api_key_from_environment(), body_timeout=body_timeout_from_environment()
+)

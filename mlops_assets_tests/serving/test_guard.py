@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 import warnings
 from typing import Any
 
@@ -12,9 +14,17 @@ with warnings.catch_warnings():  # starlette's notice about its httpx backend
     warnings.simplefilter("ignore")
     from starlette.testclient import TestClient
 
-from mlops_assets.serving.guard import ApiGuard, api_key_from_environment
+from mlops_assets.serving.guard import (
+    MAX_HEADER_BYTES,
+    MAX_JSON_DEPTH,
+    ApiGuard,
+    api_key_from_environment,
+    body_timeout_from_environment,
+)
 
 SECRET = "s3cr3t-key"
+CANARY = "canary-7f3a9c"  # a submitted value that must never be repeated
+FAST_S = 0.5  # a refusal is answered at once
 
 
 async def echo(scope: Any, receive: Any, send: Any) -> None:
@@ -99,3 +109,121 @@ def test_production_refuses_to_run_without_a_key():
     assert api_key_from_environment({"MLOPS_ENV": "production", "MLOPS_API_KEY": "k"}) == "k"
     assert api_key_from_environment({}) == ""
     assert api_key_from_environment({"MLOPS_API_KEY": "k"}) == "k"
+
+
+def test_json_nested_deeper_than_the_parser_allows_is_a_fast_400():
+    started = time.perf_counter()
+    response = client(max_body=100_000).post("/predict", content=b"[" * 10_000 + b"]" * 10_000)
+    assert time.perf_counter() - started < FAST_S
+    assert response.status_code == 400
+    assert response.json() == {"error": f"JSON nested deeper than {MAX_JSON_DEPTH} levels"}
+
+
+def test_json_nested_deeper_than_the_bound_is_refused_and_a_request_passes():
+    deep = {"flights": [{"a": 1}]}
+    for _ in range(MAX_JSON_DEPTH - 3):  # exactly the bound: accepted
+        deep = {"x": deep}
+    assert client().post("/predict", content=json.dumps(deep).encode()).status_code == 200
+    response = client().post("/predict", content=json.dumps({"x": deep}).encode())
+    assert response.status_code == 400
+    assert "nested deeper" in response.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("headers", "error"),
+    [
+        (
+            {"content-type": "multipart/form-data"},  # no boundary
+            "unsupported content type multipart/form-data: send application/json",
+        ),
+        (
+            {"content-type": "text/plain; charset=utf-8"},
+            "unsupported content type text/plain: send application/json",
+        ),
+        (
+            {"content-type": f"text/{CANARY} x y"},  # not a token: not repeated
+            "unsupported content type (unreadable): send application/json",
+        ),
+        (
+            {"content-type": "application/json", "content-encoding": "gzip"},
+            "unsupported content encoding gzip: send the JSON uncompressed",
+        ),
+    ],
+)
+def test_a_body_that_is_not_plain_json_is_a_415_naming_its_type(headers, error):
+    response = client().post("/predict", content=b'{"a": 1}', headers=headers)
+    assert response.status_code == 415
+    assert response.json() == {"error": error}
+
+
+@pytest.mark.parametrize(
+    "content_type", ["application/json", "application/json; charset=utf-8", "Application/JSON"]
+)
+def test_json_content_types_pass(content_type):
+    response = client().post("/predict", content=b"{}", headers={"content-type": content_type})
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/predict", "/metrics"])
+def test_headers_over_the_limit_are_a_431_on_every_path(path):
+    big = {"x-padding": "a" * MAX_HEADER_BYTES}
+    response = client().post(path, content=b"{}", headers=big)
+    assert response.status_code == 431
+    assert response.json() == {
+        "error": f"request headers over the limit of {MAX_HEADER_BYTES} bytes"
+    }
+    assert response.headers["connection"] == "close"
+    fits = {"x-padding": "a" * (MAX_HEADER_BYTES // 2)}
+    assert client().post(path, content=b"{}", headers=fits).status_code == 200
+
+
+def call(guard: ApiGuard, messages: list[tuple[float, dict[str, Any]]]) -> tuple[list, float]:
+    """Runs one POST /predict through ``guard`` in process: ``messages`` are received after
+    their delay (a slow client); returns what was sent and the seconds it took."""
+    queue = list(messages)
+
+    async def receive() -> dict[str, Any]:
+        if not queue:
+            await asyncio.sleep(3600)  # a client that sends nothing more
+        delay, message = queue.pop(0)
+        await asyncio.sleep(delay)
+        return message
+
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/predict", "headers": []}
+    started = time.perf_counter()
+    asyncio.run(guard(scope, receive, send))
+    return sent, time.perf_counter() - started
+
+
+def test_a_body_sent_too_slowly_is_a_408_at_the_deadline():
+    guard = ApiGuard(echo, api_key="", body_timeout=0.3)
+    trickle = [(0.1, {"type": "http.request", "body": b"{", "more_body": True})] * 10
+    sent, took = call(guard, trickle)
+    assert 0.3 <= took < 0.3 + FAST_S
+    assert sent[0]["status"] == 408
+    assert (b"connection", b"close") in sent[0]["headers"]
+    assert json.loads(sent[1]["body"]) == {"error": "request body not received within 0.3 s"}
+
+
+def test_a_body_in_time_passes_and_a_client_that_left_gets_nothing():
+    guard = ApiGuard(echo, api_key="", body_timeout=2.0)
+    parts = [(0.05, {"type": "http.request", "body": b'{"a"', "more_body": True})]
+    parts += [(0.05, {"type": "http.request", "body": b": 1}", "more_body": False})]
+    sent, _ = call(guard, parts)
+    assert sent[0]["status"] == 200
+    assert json.loads(sent[1]["body"])["body"] == '{"a": 1}'
+    sent, _ = call(guard, [(0.0, {"type": "http.disconnect"})])
+    assert sent == []
+
+
+def test_the_body_deadline_is_a_setting_below_the_request_timeout():
+    assert body_timeout_from_environment({}) == 5.0
+    assert body_timeout_from_environment({"MLOPS_BODY_TIMEOUT_S": "1.5"}) == 1.5
+    for bad in ("0", "10", "nan", "soon"):
+        with pytest.raises(RuntimeError, match=r"MLOPS_BODY_TIMEOUT_S must be a number"):
+            body_timeout_from_environment({"MLOPS_BODY_TIMEOUT_S": bad})

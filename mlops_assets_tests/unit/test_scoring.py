@@ -78,7 +78,7 @@ def test_request_fields_are_read_from_the_landing_contracts(validated, model):
     required = {n for n in scoring.REQUEST_FLIGHT_FIELDS if not flights[n].nullable}
     assert set(schema["required"]) == required
     assert properties["distance"]["minimum"] == 1 and properties["distance"]["maximum"] == 10000
-    assert properties["sched_dep_time"]["maximum"] == 2400
+    assert properties["sched_dep_time"]["maximum"] == 2359
     assert set(properties["dest"]["enum"]) == set(validated["airports"])
     assert set(properties["carrier"]["enum"]) == set(validated["carriers"])
     assert set(properties["origin"]["enum"]) == set(contracts.ORIGINS)
