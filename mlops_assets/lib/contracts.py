@@ -179,7 +179,10 @@ def time_hour_matches(year: int, month: int, day: int, hour: int, time_hour: dat
     """
     from zoneinfo import ZoneInfo
 
-    local = time_hour.astimezone(ZoneInfo(ORIGIN_TIMEZONE))
+    try:
+        local = time_hour.astimezone(ZoneInfo(ORIGIN_TIMEZONE))
+    except OverflowError:  # years 1 and 9999 at the edge of datetime's range: no flight
+        return False
     return (local.year, local.month, local.day, local.hour) == (year, month, day, hour)
 
 

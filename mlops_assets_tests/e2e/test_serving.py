@@ -14,12 +14,15 @@ unchanged (the deployment's Dagster instance lives in the state, so copies carry
 Checked: answers for real flights, batch order, online/offline consistency with the
 ``batch_predictions`` asset for every flight of the day, every kind of bad input answered with
 a precise 4xx (never 5xx, the server keeps serving), the API key (and that it never reaches
-the log), the refusal to start in production without a key, the Prometheus metrics, and a
-bounded schemathesis fuzz of the prediction endpoints against the served OpenAPI schema.
+the log), the refusal to start in production without a key, the Prometheus metrics, a
+bounded schemathesis fuzz of the prediction endpoints against the served OpenAPI schema, and
+hostile input (JSON nested 10,000 deep, a non-JSON body, an 8 MB header, a slow body): each a
+fast 4xx, counted in ``/metrics`` and the access log, no submitted value in the log.
 
 Runtime: roughly 3 to 4 minutes: the deployment takes 75 to 120 s, each server ~8 s to get
 ready, the copy and the move 20 to 25 s each (a day through the graph ~11 s, a server, a
-restore and a reproduction ~1 s each), the fuzz ~10 to 20 s.
+restore and a reproduction ~1 s each), the fuzz ~10 to 20 s, the hostile input ~2 s (1 s of
+it the slow client's deadline).
 """
 
 from __future__ import annotations
@@ -46,7 +49,14 @@ from mlops_assets.lib.features import WEATHER_FIELDS
 from mlops_assets.lib.fingerprints import md5_bytes
 from mlops_assets.lib.scoring import EXAMPLE_REQUEST, MAX_BATCH
 from mlops_assets.processes import HOST
-from mlops_assets.serving.guard import API_KEY_VARIABLE, MAX_BODY_BYTES, PROTECTED_PATHS
+from mlops_assets.serving.guard import (
+    API_KEY_VARIABLE,
+    BODY_TIMEOUT_VARIABLE,
+    MAX_BODY_BYTES,
+    MAX_HEADER_BYTES,
+    MAX_JSON_DEPTH,
+    PROTECTED_PATHS,
+)
 from mlops_assets_tests.deployed import (
     PREDICT_DAY,
     Deployment,
@@ -103,7 +113,8 @@ class KeyedServer:
 def keyed(deployment: Deployment, bento_tag: str, servers: Servers) -> KeyedServer:
     """The Bento served in the production flavour, with a random API key."""
     key = secrets.token_urlsafe(32)
-    env = {settings.ENV_VAR: "production", API_KEY_VARIABLE: key}
+    # A short body deadline, so the slow client of the hostile-input tests waits 1 s, not 5.
+    env = {settings.ENV_VAR: "production", API_KEY_VARIABLE: key, BODY_TIMEOUT_VARIABLE: "1"}
     return KeyedServer(servers.bentoml(bento_tag, deployment.bentoml_home, env), key)
 
 
@@ -371,26 +382,22 @@ BAD_INPUTS = {
     "wrong_type": BadInput(
         "/predict",
         lambda: _with(distance="far"),
-        detail=(["distance"], "int_parsing", "Input should be a valid integer"),
+        detail=(["distance"], "int_type", "Input should be a valid integer"),
     ),
     "unknown_airport": BadInput(
         "/predict",
         lambda: _with(dest="XXX"),
-        detail=(["dest"], "value_error", "'XXX' breaks the contract rule known_airport"),
+        detail=(["dest"], "value_error", "breaks the contract rule known_airport"),
     ),
     "unknown_departure_airport": BadInput(
         "/predict",
         lambda: _with(origin="LAX"),  # a known airport, but not one the data departs from
-        detail=(
-            ["origin"],
-            "value_error",
-            "'LAX' breaks the contract rule known_departure_airport",
-        ),
+        detail=(["origin"], "value_error", "breaks the contract rule known_departure_airport"),
     ),
     "unknown_carrier": BadInput(
         "/predict",
         lambda: _with(carrier="ZZ"),
-        detail=(["carrier"], "value_error", "'ZZ' breaks the contract rule known_carrier"),
+        detail=(["carrier"], "value_error", "breaks the contract rule known_carrier"),
     ),
     "negative_distance": BadInput(
         "/predict",
@@ -437,6 +444,26 @@ BAD_INPUTS = {
         "/predict",
         lambda: _with(time_hour="2013-01-01T05:00:00"),
         detail=(["time_hour"], "timezone_aware", "Input should have timezone info"),
+    ),
+    "number_as_string": BadInput(
+        "/predict",
+        lambda: _with(distance="1400"),  # strict: a JSON number, not a numeric string
+        detail=(["distance"], "int_type", "Input should be a valid integer"),
+    ),
+    "minutes_over_59": BadInput(
+        "/predict",
+        lambda: _with(sched_dep_time=1275),
+        detail=(["sched_dep_time"], "value_error", "breaks the contract rule clock_time"),
+    ),
+    "hours_over_23": BadInput(
+        "/predict",
+        lambda: _with(sched_arr_time=2399),
+        detail=(["sched_arr_time"], "less_than_equal", "less than or equal to 2359"),
+    ),
+    "time_hour_contradicts_the_date": BadInput(
+        "/predict",
+        lambda: _with(time_hour="2013-01-02T05:00:00-05:00"),
+        detail=([], "value_error", "time_hour is not the scheduled departure hour"),
     ),
     "non_finite_weather": BadInput(
         "/predict",
@@ -795,3 +822,208 @@ def test_fuzzing_the_prediction_endpoints_never_yields_a_server_error(
                 assert outcome.statuses.get(200, 0) > 0, (label, outcome.statuses)
         server.check_alive()
         assert server.post("/predict", EXAMPLE_REQUEST).status_code == 200
+
+
+# -- 8. hostile input -------------------------------------------------------------------------
+
+FAST_S = 0.5  # a refusal is answered at once, whatever the body
+SLOW_BODY_DEADLINE_S = 1.0  # the keyed server's MLOPS_BODY_TIMEOUT_S
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    body: dict[str, Any]
+    seconds: float
+
+
+def send_raw(server: BentoServer, head: bytes, parts: list[tuple[float, bytes]]) -> Answer:
+    """Sends a request as bytes over a socket (``parts`` after their delays), reads the answer.
+
+    No client library in between: malformed headers, huge headers and slow bodies go out as
+    written. ``seconds`` runs from the end of the headers to the complete answer.
+    """
+    import socket
+
+    with socket.create_connection((HOST, server.port), timeout=REQUEST_TIMEOUT) as sock:
+        sock.sendall(head)
+        started = time.monotonic()
+        try:
+            for delay, chunk in parts:
+                time.sleep(delay)
+                sock.sendall(chunk)
+        except OSError:  # the server answered and closed while the client was still sending
+            pass
+        response = http.client.HTTPResponse(sock)
+        response.begin()
+        body = response.read()
+        seconds = time.monotonic() - started
+    return Answer(response.status, json.loads(body) if body else {}, seconds)
+
+
+def request_head(path: str, key: str, headers: dict[str, str]) -> bytes:
+    lines = [f"POST {path} HTTP/1.1", f"Host: {HOST}", f"X-API-Key: {key}"]
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def post_raw(
+    server: BentoServer, key: str, body: bytes, headers: dict[str, str], path: str = "/predict"
+) -> Answer:
+    head = request_head(path, key, {"Content-Length": str(len(body)), **headers})
+    return send_raw(server, head, [(0.0, body)])
+
+
+def nested(canary: str) -> bytes:
+    return ('{"a": ' + "[" * 10_000 + json.dumps(canary) + "]" * 10_000 + "}").encode()
+
+
+def _gzipped(canary: str) -> bytes:
+    import gzip
+
+    return gzip.compress(json.dumps(_with(tailnum=canary)).encode())
+
+
+@dataclass(frozen=True)
+class Hostile:
+    """A hostile request (carrying ``canary`` somewhere) and the refusal it must get."""
+
+    send: Callable[[BentoServer, str, str], Answer]  # (server, key, canary) -> answer
+    status: int
+    error: str  # a regular expression the error text must match in full
+    bound_s: float = FAST_S
+
+
+HOSTILE = {
+    "json_nested_10000_deep": Hostile(
+        lambda s, k, c: post_raw(s, k, nested(c), {"Content-Type": "application/json"}),
+        400,
+        re.escape(f"JSON nested deeper than {MAX_JSON_DEPTH} levels"),
+    ),
+    "multipart_without_boundary": Hostile(
+        lambda s, k, c: post_raw(s, k, c.encode(), {"Content-Type": "multipart/form-data"}),
+        415,
+        re.escape("unsupported content type multipart/form-data: send application/json"),
+    ),
+    "gzip_body": Hostile(
+        lambda s, k, c: post_raw(
+            s, k, _gzipped(c), {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+        ),
+        415,
+        re.escape("unsupported content encoding gzip: send the JSON uncompressed"),
+    ),
+    "header_of_8_mb": Hostile(
+        lambda s, k, c: post_raw(
+            s,
+            k,
+            json.dumps(EXAMPLE_REQUEST).encode(),
+            {"Content-Type": "application/json", "X-Padding": c + "a" * (8 * 1024 * 1024)},
+        ),
+        431,
+        re.escape(f"request headers over the limit of {MAX_HEADER_BYTES} bytes"),
+    ),
+    "body_sent_slowly": Hostile(
+        lambda s, k, c: send_raw(
+            s,
+            request_head(
+                "/predict", k, {"Content-Type": "application/json", "Content-Length": "1000"}
+            ),
+            [(0.0, b'{"tailnum": "'), (0.3, c.encode()), (0.3, b'", '), (3.0, b"}")],
+        ),
+        408,
+        re.escape(f"request body not received within {SLOW_BODY_DEADLINE_S:g} s"),
+        bound_s=SLOW_BODY_DEADLINE_S + FAST_S,
+    ),
+}
+
+
+def status_count(server: BentoServer, path: str, status: int) -> float:
+    """Requests to ``path`` answered ``status``, from BentoML's request counter in /metrics."""
+    total = 0.0
+    for line in server.get("/metrics").text.splitlines():
+        match = SAMPLE.match(line)
+        if match and match["name"] == "bentoml_service_request_total":
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', match["labels"] or ""))
+            if labels.get("endpoint") == path and labels.get("http_response_code") == str(status):
+                total += float(match["value"])
+    return total
+
+
+def access_lines(server: BentoServer, path: str, status: int) -> int:
+    """Lines of BentoML's access log for ``path`` answered ``status``."""
+    return len(re.findall(rf"path={re.escape(path)},.*\(status={status},", server.log_text()))
+
+
+def assert_refused_fast_counted_and_unlogged(
+    server: BentoServer, answer: Answer, case: Hostile, canary: str, path: str, counts: Any
+) -> None:
+    """The refusal: its status and error, in time, counted once, logged once, no value."""
+    assert answer.status == case.status, answer
+    assert set(answer.body) == {"error"} and re.fullmatch(case.error, answer.body["error"]), answer
+    assert canary not in json.dumps(answer.body)
+    assert answer.seconds < case.bound_s, f"answered in {answer.seconds:.2f} s"
+    metric_before, lines_before = counts
+    assert status_count(server, path, case.status) == metric_before + 1
+    deadline = time.monotonic() + 5.0  # the access line reaches the file shortly
+    while access_lines(server, path, case.status) == lines_before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert access_lines(server, path, case.status) == lines_before + 1, server.log_tail()
+    assert canary not in server.log_text(), "a submitted value reached the server log"
+
+
+@pytest.mark.parametrize("case", list(HOSTILE.values()), ids=list(HOSTILE))
+def test_hostile_input_is_a_fast_counted_4xx_that_logs_no_value(
+    keyed: KeyedServer, case: Hostile
+) -> None:
+    server, canary = keyed.server, f"canary-{secrets.token_hex(8)}"
+    with server.report_on_failure():
+        path, status = "/predict", case.status
+        counts = (status_count(server, path, status), access_lines(server, path, status))
+        answer = case.send(server, keyed.key, canary)
+        print(f"{case.status} in {answer.seconds * 1000:.0f} ms")
+        assert_refused_fast_counted_and_unlogged(server, answer, case, canary, "/predict", counts)
+        # The server shrugs it off and keeps answering.
+        ok = server.post("/predict", EXAMPLE_REQUEST, headers={"X-API-Key": keyed.key})
+        assert ok.status_code == 200, ok.text
+
+
+CONTRACT_REFUSALS = {
+    "minutes_over_59": ({"sched_dep_time": 1275}, ["sched_dep_time"], "value_error"),
+    "hours_over_23": ({"sched_dep_time": 2399}, ["sched_dep_time"], "less_than_equal"),
+    "time_hour_contradicts_the_date": (
+        {"time_hour": "2013-01-01T09:00:00-05:00"},
+        [],
+        "value_error",
+    ),
+    "number_as_string": ({"distance": "1400"}, ["distance"], "int_type"),
+    "unknown_airport_named_by_the_canary": ({"dest": "CANARY"}, ["dest"], "value_error"),
+}
+
+
+@pytest.mark.parametrize("change", list(CONTRACT_REFUSALS.values()), ids=list(CONTRACT_REFUSALS))
+def test_a_contract_refusal_names_field_and_rule_and_logs_no_value(
+    keyed: KeyedServer, change: tuple[dict[str, Any], list[Any], str]
+) -> None:
+    server = keyed.server
+    # The canary is a valid tail number sent with every request (the refused field's value
+    # in the last case): no value of a refused request may reach the log.
+    canary = "Q" + secrets.token_hex(3).upper()
+    values, loc, kind = change
+    values = {k: canary if v == "CANARY" else v for k, v in values.items()}
+    with server.report_on_failure():
+        counts = (status_count(server, "/predict", 400), access_lines(server, "/predict", 400))
+        started = time.monotonic()
+        response = server.post(
+            "/predict", _with(tailnum=canary, **values), headers={"X-API-Key": keyed.key}
+        )
+        answer = Answer(response.status_code, response.json(), time.monotonic() - started)
+        assert answer.status == 400, response.text
+        [error] = answer.body["detail"]
+        assert (error["loc"], error["type"]) == (loc, kind), error
+        assert "input" not in error
+        for value in values.values():
+            assert str(value) not in error["msg"], error
+        refusal = Answer(400, {"error": error["msg"]}, answer.seconds)
+        case = Hostile(lambda *_: refusal, 400, r"(Value error, )?\S.*")
+        assert_refused_fast_counted_and_unlogged(server, refusal, case, canary, "/predict", counts)
+        assert "input_value" not in server.log_text()

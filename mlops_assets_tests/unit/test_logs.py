@@ -128,6 +128,25 @@ def test_the_real_request_model_refusal_is_summarised_without_values():
     assert "carrier (" in json.loads(text)["exception"]["message"]
 
 
+def test_text_logs_keep_a_validation_error_summary_never_the_values():
+    from mlops_assets.lib.scoring import request_fields, request_model
+
+    model = request_model(request_fields(["UA"], ["EWR", "IAH"]))
+    with pytest.raises(pydantic.ValidationError) as caught:
+        model(**{**EXAMPLE_REQUEST, "carrier": CANARY, "distance": CANARY})
+    made = record("Exception on %s [%s]", ("/predict", "POST"), logging.ERROR)
+    made.exc_info = (caught.type, caught.value, caught.tb)
+    assert logs.ValidationRedactor().filter(made)
+    text = logging.Formatter("%(levelname)s %(message)s").format(made)
+    assert CANARY not in text and "input_value" not in text
+    assert text == (
+        "ERROR Exception on /predict [POST]: "
+        "2 validation errors: carrier (value_error); distance (int_type)"
+    )
+    other = record("failed", (), logging.ERROR, exc_info=(ValueError, ValueError("x"), None))
+    assert logs.ValidationRedactor().filter(other) and other.exc_info is not None
+
+
 @pytest.fixture
 def streams() -> Iterator[tuple[io.StringIO, io.StringIO]]:
     """The root logger and a library logger writing to streams of their own, as BentoML's

@@ -125,11 +125,33 @@ def test_a_contract_rule_without_an_api_rule_is_refused(monkeypatch):
         ({"time_hour": "2013-01-01T05:00:00"}, "timezone info"),
         ({"dep_delay": 12.0}, "Extra inputs are not permitted"),
         ({"temp": float("nan")}, "finite number"),
+        ({"sched_dep_time": 1275}, "breaks the contract rule clock_time"),
+        ({"sched_arr_time": 975}, "breaks the contract rule clock_time"),
+        ({"sched_dep_time": 2399}, "less than or equal to 2359"),
+        ({"distance": "1400"}, "valid integer"),  # strict: a number sent as a string
+        ({"temp": "39.5"}, "valid number"),
+        ({"year": 2013.0}, "valid integer"),
+        ({"time_hour": "2013-01-01T06:00:00-05:00"}, "time_hour is not the scheduled departure"),
+        ({"time_hour": "2013-01-02T05:00:00-05:00"}, "time_hour is not the scheduled departure"),
+        ({"time_hour": "0001-01-01T01:01:09Z"}, "time_hour is not the scheduled departure"),
+        ({"time_hour": "9999-12-31T23:00:00-05:00"}, "time_hour is not the scheduled departure"),
     ],
 )
 def test_bad_requests_name_the_rule(model, change, message):
-    with pytest.raises(pydantic.ValidationError, match=message):
+    with pytest.raises(pydantic.ValidationError, match=message) as caught:
         model(**{**scoring.EXAMPLE_REQUEST, **change})
+    # The message names the field and the rule, never the refused value.
+    [error] = caught.value.errors(include_input=False, include_context=False)
+    for value in change.values():
+        if isinstance(value, str) and len(value) > 2:
+            assert value not in error["msg"], error
+
+
+def test_time_hour_in_any_offset_and_a_summer_date_match(model):
+    summer = {"month": 7, "day": 1, "sched_dep_time": 1730}
+    for stamp in ("2013-07-01T17:00:00-04:00", "2013-07-01T21:00:00Z", "2013-07-01T23:00:00+02:00"):
+        model(**{**scoring.EXAMPLE_REQUEST, **summer, "time_hour": stamp})
+    model(**{**scoring.EXAMPLE_REQUEST, "temp": 39})  # an integer for a number field
 
 
 def test_missing_weather_and_unknown_plane_are_allowed(model, bundle):
