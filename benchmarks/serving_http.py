@@ -426,7 +426,11 @@ def invalid_requests(pool: list[dict[str, Any]]) -> list[tuple[str, str, str, by
     missing = {k: v for k, v in base.items() if k != "carrier"}
     nan = json.dumps({**base, "temp": 1.5}).replace('"temp": 1.5', '"temp": NaN')
     oversized = json.dumps({"flights": [pool[i % len(pool)] for i in range(1001)]}).encode()
+    deep = b'{"a": ' + b"[" * 10_000 + b"]" * 10_000 + b"}"
     return [
+        ("JSON nested 10,000 deep", "POST", "/predict", deep),
+        ("minutes over 59", "POST", "/predict", changed(sched_dep_time=1275)),
+        ("number as a string", "POST", "/predict", changed(distance="1400")),
         ("unknown carrier", "POST", "/predict", changed(carrier="ZZ")),
         ("leaked field dep_delay", "POST", "/predict", changed(dep_delay=5)),
         ("missing carrier", "POST", "/predict", json.dumps(missing).encode()),

@@ -213,9 +213,10 @@ def request_model(specs: list[FieldSpec]) -> type[BaseModel]:
         return values
 
     validators: Any = {"date_exists": model_validator(mode="after")(date_exists)}
-    return create_model(
-        "FlightRequest", __config__=ConfigDict(extra="forbid"), __validators__=validators, **fields
-    )
+    # The example goes into the OpenAPI schema: a request that passes every rule, including
+    # those across fields that a JSON schema cannot state.
+    config = ConfigDict(extra="forbid", json_schema_extra={"examples": [EXAMPLE_REQUEST]})
+    return create_model("FlightRequest", __config__=config, __validators__=validators, **fields)
 
 
 def _member_of(allowed: frozenset[str], rule: str) -> Any:

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import bentoml
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from mlops_assets import settings
 from mlops_assets.lib import logs, runtime
@@ -142,6 +142,8 @@ FlightRequest: Any = request_model(request_fields(_CODES["carriers"], _CODES["ai
 
 class FlightBatch(BaseModel):
     """Flights to score together."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"flights": [EXAMPLE_REQUEST]}]})
 
     flights: list[FlightRequest] = Field(
         ...,
