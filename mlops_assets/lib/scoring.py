@@ -213,9 +213,9 @@ def request_model(specs: list[FieldSpec]) -> type[BaseModel]:
         return values
 
     validators: Any = {"date_exists": model_validator(mode="after")(date_exists)}
-    # The example goes into the OpenAPI schema: a request that passes every rule, including
-    # those across fields that a JSON schema cannot state.
-    config = ConfigDict(extra="forbid", json_schema_extra={"examples": [EXAMPLE_REQUEST]})
+    # The example goes into the OpenAPI schema (BentoML takes OpenAPI 3.0's `example`): a
+    # request that passes every rule, those across fields a JSON schema cannot state included.
+    config = ConfigDict(extra="forbid", json_schema_extra={"example": EXAMPLE_REQUEST})
     return create_model("FlightRequest", __config__=config, __validators__=validators, **fields)
 
 

@@ -143,7 +143,7 @@ FlightRequest: Any = request_model(request_fields(_CODES["carriers"], _CODES["ai
 class FlightBatch(BaseModel):
     """Flights to score together."""
 
-    model_config = ConfigDict(json_schema_extra={"examples": [{"flights": [EXAMPLE_REQUEST]}]})
+    model_config = ConfigDict(json_schema_extra={"example": {"flights": [EXAMPLE_REQUEST]}})
 
     flights: list[FlightRequest] = Field(
         ...,

@@ -84,6 +84,7 @@ def test_request_fields_are_read_from_the_landing_contracts(validated, model):
     assert set(properties["origin"]["enum"]) == set(contracts.ORIGINS)
     assert properties["wind_speed"]["anyOf"][0]["maximum"] == 200
     assert schema["additionalProperties"] is False
+    model(**schema["example"])  # the published example passes every rule
 
 
 def test_a_changed_contract_changes_the_api(validated, monkeypatch):
