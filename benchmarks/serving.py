@@ -127,14 +127,21 @@ def ensure_deployed(state: Path) -> tuple[str, str, float | None]:
     return tags["bento_tag"], tags["model_tag"], took
 
 
-def _landing_value(text: str | None) -> str | None:
-    return None if text in (None, "", "NA") else text
+def _landing_value(text: str | None, kind: str) -> Any:
+    """A landing file's text as the JSON value a client sends (numbers are strict)."""
+    if text in (None, "", "NA"):
+        return None
+    if kind == "int":
+        return int(text)
+    return float(text) if kind == "float" else text
 
 
 def load_requests(state: Path, model: Any) -> tuple[str, list[dict[str, Any]]]:
     """Valid requests: the last landed day's flights with their weather (validated)."""
     from mlops_assets.lib.features import WEATHER_FIELDS
-    from mlops_assets.lib.scoring import REQUEST_FLIGHT_FIELDS
+    from mlops_assets.lib.scoring import REQUEST_FLIGHT_FIELDS, request_fields
+
+    kinds = {spec.name: spec.kind for spec in request_fields([], [])}
 
     days = sorted((state / "landing" / "flights").glob("*.csv"))
     if not days:
@@ -147,9 +154,11 @@ def load_requests(state: Path, model: Any) -> tuple[str, list[dict[str, Any]]]:
     pool = []
     with days[-1].open(newline="") as f:
         for row in csv.DictReader(f):
-            raw = {name: _landing_value(row[name]) for name in REQUEST_FLIGHT_FIELDS}
+            raw = {name: _landing_value(row[name], kinds[name]) for name in REQUEST_FLIGHT_FIELDS}
             observed = weather.get((row["origin"], row["time_hour"]), {})
-            raw.update({name: _landing_value(observed.get(name)) for name in WEATHER_FIELDS})
+            raw.update(
+                {name: _landing_value(observed.get(name), kinds[name]) for name in WEATHER_FIELDS}
+            )
             try:
                 pool.append(json.loads(model.model_validate(raw).model_dump_json()))
             except ValueError:
