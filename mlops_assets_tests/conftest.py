@@ -66,6 +66,17 @@ def validated_day(tables: dict[str, pd.DataFrame], day: date) -> tuple[pd.DataFr
     return flights, weather
 
 
+@pytest.fixture(scope="session")
+def deployed_state(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A deployed state (champion, Bento, a predicted day), built once for the session.
+
+    Never used directly: modules open their own copy with ``deployed.deployed_copy``.
+    """
+    from mlops_assets_tests.deployed import build_deployed_state
+
+    return build_deployed_state(tmp_path_factory.mktemp("deployed") / "state")
+
+
 STRAY_STATE = ("mlflow.db", "mlruns", "mlartifacts", ".dvc")
 
 

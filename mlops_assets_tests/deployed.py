@@ -2,11 +2,15 @@
 
 Built through the real graph (replay -> sensors/automation -> training job -> automation),
 shared by the deployment asset tests, the serving end-to-end tests and the serving benchmark.
+A test session builds it once (``build_deployed_state``, the ``deployed_state`` fixture) and
+each module works on its own copy (``deployed_copy``): the state folder is relocatable, so a
+copy is a deployment of its own, and the graph is not run again for every module.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import shutil
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -23,6 +27,7 @@ from mlops_assets.lib.features import WEATHER_FIELDS
 from mlops_assets.lib.replay import replay
 from mlops_assets.lib.scoring import REQUEST_FLIGHT_FIELDS
 from mlops_assets.local_daemon import LocalDaemon
+from mlops_assets.serving.guard import API_KEY_VARIABLE
 from mlops_assets_tests.deliveries import land_day
 
 TRAIN_START = date(2013, 1, 1)
@@ -195,3 +200,41 @@ def deploy(
         raise RuntimeError("training the first champion failed")
     deployment.land(PREDICT_DAY)
     return deployment
+
+
+@contextlib.contextmanager
+def _local_settings(state: Path) -> Iterator[None]:
+    """``state`` as the state folder of the local flavour, without an API key, for the block."""
+    import pytest
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(settings.STATE_DIR_VAR, str(state))
+        mp.delenv(settings.ENV_VAR, raising=False)
+        mp.delenv(API_KEY_VARIABLE, raising=False)
+        yield
+
+
+def build_deployed_state(state: Path) -> Path:
+    """``deploy`` into ``state`` on the state's own Dagster instance, closed when done."""
+    # The automation evaluations log every asset at DEBUG: thousands of captured lines.
+    dagster_logger = logging.getLogger("dagster")
+    level = dagster_logger.level
+    dagster_logger.setLevel(logging.WARNING)
+    try:
+        with _local_settings(state), state_instance(state) as instance:
+            deploy(state, instance)
+    finally:
+        dagster_logger.setLevel(level)
+    return state
+
+
+@contextlib.contextmanager
+def deployed_copy(template: Path, state: Path) -> Iterator[Deployment]:
+    """A copy of the deployed ``template`` at ``state``, opened as a deployment of its own.
+
+    ``MLOPS_STATE_DIR`` points at the copy for the block (the resources re-point the copied
+    stores on open); the template is never written.
+    """
+    shutil.copytree(template, state, symlinks=True)
+    with _local_settings(state), state_instance(state) as instance:
+        yield open_deployment(state, instance)

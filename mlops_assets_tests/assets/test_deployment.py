@@ -23,18 +23,17 @@ from mlops_assets import settings
 from mlops_assets.defs.training import TRIAL_POLICY_VAR
 from mlops_assets.lib.pyfunc import load_classifier
 from mlops_assets.lib.scoring import ScoringBundle
-from mlops_assets_tests.deployed import PREDICT_DAY, Deployment, deploy, run_config
+from mlops_assets_tests.deployed import PREDICT_DAY, Deployment, deployed_copy, run_config
 
 DAY = PREDICT_DAY.isoformat()
 
 
 @pytest.fixture(scope="module")
-def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    state = tmp_path_factory.mktemp("deployment") / "state"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(settings.STATE_DIR_VAR, str(state))
-        with dg.instance_for_test() as instance:
-            yield deploy(state, instance)
+def deployment(
+    tmp_path_factory: pytest.TempPathFactory, deployed_state: Path
+) -> Iterator[Deployment]:
+    with deployed_copy(deployed_state, tmp_path_factory.mktemp("deployment") / "state") as copy:
+        yield copy
 
 
 def bentos(deployment: Deployment) -> list[str]:

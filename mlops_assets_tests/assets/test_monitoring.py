@@ -19,12 +19,11 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from mlops_assets import settings
 from mlops_assets.defs.jobs import AS_OF_TAG, REASON_TAG, TRAINING_JOB
 from mlops_assets.defs.monitoring import DRIFT_CHECK
 from mlops_assets.defs.retraining import POLICY_VAR, RETRAIN_SENSOR, retrain_policy
 from mlops_assets.lib.features import KEY_COLUMNS, LABEL_COLUMN
-from mlops_assets_tests.deployed import PREDICT_DAY, Deployment, deploy, shuffle_labels
+from mlops_assets_tests.deployed import PREDICT_DAY, Deployment, deployed_copy, shuffle_labels
 
 DAY = PREDICT_DAY.isoformat()
 NO_LABELS_DAY = PREDICT_DAY + timedelta(days=1)
@@ -42,13 +41,14 @@ TEST_POLICY = {
 
 
 @pytest.fixture(scope="module")
-def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+def deployment(
+    tmp_path_factory: pytest.TempPathFactory, deployed_state: Path
+) -> Iterator[Deployment]:
+    # The policy is read by the retraining sensor only, which the deployment did not tick.
     state = tmp_path_factory.mktemp("monitoring") / "state"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(settings.STATE_DIR_VAR, str(state))
+    with pytest.MonkeyPatch.context() as mp, deployed_copy(deployed_state, state) as copy:
         mp.setenv(POLICY_VAR, json.dumps(TEST_POLICY))
-        with dg.instance_for_test() as instance:
-            yield deploy(state, instance)
+        yield copy
 
 
 def lake(deployment: Deployment, asset: str, day: str) -> pd.DataFrame:

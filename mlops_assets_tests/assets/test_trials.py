@@ -12,19 +12,17 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from datetime import date, timedelta
+from pathlib import Path
 
-import dagster as dg
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from mlops_assets import settings
 from mlops_assets.defs.training import TRIAL_POLICY_VAR
 from mlops_assets.defs.trials import TRIAL_SENSOR
 from mlops_assets.lib import model_tags
 from mlops_assets.lib.features import LABEL_COLUMN
-from mlops_assets.serving.guard import API_KEY_VARIABLE
 from mlops_assets.undo import UndoError, abort_trial, rollback
-from mlops_assets_tests.deployed import PREDICT_DAY, Deployment, deploy, run_config
+from mlops_assets_tests.deployed import PREDICT_DAY, Deployment, deployed_copy, run_config
 
 FAST = {"trial_days": 2, "timeout_days": 3, "rounds": 300}
 PROMOTING = {**FAST, "min_gain": -1.0}
@@ -32,16 +30,10 @@ RETIRING = {**FAST, "min_gain": 1.0}
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    state = tmp_path_factory.mktemp("trials") / "state"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(settings.STATE_DIR_VAR, str(state))
-        mp.delenv(settings.ENV_VAR, raising=False)
-        mp.delenv(API_KEY_VARIABLE, raising=False)
-        with dg.instance_for_test() as instance:
-            deployment = deploy(state, instance)
-            deployment.loop.extra_sensors = (TRIAL_SENSOR,)
-            yield deployment
+def world(tmp_path_factory: pytest.TempPathFactory, deployed_state: Path) -> Iterator[Deployment]:
+    with deployed_copy(deployed_state, tmp_path_factory.mktemp("trials") / "state") as copy:
+        copy.loop.extra_sensors = (TRIAL_SENSOR,)
+        yield copy
 
 
 def _start_trial(world: Deployment, policy: dict[str, object], mp: pytest.MonkeyPatch) -> str:

@@ -61,7 +61,7 @@ from mlops_assets_tests.deployed import (
     PREDICT_DAY,
     Deployment,
     day_requests,
-    deploy,
+    deployed_copy,
     open_deployment,
     state_instance,
 )
@@ -81,15 +81,12 @@ FUZZ_EXAMPLES = 50  # per operation and generation mode
 
 
 @pytest.fixture(scope="module")
-def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+def deployment(
+    tmp_path_factory: pytest.TempPathFactory, deployed_state: Path
+) -> Iterator[Deployment]:
     """A state with a champion (version 1), its Bento and the batch predictions of a day."""
-    state = tmp_path_factory.mktemp("serving") / "state"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(settings.STATE_DIR_VAR, str(state))
-        mp.delenv(settings.ENV_VAR, raising=False)
-        mp.delenv(API_KEY_VARIABLE, raising=False)
-        with state_instance(state) as instance:  # in the state: a copy carries its history
-            yield deploy(state, instance)
+    with deployed_copy(deployed_state, tmp_path_factory.mktemp("serving") / "state") as copy:
+        yield copy
 
 
 @pytest.fixture(scope="module")

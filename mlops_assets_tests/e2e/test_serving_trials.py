@@ -41,7 +41,6 @@ from mlops_assets.lib.routing import flight_key, routes_to_challenger
 from mlops_assets.lib.scoring import ScoringBundle, request_model, score
 from mlops_assets.resources.bentos import local_bentos
 from mlops_assets.resources.prediction_log import PredictionLog
-from mlops_assets.serving.guard import API_KEY_VARIABLE
 from mlops_assets.serving.modes import MODE_VARIABLE, SHARE_VARIABLE
 from mlops_assets_tests.deployed import (
     AS_OF,
@@ -50,7 +49,7 @@ from mlops_assets_tests.deployed import (
     TRAIN_START,
     Deployment,
     day_requests,
-    deploy,
+    deployed_copy,
 )
 from mlops_assets_tests.e2e.servers import BentoServer, Servers
 from mlops_assets_tests.e2e.test_serving import key_of
@@ -73,14 +72,11 @@ SAMPLE = re.compile(
 
 
 @pytest.fixture(scope="module")
-def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    state = tmp_path_factory.mktemp("trials") / "state"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(settings.STATE_DIR_VAR, str(state))
-        mp.delenv(settings.ENV_VAR, raising=False)
-        mp.delenv(API_KEY_VARIABLE, raising=False)
-        with dg.instance_for_test() as instance:
-            yield deploy(state, instance)
+def deployment(
+    tmp_path_factory: pytest.TempPathFactory, deployed_state: Path
+) -> Iterator[Deployment]:
+    with deployed_copy(deployed_state, tmp_path_factory.mktemp("trials") / "state") as copy:
+        yield copy
 
 
 @pytest.fixture(scope="module")
