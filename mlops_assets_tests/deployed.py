@@ -229,12 +229,14 @@ def build_deployed_state(state: Path) -> Path:
 
 
 @contextlib.contextmanager
-def deployed_copy(template: Path, state: Path) -> Iterator[Deployment]:
+def deployed_copy(
+    template: Path, state: Path, env: Mapping[str, str] | None = None
+) -> Iterator[Deployment]:
     """A copy of the deployed ``template`` at ``state``, opened as a deployment of its own.
 
     ``MLOPS_STATE_DIR`` points at the copy for the block (the resources re-point the copied
-    stores on open); the template is never written.
+    stores on open); the template is never written. ``env`` adds settings of the resources.
     """
     shutil.copytree(template, state, symlinks=True)
     with _local_settings(state), state_instance(state) as instance:
-        yield open_deployment(state, instance)
+        yield open_deployment(state, instance, env)

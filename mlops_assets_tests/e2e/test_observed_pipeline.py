@@ -2,7 +2,7 @@
 
 One stack for the module (``mlops_assets.observe`` with test timings): Prometheus scrapes a
 real ``bentoml serve`` of the champion and the Pushgateway the pipeline pushes to (the state
-is deployed with ``MLOPS_PUSHGATEWAY_URL`` set, as an operator would), and Alertmanager sends
+is opened with ``MLOPS_PUSHGATEWAY_URL`` set, as an operator would), and Alertmanager sends
 to a webhook receiver on 127.0.0.1.
 
 - Valid and invalid traffic reaches the service; a day with shuffled labels (the champion no
@@ -41,7 +41,7 @@ from mlops_assets_tests.deployed import (
     PREDICT_DAY,
     Deployment,
     day_requests,
-    deploy,
+    deployed_copy,
     shuffle_labels,
 )
 from mlops_assets_tests.e2e.observability import observed_stack, wait_for_alerts
@@ -100,16 +100,19 @@ def stack(
 
 
 @pytest.fixture(scope="module")
-def deployment(tmp_path_factory: pytest.TempPathFactory, stack: Stack) -> Iterator[Deployment]:
-    """A champion, its bento and a predicted day, deployed with the Pushgateway configured."""
+def deployment(
+    tmp_path_factory: pytest.TempPathFactory, stack: Stack, deployed_state: Path
+) -> Iterator[Deployment]:
+    """A champion, its bento and a predicted day, opened with the Pushgateway configured: the
+    days that land from here on push, as after an operator set ``MLOPS_PUSHGATEWAY_URL``."""
     state = tmp_path_factory.mktemp("observed") / "state"
     gateway = {pm.GATEWAY_VAR: stack.pushgateway.url}
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(settings.STATE_DIR_VAR, str(state))
-        mp.delenv(settings.ENV_VAR, raising=False)
+    with (
+        pytest.MonkeyPatch.context() as mp,
+        deployed_copy(deployed_state, state, gateway) as copy,
+    ):
         mp.setenv(POLICY_VAR, json.dumps({"window_days": ROLLING_WINDOW_DAYS}))
-        with dg.instance_for_test() as instance:
-            yield deploy(state, instance, gateway)
+        yield copy
 
 
 @pytest.fixture(scope="module")
