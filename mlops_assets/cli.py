@@ -227,6 +227,7 @@ def _restore(args: argparse.Namespace) -> int:
 def _dev(args: argparse.Namespace) -> int:
     home = prepare_dagster_home()
     os.chdir(settings.project_root())
+    _fail_orphaned_runs(home)
     command = [
         sys.executable,
         "-m",
@@ -245,6 +246,19 @@ def _dev(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     os.execv(sys.executable, command)
     return 0  # pragma: no cover
+
+
+def _fail_orphaned_runs(home: Path) -> None:
+    """Fails runs a stopped server left in progress (``orphans.py``) before the next starts."""
+    if not (home / "history").exists():  # a new instance has no runs
+        return
+    import dagster as dg
+
+    from mlops_assets.orphans import fail_orphaned_runs
+
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        for run_id in fail_orphaned_runs(instance):
+            print(f"run {run_id} was left in progress by a stopped server: marked failed")
 
 
 # [template:if with_observability]

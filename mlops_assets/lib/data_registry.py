@@ -266,6 +266,20 @@ class DataRegistry:
         self._git("reset", "--quiet", "--hard", start or "HEAD", check=False)
         self._sync_data(path)
 
+    def _recover_interrupted(self) -> None:
+        """Drops what a writer killed mid-commit left behind (hold the lock).
+
+        A process killed after ``dvc add`` leaves its pointer staged (DVC's autostage), which
+        the next commit would record as a version nobody finished; one killed inside a git
+        command can leave git's ``index.lock``, and every later git command would refuse to
+        run. Under the lock no other writer is running, so all of it goes: the work
+        tree returns to the last commit.
+        """
+        (self.root / ".git" / "index.lock").unlink(missing_ok=True)
+        self._git("reset", "--quiet", "--hard", "HEAD")
+        # Its data file, no longer ignored once .gitignore is back (ignored files stay).
+        self._git("clean", "--quiet", "--force", "-d")
+
     @contextlib.contextmanager
     def _transaction(self, path: str, failure: str) -> Iterator[None]:
         """From the remote's latest revision; any failure resets to the start (hold the lock).
@@ -275,6 +289,7 @@ class DataRegistry:
         """
         start = None
         try:
+            self._recover_interrupted()
             if self.git_remote:
                 self._git("pull", "--quiet", "--rebase", "origin", "HEAD")
             start = self._git("rev-parse", "HEAD")
@@ -441,7 +456,7 @@ def store_versioned(
         Exception: the lake's own error from staging or promoting (the registry records the
             version it recorded before).
     """
-    from mlops_assets.lib.storage import discard, promote, stage
+    from mlops_assets.lib.storage import discard, discard_interrupted, promote, stage
 
     staged = stage(target, payload)
     try:
@@ -460,4 +475,5 @@ def store_versioned(
             raise
     finally:
         discard(staged)
+    discard_interrupted(target)
     return version

@@ -64,6 +64,7 @@ def write_atomic(target: Any, payload: bytes) -> None:
         promote(staged, target)
     finally:
         discard(staged)
+    discard_interrupted(target)
 
 
 def stage(target: Any, payload: bytes) -> Any:
@@ -108,6 +109,26 @@ def discard(staged: Any) -> None:
             staged.unlink()
     except Exception as error:
         logging.getLogger(__name__).warning("could not remove staged %s: %s", staged, error)
+
+
+def discard_interrupted(target: Any) -> list[str]:
+    """Removes what writers of ``target`` killed before publishing left: their staged files.
+
+    Called after a write of ``target`` was published. Writes of one partition run one at a
+    time (the instance's per-day run limit), so any other staged file of ``target`` belongs to
+    a writer that is gone. Only on a disk: a staged object (one PUT) is named in the
+    ``discard`` that follows it, and listing a bucket on every write would cost a request.
+
+    Returns:
+        The names removed.
+    """
+    if is_object_store(target) or not target.parent.exists():
+        return []
+    removed = []
+    for leftover in target.parent.glob(f".{target.name}.*.tmp"):
+        discard(leftover)
+        removed.append(leftover.name)
+    return removed
 
 
 def to_parquet_bytes(frame: pd.DataFrame) -> bytes:

@@ -341,3 +341,59 @@ def test_reading_a_registry_never_made_creates_nothing(tmp_path: Path):
     with pytest.raises(DataRegistryError, match="cannot read"):
         registry.read(PATH, "0" * 40)
     assert not registry.root.exists()
+
+
+# -- a writer killed mid-write ----------------------------------------------------------------
+
+OTHER = "flight_features/2013-01-06.parquet"
+
+
+def test_a_writer_killed_inside_git_commit_leaves_no_version(
+    registry: DataRegistry, tmp_path: Path
+):
+    """A real SIGKILL while git commits (a hook holds it there): the pointer the writer had
+    staged stays behind; the next commit records only its own version."""
+    import os
+    import signal
+    import sys
+
+    from mlops_assets.processes import wait_for
+
+    first = registry.commit(PATH, b"first", "v1")
+    marker = tmp_path / "committing"
+    hook = registry.root / ".git" / "hooks" / "pre-commit"
+    hook.write_text(f"#!/bin/sh\ntouch '{marker}'\nsleep 120\n")
+    hook.chmod(0o755)
+    writer = (
+        "import sys; from pathlib import Path; from mlops_assets.lib.data_registry import "
+        "DataRegistry; DataRegistry(Path(sys.argv[1]), sys.argv[2]).commit(sys.argv[3], "
+        "b'killed', 'killed')"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", writer, str(registry.root), registry.remote_url, OTHER],
+        start_new_session=True,
+    )
+    try:
+        wait_for(marker.exists, 60.0, interval=0.1, what="the writer inside git commit")
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)  # the writer, git and its hook
+        process.wait(timeout=30)
+    hook.unlink()
+    # What the kill left: the new pointer staged, ready to be swept into any later commit.
+    assert f"A  {OTHER}.dvc" in _git(registry.root, "status", "--porcelain")
+
+    second = registry.commit(PATH, b"second", "v2")
+    assert registry.history(PATH) == [second.rev, first.rev]
+    assert registry.history(OTHER) == []
+    assert f"{OTHER}.dvc" not in _git(registry.root, "ls-tree", "-r", "--name-only", "HEAD")
+    assert _git(registry.root, "status", "--porcelain") == ""
+
+
+def test_a_write_clears_the_staged_files_of_killed_writers(registry: DataRegistry, lake: Path):
+    killed = lake / ".2013-01-05.parquet.0123abcd.tmp"  # what a writer killed mid-write leaves
+    killed.write_bytes(b"half")
+    neighbour = lake / ".2013-01-06.parquet.0123abcd.tmp"  # another partition's: not ours
+    neighbour.write_bytes(b"other")
+    _stored(registry, lake, b"first")
+    assert (lake / "2013-01-05.parquet").read_bytes() == b"first"
+    assert _leftovers(lake) == [neighbour.name]
