@@ -1,7 +1,9 @@
-"""Faults injected into the data registry and the lake, and what a failed run reports."""
+"""Faults injected into the data registry, the lake and run workers, and what a failed run
+reports."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -42,3 +44,75 @@ def failure_text(result: Any) -> str:
 def staged_leftovers(folder: Path) -> list[str]:
     """Hidden (staged or temporary) files left in a lake folder."""
     return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+
+
+@contextmanager
+def held_registry(repo: Path) -> Iterator[None]:
+    """Holds the data registry's writer lock (``DataRegistry._lock``'s file) while the block
+    runs, as a slow writer would: every commit to ``repo`` waits until the block ends."""
+    from filelock import FileLock
+
+    with FileLock(str(repo.parent / f".{repo.name}.lock"), timeout=30):
+        yield
+
+
+@contextmanager
+def commits_held(repo: Path, marker: Path) -> Iterator[None]:
+    """A git hook in ``repo`` that touches ``marker`` and hangs: a writer stays inside ``git
+    commit`` (its DVC pointer staged) until it is killed. The hook goes when the block ends."""
+    hook = repo / ".git" / "hooks" / "pre-commit"
+    hook.parent.mkdir(parents=True, exist_ok=True)
+    hook.write_text(f"#!/bin/sh\ntouch '{marker}'\nsleep 600\n")
+    hook.chmod(0o755)
+    try:
+        yield
+    finally:
+        hook.unlink()
+
+
+def kill_tree(pid: int) -> list[int]:
+    """SIGKILL to a process and all its descendants at once (as the OOM killer or a node
+    loss would end a run worker and the git/DVC commands it runs); returns their ids."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        processes = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+    for process in processes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.kill()
+    psutil.wait_procs(processes, timeout=10)
+    return [p.pid for p in processes]
+
+
+@contextmanager
+def full_disk(folder: Path, slack: int = 4096) -> Iterator[bool]:
+    """Mounts a tmpfs over ``folder`` holding its files and ``slack`` bytes more, so the next
+    write that needs more fails with ENOSPC; yields False (nothing mounted) where this
+    machine does not allow mounting (not root, or no CAP_SYS_ADMIN)."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    page = 4096
+    files = [p for p in folder.iterdir() if p.is_file()]
+    used = sum(-(-p.stat().st_size // page) * page for p in files)
+    with tempfile.TemporaryDirectory() as spare:
+        for path in files:
+            shutil.copy2(path, spare)
+        mounted = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={used + slack}", "tmpfs", str(folder)],
+            capture_output=True,
+            check=False,
+        )
+        if mounted.returncode != 0:
+            yield False
+            return
+        try:
+            for path in files:
+                shutil.copy2(Path(spare) / path.name, folder / path.name)
+            yield True
+        finally:
+            subprocess.run(["umount", str(folder)], check=True, capture_output=True)

@@ -9,6 +9,7 @@ executions, sensor ticks, and a diagnostic report for failures. Nothing here lau
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator
 from datetime import date
 from typing import Any
@@ -23,6 +24,9 @@ SENSORS = (LANDING_SENSOR, AUTOMATION_SENSOR, RETRAIN_SENSOR, TRIAL_SENSOR)
 SENSOR_TAG = "dagster/sensor_name"
 PARTITION_TAG = "dagster/partition"
 RUN_KEY_TAG = "dagster/run_key"
+
+# The run worker's first engine event (dagster's code server).
+WORKER_STARTED = re.compile(r"Started process for run \(pid: (\d+)\)")
 
 BROKEN = ("FAILURE", "CANCELED", "CANCELING")
 FINISHED = ("SUCCESS", *BROKEN)
@@ -254,6 +258,64 @@ class DagsterDev(DevServer):
             """
         )
         return list(data["partitionBackfillsOrError"].get("results", []))
+
+    def messages(self, run_id: str) -> list[str]:
+        """The messages of a run's events, oldest first (engine events, failures, logs)."""
+        data = self.graphql(
+            """
+            query Logs($runId: ID!) {
+              logsForRun(runId: $runId, limit: 5000) {
+                __typename
+                ... on EventConnection { events { ... on MessageEvent { message } } }
+              }
+            }
+            """,
+            {"runId": run_id},
+        )
+        result = data["logsForRun"]
+        assert result["__typename"] == "EventConnection", result
+        return [e["message"] for e in result["events"] if e.get("message")]
+
+    def worker_pid(self, run_id: str) -> int | None:
+        """The process id the run's worker recorded when it started, if it has."""
+        for message in self.messages(run_id):
+            found = WORKER_STARTED.search(message)
+            if found:
+                return int(found.group(1))
+        return None
+
+    def launch(
+        self, job: str, run_config: dict[str, Any], tags: dict[str, str] | None = None
+    ) -> str:
+        """Launches a run of ``job`` as the UI's launchpad does; returns its run id."""
+        data = self.graphql(
+            """
+            mutation Launch($params: ExecutionParams!) {
+              launchRun(executionParams: $params) {
+                __typename
+                ... on LaunchRunSuccess { run { runId } }
+                ... on PythonError { message }
+                ... on RunConfigValidationInvalid { errors { message } }
+              }
+            }
+            """,
+            {
+                "params": {
+                    "selector": {
+                        "repositoryLocationName": LOCATION,
+                        "repositoryName": REPOSITORY,
+                        "jobName": job,
+                    },
+                    "runConfigData": run_config,
+                    "executionMetadata": {
+                        "tags": [{"key": k, "value": v} for k, v in (tags or {}).items()]
+                    },
+                }
+            },
+        )
+        result = data["launchRun"]
+        assert result["__typename"] == "LaunchRunSuccess", result
+        return str(result["run"]["runId"])
 
     # -- failure reports --------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ Per-phase timings are printed at the end of the module (``pytest -s`` or ``-rP``
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 import time
@@ -452,3 +453,301 @@ def test_the_same_condition_is_not_retrained_twice(loop: ClosedLoop) -> None:
         assert runs[0]["tags"][AS_OF_TAG] == as_of, runs
         assert not [r for r in server.runs() if r["status"] in BROKEN]
         assert_no_failed_ticks(server, 0.0)
+
+
+# -- faults under the daemon ------------------------------------------------------------------
+# Each fault lands a day of its own after the story above, on the same state and server.
+
+REDELIVERED = date(2013, 1, 26)
+KILLED_DAY = date(2013, 1, 27)
+FULL_DISK_DAY = date(2013, 1, 28)
+PARENT_RUN_TAG = "dagster/parent_run_id"  # set on the retry the daemon launches
+WILL_RETRY_TAG = "dagster/will_retry"
+FEATURES = "flight_features"
+SETTLE_TIMEOUT = 420.0  # a day's runs, one after another, through monitoring
+KILL_TIMEOUT = 240.0  # a landing tick, the raw run, an automation tick, the commit reached
+
+
+def lake_and_registry(loop: ClosedLoop) -> tuple[Path, Any]:
+    """The state's lake folder and its data registry (read from this process)."""
+    from mlops_assets.lib.data_registry import DataRegistry
+
+    where = settings.locations({settings.STATE_DIR_VAR: str(loop.state)})
+    return where.lake, DataRegistry(where.data_registry, str(where.dvc_remote))
+
+
+def git_status(repo: Path) -> str:
+    """``git status --porcelain`` of the registry work tree."""
+    import subprocess
+
+    done = subprocess.run(
+        ["git", "-C", str(repo), "status", "--porcelain"], capture_output=True, text=True
+    )
+    return done.stdout.strip()
+
+
+def running(loop: ClosedLoop) -> DagsterDev:
+    loop.require("new day")
+    return loop.server or loop.start()
+
+
+def day_runs(server: DagsterDev, day: date) -> list[dict[str, Any]]:
+    """Runs of ``day`` (its partition tag), oldest first."""
+    return sorted(server.runs(**{PARTITION_TAG: day.isoformat()}), key=lambda r: r["creationTime"])
+
+
+def redeliver_flights(landing: Path, day: date, original: str, drop: int) -> int:
+    """Delivers the day's flights again without their last ``drop`` rows, atomically (a hidden
+    name, then a rename, as an upload tool does); returns the number of rows delivered."""
+    lines = original.splitlines(keepends=True)
+    kept = lines[: len(lines) - drop]
+    path = landing / "flights" / f"{day.isoformat()}.csv"
+    staged = path.with_name(f".{path.name}.part")
+    staged.write_text("".join(kept))
+    staged.replace(path)
+    return len(kept) - 1
+
+
+def assert_one_at_a_time(runs: list[dict[str, Any]]) -> None:
+    """No two of ``runs`` were in progress at the same time."""
+    ordered = sorted(runs, key=lambda r: r["startTime"])
+    for before, after in itertools.pairwise(ordered):
+        assert after["startTime"] >= before["endTime"], (
+            f"run {after['runId'][:8]} ({after['assets']}) started before "
+            f"{before['runId'][:8]} ({before['assets']}) ended: {ordered}"
+        )
+
+
+def assert_lake_matches_registry(loop: ClosedLoop, day: date, versions: int) -> str:
+    """The day's features in the lake are the registry's latest version, nothing half-written
+    stays anywhere; returns that version's md5."""
+    from mlops_assets.lib.fingerprints import md5_bytes
+    from mlops_assets_tests.faults import staged_leftovers
+
+    lake, registry = lake_and_registry(loop)
+    path = f"{FEATURES}/{day.isoformat()}.parquet"
+    history = registry.history(path)
+    assert len(history) == versions, history
+    md5 = md5_bytes((lake / path).read_bytes())
+    assert registry.recorded_md5(path, history[0]) == md5
+    for folder in (FEATURES, *RAW_ASSETS):
+        assert staged_leftovers(lake / folder) == [], folder
+    status = git_status(registry.root)
+    assert status == "", f"the registry work tree is not clean: {status}"
+    return md5
+
+
+@pytest.mark.timeout(600)
+def test_a_day_redelivered_twice_while_its_first_run_goes_keeps_the_last(
+    loop: ClosedLoop,
+) -> None:
+    """The day's first feature run waits on the data registry (a slow writer holds its lock);
+    meanwhile the day's flights are delivered twice more. The runs of the day go one at a time
+    (the per-day run limit of dagster.yaml) and the lake ends with the last delivery."""
+    from mlops_assets_tests.faults import held_registry
+
+    server = running(loop)
+    key = REDELIVERED.isoformat()
+    lake, registry = lake_and_registry(loop)
+    with loop.phase(f"{key} re-delivered twice while its first run is going"):
+        with held_registry(registry.root):
+            replay(loop.landing, REDELIVERED, 1, include_reference=False)
+            original = (loop.landing / "flights" / f"{key}.csv").read_text()
+            first = wait_for(
+                lambda: [
+                    r
+                    for r in day_runs(server, REDELIVERED)
+                    if FEATURES in r["assets"] and r["status"] == "STARTED"
+                ],
+                DAY_TIMEOUT,
+                what=f"the first feature run of {key} in progress",
+            )[0]
+            for number, drop in ((2, 10), (3, 20)):
+                rows = redeliver_flights(loop.landing, REDELIVERED, original, drop)
+                wait_for(
+                    lambda n=number: (
+                        len(  # type: ignore[misc]
+                            [
+                                r
+                                for r in day_runs(server, REDELIVERED)
+                                if r["tags"].get(SENSOR_TAG) == LANDING_SENSOR
+                            ]
+                        )
+                        == n
+                    ),
+                    TICK_TIMEOUT,
+                    what=f"the landing run of delivery {number} of {key}",
+                )
+            waiting = [
+                r
+                for r in day_runs(server, REDELIVERED)
+                if r["creationTime"] > first["creationTime"]
+            ]
+            assert [r["status"] for r in waiting] == ["QUEUED", "QUEUED"], waiting
+            assert server.run(first["runId"])["status"] == "STARTED"
+        last_landing = day_runs(server, REDELIVERED)[-1]
+
+        def settled() -> bool:
+            runs = day_runs(server, REDELIVERED)
+            features = server.materialized(FEATURES, REDELIVERED)
+            return all(r["status"] in FINISHED for r in runs) and any(
+                server.run(e["runId"])["creationTime"] > last_landing["creationTime"]
+                for e in features
+            )
+
+        wait_for(settled, SETTLE_TIMEOUT, what=f"the runs of {key} to settle")
+        runs = day_runs(server, REDELIVERED)
+        assert all(r["status"] == "SUCCESS" for r in runs), runs
+        assert_one_at_a_time(runs)
+        raw = pd.read_parquet(lake / "raw_flights" / f"{key}.parquet")
+        features = pd.read_parquet(lake / FEATURES / f"{key}.parquet")
+        assert len(raw) == len(features) == rows, (len(raw), len(features), rows)
+        # The first delivery's features, then the last's: two versions, the lake at the last.
+        assert_lake_matches_registry(loop, REDELIVERED, versions=2)
+
+
+@pytest.mark.timeout(600)
+def test_a_feature_day_killed_with_the_server_is_failed_and_retried_after_the_restart(
+    loop: ClosedLoop,
+) -> None:
+    """The whole server (webserver, daemon, code server, the run worker and the git commit it
+    runs) is SIGKILLed while the day's features are being committed to the data registry.
+    After the restart the run is marked failed, the daemon retries it once, and the lake and
+    the registry hold one version of the day, the same, with nothing half-written."""
+    import os
+    import signal
+
+    from mlops_assets_tests.faults import commits_held, staged_leftovers
+
+    server = running(loop)
+    key = KILLED_DAY.isoformat()
+    lake, registry = lake_and_registry(loop)
+    path = f"{FEATURES}/{key}.parquet"
+    marker = loop.logs / "commit-held"
+    with loop.phase(f"{key}: everything SIGKILLed inside the features commit"):
+        with commits_held(registry.root, marker):
+            replay(loop.landing, KILLED_DAY, 1, include_reference=False)
+            wait_for(marker.exists, KILL_TIMEOUT, what=f"the {key} features inside git commit")
+            [killed] = [
+                r
+                for r in day_runs(server, KILLED_DAY)
+                if FEATURES in r["assets"] and r["status"] == "STARTED"
+            ]
+            os.killpg(os.getpgid(server.process.pid), signal.SIGKILL)
+            loop.stop()
+        # What the kill left: no version, no lake object (a staged file at most).
+        assert registry.history(path) == []
+        assert not (lake / path).exists()
+        print(
+            f"left by the kill: lake {staged_leftovers(lake / FEATURES)}, registry "
+            f"{git_status(registry.root)!r}"
+        )
+
+    server = loop.start()
+    with loop.phase(f"{key}: failed after the restart, retried once"):
+        failed = wait_for(
+            lambda: finished(server, killed["runId"]), TICK_TIMEOUT, what="the killed run failed"
+        )
+        assert failed is not None and failed["status"] == "FAILURE", failed
+        assert any("is gone: the server stopped" in m for m in server.messages(killed["runId"]))
+        retry = wait_for(
+            lambda: [
+                r
+                for r in server.runs(**{PARENT_RUN_TAG: killed["runId"]})
+                if r["status"] in FINISHED
+            ],
+            SETTLE_TIMEOUT,
+            what=f"the retry of {killed['runId']} to finish",
+        )
+        assert [r["status"] for r in retry] == ["SUCCESS"], retry
+        assert_lake_matches_registry(loop, KILLED_DAY, versions=1)
+
+
+@pytest.mark.timeout(600)
+def test_a_training_worker_killed_leaves_no_mlflow_run_running(loop: ClosedLoop) -> None:
+    """The run worker of a training is SIGKILLed while its MLflow run is open. The code server
+    fails the run at once, the daemon retries it once, and the retry closes the abandoned MLflow
+    run as KILLED before it trains: no run is left RUNNING."""
+    from mlflow import MlflowClient
+
+    from mlops_assets.defs.jobs import TRAINING_JOB
+    from mlops_assets.lib import model_tags
+    from mlops_assets_tests.deployed import run_config
+    from mlops_assets_tests.faults import kill_tree
+
+    server = running(loop)
+    tracking = f"sqlite:///{loop.state / 'mlflow' / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=tracking)
+    experiment = client.get_experiment_by_name(settings.MODEL_NAME)
+    assert experiment is not None
+    with loop.phase("training worker SIGKILLed with its MLflow run open"):
+        run_id = server.launch(TRAINING_JOB, run_config())
+
+        def open_run() -> list[Any]:
+            return list(
+                client.search_runs(
+                    [experiment.experiment_id],
+                    filter_string=f"attributes.status = 'RUNNING' and "
+                    f"tags.`{model_tags.DAGSTER_RUN_ID_RUN_TAG}` = '{run_id}'",
+                )
+            )
+
+        [mlflow_run] = wait_for(open_run, TRAINING_TIMEOUT, interval=0.5, what="the MLflow run")
+        pid = server.worker_pid(run_id)
+        assert pid is not None, server.messages(run_id)
+        assert kill_tree(pid)
+        failed = wait_for(
+            lambda: finished(server, run_id), TICK_TIMEOUT, what="the killed training failed"
+        )
+        assert failed is not None and failed["status"] == "FAILURE", failed
+        assert any("unexpectedly" in m for m in server.messages(run_id)), server.messages(run_id)
+    with loop.phase("training retried once, the abandoned MLflow run closed"):
+        retry = wait_for(
+            lambda: [r for r in server.runs(**{PARENT_RUN_TAG: run_id}) if r["status"] in FINISHED],
+            TRAINING_TIMEOUT,
+            what=f"the retry of {run_id} to finish",
+        )
+        assert [r["status"] for r in retry] == ["SUCCESS"], retry
+        assert client.get_run(mlflow_run.info.run_id).info.status == "KILLED"
+        still = client.search_runs(
+            [experiment.experiment_id], filter_string="attributes.status = 'RUNNING'"
+        )
+        assert not still, [r.info for r in still]
+
+
+@pytest.mark.timeout(600)
+def test_a_full_disk_under_the_lake_fails_the_day_cleanly(loop: ClosedLoop) -> None:
+    """A tmpfs just big enough for the features already stored is mounted over the lake's
+    flight_features folder, so the next day's features hit ENOSPC (the machine must allow
+    mounting: root with CAP_SYS_ADMIN; elsewhere the in-process tests inject the same
+    OSError(ENOSPC) into the lake, ``unit/test_data_registry.py``). The run fails with the
+    lake's message, is not retried (a step failure), and nothing is half-written."""
+    from mlops_assets_tests.faults import full_disk, staged_leftovers
+
+    server = running(loop)
+    key = FULL_DISK_DAY.isoformat()
+    lake, registry = lake_and_registry(loop)
+    path = f"{FEATURES}/{key}.parquet"
+    with full_disk(lake / FEATURES) as mounted:
+        if not mounted:
+            pytest.skip("mounting a tmpfs is not allowed here (needs root and CAP_SYS_ADMIN)")
+        with loop.phase(f"{key}: features on a full disk"):
+            replay(loop.landing, FULL_DISK_DAY, 1, include_reference=False)
+            runs = wait_for(
+                lambda: [
+                    r
+                    for r in day_runs(server, FULL_DISK_DAY)
+                    if FEATURES in r["assets"] and r["status"] in FINISHED
+                ],
+                DAY_TIMEOUT,
+                what=f"the features run of {key}",
+            )
+            assert [r["status"] for r in runs] == ["FAILURE"], runs
+            messages = "\n".join(server.messages(runs[0]["runId"]))
+            assert "No space left on device" in messages, messages
+            assert f"cannot write {FEATURES} partition {key} to the lake" in messages, messages
+            assert not (lake / path).exists()
+            assert staged_leftovers(lake / FEATURES) == []
+            assert registry.history(path) == []
+            assert server.run(runs[0]["runId"])["tags"].get(WILL_RETRY_TAG) == "false"
+            assert not server.runs(**{PARENT_RUN_TAG: runs[0]["runId"]})
