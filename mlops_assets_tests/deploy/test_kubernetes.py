@@ -210,6 +210,28 @@ def render_queue(values: Mapping[str, Any]) -> dict[str, Any]:
     return rendered
 
 
+def render_recovery(values: Mapping[str, Any]) -> dict[str, Any]:
+    """`run_monitoring`, `run_retries` and `additionalInstanceConfig` as the chart renders them
+    (`templates/configmap-instance.yaml`)."""
+    daemon = values["dagsterDaemon"]
+    monitoring, retries = daemon.get("runMonitoring", {}), daemon.get("runRetries", {})
+    rendered: dict[str, Any] = {}
+    if monitoring.get("enabled"):
+        rendered["run_monitoring"] = {
+            "enabled": True,
+            "start_timeout_seconds": monitoring.get("startTimeoutSeconds", 300),
+            "poll_interval_seconds": monitoring.get("pollIntervalSeconds", 120),
+            "free_slots_after_run_end_seconds": monitoring.get("freeSlotsAfterRunEndSeconds", 0),
+        }
+    if retries.get("enabled"):
+        rendered["run_retries"] = {"enabled": True}
+        if retries.get("maxRetries"):
+            rendered["run_retries"]["max_retries"] = retries["maxRetries"]
+    extra = values.get("additionalInstanceConfig") or {}
+    assert not set(extra) & set(rendered), f"rendered twice: {set(extra) & set(rendered)}"
+    return {**rendered, **extra}
+
+
 def code_server_context(values: Mapping[str, Any]) -> dict[str, Any]:
     """Container context the chart hands to `dagster api grpc` (includeConfigInLaunchedRuns).
 
@@ -282,7 +304,12 @@ def k8s_instance(values: dict[str, Any], tmp_path: Path) -> Iterator[dg.DagsterI
     kubeconfig.write_text(KUBECONFIG)
     launcher = render_run_launcher(values)
     launcher["config"].update(load_incluster_config=False, kubeconfig_file=str(kubeconfig))
-    overrides = {"run_launcher": launcher, **render_queue(values), "telemetry": {"enabled": False}}
+    overrides = {
+        "run_launcher": launcher,
+        **render_queue(values),
+        **render_recovery(values),
+        "telemetry": {"enabled": False},
+    }
     with dg.instance_for_test(overrides=overrides) as instance:
         yield instance
 
@@ -343,6 +370,33 @@ def test_k8s_run_launcher_constructs(k8s_instance: dg.DagsterInstance) -> None:
     assert concurrency.pool_config.default_pool_limit == 1
     assert concurrency.run_queue_config is not None
     assert concurrency.run_queue_config.max_concurrent_runs == 8
+
+
+def test_a_crashed_run_is_retried_once_and_frees_its_slots(
+    k8s_instance: dg.DagsterInstance,
+) -> None:
+    """The chart's instance recovers from a dead run pod as deploy/dagster.yaml does: one
+    retry (not of a run that failed in its own code), the dead run's pool slots freed, one
+    run at a time per day."""
+    import yaml
+
+    single_host = yaml.safe_load((ROOT / "deploy" / "dagster.yaml").read_text())
+    assert k8s_instance.run_retries_enabled
+    assert k8s_instance.run_retries_max_retries == single_host["run_retries"]["max_retries"] == 1
+    assert not k8s_instance.run_retries_retry_on_asset_or_op_failure
+    assert not single_host["run_retries"]["retry_on_asset_or_op_failure"]
+    settings = k8s_instance.run_monitoring_settings
+    assert settings["free_slots_after_run_end_seconds"] > 0
+    assert settings == {**settings, **single_host["run_monitoring"]}
+    queue = k8s_instance.get_concurrency_config().run_queue_config
+    assert queue is not None
+    per_day = [
+        limit for limit in queue.tag_concurrency_limits if limit["key"] == "dagster/partition"
+    ]
+    assert per_day == [
+        {"key": "dagster/partition", "value": {"applyLimitPerUniqueValue": True}, "limit": 1}
+    ]
+    assert per_day[0] in single_host["concurrency"]["runs"]["tag_concurrency_limits"]
 
 
 def test_run_limits_in_two_places_are_refused(values: dict[str, Any], tmp_path: Path) -> None:
