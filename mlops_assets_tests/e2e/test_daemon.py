@@ -700,7 +700,8 @@ def test_a_training_worker_killed_leaves_no_mlflow_run_running(loop: ClosedLoop)
             lambda: finished(server, run_id), TICK_TIMEOUT, what="the killed training failed"
         )
         assert failed is not None and failed["status"] == "FAILURE", failed
-        assert any("unexpectedly" in m for m in server.messages(run_id)), server.messages(run_id)
+        messages = server.messages(run_id)
+        assert any("was terminated by signal 9 (SIGKILL)" in m for m in messages), messages
     with loop.phase("training retried once, the abandoned MLflow run closed"):
         retry = wait_for(
             lambda: [r for r in server.runs(**{PARENT_RUN_TAG: run_id}) if r["status"] in FINISHED],
