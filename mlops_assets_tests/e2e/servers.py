@@ -51,10 +51,14 @@ class MlflowServer(LoggedServer):
         return f"http://{HOST}:{self.port}"
 
     @classmethod
-    def spawn(cls, root: Path) -> MlflowServer:
-        """Starts the server in the background; ``wait_ready`` waits for it."""
+    def spawn(cls, root: Path, port: int | None = None) -> MlflowServer:
+        """Starts the server in the background; ``wait_ready`` waits for it.
+
+        ``port`` (default: a free one) and an existing ``root`` start it again where a
+        stopped one was: same address, same runs, models and artifacts.
+        """
         root.mkdir(parents=True, exist_ok=True)
-        port = free_port()
+        port = port or free_port()
         command = [
             *console_script("mlflow", "mlflow"),
             "server",
@@ -240,6 +244,10 @@ class Servers:
     def mlflow(self, *, wait: bool = True) -> MlflowServer:
         """An ``mlflow server`` on a folder of its own."""
         return self.start(MlflowServer.spawn(self._tmp.mktemp("mlflow_server")), wait=wait)
+
+    def mlflow_again(self, stopped: MlflowServer) -> MlflowServer:
+        """``stopped`` started again on its folder and port."""
+        return self.start(MlflowServer.spawn(stopped.root, stopped.port))
 
     def moto(self) -> MotoServer:
         """A ready ``moto_server``."""

@@ -25,6 +25,7 @@ Per-phase timings are printed at the end of the module (``pytest -s`` or ``-rP``
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import json
 import logging
@@ -496,6 +497,12 @@ def day_runs(server: DagsterDev, day: date) -> list[dict[str, Any]]:
     return sorted(server.runs(**{PARTITION_TAG: day.isoformat()}), key=lambda r: r["creationTime"])
 
 
+def has_landing_runs(server: DagsterDev, day: date, count: int) -> bool:
+    """Whether the landing sensor has requested ``count`` runs of ``day``."""
+    runs = [r for r in day_runs(server, day) if r["tags"].get(SENSOR_TAG) == LANDING_SENSOR]
+    return len(runs) == count
+
+
 def redeliver_flights(landing: Path, day: date, original: str, drop: int) -> int:
     """Delivers the day's flights again without their last ``drop`` rows, atomically (a hidden
     name, then a rename, as an upload tool does); returns the number of rows delivered."""
@@ -565,16 +572,7 @@ def test_a_day_redelivered_twice_while_its_first_run_goes_keeps_the_last(
             for number, drop in ((2, 10), (3, 20)):
                 rows = redeliver_flights(loop.landing, REDELIVERED, original, drop)
                 wait_for(
-                    lambda n=number: (
-                        len(  # type: ignore[misc]
-                            [
-                                r
-                                for r in day_runs(server, REDELIVERED)
-                                if r["tags"].get(SENSOR_TAG) == LANDING_SENSOR
-                            ]
-                        )
-                        == n
-                    ),
+                    functools.partial(has_landing_runs, server, REDELIVERED, number),
                     TICK_TIMEOUT,
                     what=f"the landing run of delivery {number} of {key}",
                 )

@@ -7,12 +7,13 @@ are built through the real landing sensor and automation conditions (``LocalDaem
 an artifact location, so the server decides where artifacts go, exactly as in production.
 
 Checked: tags, metrics and artifacts of the tracked run, registration and aliases, loading the
-champion from the server, the gate rejecting an equal challenger, and a clear failure that
-changes nothing when MLflow is unreachable. Nothing talks to any address but 127.0.0.1.
+champion from the server, the gate rejecting an equal challenger, a clear failure that changes
+nothing when MLflow is unreachable, and the same when the server stops in the middle of a
+training. Nothing talks to any address but 127.0.0.1.
 
-Runtime: roughly 2 to 3 minutes: 28 feature days take 40 to 70 s (the server starts meanwhile,
-~20 s), each training ~10 to 20 s, and the unreachable-server test waits out the ~20 s of
-retry back-off of candidate_model.
+Runtime: roughly 3 to 4 minutes: 28 feature days take 40 to 70 s (the server starts meanwhile,
+~20 s), each training ~10 to 20 s, the two unreachable-server tests wait out the ~20 s of retry
+back-off of candidate_model, and the last starts the stopped server again (~15 s).
 """
 
 from __future__ import annotations
@@ -426,4 +427,66 @@ def test_unreachable_mlflow_fails_clearly_and_changes_nothing(
         # Nothing changed on the real server, and nothing was materialized.
         assert [(r.info.run_id, r.info.status) for r in world.runs()] == before_runs
         assert world.model_registry() == before_registry
+        assert {a: len(world.materializations(a)) for a in gated} == before
+
+
+def test_mlflow_stopped_during_training_fails_clearly_and_keeps_the_champion(
+    world: World, servers: Servers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real server is stopped while candidate_model trains against it (its MLflow run is
+    open): the step retries, fails naming the tracking server, and nothing changes; started
+    again on its folder and port, the server holds the champion it held before.
+
+    Last in the module: the server is started again for the teardown only.
+    """
+    import threading
+
+    from mlops_assets.processes import wait_for
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    with world.server.report_on_failure():
+        if not world.materializations("training_set"):  # when this test runs alone
+            only_data = {"ops": {"training_set": RUN_CONFIG["ops"]["training_set"]}}
+            world.materialize(dg.AssetSelection.assets("training_set"), run_config=only_data)
+        known = {r.info.run_id for r in world.runs()}
+        before_registry = world.model_registry()
+        gated = ("candidate_model", "champion_model", "model_card", "bento")
+        before = {a: len(world.materializations(a)) for a in gated}
+
+    outcome: dict[str, dg.ExecuteInProcessResult] = {}
+    training = threading.Thread(
+        target=lambda: outcome.update(
+            result=world.materialize(
+                dg.AssetSelection.assets("candidate_model"), raise_on_error=False
+            )
+        )
+    )
+    training.start()
+    stopped = world.server
+    try:
+        wait_for(
+            lambda: [r for r in world.runs() if r.info.run_id not in known],
+            120.0,
+            interval=0.2,
+            what="the training's MLflow run open on the server",
+        )
+    finally:
+        servers.stop(stopped)
+    training.join(timeout=180.0)
+    assert not training.is_alive(), "the training did not give up on the stopped server"
+    world.server = servers.mlflow_again(stopped)
+
+    result = outcome["result"]
+    assert not result.success
+    errors = _step_errors(result)
+    assert stopped.url in errors, errors
+    assert "Connection refused" in errors or "Failed to establish" in errors, errors
+    types = [e.event_type_value for e in result.all_events]
+    assert types.count("STEP_UP_FOR_RETRY") == TRACKING_RETRY.max_retries, types
+    assert types.count("STEP_FAILURE") == 1, types
+    with world.server.report_on_failure():
+        registry = world.model_registry()
+        assert registry == before_registry, registry
+        assert registry["aliases"].get(CHAMPION) == before_registry["aliases"].get(CHAMPION)
         assert {a: len(world.materializations(a)) for a in gated} == before
