@@ -57,12 +57,17 @@ def held_registry(repo: Path) -> Iterator[None]:
 
 
 @contextmanager
-def commits_held(repo: Path, marker: Path) -> Iterator[None]:
-    """A git hook in ``repo`` that touches ``marker`` and hangs: a writer stays inside ``git
-    commit`` (its DVC pointer staged) until it is killed. The hook goes when the block ends."""
+def commits_held(repo: Path, path: str, marker: Path) -> Iterator[None]:
+    """A git hook in ``repo`` that holds a commit of ``path``: it touches ``marker`` and
+    hangs, so the writer stays inside ``git commit`` (its DVC pointer staged) until it is
+    killed. Commits of other paths go through. The hook goes when the block ends."""
     hook = repo / ".git" / "hooks" / "pre-commit"
     hook.parent.mkdir(parents=True, exist_ok=True)
-    hook.write_text(f"#!/bin/sh\ntouch '{marker}'\nsleep 600\n")
+    hook.write_text(
+        "#!/bin/sh\n"
+        f"git diff --cached --name-only | grep -qxF '{path}.dvc' || exit 0\n"
+        f"touch '{marker}'\nsleep 600\n"
+    )
     hook.chmod(0o755)
     try:
         yield
