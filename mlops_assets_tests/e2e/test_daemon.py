@@ -18,7 +18,19 @@ start costs 25-55 s here); a phase is skipped when the one before it failed.
 3. The retraining sensor loses its cursor (as after an operator's reset) and evaluates the
    same condition again: still exactly one retraining run.
 
-Expect about eight minutes on two shared cores, a third of it the in-process deployment.
+Then faults, each on a day of its own (``docs/design.md``, "Faults"):
+
+4. A day re-delivered twice while its first run waits on the data registry: the day's runs
+   go one at a time and the lake ends with the last delivery.
+5. The whole server SIGKILLed while a feature day is inside its registry commit: after the
+   restart the run is failed, retried once, and one version of the day exists.
+6. A training's run worker SIGKILLed with its MLflow run open: failed at once, retried once,
+   the abandoned MLflow run closed as KILLED.
+7. A full disk (a small tmpfs) under the lake's feature folder: a clean step failure, not
+   retried, nothing half-written.
+
+Expect about eight minutes for 1-3 on two shared cores (a third of it the in-process
+deployment), and about as much again for the faults.
 Per-phase timings are printed at the end of the module (``pytest -s`` or ``-rP`` shows them).
 """
 
