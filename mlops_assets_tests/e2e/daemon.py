@@ -260,13 +260,20 @@ class DagsterDev(DevServer):
         return list(data["partitionBackfillsOrError"].get("results", []))
 
     def messages(self, run_id: str) -> list[str]:
-        """The messages of a run's events, oldest first (engine events, failures, logs)."""
+        """The messages of a run's events, oldest first (engine events, failures, logs); a
+        step failure is followed by its error and the error's causes."""
         data = self.graphql(
             """
+            fragment Error on PythonError { message causes { message } }
             query Logs($runId: ID!) {
               logsForRun(runId: $runId, limit: 5000) {
                 __typename
-                ... on EventConnection { events { ... on MessageEvent { message } } }
+                ... on EventConnection {
+                  events {
+                    ... on MessageEvent { message }
+                    ... on ExecutionStepFailureEvent { error { ...Error } }
+                  }
+                }
               }
             }
             """,
@@ -274,7 +281,13 @@ class DagsterDev(DevServer):
         )
         result = data["logsForRun"]
         assert result["__typename"] == "EventConnection", result
-        return [e["message"] for e in result["events"] if e.get("message")]
+        texts = []
+        for event in result["events"]:
+            error = event.get("error") or {}
+            found = [event.get("message"), error.get("message")]
+            found += [cause["message"] for cause in error.get("causes") or []]
+            texts += [text for text in found if text]
+        return texts
 
     def worker_pid(self, run_id: str) -> int | None:
         """The process id the run's worker recorded when it started, if it has."""
