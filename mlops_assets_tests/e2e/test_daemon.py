@@ -47,6 +47,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 
 from mlops_assets import settings
@@ -516,14 +517,13 @@ def has_landing_runs(server: DagsterDev, day: date, count: int) -> bool:
 
 
 def redeliver_flights(landing: Path, day: date, original: str, drop: int) -> int:
-    """Delivers the day's flights again without their last ``drop`` rows, atomically (a hidden
-    name, then a rename, as an upload tool does); returns the number of rows delivered."""
+    """Delivers the day's flights again without their last ``drop`` rows (then the day's
+    manifest); returns the number of rows delivered."""
+    from mlops_assets_tests.deliveries import redeliver
+
     lines = original.splitlines(keepends=True)
     kept = lines[: len(lines) - drop]
-    path = landing / "flights" / f"{day.isoformat()}.csv"
-    staged = path.with_name(f".{path.name}.part")
-    staged.write_text("".join(kept))
-    staged.replace(path)
+    redeliver(landing, "flights", day, "".join(kept).encode())
     return len(kept) - 1
 
 
