@@ -1,11 +1,11 @@
 """End to end: the closed loop under a real ``dagster dev`` (webserver + daemon).
 
-The state is deployed in-process first (``deployed.deploy``: three weeks replayed, champion
-v1 promoted, its Bento, 2013-01-22 predicted and monitored) on a Dagster instance living in
-the state's ``dagster_home``. Then ``mlops-assets dev`` runs on that state, on 127.0.0.1 and a
-free port, with a short retraining policy in its environment, and is observed only through its
-GraphQL API. The tests launch nothing: the landing sensor, the automation sensor and the
-retraining sensor do all the work.
+The state is a copy of the session's deployed state (``deployed.deploy`` in-process: three
+weeks replayed, champion v1 promoted, its Bento, 2013-01-22 predicted and monitored, on a
+Dagster instance living in the state's ``dagster_home``). Then ``mlops-assets dev`` runs on
+that state, on 127.0.0.1 and a free port, with a short retraining policy in its environment,
+and is observed only through its GraphQL API. The tests launch nothing: the landing sensor,
+the automation sensor and the retraining sensor do all the work.
 
 The tests are phases of one story and share the state and the server (a ``dagster dev``
 start costs 25-55 s here); a phase is skipped when the one before it failed.
@@ -40,7 +40,6 @@ import contextlib
 import functools
 import itertools
 import json
-import logging
 import time
 from collections.abc import Iterator
 from datetime import date
@@ -66,7 +65,7 @@ from mlops_assets.lib.replay import replay
 from mlops_assets.processes import wait_for
 from mlops_assets_tests.assets.test_monitoring import TEST_POLICY
 from mlops_assets_tests.deliveries import land_day
-from mlops_assets_tests.deployed import PREDICT_DAY, deploy, shuffle_labels, state_instance
+from mlops_assets_tests.deployed import PREDICT_DAY, deployed_copy, shuffle_labels
 from mlops_assets_tests.e2e.daemon import (
     AUTOMATION_SENSOR,
     BROKEN,
@@ -163,30 +162,20 @@ class ClosedLoop:
         )
 
 
-def deploy_in_process(state: Path) -> None:
-    """``deploy`` on the state's own Dagster instance, closed before the server starts."""
-    # The automation evaluations log every asset at DEBUG: thousands of captured lines that
-    # would bury the server diagnostics of a failure report.
-    dagster_logger = logging.getLogger("dagster")
-    level = dagster_logger.level
-    dagster_logger.setLevel(logging.WARNING)
-    try:
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setenv(settings.STATE_DIR_VAR, str(state))
-            mp.setenv(settings.ENV_VAR, "local")
-            mp.delenv("DAGSTER_HOME", raising=False)
-            with state_instance(state) as instance:
-                deploy(state, instance)
-    finally:
-        dagster_logger.setLevel(level)
+def deploy_in_process(state: Path, template: Path) -> None:
+    """A copy of the session's deployed state, re-pointed and closed before the server starts."""
+    with deployed_copy(template, state):
+        pass
 
 
 @pytest.fixture(scope="module")
-def loop(tmp_path_factory: pytest.TempPathFactory, servers: Servers) -> Iterator[ClosedLoop]:
+def loop(
+    tmp_path_factory: pytest.TempPathFactory, servers: Servers, deployed_state: Path
+) -> Iterator[ClosedLoop]:
     base = tmp_path_factory.mktemp("daemon")
     closed = ClosedLoop(base / "state", base, servers)
     with closed.phase(f"deploy in-process (2013-01-01 .. {PREDICT_DAY}, champion v1)"):
-        deploy_in_process(closed.state)
+        deploy_in_process(closed.state, deployed_state)
     try:
         yield closed
     finally:
