@@ -6,6 +6,7 @@ Nothing here imports Dagster or a heavy library at import time: the state folder
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import cProfile
 import hashlib
@@ -60,6 +61,27 @@ def scratch_folder(prefix: str, keep: bool, kept: str = "state kept in {}") -> I
             print(kept.format(tmp))
         else:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def add_state_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--state`` (a deployed state to reuse) and ``--keep`` (keep the temporary one)."""
+    parser.add_argument(
+        "--state",
+        type=Path,
+        default=None,
+        help="deployed state folder to serve (deployed first if it has no Bento); default: a "
+        "temporary one, deployed",
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the temporary state folder")
+
+
+def run_on_state(prefix: str, args: argparse.Namespace, run: Callable[[Path, Path], int]) -> int:
+    """``run(tmp, state)`` on ``--state`` or a temporary state, errors reported as messages."""
+    keep = args.keep and not args.state
+    kept = "state kept in {0}/state (reuse with --state {0}/state)"
+    with scratch_folder(prefix, keep, kept) as tmp:
+        state = args.state.resolve() if args.state else tmp / "state"
+        return run_reporting_errors(lambda: run(tmp, state))
 
 
 def alternating(i: int, first: str, second: str) -> tuple[str, str]:

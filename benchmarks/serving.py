@@ -38,11 +38,11 @@ from benchmarks.common import (
     RESULTS,
     ROOT,
     BenchError,
+    add_state_arguments,
     child_environment,
     machine_info,
     mark_start,
-    run_reporting_errors,
-    scratch_folder,
+    run_on_state,
     write_result,
 )
 from benchmarks.serving_http import (
@@ -433,27 +433,16 @@ def run(args: argparse.Namespace, tmp: Path, state: Path) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument(
-        "--state",
-        type=Path,
-        default=None,
-        help="deployed state folder to serve (deployed first if it has no Bento); default: a "
-        "temporary one, deployed",
-    )
+    add_state_arguments(parser)
     parser.add_argument("--requests", type=int, default=2000, help="timed requests per phase")
     parser.add_argument("--duration", type=float, default=30.0, help="seconds of mixed load")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary state folder")
     parser.add_argument("--out", type=Path, default=RESULTS / "serving.json")
     args = parser.parse_args(argv)
     if args.requests < 100 or args.duration <= 0:
         parser.error("need --requests >= 100 and --duration > 0")
     warnings.simplefilter("ignore")
 
-    keep = args.keep and not args.state
-    kept = "state kept in {0}/state (reuse with --state {0}/state)"
-    with scratch_folder("mlops-bench-serving-", keep, kept) as tmp:
-        state = args.state.resolve() if args.state else tmp / "state"
-        return run_reporting_errors(lambda: run(args, tmp, state))
+    return run_on_state("mlops-bench-serving-", args, lambda tmp, state: run(args, tmp, state))
 
 
 if __name__ == "__main__":

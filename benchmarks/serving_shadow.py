@@ -32,10 +32,10 @@ from typing import Any
 from benchmarks.common import (
     RESULTS,
     BenchError,
+    add_state_arguments,
     machine_info,
     mark_start,
-    run_reporting_errors,
-    scratch_folder,
+    run_on_state,
     write_result,
 )
 from benchmarks.serving import STARTUP_TIMEOUT_S, Deployed, deployed
@@ -201,20 +201,15 @@ def run(args: argparse.Namespace, tmp: Path, state: Path) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--state", type=Path, default=None, help="deployed state to reuse")
+    add_state_arguments(parser)
     parser.add_argument("--requests", type=int, default=3000, help="timed requests per server")
     parser.add_argument("--block", type=int, default=250, help="requests per alternating block")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary state folder")
     parser.add_argument("--out", type=Path, default=RESULTS / "serving_shadow.json")
     args = parser.parse_args(argv)
     if args.requests < args.block or args.block < 10:
         parser.error("need --block >= 10 and --requests >= --block")
     warnings.simplefilter("ignore")
-    keep = args.keep and not args.state
-    kept = "state kept in {0}/state (reuse with --state {0}/state)"
-    with scratch_folder("mlops-bench-shadow-", keep, kept) as tmp:
-        state = args.state.resolve() if args.state else tmp / "state"
-        return run_reporting_errors(lambda: run(args, tmp, state))
+    return run_on_state("mlops-bench-shadow-", args, lambda tmp, state: run(args, tmp, state))
 
 
 if __name__ == "__main__":

@@ -30,10 +30,10 @@ from typing import Any
 from benchmarks.common import (
     RESULTS,
     BenchError,
+    add_state_arguments,
     machine_info,
     mark_start,
-    run_reporting_errors,
-    scratch_folder,
+    run_on_state,
     write_result,
 )
 from benchmarks.serving import STARTUP_TIMEOUT_S, Deployed, deployed
@@ -199,28 +199,17 @@ def report(result: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument(
-        "--state",
-        type=Path,
-        default=None,
-        help="deployed state folder to serve (deployed first if it has no Bento); default: a "
-        "temporary one, deployed",
-    )
+    add_state_arguments(parser)
     parser.add_argument("--minutes", type=float, default=10.0, help="minutes of load in all")
     parser.add_argument("--warmup-minutes", type=float, default=1.0, help="of which warm-up")
     parser.add_argument("--sample-s", type=float, default=15.0, help="seconds between samples")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary state folder")
     parser.add_argument("--out", type=Path, default=RESULTS / "soak.json")
     args = parser.parse_args(argv)
     if not 0 < args.warmup_minutes < args.minutes or args.sample_s <= 0:
         parser.error("need 0 < --warmup-minutes < --minutes and --sample-s > 0")
     warnings.simplefilter("ignore")
 
-    keep = args.keep and not args.state
-    kept = "state kept in {0}/state (reuse with --state {0}/state)"
-    with scratch_folder("mlops-bench-soak-", keep, kept) as tmp:
-        state = args.state.resolve() if args.state else tmp / "state"
-        return run_reporting_errors(lambda: run(args, tmp, state))
+    return run_on_state("mlops-bench-soak-", args, lambda tmp, state: run(args, tmp, state))
 
 
 if __name__ == "__main__":
