@@ -369,16 +369,21 @@ def test_retraining_on_the_same_data_is_rejected_by_the_gate(
         assert len(world.materializations("candidate_model")) == 2
 
 
-def test_unreachable_mlflow_fails_clearly_and_changes_nothing(
-    world: World, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _fail_fast_with_a_training_set(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """MLflow's client fails at once, and the training set exists (also when a test runs alone)."""
     # Without these the MLflow client retries each request for minutes (7 retries, backoff 2).
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    if not world.materializations("training_set"):
+        only_data = {"ops": {"training_set": RUN_CONFIG["ops"]["training_set"]}}
+        world.materialize(dg.AssetSelection.assets("training_set"), run_config=only_data)
+
+
+def test_unreachable_mlflow_fails_clearly_and_changes_nothing(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
     with world.server.report_on_failure():
-        if not world.materializations("training_set"):  # when this test runs alone
-            only_data = {"ops": {"training_set": RUN_CONFIG["ops"]["training_set"]}}
-            world.materialize(dg.AssetSelection.assets("training_set"), run_config=only_data)
+        _fail_fast_with_a_training_set(world, monkeypatch)
         before_runs = [(r.info.run_id, r.info.status) for r in world.runs()]
         before_registry = world.model_registry()
         gated = ("candidate_model", "champion_model", "model_card")
@@ -443,12 +448,8 @@ def test_mlflow_stopped_during_training_fails_clearly_and_keeps_the_champion(
 
     from mlops_assets.processes import wait_for
 
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
     with world.server.report_on_failure():
-        if not world.materializations("training_set"):  # when this test runs alone
-            only_data = {"ops": {"training_set": RUN_CONFIG["ops"]["training_set"]}}
-            world.materialize(dg.AssetSelection.assets("training_set"), run_config=only_data)
+        _fail_fast_with_a_training_set(world, monkeypatch)
         known = {r.info.run_id for r in world.runs()}
         before_registry = world.model_registry()
         gated = ("candidate_model", "champion_model", "model_card", "bento")
