@@ -112,6 +112,7 @@ STATE_FOLDERS = {
     "deployment": "deployment",
     "observability": "observability",
     "mlflow": "mlflow",
+    "audit": "audit",
 }
 
 
@@ -136,6 +137,7 @@ class Locations:
         observability: The count of metric pushes that missed the Pushgateway.
             Also ``mlops-assets observe``'s stack and alerts.  # [template:only with_observability]
         mlflow: The embedded MLflow store: ``tracking_db`` and ``artifacts``.
+        audit: The audit trail, one hash-chained record per file (``lib/audit.py``).
     """
 
     state: Path
@@ -150,6 +152,7 @@ class Locations:
     deployment: Path = field(init=False)
     observability: Path = field(init=False)
     mlflow: Path = field(init=False)
+    audit: Path = field(init=False)
 
     def __post_init__(self) -> None:
         for name, folder in STATE_FOLDERS.items():

@@ -20,6 +20,7 @@ from mlops_assets.lib.release import (
 )
 from mlops_assets.lib.relocation import relocate
 from mlops_assets.resources.alertmanager import alertmanager_from
+from mlops_assets.resources.audit import AUDIT_URL_VAR, AuditTrail
 from mlops_assets.resources.bentos import BentoStore, local_bentos
 from mlops_assets.resources.data_registry import DataRegistryResource
 from mlops_assets.resources.deployment_repo import DeploymentRepo, local_deployment_repo
@@ -61,6 +62,8 @@ OPTIONAL_PRODUCTION_VARS: dict[str, str] = {
     DAGSTER_UI_URL_VAR: "address of the Dagster UI, for run links in those alerts (default: none)",
     settings.LANDING_MANIFESTS_VAR: "required: a landing day waits for its manifest; optional: "
     "a day without one is ingested unchecked (default required; docs/data.md)",
+    AUDIT_URL_VAR: "where the audit trail is kept, e.g. s3://audit-bucket/trail, ideally a bucket "
+    "with Object Lock (default <MLOPS_LAKE_URL>/audit)",
     "MLOPS_STATE_DIR": "local working folder of runs: registry work tree, BentoML store "
     "(default <project>/state)",
 }
@@ -99,6 +102,7 @@ def _local(env: Mapping[str, str]) -> dict[str, Any]:
             public_url=f"http://127.0.0.1:{settings.REPORTS_PORT}",
         ),
         "alertmanager": alertmanager_from(env),
+        "audit": AuditTrail(url=str(where.audit)),
     }
 
 
@@ -148,6 +152,9 @@ def _production(env: Mapping[str, str]) -> dict[str, Any]:
             public_url=env.get("MLOPS_REPORTS_PUBLIC_URL", ""),
         ),
         "alertmanager": alertmanager_from(env),
+        "audit": AuditTrail(
+            url=env.get(AUDIT_URL_VAR) or env["MLOPS_LAKE_URL"].rstrip("/") + "/audit"
+        ),
     }
 
 

@@ -98,3 +98,11 @@ def test_our_run_tag_names_are_dagsters():
 
     assert system_tags.RUN_KEY_TAG == RUN_KEY_TAG
     assert system_tags.SENSOR_NAME_TAG == SENSOR_NAME_TAG
+
+
+def test_the_actor_of_a_run():
+    from mlops_assets.defs.system_tags import ACTOR_TAG, SENSOR_NAME_TAG, run_actor
+
+    assert run_actor({ACTOR_TAG: " carol "}, "abcdef123") == "carol"
+    assert run_actor({SENSOR_NAME_TAG: "retrain_sensor"}, "abc") == "sensor retrain_sensor"
+    assert run_actor({}, "abcdef123456") == "unattributed (run abcdef12, no mlops/actor tag)"
