@@ -135,7 +135,11 @@ def drift_report(
 
 def _write_reports(reports: ReportStore, day: str, result: Any) -> dict[str, Any]:
     """Stores the day's HTML and JSON reports; metadata with the column table and the links."""
-    html = reports.write(f"drift/{day}.html", result.html.encode())
+    from mlops_assets.lib.report_assets import share_assets
+
+    page = share_assets(result.html)
+    reports.write_missing(page.files)  # before the page that links to them
+    html = reports.write(f"drift/{day}.html", page.html.encode())
     links = {
         "columns": dg.MetadataValue.md(result.markdown()),
         "html": dg.MetadataValue.path(html),

@@ -27,6 +27,15 @@ class ReportStore(dg.ConfigurableResource):
         write_atomic(target, payload)
         return str(target)
 
+    def write_missing(self, files: dict[str, bytes]) -> None:
+        """Writes each file that is not there yet (shared files, the same bytes for every run)."""
+        from mlops_assets.lib.storage import location, write_atomic
+
+        root = location(self.base_url, self.storage_options)
+        for relative, payload in files.items():
+            if not (root / relative).exists():
+                write_atomic(root / relative, payload)
+
     def link(self, relative: str) -> str | None:
         """The web address of a report, when a public URL is configured."""
         return f"{self.public_url.rstrip('/')}/{relative}" if self.public_url else None

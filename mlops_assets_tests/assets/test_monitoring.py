@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import evidently
 import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
@@ -78,6 +79,10 @@ def test_reports_follow_the_predictions(deployment: Deployment) -> None:
     assert drift["current_rows"] == len(lake(deployment, "flight_features", DAY))
     html, report = Path(drift["html"]), Path(drift["json"])
     assert html.read_text().lstrip().lower().startswith("<")
+    # The page links Evidently's shared script instead of carrying its 3.5 MB.
+    assert html.stat().st_size < 1_500_000
+    script = html.parents[1] / "assets" / f"evidently-{evidently.__version__}.js"
+    assert f'src="../assets/{script.name}"' in html.read_text() and script.stat().st_size > 10**6
     assert json.loads(report.read_text())
     assert drift["html_url"].endswith(f"/drift/{DAY}.html")
     evaluation = check_record(deployment, DAY)
