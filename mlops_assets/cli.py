@@ -402,6 +402,42 @@ def _add_service_image(sub: Any) -> None:
     image.set_defaults(func=_service_image)
 
 
+def _registry_accounts(_: argparse.Namespace) -> int:
+    from mlops_assets import registry_access
+
+    try:
+        return registry_access.run_accounts(os.environ)
+    except registry_access.RegistryAccessError as error:
+        return _failed(error)
+
+
+def _registry_auth_config(args: argparse.Namespace) -> int:
+    from mlops_assets import registry_access
+
+    try:
+        database = os.environ.get(registry_access.AUTH_DATABASE_VAR, "")
+        print(registry_access.write_auth_config(args.path, database))
+    except registry_access.RegistryAccessError as error:
+        return _failed(error)
+    return 0
+
+
+def _add_registry_access(sub: Any) -> None:
+    accounts = sub.add_parser(
+        "registry-accounts",
+        help="as MLflow's administrator: create or update the pipeline's and the reader's "
+        "registry accounts and their grants (docs/deploy.md#access-control)",
+    )
+    accounts.set_defaults(func=_registry_accounts)
+    config = sub.add_parser(
+        "registry-auth-config",
+        help="write the configuration of `mlflow server --app-name basic-auth` "
+        "(accounts database from $MLFLOW_AUTH_DATABASE_URI)",
+    )
+    config.add_argument("path", type=Path)
+    config.set_defaults(func=_registry_auth_config)
+
+
 def _where(_: argparse.Namespace) -> int:
     where = settings.locations()
     for name in ("state", "dagster_home", "landing", "lake", "data_registry", "dvc_remote"):
@@ -495,6 +531,7 @@ def build_parser() -> argparse.ArgumentParser:
     dev.set_defaults(func=_dev)
 
     _add_service_image(sub)
+    _add_registry_access(sub)
     _add_observe(sub)  # [template:only with_observability]
 
     where = sub.add_parser(

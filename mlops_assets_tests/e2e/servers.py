@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import pytest
 import requests
 
-from mlops_assets import settings
+from mlops_assets import registry_access, settings
 from mlops_assets.processes import HOST, LoggedServer, console_script, free_port, spawn_logged
 from mlops_assets.serving.guard import API_KEY_VARIABLE
 from mlops_assets_tests.e2e.daemon import DagsterDev
@@ -45,17 +45,22 @@ class MlflowServer(LoggedServer):
     port: int
     log_path: Path
     root: Path
+    admin: tuple[str, str] | None = None
 
     @property
     def url(self) -> str:
         return f"http://{HOST}:{self.port}"
 
     @classmethod
-    def spawn(cls, root: Path, port: int | None = None) -> MlflowServer:
+    def spawn(
+        cls, root: Path, port: int | None = None, admin: tuple[str, str] | None = None
+    ) -> MlflowServer:
         """Starts the server in the background; ``wait_ready`` waits for it.
 
         ``port`` (default: a free one) and an existing ``root`` start it again where a
-        stopped one was: same address, same runs, models and artifacts.
+        stopped one was: same address, same runs, models and artifacts. ``admin`` (name,
+        password) runs the basic-auth app as production does (``registry_access``): its
+        accounts in ``root``, that administrator created on the first start.
         """
         root.mkdir(parents=True, exist_ok=True)
         port = port or free_port()
@@ -74,12 +79,22 @@ class MlflowServer(LoggedServer):
             "1",
         ]
         # Job execution forks ~10 processes (~2 GB) and doubles the start-up time.
-        env = server_environment(
-            {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}, scrub=MLFLOW_CONTEXT_VARS
-        )
+        settings_env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        if admin is not None:
+            config = registry_access.write_auth_config(
+                root / "basic_auth.ini", f"sqlite:///{root / 'basic_auth.db'}"
+            )
+            command += ["--app-name", registry_access.APP_NAME]
+            settings_env |= {
+                "MLFLOW_AUTH_CONFIG_PATH": str(config),
+                "MLFLOW_AUTH_ADMIN_USERNAME": admin[0],
+                "MLFLOW_AUTH_ADMIN_PASSWORD": admin[1],
+                "MLFLOW_FLASK_SERVER_SECRET_KEY": "e2e-only-secret-key",
+            }
+        env = server_environment(settings_env, scrub=MLFLOW_CONTEXT_VARS)
         log_path = root / "mlflow_server.log"
         process = spawn_logged(command, cwd=root, env=env, log_path=log_path)
-        return cls(process, port, log_path, root)
+        return cls(process, port, log_path, root, admin)
 
     def wait_ready(self, timeout: float | None = None) -> float:
         """Polls ``/health`` until it answers 200; returns the seconds waited."""
@@ -241,13 +256,14 @@ class Servers:
                 raise
         return server
 
-    def mlflow(self, *, wait: bool = True) -> MlflowServer:
-        """An ``mlflow server`` on a folder of its own."""
-        return self.start(MlflowServer.spawn(self._tmp.mktemp("mlflow_server")), wait=wait)
+    def mlflow(self, *, wait: bool = True, admin: tuple[str, str] | None = None) -> MlflowServer:
+        """An ``mlflow server`` on a folder of its own (basic-auth with ``admin``)."""
+        root = self._tmp.mktemp("mlflow_server")
+        return self.start(MlflowServer.spawn(root, admin=admin), wait=wait)
 
     def mlflow_again(self, stopped: MlflowServer) -> MlflowServer:
         """``stopped`` started again on its folder and port."""
-        return self.start(MlflowServer.spawn(stopped.root, stopped.port))
+        return self.start(MlflowServer.spawn(stopped.root, stopped.port, stopped.admin))
 
     def moto(self) -> MotoServer:
         """A ready ``moto_server``."""
