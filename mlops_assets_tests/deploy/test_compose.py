@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
+from mlops_assets import registry_access
 from mlops_assets.lib import release  # [template:only with_service_delivery]
 from mlops_assets.resources.environments import PRODUCTION_VARS
 
@@ -32,9 +33,11 @@ SERVICES = {
     "minio-init",
     "registry-init",
     "mlflow",
+    "registry-accounts",
     "dagster-code",
     "dagster-webserver",
     "dagster-daemon",
+    "ui-proxy",
     "bento",
     "prometheus",  # [template:only with_observability]
     "pushgateway",  # [template:only with_observability]
@@ -45,7 +48,7 @@ SERVICES = {
 OBSERVABILITY_SERVICES = ("prometheus", "pushgateway", "alertmanager", "grafana")
 # [template:end]
 DAGSTER_SERVICES = ("dagster-code", "dagster-webserver", "dagster-daemon")
-ONE_SHOT = ("minio-init", "registry-init")
+ONE_SHOT = ("minio-init", "registry-init", "registry-accounts")
 # ${VAR}, ${VAR:-default}, ${VAR:?message}, $VAR; `$$` is a literal dollar.
 VARIABLE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)[^}]*\}|\$([A-Za-z_][A-Za-z0-9_]*)")
 
@@ -150,7 +153,7 @@ def test_published_ports_bind_to_loopback(compose: dict[str, Any]) -> None:
             assert isinstance(port, str) and port.startswith("127.0.0.1:"), f"{name}: {port}"
             published += 1
     assert published >= 5
-    internal = ["postgres", "dagster-code"]
+    internal = ["postgres", "dagster-code", "dagster-webserver"]
     internal.append("pushgateway")  # [template:only with_observability]
     for name in internal:
         assert "ports" not in compose["services"][name], f"{name} must stay internal"
@@ -211,7 +214,13 @@ def test_long_running_services_have_healthchecks(compose: dict[str, Any]) -> Non
 
 def test_mlflow_server(compose: dict[str, Any]) -> None:
     mlflow = compose["services"]["mlflow"]
-    assert mlflow["command"] == ["mlflow", "server"]
+    shell, flag, script = mlflow["command"]
+    assert (shell, flag) == ("sh", "-c")
+    # The configuration is written where the server reads it, then the basic-auth app starts.
+    assert script == (
+        'mlops-assets registry-auth-config "$$MLFLOW_AUTH_CONFIG_PATH"'
+        f" && exec mlflow server --app-name {registry_access.APP_NAME}"
+    )
     env = environment(mlflow)
     assert env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
     assert env["MLFLOW_BACKEND_STORE_URI"].startswith(
@@ -225,7 +234,73 @@ def test_mlflow_server(compose: dict[str, Any]) -> None:
     assert "mlflow:5000" in allowed
     postgres = environment(compose["services"]["postgres"])
     assert postgres["MLFLOW_PG_DB"] == "${MLFLOW_PG_DB}"
-    assert "MLFLOW_PG_DB" in (DEPLOY / "compose" / "postgres-init.sh").read_text()
+    assert postgres["MLFLOW_AUTH_PG_DB"] == "${MLFLOW_AUTH_PG_DB}"
+    init = (DEPLOY / "compose" / "postgres-init.sh").read_text()
+    assert '"$MLFLOW_PG_DB" "$MLFLOW_AUTH_PG_DB"' in init
+
+
+def test_mlflow_accounts_live_in_postgres_with_secrets_from_the_env_file(
+    compose: dict[str, Any],
+) -> None:
+    env = environment(compose["services"]["mlflow"])
+    assert env["MLFLOW_AUTH_CONFIG_PATH"].startswith("/tmp/")  # the image's user may write it
+    database = env[registry_access.AUTH_DATABASE_VAR]
+    assert database.startswith("postgresql+psycopg2://")
+    assert database.endswith("@postgres:5432/${MLFLOW_AUTH_PG_DB}")
+    assert env["MLFLOW_AUTH_ADMIN_USERNAME"] == "${MLFLOW_ADMIN_USERNAME}"
+    for key in ("MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY"):
+        assert re.fullmatch(r"\$\{[A-Z_]+:\?[^}]+\}", env[key]), f"{key}: no default allowed"
+
+
+def test_registry_accounts_before_the_pipeline(compose: dict[str, Any]) -> None:
+    """The one-shot signs in as the administrator; the Dagster processes as the pipeline."""
+    services = compose["services"]
+    accounts = services["registry-accounts"]
+    assert accounts["command"] == ["mlops-assets", "registry-accounts"]
+    assert accounts["depends_on"]["mlflow"]["condition"] == "service_healthy"
+    env = environment(accounts)
+    server = environment(services["mlflow"])
+    assert env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+    assert env["MLFLOW_TRACKING_USERNAME"] == server["MLFLOW_AUTH_ADMIN_USERNAME"]
+    assert env["MLFLOW_TRACKING_PASSWORD"] == server["MLFLOW_AUTH_ADMIN_PASSWORD"]
+    for name in (
+        registry_access.PIPELINE_USERNAME_VAR,
+        registry_access.PIPELINE_PASSWORD_VAR,
+        registry_access.READER_USERNAME_VAR,
+        registry_access.READER_PASSWORD_VAR,
+    ):
+        assert env[name], name
+    for name in DAGSTER_SERVICES:
+        dagster = environment(services[name])
+        assert dagster["MLFLOW_TRACKING_USERNAME"] == env[registry_access.PIPELINE_USERNAME_VAR]
+        assert dagster["MLFLOW_TRACKING_PASSWORD"] == env[registry_access.PIPELINE_PASSWORD_VAR]
+    code = services["dagster-code"]["depends_on"]
+    assert code["registry-accounts"]["condition"] == "service_completed_successfully"
+
+
+def test_the_ui_is_reached_through_the_proxy_only(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    webserver = services["dagster-webserver"]
+    assert "ports" not in webserver and "network_mode" not in webserver
+    command = webserver["command"]
+    proxy = services["ui-proxy"]
+    assert re.fullmatch(r"quay\.io/oauth2-proxy/oauth2-proxy:v\d+\.\d+\.\d+-alpine", proxy["image"])
+    env = environment(proxy)
+    assert (
+        env["OAUTH2_PROXY_UPSTREAMS"]
+        == f"http://dagster-webserver:{command[command.index('-p') + 1]}/"
+    )
+    listen = env["OAUTH2_PROXY_HTTP_ADDRESS"].rsplit(":", 1)[1]
+    assert proxy["ports"] == [f"127.0.0.1:${{DAGSTER_UI_PORT}}:{listen}"]
+    assert proxy["depends_on"]["dagster-webserver"]["condition"] == "service_healthy"
+    # OIDC from the env file; the secrets have no default.
+    assert env["OAUTH2_PROXY_PROVIDER"] == "oidc"
+    assert env["OAUTH2_PROXY_OIDC_ISSUER_URL"] == "${OIDC_ISSUER_URL}"
+    for key in ("OAUTH2_PROXY_CLIENT_SECRET", "OAUTH2_PROXY_COOKIE_SECRET"):
+        assert re.fullmatch(r"\$\{[A-Z0-9_]+:\?[^}]+\}", env[key]), f"{key}: no default allowed"
+    assert env["OAUTH2_PROXY_REDIRECT_URL"].endswith("/oauth2/callback")
+    # The health check asks the proxy's own unauthenticated endpoint, on the port it listens on.
+    assert f"http://localhost:{listen}/ping" in proxy["healthcheck"]["test"]
 
 
 def test_bento_service(compose: dict[str, Any]) -> None:
