@@ -66,6 +66,9 @@ OPTIONAL_PRODUCTION_VARS: dict[str, str] = {
     "with Object Lock (default <MLOPS_LAKE_URL>/audit)",
     "MLOPS_STATE_DIR": "local working folder of runs: registry work tree, BentoML store "
     "(default <project>/state)",
+    "MLFLOW_TRACKING_USERNAME": "the pipeline's account on an MLflow server with basic-auth "
+    "(docs/deploy.md#access-control; default: no sign-in)",
+    "MLFLOW_TRACKING_PASSWORD": "its password (default: none)",
 }
 # Tracking URIs that name a database: without an artifact location MLflow would write ./mlruns.
 DATABASE_SCHEMES = ("postgresql", "mysql", "sqlite", "mssql")

@@ -653,6 +653,62 @@ def test_secret_example_carries_every_production_setting(values: dict[str, Any])
     launcher = values["runLauncher"]["config"]["k8sRunLauncher"]
     for refs in (deployment["envSecrets"], launcher["envSecrets"]):
         assert set(_names(refs)) <= set(secrets)
+    # The pipeline's MLflow account reaches the code server and every run pod with the rest.
+    assert {"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"} <= set(env_secret)
+
+
+# -- the UI behind oauth2-proxy: deploy/helm/oauth2-proxy-values.yaml ---------------------------
+UI_PROXY_VALUES = ROOT / "deploy" / "helm" / "oauth2-proxy-values.yaml"
+
+
+def ui_proxy_problems(proxy: Mapping[str, Any], dagster: Mapping[str, Any]) -> list[str]:
+    """Where the proxy's values and the Dagster chart's webserver disagree, or leak a secret."""
+    problems = []
+    service = dagster["dagsterWebserver"]["service"]
+    if service["type"] != "ClusterIP":
+        problems.append(f"the webserver's Service is {service['type']}, reachable around the proxy")
+    # The chart names the Service <fullname>-dagster-webserver.
+    upstream = (
+        f"http://{FULLNAME}-dagster-webserver.{NAMESPACE}.svc.cluster.local:{service['port']}/"
+    )
+    upstreams = re.findall(r'upstreams\s*=\s*\[\s*"([^"]+)"\s*\]', proxy["config"]["configFile"])
+    if upstreams != [upstream]:
+        problems.append(f"the proxy's upstreams {upstreams} are not the webserver {upstream}")
+    for key in ("clientID", "clientSecret", "cookieSecret"):
+        if key in proxy["config"]:
+            problems.append(f"config.{key} is in the values file: use config.existingSecret")
+    if not proxy["config"].get("existingSecret"):
+        problems.append("no config.existingSecret")
+    if proxy["extraArgs"].get("provider") != "oidc":
+        problems.append("the provider is not oidc")
+    return problems
+
+
+@pytest.fixture(scope="module")
+def ui_proxy() -> dict[str, Any]:
+    return yaml.safe_load(UI_PROXY_VALUES.read_text())
+
+
+def test_ui_proxy_fronts_the_webserver(ui_proxy: dict[str, Any], values: dict[str, Any]) -> None:
+    assert ui_proxy_problems(ui_proxy, values) == []
+    commands = "\n".join(
+        line for line in UI_PROXY_VALUES.read_text().splitlines() if line.startswith("#")
+    )
+    assert re.search(r"oauth2-proxy/oauth2-proxy --version \d+\.\d+\.\d+ -n " + NAMESPACE, commands)
+    secret = ui_proxy["config"]["existingSecret"]
+    assert f"secret generic {secret}" in commands
+    for key in ("client-id", "client-secret", "cookie-secret"):  # the keys the chart reads
+        assert f"--from-literal={key}=" in commands
+
+
+def test_ui_proxy_mistakes_are_caught(ui_proxy: dict[str, Any], values: dict[str, Any]) -> None:
+    proxy, dagster = copy.deepcopy(ui_proxy), copy.deepcopy(values)
+    dagster["dagsterWebserver"]["service"] = {"type": "LoadBalancer", "port": 3000}
+    proxy["config"]["cookieSecret"] = "in-the-file"
+    problems = ui_proxy_problems(proxy, dagster)
+    assert "the webserver's Service is LoadBalancer, reachable around the proxy" in problems
+    assert any(p.startswith("the proxy's upstreams") for p in problems), problems
+    assert "config.cookieSecret is in the values file: use config.existingSecret" in problems
     # [template:if with_observability]
 
 
