@@ -160,6 +160,7 @@ def test_every_file_is_the_renamed_original(rendered: tuple[Path, Path]) -> None
         "deploy/helm/values.yaml",
         "deploy/helm/secrets.example.yaml",
         "deploy/helm/observability-values.yaml",
+        "deploy/helm/oauth2-proxy-values.yaml",
         "fraud_assets_tests/deploy/test_kubernetes.py",
         "fraud_assets_tests/fixtures/dagster_helm_values.schema.json",
     ):
