@@ -532,6 +532,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_service_image(sub)
     _add_registry_access(sub)
+    from mlops_assets.serving import tokens  # standard library; PyJWT when a command runs
+
+    tokens.add_parser(sub)
     _add_observe(sub)  # [template:only with_observability]
 
     where = sub.add_parser(

@@ -1,17 +1,20 @@
-"""The API key and request guard in front of the prediction endpoints (plain ASGI).
+"""The request guard in front of the prediction endpoints (plain ASGI).
+
+Credentials, scopes and rate limit (``serving.auth``) first, then the shape of the request.
 
 Kept apart from the service so it can be tested without BentoML or a model.
 """
 
 import asyncio
-import hmac
 import json
 import os
 import re
 from collections.abc import Mapping
 from typing import Any
 
-API_KEY_VARIABLE = "MLOPS_API_KEY"
+from mlops_assets.serving.auth import API_KEY_VARIABLE, SCOPES, Access, Principal, RateLimiter
+
+__all__ = ["API_KEY_VARIABLE", "ApiGuard"]
 BODY_TIMEOUT_VARIABLE = "MLOPS_BODY_TIMEOUT_S"
 # Requests above this size are refused before they are parsed (a full batch is ~0.5 MB).
 MAX_BODY_BYTES = 2 * 1024 * 1024
@@ -22,7 +25,7 @@ MAX_JSON_DEPTH = 16
 # The whole body must arrive within this; below BentoML's 10 s request timeout, so a slow
 # client gets its own 408 rather than a 504 that reads as the server's fault.
 BODY_TIMEOUT_S = 5.0
-PROTECTED_PATHS = frozenset({"/predict", "/predict_batch", "/model"})
+PROTECTED_PATHS = frozenset(SCOPES)
 JSON_TYPES = frozenset({"application/json"})
 # A media type or an encoding named in an error: a token, short; anything else is not repeated.
 _TOKEN = re.compile(r"[A-Za-z0-9!#$&^_.+-]{1,40}(/[A-Za-z0-9!#$&^_.+-]{1,60})?")
@@ -36,7 +39,10 @@ class ApiGuard:
     well-formed media type or encoding name. In order:
 
     - headers over ``max_header`` bytes in all: 431 (on every path);
-    - a missing or wrong API key (constant-time comparison; the key is never logged): 401;
+    - missing, wrong or invalid credentials (``access``; the API key is compared in constant
+      time, nothing of them is logged): 401 with ``WWW-Authenticate``;
+    - a token without the scope the path needs: 403 naming the scope;
+    - more requests than ``limiter`` allows the client: 429 with ``Retry-After`` (seconds);
     - a content type other than JSON, or a compressed body: 415;
     - a body over ``max_body`` bytes: 413, before it is read whole;
     - a body not received within ``body_timeout`` seconds: 408;
@@ -46,13 +52,16 @@ class ApiGuard:
     def __init__(
         self,
         app: Any,
-        api_key: str,
+        api_key: str = "",
+        access: Access | None = None,
+        limiter: RateLimiter | None = None,
         max_body: int = MAX_BODY_BYTES,
         max_header: int = MAX_HEADER_BYTES,
         body_timeout: float = BODY_TIMEOUT_S,
     ) -> None:
         self.app = app
-        self.api_key = api_key.encode()
+        self.access = access if access is not None else Access(api_key)
+        self.limiter = limiter
         self.max_body = max_body
         self.max_header = max_header
         self.body_timeout = body_timeout
@@ -70,8 +79,7 @@ class ApiGuard:
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
-        if self.api_key and not self._authorized(headers):
-            await _reply(send, 401, "missing or wrong API key", {"www-authenticate": "Bearer"})
+        if not await self._admitted(scope, headers, send):
             return
         unsupported = _unsupported_media(headers)
         if unsupported:
@@ -125,12 +133,21 @@ class ApiGuard:
     def _too_large(self) -> str:
         return f"request body over the limit of {self.max_body} bytes"
 
-    def _authorized(self, headers: dict[bytes, bytes]) -> bool:
-        given = headers.get(b"x-api-key", b"")
-        bearer = headers.get(b"authorization", b"")
-        if bearer.lower().startswith(b"bearer "):
-            given = bearer[7:].strip()
-        return hmac.compare_digest(given, self.api_key)
+    async def _admitted(self, scope: Any, headers: dict[bytes, bytes], send: Any) -> bool:
+        """Whether the caller may go on; if not, the 401, 403 or 429 is sent."""
+        address = (scope.get("client") or ("unknown",))[0]
+        verdict = self.access.check(headers, scope["path"], str(address))
+        if not isinstance(verdict, Principal):
+            challenge = {"www-authenticate": verdict.challenge}
+            await _reply(send, verdict.status, verdict.error, challenge)
+            return False
+        wait = self.limiter.take(verdict.client) if self.limiter is not None else 0
+        if wait:
+            limit = f"{self.limiter.rate} requests per {self.limiter.period:g} s"  # type: ignore[union-attr]
+            error = f"rate limit of {limit} exceeded: retry after {wait} s"
+            await _reply(send, 429, error, {"retry-after": str(wait)})
+            return False
+        return True
 
 
 def _named(raw: bytes) -> str:
@@ -193,18 +210,6 @@ async def _reply(send: Any, status: int, error: str, extra: dict[str, str] | Non
     headers += [(k.encode(), v.encode()) for k, v in (extra or {}).items()]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
-
-
-def api_key_from_environment(env: Mapping[str, str] | None = None) -> str:
-    """The API key the service requires ('' = open), refusing to run production without one."""
-    env = dict(os.environ if env is None else env)
-    key = env.get(API_KEY_VARIABLE, "")
-    if not key and env.get("MLOPS_ENV", "local") == "production":
-        raise RuntimeError(
-            f"{API_KEY_VARIABLE} must be set when MLOPS_ENV=production: the prediction "
-            "endpoints are not served without an API key"
-        )
-    return key
 
 
 def body_timeout_from_environment(env: Mapping[str, str] | None = None) -> float:

@@ -17,9 +17,11 @@ log (``lib.prediction_log``, root ``MLOPS_PREDICTION_LOG``).
 
 The request model is generated from the landing data contracts (``lib.scoring``), and a
 request is scored through the pipeline's own feature code, so the API and the pipeline
-cannot disagree. The prediction endpoints require an API key (``Authorization: Bearer <key>``
-or ``X-API-Key``) when ``MLOPS_API_KEY`` is set; in the production flavour
-(``MLOPS_ENV=production``) the service refuses to start without one.
+cannot disagree. The prediction endpoints require credentials when configured
+(``serving.auth``): the API key ``MLOPS_API_KEY`` and/or bearer tokens verified against the
+key set ``MLOPS_JWT_KEYS``, with the scope ``predict`` (``/predict``, ``/predict_batch``) or
+``admin`` (``/model``); ``MLOPS_RATE_LIMIT`` limits each client. In the production flavour
+(``MLOPS_ENV=production``) the service refuses to start with neither a key nor a key set.
 
 This module is loaded by ``bentoml serve`` and ``bentoml build`` only, never by the code
 location.
@@ -49,11 +51,8 @@ from mlops_assets.lib.scoring import (
     score,
 )
 from mlops_assets.serving.access_log import AccessLog, note
-from mlops_assets.serving.guard import (
-    ApiGuard,
-    api_key_from_environment,
-    body_timeout_from_environment,
-)
+from mlops_assets.serving.auth import access_from_environment, rate_limit_from_environment
+from mlops_assets.serving.guard import ApiGuard, body_timeout_from_environment
 from mlops_assets.serving.modes import CHALLENGER, CHAMPION, serving_mode_from_environment
 from mlops_assets.serving.off_path import OffPathQueue
 
@@ -198,7 +197,9 @@ def _counter(name: str, documentation: str, labels: tuple[str, ...] = ROLES) -> 
 # Exact versions of what scoring imports at run time, the same list the MLflow model pins,
 # plus what writes the prediction log to a folder or an object store.
 IMAGE = bentoml.images.Image(python_version="3.11", lock_python_packages=False).python_packages(
-    *runtime.pinned_requirements(extra=("universal_pathlib", "fsspec", "s3fs"))
+    *runtime.pinned_requirements(
+        extra=("universal_pathlib", "fsspec", "s3fs", "pyjwt", "cryptography")
+    )
 )
 
 
@@ -362,5 +363,8 @@ class FlightDelay:
 if LOG_FORMAT == "json":
     FlightDelay.add_asgi_middleware(AccessLog, fields=ACCESS_FIELDS)  # type: ignore[attr-defined]
 FlightDelay.add_asgi_middleware(  # type: ignore[attr-defined]
-    ApiGuard, api_key=api_key_from_environment(), body_timeout=body_timeout_from_environment()
+    ApiGuard,
+    access=access_from_environment(),
+    limiter=rate_limit_from_environment(),
+    body_timeout=body_timeout_from_environment(),
 )
