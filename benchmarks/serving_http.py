@@ -33,6 +33,7 @@ from mlops_assets.processes import (
     live_group_members,
     stop_process_group,
 )
+from mlops_assets.serving.auth import ACCESS_VARIABLES
 
 CONCURRENCY = 8
 BATCH = 100
@@ -180,7 +181,8 @@ class Server:
         self, tag: str, home: Path, log_path: Path, extra_env: dict[str, str] | None = None
     ) -> None:
         self.port = free_port()
-        env = {k: v for k, v in os.environ.items() if k not in ("MLOPS_API_KEY", "MLOPS_ENV")}
+        dropped = (*ACCESS_VARIABLES, "MLOPS_ENV")  # open and unlimited: the bare service
+        env = {k: v for k, v in os.environ.items() if k not in dropped}
         env.update({"BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true"})
         env.update(extra_env or {})  # e.g. the serving mode and the prediction log's root
         self.log_path = log_path

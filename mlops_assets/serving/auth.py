@@ -35,6 +35,14 @@ JWT_AUDIENCE_VARIABLE = "MLOPS_JWT_AUDIENCE"
 JWT_ISSUER_VARIABLE = "MLOPS_JWT_ISSUER"
 RATE_LIMIT_VARIABLE = "MLOPS_RATE_LIMIT"
 ENV_VARIABLE = "MLOPS_ENV"  # settings.ENV_VAR; the service imports as little as it can
+# Every setting of who may call the service and how often.
+ACCESS_VARIABLES = (
+    API_KEY_VARIABLE,
+    JWT_KEYS_VARIABLE,
+    JWT_AUDIENCE_VARIABLE,
+    JWT_ISSUER_VARIABLE,
+    RATE_LIMIT_VARIABLE,
+)
 
 PREDICT = "predict"
 ADMIN = "admin"

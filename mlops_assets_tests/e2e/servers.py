@@ -21,7 +21,7 @@ import requests
 
 from mlops_assets import registry_access, settings
 from mlops_assets.processes import HOST, LoggedServer, console_script, free_port, spawn_logged
-from mlops_assets.serving.guard import API_KEY_VARIABLE
+from mlops_assets.serving.auth import ACCESS_VARIABLES
 from mlops_assets_tests.e2e.daemon import DagsterDev
 from mlops_assets_tests.e2e.isolation import MLFLOW_CONTEXT_VARS, server_environment
 from mlops_assets_tests.e2e.s3 import REGION, aws_environment
@@ -147,7 +147,8 @@ class BentoServer(LoggedServer):
     ) -> BentoServer:
         """Starts the server in the background; ``wait_ready`` waits for it.
 
-        The server gets this process' environment without API key, flavour or model override
+        The server gets this process' environment without access settings (API key, token
+        keys, rate limit), flavour or model override
         (``env`` sets them); ``port`` is a free one unless given (e.g. a scrape target).
         """
         root.mkdir(parents=True, exist_ok=True)
@@ -156,7 +157,7 @@ class BentoServer(LoggedServer):
         command += ["--host", HOST, "--port", str(port)]
         server_env = server_environment(
             {"BENTOML_HOME": str(private_home(store, root)), **(env or {})},
-            scrub=(API_KEY_VARIABLE, settings.ENV_VAR, "MLOPS_BENTO_MODEL"),
+            scrub=(*ACCESS_VARIABLES, settings.ENV_VAR, "MLOPS_BENTO_MODEL"),
         )
         log_path = root / "bentoml_serve.log"
         process = spawn_logged(command, cwd=root, env=server_env, log_path=log_path)

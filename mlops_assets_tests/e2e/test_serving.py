@@ -3,9 +3,9 @@
 A state is deployed through the real graph (``deployed.deploy``: three weeks replayed, a
 champion trained and promoted, its Bento built, 2013-01-22 landed and batch-predicted). The
 Bento is then served from that state's store on a free port on 127.0.0.1 by the ``servers``
-fixture, twice: open (no API key), and in the production flavour with a random API key (each
-server with a ``BENTOML_HOME`` of its own that links to the store, see
-``servers.private_home``).
+fixture, twice: open (no API key), and in the production flavour with a random API key, the
+tokens of a local key set and a rate limit per client (each server with a ``BENTOML_HOME`` of
+its own that links to the store, see ``servers.private_home``).
 
 First, the state is copied and the copy moved: each lands a day, restores its features,
 reproduces the champion and serves it on its own, while the original stays byte for byte
@@ -14,7 +14,8 @@ unchanged (the deployment's Dagster instance lives in the state, so copies carry
 Checked: answers for real flights, batch order, online/offline consistency with the
 ``batch_predictions`` asset for every flight of the day, every kind of bad input answered with
 a precise 4xx (never 5xx, the server keeps serving), the API key (and that it never reaches
-the log), the refusal to start in production without a key, the Prometheus metrics, a
+the log), the refusal to start in production without a key, token scopes and a burst over
+the rate limit (429 with Retry-After, counted by status), the Prometheus metrics, a
 bounded schemathesis fuzz of the prediction endpoints against the served OpenAPI schema, and
 hostile input (JSON nested 10,000 deep, a non-JSON body, an 8 MB header, a slow body): each a
 fast 4xx, counted in ``/metrics`` and the access log, no submitted value in the log.
@@ -49,6 +50,14 @@ from mlops_assets.lib.features import WEATHER_FIELDS
 from mlops_assets.lib.fingerprints import md5_bytes
 from mlops_assets.lib.scoring import EXAMPLE_REQUEST, MAX_BATCH
 from mlops_assets.processes import HOST
+from mlops_assets.serving import tokens
+from mlops_assets.serving.auth import (
+    ADMIN,
+    JWT_AUDIENCE_VARIABLE,
+    JWT_KEYS_VARIABLE,
+    PREDICT,
+    RATE_LIMIT_VARIABLE,
+)
 from mlops_assets.serving.guard import (
     API_KEY_VARIABLE,
     BODY_TIMEOUT_VARIABLE,
@@ -104,15 +113,35 @@ def server(deployment: Deployment, bento_tag: str, servers: Servers) -> BentoSer
 class KeyedServer:
     server: BentoServer
     key: str
+    keys: Path  # the local issuer's key set folder, whose tokens the server accepts
+
+
+TOKEN_AUDIENCE = "flight-delay-e2e"
+RATE_PER_S = 20  # per client: far above what the other tests send with one credential
 
 
 @pytest.fixture(scope="module")
-def keyed(deployment: Deployment, bento_tag: str, servers: Servers) -> KeyedServer:
-    """The Bento served in the production flavour, with a random API key."""
+def keyed(
+    deployment: Deployment,
+    bento_tag: str,
+    servers: Servers,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> KeyedServer:
+    """The Bento served in the production flavour, with a random API key, the tokens of a
+    local key set, and a rate limit per client."""
     key = secrets.token_urlsafe(32)
-    # A short body deadline, so the slow client of the hostile-input tests waits 1 s, not 5.
-    env = {settings.ENV_VAR: "production", API_KEY_VARIABLE: key, BODY_TIMEOUT_VARIABLE: "1"}
-    return KeyedServer(servers.bentoml(bento_tag, deployment.bentoml_home, env), key)
+    keys = tmp_path_factory.mktemp("api_auth")
+    tokens.add_key(keys)
+    env = {
+        settings.ENV_VAR: "production",
+        API_KEY_VARIABLE: key,
+        JWT_KEYS_VARIABLE: str(keys / tokens.PUBLIC_FILE),
+        JWT_AUDIENCE_VARIABLE: TOKEN_AUDIENCE,
+        RATE_LIMIT_VARIABLE: f"{RATE_PER_S}/s",
+        # A short body deadline, so the slow client of the hostile-input tests waits 1 s, not 5.
+        BODY_TIMEOUT_VARIABLE: "1",
+    }
+    return KeyedServer(servers.bentoml(bento_tag, deployment.bentoml_home, env), key, keys)
 
 
 # -- the requests of a day --------------------------------------------------------------------
@@ -527,6 +556,10 @@ def raw_post(server: BentoServer, path: str, body: bytes) -> int:
         connection.close()
 
 
+MISSING = "missing credentials: send Authorization: Bearer <API key or token>"
+INVALID = 'Bearer error="invalid_token"'
+
+
 def test_the_api_key_guards_the_prediction_endpoints(keyed: KeyedServer) -> None:
     server, key = keyed.server, keyed.key
     with server.report_on_failure():
@@ -537,18 +570,23 @@ def test_the_api_key_guards_the_prediction_endpoints(keyed: KeyedServer) -> None
         }
         assert set(payloads) == PROTECTED_PATHS
         for path, payload in payloads.items():
+            malformed = "malformed Authorization header: send Bearer <API key or token>"
             refusals = {
-                "no key": {},
-                "wrong bearer": {"Authorization": f"Bearer {key[:-1]}x"},
-                "wrong X-API-Key": {"X-API-Key": "not-the-key"},
-                "key without scheme": {"Authorization": key},
-                "empty bearer": {"Authorization": "Bearer "},
+                "no key": ({}, MISSING, "Bearer"),
+                "wrong bearer": (
+                    {"Authorization": f"Bearer {key[:-1]}x"},
+                    "wrong API key",
+                    INVALID,
+                ),
+                "wrong X-API-Key": ({"X-API-Key": "not-the-key"}, "wrong API key", INVALID),
+                "key without scheme": ({"Authorization": key}, malformed, INVALID),
+                "empty bearer": ({"Authorization": "Bearer "}, malformed, INVALID),
             }
-            for what, headers in refusals.items():
+            for what, (headers, error, challenge) in refusals.items():
                 response = server.post(path, payload, headers=headers)
                 assert response.status_code == 401, (path, what, response.text)
-                assert response.json() == {"error": "missing or wrong API key"}, (path, what)
-                assert response.headers["www-authenticate"] == "Bearer"
+                assert response.json() == {"error": error}, (path, what)
+                assert response.headers["www-authenticate"] == challenge
             for headers in ({"Authorization": f"Bearer {key}"}, {"X-API-Key": key}):
                 response = server.post(path, payload, headers=headers)
                 assert response.status_code == 200, (path, response.text)
@@ -614,9 +652,63 @@ def test_production_without_an_api_key_refuses_to_start(
     assert code is not None, f"still running after {EXIT_TIMEOUT:.0f} s:\n{output[-3000:]}"
     assert code != 0, output[-3000:]
     assert (
-        "MLOPS_API_KEY must be set when MLOPS_ENV=production: the prediction endpoints are not "
-        "served without an API key" in output
+        "MLOPS_API_KEY or MLOPS_JWT_KEYS must be set when MLOPS_ENV=production: the prediction "
+        "endpoints are not served without an API key or a token key set" in output
     ), output[-3000:]
+
+
+# -- 5b. tokens, scopes and the rate limit -----------------------------------------------------
+
+
+def test_tokens_scopes_and_the_rate_limit_on_the_served_bento(keyed: KeyedServer) -> None:
+    """A predict token predicts and is refused /model; a burst over the limit is a 429 with
+    Retry-After, counted by status in /metrics, and the client is served after it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    server = keyed.server
+
+    def bearer(subject: str, *scopes: str) -> dict[str, str]:
+        minted = tokens.mint(keyed.keys, subject, list(scopes), TOKEN_AUDIENCE)
+        return {"Authorization": f"Bearer {minted}"}
+
+    with server.report_on_failure():
+        predictor = bearer("e2e-predictor", PREDICT)
+        response = server.post("/predict", EXAMPLE_REQUEST, headers=predictor)
+        assert response.status_code == 200, response.text
+        assert response.json()["role"] == "champion"
+        response = server.post("/model", {}, headers=predictor)
+        assert response.status_code == 403, response.text
+        assert response.json() == {"error": "this endpoint needs the scope admin"}
+        assert response.headers["www-authenticate"] == (
+            'Bearer error="insufficient_scope", scope="admin"'
+        )
+        response = server.post("/model", {}, headers=bearer("e2e-admin", ADMIN))
+        assert response.status_code == 200 and response.json()["model_version"] == "1"
+
+        # Three times the limit at once, from 8 threads: well over what refills meanwhile.
+        burst = bearer("e2e-burst", PREDICT)
+        before = status_count(server, "/predict", 429)
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(
+                pool.map(
+                    lambda _: server.post("/predict", EXAMPLE_REQUEST, headers=burst),
+                    range(3 * RATE_PER_S),
+                )
+            )
+        statuses = [a.status_code for a in answers]
+        refused = [a for a in answers if a.status_code == 429]
+        assert set(statuses) == {200, 429}, statuses
+        assert statuses.count(200) >= RATE_PER_S, statuses  # the bucket started full
+        retry_after = {a.headers["retry-after"] for a in refused}
+        assert retry_after == {"1"}, retry_after
+        assert refused[0].json() == {
+            "error": f"rate limit of {RATE_PER_S} requests per 1 s exceeded: retry after 1 s"
+        }
+        assert status_count(server, "/predict", 429) == before + len(refused)
+        # Other clients were never limited by it; the burst's client is served after the wait.
+        assert server.post("/predict", EXAMPLE_REQUEST, headers=predictor).status_code == 200
+        time.sleep(1.0)
+        assert server.post("/predict", EXAMPLE_REQUEST, headers=burst).status_code == 200
 
 
 # -- 6. metrics -------------------------------------------------------------------------------
