@@ -58,6 +58,9 @@ KEYSET_TTL_S = 300.0  # a key set fetched from a URL is fetched again after this
 KEYSET_REFETCH_S = 30.0  # an unknown kid fetches a URL's set again, at most this often
 FETCH_TIMEOUT_S = 5.0
 MAX_CLIENTS = 10_000  # rate-limit buckets kept; the least recently seen go first
+# Tokens verified recently, skipping their signature check (a few hundred microseconds) until
+# they expire or the key set changes.
+VERIFIED_CACHE = 1024
 _RATE = re.compile(r"\s*(\d+)\s*/\s*(s|sec|second|min|minute|h|hour)\s*")
 _PERIODS = {"s": 1.0, "sec": 1.0, "second": 1.0, "min": 60.0, "minute": 60.0}
 _PERIODS |= {"h": 3600.0, "hour": 3600.0}
@@ -131,6 +134,9 @@ class KeySet:
         self._stamp: Any = None
         self._fetched = -math.inf
         self._fetching = False
+        self.generation = (
+            0  # counts the sets read: what was verified with an older one is not trusted
+        )
         self.keys = self._read()
 
     def key(self, kid: str) -> Any | None:
@@ -160,6 +166,7 @@ class KeySet:
     def _replace(self) -> None:
         try:
             self.keys = self._read()
+            self.generation += 1
         except KeySetError as error:
             logger.error("kept the last key set: %s", error)
         finally:
@@ -212,9 +219,28 @@ class TokenVerifier:
         self.keys = keys
         self.audience = audience
         self.issuer = issuer
+        # token -> (principal, expiry with the leeway, key set generation), oldest first
+        self._verified: OrderedDict[str, tuple[Principal, float, int]] = OrderedDict()
 
     def verify(self, token: str) -> Principal | str:
         """The token's principal, or why it is invalid (naming the rule, never a value)."""
+        known = self._verified.get(token)
+        if known is not None:
+            self.keys.refresh()
+            principal, expiry, generation = known
+            if generation == self.keys.generation and time.time() < expiry:
+                return principal
+            del self._verified[token]
+        verdict = self._verify(token)
+        if isinstance(verdict, tuple):
+            principal, expiry = verdict
+            self._verified[token] = (principal, expiry, self.keys.generation)
+            if len(self._verified) > VERIFIED_CACHE:
+                self._verified.popitem(last=False)
+            return principal
+        return verdict
+
+    def _verify(self, token: str) -> tuple[Principal, float] | str:
         import jwt
 
         try:
@@ -253,7 +279,7 @@ class TokenVerifier:
             return "malformed token"
         scope = claims.get("scope")
         scopes = frozenset(scope.split()) if isinstance(scope, str) else frozenset()
-        return Principal(f"token:{claims['sub']}", scopes)
+        return Principal(f"token:{claims['sub']}", scopes), float(claims["exp"]) + LEEWAY_S
 
 
 class Access:

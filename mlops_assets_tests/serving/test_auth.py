@@ -249,7 +249,7 @@ def test_keys_rotate_without_a_restart(keys: Path):
     tokens.add_key(keys)  # publish the new key, sign with it
     new = token(keys)
     assert jwt.get_unverified_header(new)["kid"] != jwt.get_unverified_header(old)["kid"]
-    for value in (old, new):  # both published: both served
+    for value in (old, new):  # both published: both served (and remembered as verified)
         assert client.post("/predict", json={}, headers=bearer(value)).status_code == 200
     assert tokens.retire_old_keys(keys) == [jwt.get_unverified_header(old)["kid"]]
     app.served.clear()
