@@ -27,7 +27,7 @@ from mlops_assets.lib.features import WEATHER_FIELDS
 from mlops_assets.lib.replay import replay
 from mlops_assets.lib.scoring import REQUEST_FLIGHT_FIELDS
 from mlops_assets.local_daemon import LocalDaemon
-from mlops_assets.serving.guard import API_KEY_VARIABLE
+from mlops_assets.serving.auth import ACCESS_VARIABLES
 from mlops_assets_tests.deliveries import land_day
 
 TRAIN_START = date(2013, 1, 1)
@@ -204,13 +204,14 @@ def deploy(
 
 @contextlib.contextmanager
 def _local_settings(state: Path) -> Iterator[None]:
-    """``state`` as the state folder of the local flavour, without an API key, for the block."""
+    """``state`` as the state folder of the local flavour, without access settings, in the block."""
     import pytest
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(settings.STATE_DIR_VAR, str(state))
         mp.delenv(settings.ENV_VAR, raising=False)
-        mp.delenv(API_KEY_VARIABLE, raising=False)
+        for variable in ACCESS_VARIABLES:
+            mp.delenv(variable, raising=False)
         yield
 
 

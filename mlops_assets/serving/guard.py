@@ -12,9 +12,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from mlops_assets.serving.auth import API_KEY_VARIABLE, SCOPES, Access, Principal, RateLimiter
+from mlops_assets.serving.auth import SCOPES, Access, Principal, RateLimiter
 
-__all__ = ["API_KEY_VARIABLE", "ApiGuard"]
 BODY_TIMEOUT_VARIABLE = "MLOPS_BODY_TIMEOUT_S"
 # Requests above this size are refused before they are parsed (a full batch is ~0.5 MB).
 MAX_BODY_BYTES = 2 * 1024 * 1024

@@ -27,7 +27,7 @@ import pytest
 import yaml
 
 from mlops_assets.lib import prediction_log, release
-from mlops_assets.serving import guard
+from mlops_assets.serving import auth
 from mlops_assets_tests.deploy.manifests import kustomize, named, validation_errors
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -361,7 +361,7 @@ def test_environment_of_the_service(rendered: list[dict[str, Any]]) -> None:
         env = {var["name"]: var for var in ctr["env"]}
         assert env["MLOPS_ENV"]["value"] == "production", name
         assert env["BENTOML_DO_NOT_TRACK"]["value"] == "true", name
-        key = env[guard.API_KEY_VARIABLE]["valueFrom"]["secretKeyRef"]
+        key = env[auth.API_KEY_VARIABLE]["valueFrom"]["secretKeyRef"]
         assert key == {"name": f"{release.APP}-api-key", "key": "api-key"}, name
         maps = [s["configMapRef"]["name"] for s in ctr["envFrom"] if "configMapRef" in s]
         assert maps and set(maps) <= set(configmaps), name

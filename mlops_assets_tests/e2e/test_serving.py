@@ -53,13 +53,13 @@ from mlops_assets.processes import HOST
 from mlops_assets.serving import tokens
 from mlops_assets.serving.auth import (
     ADMIN,
+    API_KEY_VARIABLE,
     JWT_AUDIENCE_VARIABLE,
     JWT_KEYS_VARIABLE,
     PREDICT,
     RATE_LIMIT_VARIABLE,
 )
 from mlops_assets.serving.guard import (
-    API_KEY_VARIABLE,
     BODY_TIMEOUT_VARIABLE,
     MAX_BODY_BYTES,
     MAX_HEADER_BYTES,
