@@ -120,6 +120,12 @@ def _name(seq: int) -> str:
 
 def _numbers(root: Any) -> list[int]:
     """The sequence numbers present in the trail, ascending (names that are not ours skipped)."""
+    from mlops_assets.lib.storage import is_object_store
+
+    if is_object_store(root):
+        # fsspec caches listings per filesystem: another writer's records would stay unseen,
+        # and a writer would lose every race against the number it cannot see.
+        root.fs.invalidate_cache(root.path)
     if not root.exists():
         return []
     numbers = []
@@ -181,7 +187,7 @@ def append(
     at = (now or datetime.now(UTC)).astimezone(UTC).isoformat(timespec="seconds")
     links = {key: str(value) for key, value in (evidence or {}).items() if value not in (None, "")}
     for _ in range(_ATTEMPTS):
-        seq, prev = _tail(root)
+        seq, prev = tail(root)
         record = Record(seq + 1, at, act, actor.strip(), subject, reason, links, prev)
         record = Record(**{**record.body(), "hash": record_hash(record.body())})
         payload = (json.dumps(asdict(record), sort_keys=True, ensure_ascii=False) + "\n").encode()
@@ -193,8 +199,12 @@ def append(
     raise AuditError(f"could not append to the audit trail at {root}: {_ATTEMPTS} races lost")
 
 
-def _tail(root: Any) -> tuple[int, str]:
-    """The last record's number and hash (0 and ``GENESIS`` for an empty trail)."""
+def tail(root: Any) -> tuple[int, str]:
+    """The last record's number and hash (0 and ``GENESIS`` for an empty trail).
+
+    Raises:
+        AuditError: when the last record cannot be read.
+    """
     numbers = _numbers(root)
     if not numbers:
         return 0, GENESIS
@@ -224,20 +234,72 @@ def verify(root: Any) -> Verification:
     holds another number than its name, does not point at the hash of the one before, or
     does not hash to the value it carries (it was edited).
     """
-    head, count = GENESIS, 0
-    for expected, seq in enumerate(_numbers(root), start=1):
-        if seq != expected:
-            return Verification(count, head, _name(expected), "missing: the numbers skip it")
-        name = _name(seq)
+    return _walk(root, _numbers(root), 0, GENESIS)[1]
+
+
+@dataclass(frozen=True)
+class Continuation:
+    """What ``verify_since`` found after an anchor (a record seen before).
+
+    Attributes:
+        records: The new records that check out, oldest first.
+        verification: ``records`` counts the whole trail up to the new head; ``first_bad``
+            names the record that breaks the chain (the anchor itself when it was lost).
+        anchor_lost: The anchor record is gone or rewritten: the trail was truncated or its
+            history changed since it was seen.
+    """
+
+    records: tuple[Record, ...]
+    verification: Verification
+    anchor_lost: bool = False
+
+
+def verify_since(root: Any, seq: int, head: str) -> Continuation:
+    """Checks only what was appended after record ``seq``, seen before with hash ``head``.
+
+    The anchor is kept outside the trail (a sensor's cursor), so it catches what the chain
+    alone cannot: the newest records deleted, or the whole trail rewritten from some point.
+    Reads the anchor record and the new ones; earlier records are not read.
+    """
+    numbers = _numbers(root)
+    if seq == 0:
+        return Continuation(*_walk(root, numbers, 0, GENESIS))
+    anchor = _name(seq)
+    if not numbers or numbers[-1] < seq:
+        last = numbers[-1] if numbers else 0
+        problem = f"missing: the trail ends at record {last}, this one was seen (truncated)"
+        return Continuation((), Verification(last, head, anchor, problem), anchor_lost=True)
+    try:
+        seen = _parse((root / anchor).read_bytes())
+    except (ValueError, FileNotFoundError) as error:
+        problem = f"rewritten: unreadable now ({error}), it was seen intact"
+        return Continuation((), Verification(seq, head, anchor, problem), anchor_lost=True)
+    if seen.hash != head or record_hash(seen.body()) != head:
+        problem = f"rewritten: it hashed {head[:12]}... when seen, it holds {seen.hash[:12]}... now"
+        return Continuation((), Verification(seq, head, anchor, problem), anchor_lost=True)
+    return Continuation(*_walk(root, [n for n in numbers if n > seq], seq, head))
+
+
+def _walk(
+    root: Any, numbers: list[int], seq: int, head: str
+) -> tuple[tuple[Record, ...], Verification]:
+    """Reads ``numbers`` (ascending) chaining each onto the one before, from ``seq``/``head``."""
+    records: list[Record] = []
+    for expected, number in enumerate(numbers, start=seq + 1):
+        if number != expected:
+            problem = "missing: the numbers skip it"
+            return tuple(records), Verification(expected - 1, head, _name(expected), problem)
+        name = _name(number)
         try:
             record = _parse((root / name).read_bytes())
         except ValueError as error:
-            return Verification(count, head, name, str(error))
-        problem = _chain_problem(record, seq, head)
+            return tuple(records), Verification(expected - 1, head, name, str(error))
+        problem = _chain_problem(record, number, head)
         if problem:
-            return Verification(count, head, name, problem)
-        head, count = record.hash, count + 1
-    return Verification(count, head)
+            return tuple(records), Verification(expected - 1, head, name, problem)
+        head = record.hash
+        records.append(record)
+    return tuple(records), Verification(seq + len(records), head)
 
 
 def _chain_problem(record: Record, seq: int, prev: str) -> str:
@@ -251,3 +313,43 @@ def _chain_problem(record: Record, seq: int, prev: str) -> str:
     if record.act not in ACTS:
         return f"unknown act {record.act!r}"
     return ""
+
+
+COLUMNS = ("seq", "when", "act", "actor", "subject", "reason", "evidence")
+
+
+def rows(records: list[Record] | tuple[Record, ...]) -> list[tuple[str, ...]]:
+    """One row of ``COLUMNS`` per record; evidence as ``key=value`` pairs."""
+    return [
+        (
+            str(r.seq),
+            r.at,
+            r.act,
+            r.actor,
+            r.subject,
+            r.reason,
+            ", ".join(f"{key}={value}" for key, value in sorted(r.evidence.items())),
+        )
+        for r in records
+    ]
+
+
+def markdown_table(records: list[Record] | tuple[Record, ...]) -> str:
+    """The records as a Markdown table (the UI renders it)."""
+
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows(records)]
+    return "\n".join(lines)
+
+
+def text_table(records: list[Record] | tuple[Record, ...]) -> str:
+    """The records as aligned columns for a terminal (the last column unpadded)."""
+    table = [COLUMNS, *rows(records)]
+    widths = [max(len(row[i]) for row in table) for i in range(len(COLUMNS) - 1)]
+    return "\n".join(
+        "  ".join([*(c.ljust(w) for c, w in zip(row, widths, strict=False)), row[-1]]).rstrip()
+        for row in table
+    )

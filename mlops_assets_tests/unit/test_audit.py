@@ -110,3 +110,60 @@ def test_concurrent_writers_never_share_a_number(tmp_path: Path) -> None:
     result = audit.verify(UPath(tmp_path))
     assert (result.ok, result.records) == (True, 40)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staged leftovers
+
+
+def test_verify_since_reads_only_what_chains_onto_the_anchor(tmp_path: Path) -> None:
+    _, second, third = _trail(tmp_path)
+    (tmp_path / "00000001.json").write_text("{not json")  # before the anchor: not read
+    found = audit.verify_since(UPath(tmp_path), 2, second.hash)
+    assert found == audit.Continuation((third,), audit.Verification(3, third.hash))
+    assert audit.verify_since(UPath(tmp_path), 3, third.hash).records == ()
+
+
+def test_verify_since_from_nothing_checks_the_whole_trail(tmp_path: Path) -> None:
+    records = _trail(tmp_path)
+    found = audit.verify_since(UPath(tmp_path), 0, audit.GENESIS)
+    assert found.records == tuple(records) and found.verification.ok
+
+
+def test_the_newest_records_deleted_lose_the_anchor(tmp_path: Path) -> None:
+    *_, third = _trail(tmp_path)
+    (tmp_path / "00000003.json").unlink()  # the chain alone still checks out
+    assert audit.verify(UPath(tmp_path)).ok
+    found = audit.verify_since(UPath(tmp_path), 3, third.hash)
+    assert found.anchor_lost and found.verification.first_bad == "00000003.json"
+    assert "ends at record 2" in found.verification.problem
+    assert "truncated" in found.verification.problem
+
+
+def test_a_rewritten_chain_loses_the_anchor(tmp_path: Path) -> None:
+    _, second, _ = _trail(tmp_path)
+    for path in sorted(tmp_path.iterdir())[1:]:
+        path.unlink()
+    # Rewritten with a valid chain: only the anchor kept outside the trail notices.
+    forged = audit.append(UPath(tmp_path), "rollback", "mallory", "v1", "cover up")
+    assert audit.verify(UPath(tmp_path)).ok
+    found = audit.verify_since(UPath(tmp_path), 2, second.hash)
+    assert found.anchor_lost and found.verification.first_bad == "00000002.json"
+    assert found.verification.problem.startswith("rewritten: it hashed")
+    assert forged.hash[:12] in found.verification.problem
+
+
+def test_a_bad_record_after_the_anchor_is_named(tmp_path: Path) -> None:
+    first, _, _ = _trail(tmp_path)
+    _edit(tmp_path / "00000003.json", reason="changed")
+    found = audit.verify_since(UPath(tmp_path), 1, first.hash)
+    assert [r.seq for r in found.records] == [2] and not found.anchor_lost
+    assert (found.verification.first_bad, found.verification.records) == ("00000003.json", 2)
+    assert "edited" in found.verification.problem
+
+
+def test_tables_show_every_column(tmp_path: Path) -> None:
+    records = _trail(tmp_path, 2)
+    text = audit.text_table(records).splitlines()
+    assert text[0].split() == list(audit.COLUMNS)
+    assert text[1].split()[:4] == ["1", "2026-12-01T09:01:00+00:00", "promotion", "alice"]
+    assert text[2].endswith("mlflow_run=run2")
+    markdown = audit.markdown_table(records).splitlines()
+    assert markdown[0] == "| seq | when | act | actor | subject | reason | evidence |"
+    assert markdown[2].startswith("| 1 | 2026-12-01T09:01:00+00:00 | promotion | alice |")
