@@ -306,8 +306,8 @@ def _reproduce(args: argparse.Namespace) -> int:
 def _rollback(args: argparse.Namespace) -> int:
     from mlops_assets.undo import rollback
 
-    def act(tracking: Any, instance: Any, by: str) -> str:
-        moved = rollback(tracking, instance, args.reason, by)
+    def act(resources: Any, instance: Any, by: str) -> str:
+        moved = rollback(resources.tracking, instance, args.reason, by, trail=resources.audit)
         aborted = f"; v{moved.aborted_trial}'s trial aborted" if moved.aborted_trial else ""
         return f"champion moved back from v{moved.from_version} to v{moved.to_version}{aborted}"
 
@@ -317,8 +317,8 @@ def _rollback(args: argparse.Namespace) -> int:
 def _trial_abort(args: argparse.Namespace) -> int:
     from mlops_assets.undo import abort_trial
 
-    def act(tracking: Any, instance: Any, by: str) -> str:
-        version = abort_trial(tracking, instance, args.reason, by)
+    def act(resources: Any, instance: Any, by: str) -> str:
+        version = abort_trial(resources.tracking, instance, args.reason, by, trail=resources.audit)
         return f"trial of v{version} aborted: traffic goes back to the champion"
 
     return _undo(args, act)
@@ -328,9 +328,11 @@ def _release_revert(args: argparse.Namespace) -> int:
     from mlops_assets.resources.environments import resolved
     from mlops_assets.undo import revert_release
 
-    def act(tracking: Any, instance: Any, by: str) -> str:
-        with resolved("deployment_repo") as resources:
-            return revert_release(resources.deployment_repo, instance, args.reason, by)
+    def act(resources: Any, instance: Any, by: str) -> str:
+        with resolved("deployment_repo") as repo:
+            return revert_release(
+                repo.deployment_repo, instance, args.reason, by, trail=resources.audit
+            )
 
     return _undo(args, act)
 
@@ -339,18 +341,69 @@ def _undo(args: argparse.Namespace, act: Any) -> int:
     """Runs an undo on the registry and the instance, printing what it did (or why not)."""
     import dagster as dg
 
+    from mlops_assets.lib.audit import AuditError
     from mlops_assets.resources.environments import resolved
     from mlops_assets.undo import UndoError, actor
 
     prepare_dagster_home()
     by = actor(args.actor)
     try:
-        with resolved("tracking") as resources, dg.DagsterInstance.get() as instance:
-            done = act(resources.tracking, instance, by)
+        with resolved("tracking", "audit") as resources, dg.DagsterInstance.get() as instance:
+            done = act(resources, instance, by)
     except UndoError as error:
         return _failed(error)
+    except AuditError as error:  # a writer raced it into an unreadable trail after the check
+        return _failed(RuntimeError(f"{args.command} was done but not recorded: {error}"))
     print(f"{done} (by {by}: {args.reason})")
     return 0
+
+
+def _audit(args: argparse.Namespace) -> int:
+    import json
+    from dataclasses import asdict
+
+    from mlops_assets.lib import audit
+    from mlops_assets.resources.environments import resolved
+
+    with resolved("audit") as resources:
+        trail = resources.audit
+        if args.verify:
+            result = trail.verify()
+            if not result.ok:
+                return _failed(
+                    RuntimeError(
+                        f"the audit trail at {trail.url} is broken at {result.first_bad}: "
+                        f"{result.problem} ({result.records} record(s) before it check out)"
+                    )
+                )
+            print(f"intact: {result.records} record(s), head {result.head}")
+            return 0
+        try:
+            records = trail.records()
+        except ValueError as error:
+            return _failed(RuntimeError(f"the audit trail at {trail.url}: {error}"))
+    shown = records[-args.last :] if args.last else records
+    if args.json:
+        for record in shown:
+            print(json.dumps(asdict(record), sort_keys=True, ensure_ascii=False))
+    else:
+        print(audit.text_table(shown))
+    return 0
+
+
+def _add_audit(sub: Any) -> None:
+    trail = sub.add_parser(
+        "audit",
+        help="print the audit trail (who did what, when and why), or check its hash chain",
+    )
+    trail.add_argument("--json", action="store_true", help="one JSON object per line")
+    trail.add_argument("--last", type=int, default=0, help="only the last N records")
+    trail.add_argument(
+        "--verify",
+        action="store_true",
+        help="check the chain: exit 0 when intact, 1 naming the first bad record",
+    )
+    trail.set_defaults(func=_audit)
 
 
 def _ui_check(args: argparse.Namespace) -> int:
@@ -535,6 +588,7 @@ def build_parser() -> argparse.ArgumentParser:
     from mlops_assets.serving import tokens  # standard library; PyJWT when a command runs
 
     tokens.add_parser(sub)
+    _add_audit(sub)
     _add_observe(sub)  # [template:only with_observability]
 
     where = sub.add_parser(

@@ -3,6 +3,10 @@
 Both act on the registry (aliases and tags saying who, when and why) and record a runless
 materialization in the Dagster instance, so what follows the champion or the trial (the
 bento, the model card, the drift reference) follows the undo too, by automation.
+
+Each undo that was done is one record of the audit trail (``lib/audit.py``); one that is
+refused records nothing. A trail whose last record cannot be read refuses the undo before
+anything changes: an act the trail cannot record is not done.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import dagster as dg
 from mlops_assets.defs.deployment import release
 from mlops_assets.defs.training import CHAMPION_KEY, TRIAL_KEY, trial_ended
 from mlops_assets.lib import model_tags
+from mlops_assets.lib.audit import AuditError
 
 
 class UndoError(RuntimeError):
@@ -37,17 +42,29 @@ def actor(given: str | None = None) -> str:
     return given or getpass.getuser()
 
 
-def abort_trial(tracking: Any, instance: dg.DagsterInstance, reason: str, by: str) -> str:
+def _recordable(trail: Any) -> None:
+    """Refuses an undo the audit trail could not record (its last record is unreadable)."""
+    try:
+        trail.tail()
+    except AuditError as error:
+        raise UndoError(f"nothing was changed: {error}") from error
+
+
+def abort_trial(
+    tracking: Any, instance: dg.DagsterInstance, reason: str, by: str, *, trail: Any
+) -> str:
     """Ends the running trial as aborted: the challenger is retired, traffic goes back.
 
-    The trial's end rebuilds the bento without the challenger (automation).
+    The trial's end rebuilds the bento without the challenger (automation). The audit
+    ``trail`` (``resources.audit.AuditTrail``) records it as ``trial_end``.
 
     Returns:
         The version whose trial was aborted.
 
     Raises:
-        UndoError: when no trial is running.
+        UndoError: when no trial is running, or the trail cannot record it.
     """
+    _recordable(trail)
     trial = tracking.trial()
     if trial is None:
         raise UndoError(f"{tracking.model_name} has no trial running")
@@ -58,18 +75,34 @@ def abort_trial(tracking: Any, instance: dg.DagsterInstance, reason: str, by: st
             metadata=trial_ended(trial, "aborted", reason, by),
         )
     )
+    trail.record(
+        "trial_end",
+        by,
+        f"{tracking.model_name} v{trial.version} trial",
+        reason,
+        {
+            "status": "aborted",
+            "model_version": trial.version,
+            "mlflow_run": trial.mlflow_run_id,
+            "champion_version": trial.champion_version,
+        },
+    )
     return str(trial.version)
 
 
-def rollback(tracking: Any, instance: dg.DagsterInstance, reason: str, by: str) -> Rollback:
+def rollback(
+    tracking: Any, instance: dg.DagsterInstance, reason: str, by: str, *, trail: Any
+) -> Rollback:
     """Moves ``champion`` back to the version it replaced, recording who, when and why.
 
     A trial running against the champion is aborted first: it was judged against the
-    version that is leaving.
+    version that is leaving. The audit ``trail`` records the rollback (and the abort).
 
     Raises:
-        UndoError: if there is no champion or no previous champion recorded.
+        UndoError: if there is no champion or no previous champion recorded, or the trail
+            cannot record it.
     """
+    _recordable(trail)
     client, name = tracking.client(), tracking.model_name
     current = tracking.version_by_alias(model_tags.CHAMPION)
     if current is None:
@@ -82,7 +115,9 @@ def rollback(tracking: Any, instance: dg.DagsterInstance, reason: str, by: str) 
         )
     aborted = None
     if tracking.trial() is not None:
-        aborted = abort_trial(tracking, instance, f"champion rolled back: {reason}", by)
+        aborted = abort_trial(
+            tracking, instance, f"champion rolled back: {reason}", by, trail=trail
+        )
     stamp = datetime.now(UTC).isoformat(timespec="seconds")
     client.set_registered_model_alias(name, model_tags.CHAMPION, previous)
     client.set_model_version_tag(
@@ -106,21 +141,39 @@ def rollback(tracking: Any, instance: dg.DagsterInstance, reason: str, by: str) 
             },
         )
     )
+    restored = client.get_model_version(name, previous)
+    trail.record(
+        "rollback",
+        by,
+        f"{name} champion v{current.version} -> v{previous}",
+        reason,
+        {
+            "from_version": current.version,
+            "from_mlflow_run": current.run_id,
+            "to_version": previous,
+            "to_mlflow_run": restored.run_id,
+            "aborted_trial": aborted,
+        },
+    )
     return Rollback(str(current.version), str(previous), aborted)
 
 
-def revert_release(repo: Any, instance: dg.DagsterInstance, reason: str, by: str) -> str:
+def revert_release(
+    repo: Any, instance: dg.DagsterInstance, reason: str, by: str, *, trail: Any
+) -> str:
     """Reverts the newest release in the deployment repository: traffic flips back.
 
     The revert is a commit Argo CD applies like any other; a runless materialization of
-    ``release`` shows it in the UI.
+    ``release`` shows it in the UI, and the audit ``trail`` records it as a ``rollback``.
 
     Raises:
-        UndoError: when there is nothing to revert or the repository cannot be written.
+        UndoError: when there is nothing to revert, the repository cannot be written or the
+            trail cannot record it.
     """
     from mlops_assets.lib.release import ReleaseError
     from mlops_assets.resources.deployment_repo import DeploymentRepoError
 
+    _recordable(trail)
     try:
         done = repo.revert(by, reason)
     except (ReleaseError, DeploymentRepoError) as error:
@@ -140,5 +193,19 @@ def revert_release(repo: Any, instance: dg.DagsterInstance, reason: str, by: str
                 "repository": dg.MetadataValue.path(str(repo.app_dir)),
             },
         )
+    )
+    # The revert commit's subject names the release: "Revert release <id>: <its subject>".
+    subject = repo.history()[0]["subject"].removeprefix("Revert ")
+    trail.record(
+        "rollback",
+        by,
+        subject,
+        reason,
+        {
+            "commit": done.commit,
+            "image": live["image"],
+            "model_version": live["model_version"],
+            "live_colour": done.state.live,
+        },
     )
     return f"release reverted: {done.state.live} serves v{live['model_version']} ({live['image']})"

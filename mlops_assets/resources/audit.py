@@ -49,3 +49,15 @@ class AuditTrail(dg.ConfigurableResource):
         from mlops_assets.lib import audit
 
         return audit.verify(self.root())
+
+    def verify_since(self, seq: int, head: str) -> Any:
+        """Checks what follows record ``seq`` seen with hash ``head`` (``lib.audit``)."""
+        from mlops_assets.lib import audit
+
+        return audit.verify_since(self.root(), seq, head)
+
+    def tail(self) -> tuple[int, str]:
+        """The last record's number and hash; raises ``AuditError`` if it cannot be read."""
+        from mlops_assets.lib import audit
+
+        return audit.tail(self.root())

@@ -19,7 +19,7 @@ from sklearn.metrics import roc_auc_score
 
 from mlops_assets.defs.training import TRIAL_POLICY_VAR
 from mlops_assets.defs.trials import TRIAL_SENSOR
-from mlops_assets.lib import model_tags
+from mlops_assets.lib import audit, model_tags
 from mlops_assets.lib.features import LABEL_COLUMN
 from mlops_assets.undo import UndoError, abort_trial, rollback
 from mlops_assets_tests.deployed import PREDICT_DAY, Deployment, deployed_copy, run_config
@@ -174,12 +174,21 @@ def test_a_challenger_that_cannot_clear_the_rule_is_retired(
         world.metadata("challenger_predictions", after)
 
 
+def _records(world: Deployment, since: int) -> list[audit.Record]:
+    return [r for r in world.resources["audit"].records() if r.seq > since]
+
+
 def test_abort_and_rollback_end_a_trial_saying_who_and_why(
     world: Deployment, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    tracking, instance = world.resources["tracking"], world.instance
+    tracking, instance, trail = (
+        world.resources["tracking"],
+        world.instance,
+        world.resources["audit"],
+    )
     version = _start_trial(world, PROMOTING, monkeypatch)
-    assert abort_trial(tracking, instance, "latency too high", "alice") == version
+    before, _ = trail.tail()
+    assert abort_trial(tracking, instance, "latency too high", "alice", trail=trail) == version
     tags = _version(world, version).tags  # type: ignore[attr-defined]
     assert tags[model_tags.TRIAL_STATE] == "aborted"
     assert tags[model_tags.TRIAL_REASON] == "latency too high"
@@ -191,23 +200,45 @@ def test_abort_and_rollback_end_a_trial_saying_who_and_why(
         version,
     )
     assert aborted["champion_version"] == _alias(world, model_tags.CHAMPION)
+    (record,) = _records(world, before)
+    assert (record.act, record.actor, record.reason) == ("trial_end", "alice", "latency too high")
+    assert record.subject == f"flight_delay v{version} trial"
+    assert record.evidence["status"] == "aborted" and record.evidence["model_version"] == version
+    assert record.evidence["mlflow_run"] == _version(world, version).run_id  # type: ignore[attr-defined]
     world.loop.run_until_idle()  # the bento follows: champion only again
     assert "challenger_version" not in world.metadata("bento")
     # [template:if with_service_delivery]
     assert world.metadata("release")["reason"] == "Trial ended (aborted): latency too high"
     # [template:end]
+    before, _ = trail.tail()
     with pytest.raises(UndoError, match="no trial running"):
-        abort_trial(tracking, instance, "again", "alice")
+        abort_trial(tracking, instance, "again", "alice", trail=trail)
+    assert _records(world, before) == []  # a refused undo records nothing
 
     # A rollback during a trial aborts the trial first: it was judged against the leaving
     # champion.
     champion = _alias(world, model_tags.CHAMPION)
     version = _start_trial(world, PROMOTING, monkeypatch)
-    moved = rollback(tracking, instance, "bad answers in production", "bob")
+    before, _ = trail.tail()
+    moved = rollback(tracking, instance, "bad answers in production", "bob", trail=trail)
     assert (moved.from_version, moved.to_version, moved.aborted_trial) == (champion, "1", version)
     assert (_alias(world, model_tags.CHAMPION), _alias(world, model_tags.TRIAL)) == ("1", None)
     tags = _version(world, version).tags  # type: ignore[attr-defined]
     assert tags[model_tags.TRIAL_REASON] == "champion rolled back: bad answers in production"
+    ended, rolled = _records(world, before)
+    assert (ended.act, ended.actor, ended.evidence["model_version"]) == (
+        "trial_end",
+        "bob",
+        version,
+    )
+    assert (rolled.act, rolled.actor, rolled.reason) == (
+        "rollback",
+        "bob",
+        "bad answers in production",
+    )
+    assert rolled.subject == f"flight_delay champion v{champion} -> v1"
+    assert rolled.evidence["to_mlflow_run"] == _version(world, "1").run_id  # type: ignore[attr-defined]
+    assert rolled.evidence["aborted_trial"] == version
     world.loop.run_until_idle()
     bento = world.metadata("bento")
     assert bento["model_version"] == "1" and "challenger_version" not in bento
@@ -221,9 +252,35 @@ def test_abort_and_rollback_end_a_trial_saying_who_and_why(
     from mlops_assets.undo import revert_release
 
     repo = world.resources["deployment_repo"]
-    said = revert_release(repo, instance, "rollback release misbehaves", "carol")
+    before, _ = trail.tail()
+    said = revert_release(repo, instance, "rollback release misbehaves", "carol", trail=trail)
     reverted = world.metadata("release")
     assert reverted["status"] == "reverted" and reverted["reverted_by"] == "carol"
     assert reverted["live_colour"] != released["live_colour"]
     assert said.startswith(f"release reverted: {reverted['live_colour']} serves v")
+    (record,) = _records(world, before)
+    assert (record.act, record.actor) == ("rollback", "carol")
+    assert record.subject.startswith("release ") and record.evidence["commit"] == reverted["commit"]
+    assert record.evidence["image"] == reverted["image"]
     # [template:end]
+    assert trail.verify().ok
+
+
+def test_an_unreadable_trail_refuses_an_undo_and_nothing_changes(world: Deployment) -> None:
+    tracking, trail = world.resources["tracking"], world.resources["audit"]
+    last, _ = trail.tail()
+    torn = Path(trail.url) / f"{last + 1:08d}.json"
+    torn.parent.mkdir(parents=True, exist_ok=True)
+    torn.write_text("{torn")
+    files = sorted(torn.parent.iterdir())
+    champion = _alias(world, model_tags.CHAMPION)
+    try:
+        for undo in (rollback, abort_trial):
+            with pytest.raises(
+                UndoError, match=rf"nothing was changed: .*{torn.name} .*unreadable"
+            ):
+                undo(tracking, world.instance, "why", "dave", trail=trail)
+        assert _alias(world, model_tags.CHAMPION) == champion
+        assert sorted(torn.parent.iterdir()) == files  # nothing appended past the torn record
+    finally:
+        torn.unlink()
