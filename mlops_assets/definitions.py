@@ -12,6 +12,7 @@ import dagster as dg
 
 from mlops_assets.defs import (
     alerting,
+    audit,
     automation,
     deployment,
     features,
@@ -26,7 +27,7 @@ from mlops_assets.defs import (
 )
 from mlops_assets.resources import build_resources
 
-ASSETS = [
+ASSETS: list[dg.AssetsDefinition | dg.AssetSpec] = [
     ingestion.planes,
     ingestion.airports,
     ingestion.airlines,
@@ -46,6 +47,7 @@ ASSETS = [
     trials.challenger_predictions,
     trials.online_predictions,
     trials.trial_evaluation,
+    audit.audit_trail,
 ]
 SENSORS = [
     automation.landing_sensor,
@@ -54,6 +56,7 @@ SENSORS = [
     trials.trial_sensor,
     observability.pipeline_metrics_sensor,
     *alerting.SENSORS,
+    *audit.SENSORS,
 ]
 
 

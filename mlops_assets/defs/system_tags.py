@@ -9,6 +9,9 @@ from mlops_assets.lib.audit import ACTOR_TAG
 
 SENSOR_NAME_TAG = "dagster/sensor_name"  # the sensor that requested a run
 RUN_KEY_TAG = "dagster/run_key"  # its de-duplication key: a later daemon skips it
+SCHEDULE_NAME_TAG = "dagster/schedule_name"  # the schedule that requested a run
+BACKFILL_ID_TAG = "dagster/backfill"  # the backfill a run belongs to
+AUTOMATION_CONDITION_TAG = "dagster/from_automation_condition"  # requested by a condition
 
 
 def run_actor(tags: Mapping[str, str], run_id: str) -> str:
@@ -23,3 +26,19 @@ def run_actor(tags: Mapping[str, str], run_id: str) -> str:
     if tags.get(SENSOR_NAME_TAG):
         return f"sensor {tags[SENSOR_NAME_TAG]}"
     return f"unattributed (run {run_id[:8]}, no {ACTOR_TAG} tag)"
+
+
+def automated_by(tags: Mapping[str, str]) -> str | None:
+    """What requested a run without a person: a sensor, schedule, backfill or condition.
+
+    None for a launch by hand (the UI's launchpad, the command line, the API).
+    """
+    for tag, what in (
+        (SENSOR_NAME_TAG, "sensor"),
+        (SCHEDULE_NAME_TAG, "schedule"),
+        (BACKFILL_ID_TAG, "backfill"),
+        (AUTOMATION_CONDITION_TAG, "automation condition"),
+    ):
+        if tags.get(tag):
+            return f"{what} {tags[tag]}"
+    return None

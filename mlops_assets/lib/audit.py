@@ -43,6 +43,9 @@ ACTS = frozenset(
 )
 # The run tag a launcher sets to say who launched (UI launchpad tags, the command line).
 ACTOR_TAG = "mlops/actor"
+# The run tag saying why a person launched it, and the one naming its audit record (de-dup).
+REASON_TAG = "mlops/reason"
+RECORD_TAG = "mlops/audit_record"
 _NAME_DIGITS = 8
 _ATTEMPTS = 50
 

@@ -92,12 +92,21 @@ def test_the_scan_accepts_public_uses(source: str):
 
 def test_our_run_tag_names_are_dagsters():
     # The daemon's own constants are private, so the package spells the strings out once.
-    from dagster._core.storage.tags import RUN_KEY_TAG, SENSOR_NAME_TAG
+    from dagster._core.storage.tags import (
+        AUTOMATION_CONDITION_TAG,
+        BACKFILL_ID_TAG,
+        RUN_KEY_TAG,
+        SCHEDULE_NAME_TAG,
+        SENSOR_NAME_TAG,
+    )
 
     from mlops_assets.defs import system_tags
 
     assert system_tags.RUN_KEY_TAG == RUN_KEY_TAG
     assert system_tags.SENSOR_NAME_TAG == SENSOR_NAME_TAG
+    assert system_tags.SCHEDULE_NAME_TAG == SCHEDULE_NAME_TAG
+    assert system_tags.BACKFILL_ID_TAG == BACKFILL_ID_TAG
+    assert system_tags.AUTOMATION_CONDITION_TAG == AUTOMATION_CONDITION_TAG
 
 
 def test_the_actor_of_a_run():
@@ -106,3 +115,11 @@ def test_the_actor_of_a_run():
     assert run_actor({ACTOR_TAG: " carol "}, "abcdef123") == "carol"
     assert run_actor({SENSOR_NAME_TAG: "retrain_sensor"}, "abc") == "sensor retrain_sensor"
     assert run_actor({}, "abcdef123456") == "unattributed (run abcdef12, no mlops/actor tag)"
+
+
+def test_what_requested_a_run():
+    from mlops_assets.defs.system_tags import automated_by
+
+    assert automated_by({"dagster/sensor_name": "landing_sensor"}) == "sensor landing_sensor"
+    assert automated_by({"dagster/backfill": "abc"}) == "backfill abc"
+    assert automated_by({"mlops/actor": "carol"}) is None
