@@ -168,6 +168,11 @@ class Locations:
         """MLflow's artifact root."""
         return self.mlflow / "artifacts"
 
+    @property
+    def pseudonym_key(self) -> Path:
+        """The local key of the pseudonyms of personal data (mode 0600, made on first use)."""
+        return self.state / "pseudonym.key"
+
 
 def locations(env: MutableMapping[str, str] | None = None) -> Locations:
     """Resolves the state folder from ``MLOPS_STATE_DIR`` (absolute) or the default."""

@@ -146,10 +146,24 @@ def _plain(value: Any) -> Any:
 
 def day_requests(deployment: Deployment) -> list[dict[str, Any]]:
     """One request per flight of ``PREDICT_DAY``: its scheduled fields and its origin's weather
-    in the departure hour, from the validated raw partitions of the state."""
-    lake = settings.locations({settings.STATE_DIR_VAR: str(deployment.state)}).lake
+    in the departure hour, as a caller knows them.
+
+    The flights come from the landing file, validated against their contract: the lake holds
+    the tail numbers as pseudonyms, a caller sends them as they are.
+    """
+    from mlops_assets.lib import contracts
+    from mlops_assets.lib.landing import landing_path, read_csv
+
+    where = settings.locations({settings.STATE_DIR_VAR: str(deployment.state)})
+    lake = where.lake
     day = PREDICT_DAY.isoformat()
-    flights = pd.read_parquet(lake / "raw_flights" / f"{day}.parquet")
+    schema = contracts.flights_schema(
+        pd.read_parquet(lake / "airlines.parquet")["carrier"],
+        pd.read_parquet(lake / "airports.parquet")["faa"],
+        PREDICT_DAY,
+    )
+    path = landing_path(where.landing, "flights", PREDICT_DAY)
+    flights = contracts.validate(read_csv(path), schema, source=str(path))
     weather = pd.read_parquet(lake / "raw_weather" / f"{day}.parquet")
     assert str(flights["time_hour"].dtype) == "datetime64[ns, UTC]", flights.dtypes
     hours = {(str(r["origin"]), r["time_hour"]): r for r in weather.to_dict("records")}

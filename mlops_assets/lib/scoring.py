@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 from mlops_assets.lib.contracts import (
     AIRPORTS_MISSING_FROM_REFERENCE,
     ORIGIN_TIMEZONE,
+    SENSITIVE,
     is_clock_time,
     time_hour_matches,
 )
@@ -50,7 +51,8 @@ FIELD_DOCS = {
     "flight": "Flight number.",
     "origin": "Departure airport (FAA code).",
     "dest": "Arrival airport (FAA code).",
-    "tailnum": "Plane tail number; unknown planes score with missing plane fields.",
+    "tailnum": "Plane tail number; unknown planes score with missing plane fields. Personal "
+    "data: replaced by its keyed pseudonym on arrival, never logged.",
     "sched_dep_time": "Scheduled departure, local clock time as HHMM.",
     "sched_arr_time": "Scheduled arrival, local clock time as HHMM.",
     "distance": "Distance between the airports in miles.",
@@ -74,6 +76,7 @@ class FieldSpec:
         pattern: Regular expression a string must match, if any.
         clock: Whether the number is a clock time HHMM (minutes below 60).
         description: What the field means.
+        sensitive: ``direct`` or ``quasi`` for personal data (pseudonymized on arrival).
     """
 
     name: str
@@ -86,6 +89,7 @@ class FieldSpec:
     pattern: str | None = None
     clock: bool = False
     description: str = ""
+    sensitive: str = ""
 
 
 def _kind(dtype: str) -> str:
@@ -126,6 +130,7 @@ def _spec(column: pa.Column, description: str, nullable: bool | None = None) -> 
         pattern=pattern,
         clock=clock,
         description=description,
+        sensitive=str((column.metadata or {}).get(SENSITIVE, "")),
     )
 
 

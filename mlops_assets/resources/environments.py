@@ -13,6 +13,7 @@ from mlops_assets.lib.alerts import ALERTMANAGER_URL_VAR, DAGSTER_UI_URL_VAR
 from mlops_assets.lib.pipeline_metrics import GATEWAY_VAR
 from mlops_assets.lib.prediction_log import ROOT_VARIABLE as PREDICTION_LOG_VAR
 from mlops_assets.lib.prediction_log import default_root
+from mlops_assets.lib.pseudonyms import KEY_VARIABLE as PSEUDONYM_KEY_VAR
 from mlops_assets.lib.release import (
     DEFAULT_IMAGE_REPOSITORY,
     IMAGE_REPOSITORY_VAR,
@@ -28,6 +29,7 @@ from mlops_assets.resources.lake import LakeIOManager, LakeReader
 from mlops_assets.resources.landing import LandingZone
 from mlops_assets.resources.metrics_gateway import MetricsGateway
 from mlops_assets.resources.prediction_log import PredictionLog
+from mlops_assets.resources.pseudonyms import PseudonymKey
 from mlops_assets.resources.reports import ReportStore
 from mlops_assets.resources.tracking import MlflowTracking, local_tracking
 
@@ -39,6 +41,8 @@ PRODUCTION_VARS: dict[str, str] = {
     "MLOPS_REGISTRY_GIT_URL": "git URL of the DVC data registry",
     "MLOPS_DVC_REMOTE_URL": "DVC remote of the data registry, e.g. s3://bucket/dvc",
     "MLFLOW_TRACKING_URI": "MLflow tracking server or database, e.g. https://mlflow.internal",
+    PSEUDONYM_KEY_VAR: "secret key of the pseudonyms of personal data, 32+ characters; the "
+    "prediction service needs the same one (docs/data.md, Personal data)",
 }
 # Optional production settings, with what happens when they are not set.
 OPTIONAL_PRODUCTION_VARS: dict[str, str] = {
@@ -106,6 +110,10 @@ def _local(env: Mapping[str, str]) -> dict[str, Any]:
         ),
         "alertmanager": alertmanager_from(env),
         "audit": AuditTrail(url=str(where.audit)),
+        "pseudonyms": PseudonymKey(
+            key=dg.EnvVar(PSEUDONYM_KEY_VAR) if env.get(PSEUDONYM_KEY_VAR) else "",
+            key_file=str(where.pseudonym_key),
+        ),
     }
 
 
@@ -158,6 +166,7 @@ def _production(env: Mapping[str, str]) -> dict[str, Any]:
         "audit": AuditTrail(
             url=env.get(AUDIT_URL_VAR) or env["MLOPS_LAKE_URL"].rstrip("/") + "/audit"
         ),
+        "pseudonyms": PseudonymKey(key=dg.EnvVar(PSEUDONYM_KEY_VAR), production=True),
     }
 
 

@@ -17,11 +17,15 @@ log (``lib.prediction_log``, root ``MLOPS_PREDICTION_LOG``).
 
 The request model is generated from the landing data contracts (``lib.scoring``), and a
 request is scored through the pipeline's own feature code, so the API and the pipeline
-cannot disagree. The prediction endpoints require credentials when configured
-(``serving.auth``): the API key ``MLOPS_API_KEY`` and/or bearer tokens verified against the
-key set ``MLOPS_JWT_KEYS``, with the scope ``predict`` (``/predict``, ``/predict_batch``) or
-``admin`` (``/model``); ``MLOPS_RATE_LIMIT`` limits each client. In the production flavour
-(``MLOPS_ENV=production``) the service refuses to start with neither a key nor a key set.
+cannot disagree. Personal data in a request (the tail number) is replaced by its keyed
+pseudonym before the plane lookup and before anything is logged: the key is
+``MLOPS_PSEUDONYM_KEY`` (required in production), locally the state folder's key file
+(``lib.pseudonyms.service_pseudonymizer``). The prediction endpoints require credentials when
+configured (``serving.auth``): the API key ``MLOPS_API_KEY`` and/or bearer tokens verified
+against the key set ``MLOPS_JWT_KEYS``, with the scope ``predict`` (``/predict``,
+``/predict_batch``) or ``admin`` (``/model``); ``MLOPS_RATE_LIMIT`` limits each client. In the
+production flavour (``MLOPS_ENV=production``) the service refuses to start with neither a key
+nor a key set.
 
 This module is loaded by ``bentoml serve`` and ``bentoml build`` only, never by the code
 location.
@@ -42,6 +46,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from mlops_assets import settings
 from mlops_assets.lib import logs, runtime
 from mlops_assets.lib.prediction_log import PredictionLogWriter, default_root, log_line
+from mlops_assets.lib.pseudonyms import PseudonymKeyError, service_pseudonymizer
 from mlops_assets.lib.scoring import (
     EXAMPLE_REQUEST,
     MAX_BATCH,
@@ -136,7 +141,11 @@ _STORED = bentoml.models.get(_CHAMPION_TAG)
 MODEL = bentoml.models.BentoModel(_STORED.tag)
 CHALLENGER_MODEL = bentoml.models.BentoModel(_CHALLENGER_TAG) if _CHALLENGER_TAG else None
 _CODES = json.loads((Path(_STORED.path) / "reference.json").read_text())
-FlightRequest: Any = request_model(request_fields(_CODES["carriers"], _CODES["airports"]))
+_FIELDS = request_fields(_CODES["carriers"], _CODES["airports"])
+FlightRequest: Any = request_model(_FIELDS)
+# Personal data of a request (the tail number): pseudonymized on arrival with the pipeline's
+# key, so it matches the bundle's planes (pseudonymized in the lake) and is never logged.
+SENSITIVE_FIELDS = tuple(spec.name for spec in _FIELDS if spec.sensitive)
 
 
 class FlightBatch(BaseModel):
@@ -217,6 +226,11 @@ class FlightDelay:
         challenger_model = CHALLENGER_MODEL
 
     def __init__(self) -> None:
+        # Read at start, not at import: building the Bento needs no key.
+        try:
+            self.pseudonyms = service_pseudonymizer()
+        except PseudonymKeyError as error:
+            raise RuntimeError(str(error)) from None
         self.mode = SERVING_MODE
         stored: Any = self.model
         self.bundles = {CHAMPION: ScoringBundle.load(Path(stored.path))}
@@ -259,7 +273,7 @@ class FlightDelay:
             self.log.root,
         )
         # Warm up (imports, model parsing) before the first request is answered.
-        example = [FlightRequest(**EXAMPLE_REQUEST).model_dump()]
+        example = self._pseudonymized([FlightRequest(**EXAMPLE_REQUEST).model_dump()])
         score(self.bundles[CHAMPION], example)
         if CHALLENGER in self.bundles:
             try:
@@ -272,6 +286,9 @@ class FlightDelay:
         # which otherwise pause a request for 0.2-0.3 s every few seconds under load.
         gc.collect()
         gc.freeze()
+
+    def _pseudonymized(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return self.pseudonyms.records(requests, SENSITIVE_FIELDS)
 
     def _version(self, role: str) -> str:
         return str(self.bundles[role].model.get("model_version", ""))
@@ -294,6 +311,7 @@ class FlightDelay:
 
     def _answer(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The answers in request order; off-path scoring queued, every line logged."""
+        requests = self._pseudonymized(requests)
         ids = [uuid.uuid4().hex for _ in requests]
         roles = [self.mode.answering_role(r) for r in requests]
         note(rows=len(requests))

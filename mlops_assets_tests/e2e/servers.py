@@ -20,6 +20,7 @@ import pytest
 import requests
 
 from mlops_assets import registry_access, settings
+from mlops_assets.lib.pseudonyms import KEY_VARIABLE as PSEUDONYM_KEY_VAR
 from mlops_assets.processes import HOST, LoggedServer, console_script, free_port, spawn_logged
 from mlops_assets.serving.auth import ACCESS_VARIABLES
 from mlops_assets_tests.e2e.daemon import DagsterDev
@@ -148,16 +149,21 @@ class BentoServer(LoggedServer):
         """Starts the server in the background; ``wait_ready`` waits for it.
 
         The server gets this process' environment without access settings (API key, token
-        keys, rate limit), flavour or model override
-        (``env`` sets them); ``port`` is a free one unless given (e.g. a scrape target).
+        keys, rate limit), flavour, model override or pseudonym key (``env`` sets them); its
+        state folder is the one holding ``store`` (whose key file gives the pseudonym key
+        locally); ``port`` is a free one unless given (e.g. a scrape target).
         """
         root.mkdir(parents=True, exist_ok=True)
         port = port or free_port()
         command = [*console_script("bentoml", "bentoml"), "serve", tag]
         command += ["--host", HOST, "--port", str(port)]
         server_env = server_environment(
-            {"BENTOML_HOME": str(private_home(store, root)), **(env or {})},
-            scrub=(*ACCESS_VARIABLES, settings.ENV_VAR, "MLOPS_BENTO_MODEL"),
+            {
+                "BENTOML_HOME": str(private_home(store, root)),
+                settings.STATE_DIR_VAR: str(store.resolve().parent),
+                **(env or {}),
+            },
+            scrub=(*ACCESS_VARIABLES, settings.ENV_VAR, "MLOPS_BENTO_MODEL", PSEUDONYM_KEY_VAR),
         )
         log_path = root / "bentoml_serve.log"
         process = spawn_logged(command, cwd=root, env=server_env, log_path=log_path)

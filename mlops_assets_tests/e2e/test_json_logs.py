@@ -19,6 +19,7 @@ Runtime: about 30 s (the model and the Bento build ~20 s, the server ~5 s, the d
 from __future__ import annotations
 
 import json
+import secrets
 import subprocess
 import time
 from dataclasses import replace
@@ -33,6 +34,7 @@ import pytest
 from mlops_assets import settings
 from mlops_assets.definitions import build_defs
 from mlops_assets.lib import contracts, estimator, features, modeling, scoring
+from mlops_assets.lib.pseudonyms import KEY_VARIABLE as PSEUDONYM_KEY_VAR
 from mlops_assets.lib.replay import replay
 from mlops_assets.local_daemon import LocalDaemon
 from mlops_assets.resources.bentos import local_bentos
@@ -83,7 +85,10 @@ def store(tables: dict[str, pd.DataFrame], tmp_path_factory: pytest.TempPathFact
 def server(store: Any, servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> BentoServer:
     home, tag = store
     log_root = tmp_path_factory.mktemp("prediction_log")
-    return servers.bentoml(tag, home, {**JSON_ENV, "MLOPS_PREDICTION_LOG": str(log_root)})
+    env = {**JSON_ENV, "MLOPS_PREDICTION_LOG": str(log_root)}
+    # The store was built without the pipeline (no key file in its state): a key of its own.
+    env[PSEUDONYM_KEY_VAR] = secrets.token_urlsafe(32)
+    return servers.bentoml(tag, home, env)
 
 
 def parsed_lines(text: str) -> list[dict[str, Any]]:

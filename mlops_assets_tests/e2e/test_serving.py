@@ -48,6 +48,7 @@ import pytest
 from mlops_assets import cli, settings
 from mlops_assets.lib.features import WEATHER_FIELDS
 from mlops_assets.lib.fingerprints import md5_bytes
+from mlops_assets.lib.pseudonyms import KEY_VARIABLE as PSEUDONYM_KEY_VAR
 from mlops_assets.lib.scoring import EXAMPLE_REQUEST, MAX_BATCH
 from mlops_assets.processes import HOST
 from mlops_assets.serving import tokens
@@ -141,6 +142,10 @@ def keyed(
         # A short body deadline, so the slow client of the hostile-input tests waits 1 s, not 5.
         BODY_TIMEOUT_VARIABLE: "1",
     }
+    # The pseudonym key of the pipeline that made the Bento, as production passes it.
+    env[PSEUDONYM_KEY_VAR] = settings.locations(
+        {settings.STATE_DIR_VAR: str(deployment.state)}
+    ).pseudonym_key.read_text()
     return KeyedServer(servers.bentoml(bento_tag, deployment.bentoml_home, env), key, keys)
 
 

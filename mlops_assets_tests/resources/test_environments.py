@@ -31,7 +31,23 @@ PRODUCTION = {
     "MLOPS_LAKE_URL": "s3://b/lake",
     "MLOPS_REGISTRY_GIT_URL": "https://git.example/registry.git",
     "MLOPS_DVC_REMOTE_URL": "s3://b/dvc",
+    "MLOPS_PSEUDONYM_KEY": "k" * 40,
 }
+
+
+def test_production_without_the_pseudonym_key_refuses_naming_it(tmp_path: Path):
+    env = {k: v for k, v in PRODUCTION.items() if k != "MLOPS_PSEUDONYM_KEY"}
+    env |= {"MLFLOW_TRACKING_URI": "https://mlflow.example", "MLOPS_STATE_DIR": str(tmp_path)}
+    with pytest.raises(MissingSettingError) as info:
+        build_resources(env)
+    assert str(info.value).startswith("MLOPS_ENV=production needs these variables: ")
+    assert "MLOPS_PSEUDONYM_KEY (secret key of the pseudonyms" in str(info.value)
+    assert "MLOPS_LAKE_URL" not in str(info.value)
+    assert list(tmp_path.iterdir()) == []  # no key file made in its place
+    # Given, it is resolved from the environment at run time, never held as a value.
+    resources = build_resources({**env, "MLOPS_PSEUDONYM_KEY": "k" * 40})
+    assert resources["pseudonyms"].key == "MLOPS_PSEUDONYM_KEY"  # a dg.EnvVar
+    assert resources["pseudonyms"].production and not resources["pseudonyms"].key_file
 
 
 def test_a_tracking_database_needs_an_artifact_location():
