@@ -39,7 +39,7 @@ dev: setup  ## Dagster UI + daemon on the local state (http://127.0.0.1:$(PORT))
 	$(UV) run --frozen mlops-assets dev --port $(PORT)
 
 serve: setup  ## the latest bento of the champion on http://127.0.0.1:$(SERVE_PORT)
-	BENTOML_HOME="$(STATE)/bentoml" $(UV) run --frozen bentoml serve \
+	BENTOML_HOME="$(STATE)/bentoml" MLOPS_STATE_DIR="$(STATE)" $(UV) run --frozen bentoml serve \
 		flight_delay_service:latest --host 127.0.0.1 --port $(SERVE_PORT)
 
 reports: setup  ## serve the drift reports (links in the UI) on http://127.0.0.1:$(REPORTS_PORT)

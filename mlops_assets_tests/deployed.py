@@ -144,8 +144,8 @@ def _plain(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
 
 
-def day_requests(deployment: Deployment) -> list[dict[str, Any]]:
-    """One request per flight of ``PREDICT_DAY``: its scheduled fields and its origin's weather
+def day_requests(deployment: Deployment, on: date = PREDICT_DAY) -> list[dict[str, Any]]:
+    """One request per flight of the day ``on``: its scheduled fields and its origin's weather
     in the departure hour, as a caller knows them.
 
     The flights come from the landing file, validated against their contract: the lake holds
@@ -156,13 +156,13 @@ def day_requests(deployment: Deployment) -> list[dict[str, Any]]:
 
     where = settings.locations({settings.STATE_DIR_VAR: str(deployment.state)})
     lake = where.lake
-    day = PREDICT_DAY.isoformat()
+    day = on.isoformat()
     schema = contracts.flights_schema(
         pd.read_parquet(lake / "airlines.parquet")["carrier"],
         pd.read_parquet(lake / "airports.parquet")["faa"],
-        PREDICT_DAY,
+        on,
     )
-    path = landing_path(where.landing, "flights", PREDICT_DAY)
+    path = landing_path(where.landing, "flights", on)
     flights = contracts.validate(read_csv(path), schema, source=str(path))
     weather = pd.read_parquet(lake / "raw_weather" / f"{day}.parquet")
     assert str(flights["time_hour"].dtype) == "datetime64[ns, UTC]", flights.dtypes

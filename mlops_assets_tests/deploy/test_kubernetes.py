@@ -288,6 +288,7 @@ def production_defs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dg.Def
         "MLOPS_REGISTRY_GIT_URL": "https://git.example.com/registry.git",
         "MLOPS_DVC_REMOTE_URL": "s3://mlops/dvc",
         "MLFLOW_TRACKING_URI": "http://mlflow:5000",
+        "MLOPS_PSEUDONYM_KEY": "a-production-key-of-forty-characters-000",
     }
     assert set(PRODUCTION_VARS) <= set(env)
     with pytest.MonkeyPatch.context() as patch:

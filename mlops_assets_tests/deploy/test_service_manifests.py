@@ -380,7 +380,8 @@ def test_every_secret_reference_is_in_the_secret_example(rendered: list[dict[str
         if key is not None:
             assert key in examples[secret]["stringData"], f"{secret} has no key {key}"
     assert {secret for secret, _, optional in references if not optional} == {
-        f"{release.APP}-api-key"
+        f"{release.APP}-api-key",
+        f"{release.APP}-pseudonym-key",
     }
     # Secrets never go through git: the kustomization does not list the example.
     assert not any(o["kind"] == "Secret" for o in rendered)

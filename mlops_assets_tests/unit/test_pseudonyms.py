@@ -130,3 +130,25 @@ def test_a_booking_contact_is_checked_and_masked(tables: dict[str, pd.DataFrame]
         contracts.validate(flights, schema, source="f")
     assert info.value.rows == [3]
     assert "not-an-address" not in info.value.markdown() + info.value.summary
+
+
+def test_the_example_sources_booking_contact_is_pseudonymized_like_the_tail_number(
+    tmp_path: Path,
+):
+    from mlops_assets.lib.landing import landing_path, read_csv
+    from mlops_assets.lib.replay import replay
+    from mlops_assets_tests.unit.test_source import load_example
+
+    example = load_example()
+    replay(tmp_path, example.FIRST_DAY, 1, source=example)
+    raw = read_csv(landing_path(tmp_path, "flights", example.FIRST_DAY))
+    airlines = read_csv(landing_path(tmp_path, "airlines"))["carrier"]
+    airports = read_csv(landing_path(tmp_path, "airports"))["faa"]
+    schema = contracts.flights_schema(airlines, airports, example.FIRST_DAY)
+    stored = Pseudonymizer(KEY).frame(
+        contracts.validate(raw, schema, source="f"), contracts.sensitive_columns(schema)
+    )
+    assert raw["contact_email"].str.contains("@").all()
+    assert stored["contact_email"].map(is_pseudonym).all()
+    assert stored["tailnum"].map(is_pseudonym).all()
+    assert not set(raw["contact_email"]) & set(stored.astype(str).to_numpy().ravel())
