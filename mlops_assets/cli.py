@@ -406,6 +406,37 @@ def _add_audit(sub: Any) -> None:
     trail.set_defaults(func=_audit)
 
 
+def _decide(args: argparse.Namespace) -> int:
+    """Approves or rejects the version pending approval (``defs/approval.py``)."""
+    import dagster as dg
+
+    from mlops_assets.defs.approval import decide
+    from mlops_assets.lib.approval import ApprovalError
+    from mlops_assets.resources.environments import resolved
+
+    prepare_dagster_home()
+    request = (str(args.version), args.decision, args.actor, args.reason)
+    try:
+        with resolved("tracking", "audit") as found, dg.DagsterInstance.get() as instance:
+            done = decide(found.tracking, found.audit, instance, request)
+    except ApprovalError as error:
+        return _failed(error)
+    print(f"{done} (by {args.actor}{': ' + args.reason if args.reason else ''})")
+    return 0
+
+
+def _add_approval(sub: Any) -> None:
+    for decision, what in (
+        ("approve", "promote the version pending approval (MLOPS_APPROVAL_POLICY)"),
+        ("reject", "reject the version pending approval: the champion stays"),
+    ):
+        command = sub.add_parser(decision, help=what)
+        command.add_argument("--version", required=True, help="the pending model version")
+        command.add_argument("--actor", required=True, help="who decides: one of the approvers")
+        command.add_argument("--reason", required=decision == "reject", default="")
+        command.set_defaults(func=_decide, decision=decision)
+
+
 def _ui_check(args: argparse.Namespace) -> int:
     from mlops_assets import ui_check
 
@@ -577,6 +608,8 @@ def build_parser() -> argparse.ArgumentParser:
         undo.add_argument("--reason", default=reason)
         undo.add_argument("--actor", help=f"{actor} (default: the OS user)")
         undo.set_defaults(func=func)
+
+    _add_approval(sub)
 
     dev = sub.add_parser("dev", help="dagster dev (UI + daemon) on the local state")
     dev.add_argument("--host", default="127.0.0.1")

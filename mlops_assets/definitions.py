@@ -12,6 +12,7 @@ import dagster as dg
 
 from mlops_assets.defs import (
     alerting,
+    approval,
     audit,
     automation,
     deployment,
@@ -55,6 +56,7 @@ SENSORS = [
     retraining.retrain_sensor,
     trials.trial_sensor,
     observability.pipeline_metrics_sensor,
+    approval.approval_expiry_sensor,
     *alerting.SENSORS,
     *audit.SENSORS,
 ]
@@ -65,7 +67,7 @@ def build_defs(env: Mapping[str, str] | None = None) -> dg.Definitions:
     env = os.environ if env is None else env
     return dg.Definitions(
         assets=ASSETS,
-        jobs=jobs.code_location_jobs(env),
+        jobs=[*jobs.code_location_jobs(env), approval.approve_model],
         sensors=SENSORS,
         resources=build_resources(env),
         # MLOPS_LOG_FORMAT=json: run logs as JSON lines (also for the local loop's runs).

@@ -3,7 +3,8 @@
 import json
 import os
 from collections.abc import Iterator, Mapping
-from datetime import date, timedelta
+from dataclasses import asdict
+from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import dagster as dg
@@ -13,10 +14,12 @@ from mlops_assets import settings
 from mlops_assets.defs.features import REGISTRY_POOL, flight_features
 from mlops_assets.defs.outputs import frame_output
 from mlops_assets.defs.run_config import config_from
-from mlops_assets.defs.system_tags import SENSOR_NAME_TAG
+from mlops_assets.defs.system_tags import SENSOR_NAME_TAG, run_actor
 from mlops_assets.lib import estimator, model_tags
+from mlops_assets.lib.approval import approval_policy, policies_in_force
 from mlops_assets.lib.modeling import GatePolicy
 from mlops_assets.lib.trials import TrialPolicy, trial_policy_from_json
+from mlops_assets.resources.audit import AuditTrail
 from mlops_assets.resources.lake import LakeReader, versioned_in_registry
 from mlops_assets.resources.tracking import MlflowTracking, Trial
 
@@ -28,6 +31,9 @@ TRIAL_KEY = dg.AssetKey("model_trial")
 TRIAL_EVALUATION_KEY = dg.AssetKey("trial_evaluation")
 TRIAL_POLICY_VAR = "MLOPS_TRIAL_POLICY"
 TRAINING_SET_PATH = f"training_set/{settings.MODEL_NAME}.parquet"
+# The gate's verdicts and the audit act each one is recorded as.
+PENDING_VERDICT = "pending approval"
+VERDICT_ACTS = {"promoted": "promotion", "rejected": "rejection", "trial": "trial_start"}
 # MLflow unreachable or busy: try again a little later before failing the run.
 TRACKING_RETRY = dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL)
 
@@ -261,6 +267,7 @@ def model_gate(
     context: dg.AssetExecutionContext,
     config: GateConfig,
     tracking: MlflowTracking,
+    audit: AuditTrail,
     training_set: Any,
 ) -> Iterator[dg.MaterializeResult]:
     """The gate: the challenger replaces the champion only if it is clearly better.
@@ -270,18 +277,22 @@ def model_gate(
     and beats the champion by the margin goes on live trial when the trial policy asks for
     one (`MLOPS_TRIAL_POLICY`, `lib/trials.py`: `model_trial` materializes), else it is
     promoted at once (`champion_model` materializes); the first model is always promoted.
+    With `MLOPS_APPROVAL_POLICY` requiring approval (`lib/approval.py`) it is not promoted
+    but waits for an approver (the `pending_approval` alias, an observation on
+    `champion_model`): nothing downstream runs until `mlops-assets approve`.
     Whenever the gate acts (a promotion, a trial's start or end) both outputs materialize, so
     a run that also selects what follows them (the bento) never skips it; `champion_model`'s
     data version changes only when the champion does. A rejection materializes nothing, so
     nothing downstream runs; the decision, both scores and the reason are recorded as an
-    observation and as tags on the version either way.
+    observation and as tags on the version either way, and every act as an audit record.
     Models that do not score the same features are never compared: the step fails.
 
     With `conclude_trial`, the trial sensor's run ends the running trial instead, by the
     verdict of its latest `trial_evaluation`: promoted (both assets materialize) or retired.
     """
+    gate = _Gate(context, tracking, audit)
     if config.conclude_trial:
-        yield from _conclude_trial(context, tracking)
+        yield from _conclude_trial(context, tracking, gate)
         return
     from mlops_assets.lib.modeling import judge
 
@@ -296,9 +307,12 @@ def model_gate(
     policy = GatePolicy(**config.model_dump(exclude={"conclude_trial"}))
     decision = judge(challenger_model, champion_model, holdout, policy, versions=versions)
     trial = trial_policy()
+    gate.record_policies(asdict(policy), trial)
     on_trial = decision.promote and champion is not None and trial.enabled
-    verdict = "trial" if on_trial else "promoted" if decision.promote else "rejected"
+    verdict = _verdict(decision.promote, on_trial, gate.approval.require_approval)
     tracking.record_gate(challenger, verdict, decision.reason, champion)
+    if verdict in VERDICT_ACTS:  # a pending one is recorded with its request
+        gate.record(VERDICT_ACTS[verdict], challenger, champion, decision.reason)
     if not decision.comparable:
         raise dg.Failure(description=decision.reason, allow_retries=False)
     metadata = {
@@ -310,8 +324,10 @@ def model_gate(
         "champion_scores": _rounded(decision.champion or {}),
         "holdout_rows": len(holdout),
     }
-    if verdict == "rejected":
-        context.log.info(f"challenger v{challenger.version} not promoted: {decision.reason}")
+    if verdict in ("rejected", PENDING_VERDICT):
+        context.log.info(f"challenger v{challenger.version} not promoted: {verdict}")
+        if verdict == PENDING_VERDICT:
+            metadata.update(gate.request(challenger, champion, decision.reason))
         context.log_event(dg.AssetObservation(asset_key=CHAMPION_KEY, metadata=metadata))
     elif verdict == "trial":
         start = _window_end(context.instance, "") + timedelta(days=1)
@@ -321,6 +337,63 @@ def model_gate(
     else:
         yield _champion_result(tracking, challenger, metadata)
         yield dg.MaterializeResult(asset_key=TRIAL_KEY, metadata=_no_trial(champion))
+
+
+def _verdict(promote: bool, on_trial: bool, require_approval: bool) -> str:
+    if on_trial:
+        return "trial"
+    if not promote:
+        return "rejected"
+    return PENDING_VERDICT if require_approval else "promoted"
+
+
+class _Gate:
+    """Who runs the gate, under which approval policy, and its audit records.
+
+    Reads the approval policy first (an invalid one fails the step before anything changes)
+    and clears an approval request that expired.
+    """
+
+    def __init__(
+        self, context: dg.AssetExecutionContext, tracking: MlflowTracking, audit: AuditTrail
+    ) -> None:
+        from mlops_assets.defs import gate_records
+
+        try:
+            self.approval = approval_policy()
+        except ValueError as error:
+            raise dg.Failure(str(error), allow_retries=False) from error
+        self.run_id = context.run.run_id
+        self.actor = run_actor(context.run.tags, self.run_id)
+        self.tracking, self.audit, self.records = tracking, audit, gate_records
+        expired = gate_records.expire_pending(tracking, audit, self.actor, datetime.now(UTC))
+        if expired is not None:
+            context.log.info(f"v{expired.version}'s approval request expired")
+
+    def record(self, act: str, version: Any, champion: Any, reason: str) -> None:
+        """One audit record of a gate act on ``version``."""
+        links = self.records.evidence(self.tracking, version, champion, self.run_id)
+        subject = self.records.subject(self.tracking, version.version)
+        self.audit.record(act, self.actor, subject, reason, links)
+
+    def record_policies(self, gate: dict[str, Any], trial: TrialPolicy) -> None:
+        """``policy_change`` when the policies in force differ from the last recorded."""
+        policies = policies_in_force(gate, trial.as_dict(), self.approval)
+        self.records.record_policies(self.audit, self.actor, policies, self.run_id)
+
+    def request(self, version: Any, champion: Any, reason: str) -> dict[str, Any]:
+        """Makes ``version`` pending approval; the metadata saying so."""
+        acting = (self.actor, self.run_id)
+        now = datetime.now(UTC)
+        found = self.records.request_approval(
+            self.tracking, self.audit, acting, version, champion, self.approval, reason, now
+        )
+        return {
+            "status": "pending approval",
+            "pending_version": found.version,
+            "expires_at": found.expires_at.isoformat(),
+            "approvers": ", ".join(self.approval.approvers),
+        }
 
 
 def _no_trial(champion: Any) -> dict[str, Any]:
@@ -369,13 +442,43 @@ def _champion_result(
 
 
 def _conclude_trial(
-    context: dg.AssetExecutionContext, tracking: MlflowTracking
+    context: dg.AssetExecutionContext, tracking: MlflowTracking, gate: "_Gate"
 ) -> Iterator[dg.MaterializeResult]:
-    """Ends the running trial by its latest evaluation's verdict (promote or retire)."""
+    """Ends the running trial by its latest evaluation's verdict (promote or retire).
+
+    With approval required, a trial in the challenger's favour ends as ``passed`` and the
+    challenger waits for an approver instead of being promoted.
+    """
     trial = tracking.trial()
     if trial is None:
         raise dg.Failure("no trial is running: nothing to conclude", allow_retries=False)
-    evaluation = _latest_metadata(context.instance, TRIAL_EVALUATION_KEY)
+    champion = tracking.champion()
+    outcome, reason = _trial_verdict(context.instance, trial, champion)
+    actor = context.run.tags.get(SENSOR_NAME_TAG) or "dagster run " + context.run.run_id[:8]
+    approval = outcome == "promote" and gate.approval.require_approval
+    state = "passed" if approval else "promoted" if outcome == "promote" else "retired"
+    tracking.end_trial(trial, state, reason, actor)
+    ended = trial_ended(trial, state, reason, actor)
+    version = tracking.client().get_model_version(tracking.model_name, trial.version)
+    gate.record("trial_end", version, champion, f"{state}: {reason}")
+    decision = {"decision": f"{state} after trial", "reason": reason}
+    decision["champion_version"] = str(champion.version)
+    if approval:
+        decision.update(gate.request(version, champion, reason))
+        context.log_event(dg.AssetObservation(asset_key=CHAMPION_KEY, metadata=decision))
+        yield dg.MaterializeResult(asset_key=TRIAL_KEY, metadata=ended)
+        return
+    if state == "promoted":
+        tracking.promote(trial.version, champion)
+        gate.record("promotion", version, champion, f"after a live trial: {reason}")
+        champion = version
+    yield _champion_result(tracking, champion, decision)
+    yield dg.MaterializeResult(asset_key=TRIAL_KEY, metadata=ended)
+
+
+def _trial_verdict(instance: dg.DagsterInstance, trial: Trial, champion: Any) -> tuple[str, str]:
+    """The latest evaluation's outcome for ``trial`` (retire if the champion changed)."""
+    evaluation = _latest_metadata(instance, TRIAL_EVALUATION_KEY)
     outcome, reason = evaluation.get("outcome"), str(evaluation.get("reason", ""))
     decided = outcome in ("promote", "retire")
     if str(evaluation.get("trial_version")) != trial.version or not decided:
@@ -384,26 +487,12 @@ def _conclude_trial(
             f"(it says {outcome!r} for v{evaluation.get('trial_version')})",
             allow_retries=False,
         )
-    champion = tracking.champion()
     if outcome == "promote" and str(champion.version) != trial.champion_version:
-        outcome, reason = (
-            "retire",
-            (
-                f"the champion changed during the trial (v{trial.champion_version} -> "
-                f"v{champion.version})"
-            ),
+        return "retire", (
+            f"the champion changed during the trial (v{trial.champion_version} -> "
+            f"v{champion.version})"
         )
-    actor = context.run.tags.get(SENSOR_NAME_TAG) or "dagster run " + context.run.run_id[:8]
-    state = "promoted" if outcome == "promote" else "retired"
-    tracking.end_trial(trial, state, reason, actor)
-    ended = trial_ended(trial, state, reason, actor)
-    decision = {"decision": f"{state} after trial", "reason": reason}
-    decision["champion_version"] = str(champion.version)
-    if state == "promoted":
-        tracking.promote(trial.version, champion)
-        champion = tracking.client().get_model_version(tracking.model_name, trial.version)
-    yield _champion_result(tracking, champion, decision)
-    yield dg.MaterializeResult(asset_key=TRIAL_KEY, metadata=ended)
+    return str(outcome), reason
 
 
 def _rounded(scores: dict[str, float]) -> str:

@@ -45,6 +45,15 @@ TRIAL_POLICY = "mlops.trial.policy"
 TRIAL_REASON = "mlops.trial.reason"
 TRIAL_ENDED = "mlops.trial.ended"
 
+# A challenger the gate passed, waiting for a person's approval (lib/approval.py), and the
+# model-version tags of its request: when it was asked, when it lapses, how it ended.
+PENDING_APPROVAL = "pending_approval"
+APPROVAL_STATE = "mlops.approval"  # pending, then approved, rejected, expired or superseded
+APPROVAL_REQUESTED_AT = "mlops.approval.requested_at"
+APPROVAL_EXPIRES_AT = "mlops.approval.expires_at"
+APPROVAL_CHAMPION = "mlops.approval.champion"
+APPROVAL_DECIDED = "mlops.approval.decided"
+
 # The run tag holding the training window is written as "<start> .. <end>".
 WINDOW_SEPARATOR = " .. "
 
