@@ -90,13 +90,16 @@ class Deployment:
         """BENTOML_HOME of the state."""
         return settings.locations({settings.STATE_DIR_VAR: str(self.state)}).bentoml_home
 
-    def train(self, config: dict[str, Any] | None = None) -> dg.ExecuteInProcessResult:
+    def train(
+        self, config: dict[str, Any] | None = None, tags: Mapping[str, str] | None = None
+    ) -> dg.ExecuteInProcessResult:
         """Runs the training job (as the UI or a sensor would), then the automation."""
         # Like a launch of the training job: the run records its asset selection.
         result = self.defs.resolve_job_def("training").execute_in_process(
             asset_selection=list(TRAINING.resolve(self.defs.resolve_asset_graph())),
             instance=self.instance,
             run_config=config or run_config(),
+            tags=tags,
             raise_on_error=False,
         )
         self.loop.run_until_idle()
