@@ -103,32 +103,13 @@ def rollback(
             cannot record it.
     """
     _recordable(trail)
-    client, name = tracking.client(), tracking.model_name
-    current = tracking.version_by_alias(model_tags.CHAMPION)
-    if current is None:
-        raise UndoError(f"{name} has no champion to roll back")
-    previous = current.tags.get(model_tags.PREVIOUS_CHAMPION)
-    if not previous:
-        raise UndoError(
-            f"{name} v{current.version} records no previous champion "
-            f"({model_tags.PREVIOUS_CHAMPION} tag)"
-        )
+    current, previous = _champion_and_previous(tracking)
     aborted = None
     if tracking.trial() is not None:
         aborted = abort_trial(
             tracking, instance, f"champion rolled back: {reason}", by, trail=trail
         )
-    stamp = datetime.now(UTC).isoformat(timespec="seconds")
-    client.set_registered_model_alias(name, model_tags.CHAMPION, previous)
-    client.set_model_version_tag(
-        name, current.version, model_tags.ROLLED_BACK, f"{stamp} by {by}: {reason}"
-    )
-    client.set_model_version_tag(
-        name,
-        previous,
-        model_tags.RESTORED_BY_ROLLBACK,
-        f"{stamp} by {by} from v{current.version}: {reason}",
-    )
+    _move_champion_back(tracking, current, previous, reason, by)
     instance.report_runless_asset_event(
         dg.AssetMaterialization(
             asset_key=CHAMPION_KEY,
@@ -141,11 +122,11 @@ def rollback(
             },
         )
     )
-    restored = client.get_model_version(name, previous)
+    restored = tracking.client().get_model_version(tracking.model_name, previous)
     trail.record(
         "rollback",
         by,
-        f"{name} champion v{current.version} -> v{previous}",
+        f"{tracking.model_name} champion v{current.version} -> v{previous}",
         reason,
         {
             "from_version": current.version,
@@ -156,6 +137,37 @@ def rollback(
         },
     )
     return Rollback(str(current.version), str(previous), aborted)
+
+
+def _champion_and_previous(tracking: Any) -> tuple[Any, str]:
+    """The champion's version and the version it replaced; UndoError when either is missing."""
+    name = tracking.model_name
+    current = tracking.version_by_alias(model_tags.CHAMPION)
+    if current is None:
+        raise UndoError(f"{name} has no champion to roll back")
+    previous = current.tags.get(model_tags.PREVIOUS_CHAMPION)
+    if not previous:
+        raise UndoError(
+            f"{name} v{current.version} records no previous champion "
+            f"({model_tags.PREVIOUS_CHAMPION} tag)"
+        )
+    return current, str(previous)
+
+
+def _move_champion_back(tracking: Any, current: Any, previous: str, reason: str, by: str) -> None:
+    """Points the alias at ``previous`` and tags both versions with who, when and why."""
+    client, name = tracking.client(), tracking.model_name
+    stamp = datetime.now(UTC).isoformat(timespec="seconds")
+    client.set_registered_model_alias(name, model_tags.CHAMPION, previous)
+    client.set_model_version_tag(
+        name, current.version, model_tags.ROLLED_BACK, f"{stamp} by {by}: {reason}"
+    )
+    client.set_model_version_tag(
+        name,
+        previous,
+        model_tags.RESTORED_BY_ROLLBACK,
+        f"{stamp} by {by} from v{current.version}: {reason}",
+    )
 
 
 def revert_release(
