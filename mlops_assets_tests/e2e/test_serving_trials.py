@@ -37,6 +37,7 @@ from mlops_assets import settings
 from mlops_assets.lib import estimator
 from mlops_assets.lib.modeling import SPLIT_COLUMN, fit
 from mlops_assets.lib.prediction_log import COLUMNS, ROOT_VARIABLE, read_day
+from mlops_assets.lib.pseudonyms import service_pseudonymizer
 from mlops_assets.lib.routing import flight_key, routes_to_challenger
 from mlops_assets.lib.scoring import ScoringBundle, request_model, score
 from mlops_assets.resources.bentos import local_bentos
@@ -192,11 +193,19 @@ def answer_all(server: BentoServer, flights: list[dict[str, Any]]) -> list[dict[
     return answers
 
 
-def own_scores(bundle: ScoringBundle, flights: list[dict[str, Any]]) -> dict[tuple, dict]:
-    """In-process scores of ``bundle`` for validated requests, by flight key."""
-    model = request_model(bundle.request_fields())
-    results = score(bundle, [model(**r).model_dump() for r in flights])
-    return {key_of(a): a for a in results}
+def own_scores(
+    bundle: ScoringBundle, flights: list[dict[str, Any]], state: Path
+) -> dict[tuple, dict]:
+    """In-process scores of ``bundle`` for validated requests, by flight key.
+
+    The tail numbers are pseudonymized with the key of ``state`` first, as the service does.
+    """
+    fields = bundle.request_fields()
+    model = request_model(fields)
+    pseudonyms = service_pseudonymizer({settings.STATE_DIR_VAR: str(state)})
+    sensitive = tuple(spec.name for spec in fields if spec.sensitive)
+    requests = pseudonyms.records([model(**r).model_dump() for r in flights], sensitive)
+    return {key_of(a): a for a in score(bundle, requests)}
 
 
 def metric(server: BentoServer, name: str, **labels: str) -> float:
@@ -277,7 +286,10 @@ def test_shadow_answers_as_the_champion_and_logs_both_models(
         assert set(log["mode"]) == {"shadow"}
         assert set(champion_lines["request_id"]) == set(shadow_lines["request_id"])
         # The shadow lines are the challenger's own scores.
-        expected = {k: a["probability"] for k, a in own_scores(challenger, flights).items()}
+        expected = {
+            k: a["probability"]
+            for k, a in own_scores(challenger, flights, deployment.state).items()
+        }
         logged = {key_of(row): row["probability"] for row in shadow_lines.to_dict("records")}
         assert max(abs(logged[k] - expected[k]) for k in expected) <= TOLERANCE
         # The log names the flight, never the request body.
@@ -309,7 +321,7 @@ def test_a_canary_routes_the_expected_flights_and_keeps_them_after_a_restart(
     share = sum(expected) / len(expected)
     print(f"canary at {SHARE}: {sum(expected)} of {len(flights)} flights ({share:.3f})")
     assert abs(share - SHARE) <= 0.04
-    by_challenger = own_scores(challenger, flights)
+    by_challenger = own_scores(challenger, flights, deployment.state)
     with server.report_on_failure():
         answers = answer_all(server, flights)
         roles = [a["role"] == "challenger" for a in answers]
