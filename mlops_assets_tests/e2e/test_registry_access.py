@@ -39,45 +39,41 @@ MODEL = settings.MODEL_NAME  # what registry-accounts grants on, as in productio
 
 
 @contextlib.contextmanager
-def signed_in(account: tuple[str, str] | None) -> Iterator[None]:
-    """MLflow's client credentials for ``account`` (none: anonymous), restored afterwards."""
-    names = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
-    before = {name: os.environ.get(name) for name in names}
-    for name, value in zip(names, account or (None, None), strict=True):
+def environment(values: dict[str, str | None]) -> Iterator[None]:
+    """This process' environment with ``values`` set (None: unset), restored afterwards."""
+    before = {name: os.environ.get(name) for name in values}
+    try:
+        _set(values)
+        yield
+    finally:
+        _set(before)
+
+
+def _set(values: dict[str, str | None]) -> None:
+    for name, value in values.items():
         if value is None:
             os.environ.pop(name, None)
         else:
             os.environ[name] = value
-    try:
-        yield
-    finally:
-        for name, value in before.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+
+
+def signed_in(account: tuple[str, str] | None) -> contextlib.AbstractContextManager[None]:
+    """MLflow's client credentials for ``account`` (none: anonymous), restored afterwards."""
+    user, password = account or (None, None)
+    return environment({"MLFLOW_TRACKING_USERNAME": user, "MLFLOW_TRACKING_PASSWORD": password})
 
 
 def registry_accounts(server: MlflowServer, pipeline_password: str) -> int:
     """``mlops-assets registry-accounts`` as the administrator, in this process."""
-    env = {
+    env: dict[str, str | None] = {
         "MLFLOW_TRACKING_URI": server.url,
         registry_access.PIPELINE_USERNAME_VAR: PIPELINE[0],
         registry_access.PIPELINE_PASSWORD_VAR: pipeline_password,
         registry_access.READER_USERNAME_VAR: READER[0],
         registry_access.READER_PASSWORD_VAR: READER[1],
     }
-    before = {name: os.environ.get(name) for name in env}
-    os.environ.update(env)
-    try:
-        with signed_in(ADMIN):
-            return cli.main(["registry-accounts"])
-    finally:
-        for name, value in before.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+    with environment(env), signed_in(ADMIN):
+        return cli.main(["registry-accounts"])
 
 
 @dataclass
