@@ -17,9 +17,11 @@ from pathlib import Path
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from mlops_assets.cli import main
 from mlops_assets.defs.training import TRIAL_POLICY_VAR
 from mlops_assets.defs.trials import TRIAL_SENSOR
 from mlops_assets.lib import audit, model_tags
+from mlops_assets.lib.approval import APPROVAL_POLICY_VAR
 from mlops_assets.lib.features import LABEL_COLUMN
 from mlops_assets.undo import UndoError, abort_trial, rollback
 from mlops_assets_tests.deployed import PREDICT_DAY, Deployment, deployed_copy, run_config
@@ -284,3 +286,33 @@ def test_an_unreadable_trail_refuses_an_undo_and_nothing_changes(world: Deployme
         assert sorted(torn.parent.iterdir()) == files  # nothing appended past the torn record
     finally:
         torn.unlink()
+
+
+def test_a_trial_won_with_approval_required_waits_for_an_approver(
+    world: Deployment, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    policy = {"require_approval": True, "approvers": ["alice"]}
+    monkeypatch.setenv(APPROVAL_POLICY_VAR, json.dumps(policy))
+    champion = _alias(world, model_tags.CHAMPION)
+    version = _start_trial(world, PROMOTING, monkeypatch)
+    start = date.fromisoformat(world.metadata("model_trial")["start_day"])
+    world.land(start, days=2)
+    evaluation = world.metadata("trial_evaluation", (start + timedelta(days=1)).isoformat())
+    assert evaluation["outcome"] == "promote", evaluation
+    # The trial is over; the champion waits for a person, and the bento serves it alone.
+    aliases = (model_tags.CHAMPION, model_tags.TRIAL, model_tags.PENDING_APPROVAL)
+    assert tuple(_alias(world, a) for a in aliases) == (champion, None, version)
+    assert world.metadata("model_trial")["status"] == "passed"
+    bento = world.metadata("bento")
+    assert bento["model_version"] == champion and "challenger_version" not in bento
+    acts = [(r.act, r.actor) for r in world.resources["audit"].records()][-2:]
+    assert acts == [("trial_end", f"sensor {TRIAL_SENSOR}"), ("approval_requested", acts[1][1])]
+    capsys.readouterr()
+    assert main(["approve", "--version", version, "--actor", "alice", "--reason", "won"]) == 0
+    world.loop.run_until_idle()  # the automation follows the approved champion
+    assert (_alias(world, model_tags.CHAMPION), _alias(world, model_tags.PENDING_APPROVAL)) == (
+        version,
+        None,
+    )
+    assert world.metadata("bento")["model_version"] == version
+    assert [r.act for r in world.resources["audit"].records()][-2:] == ["approval", "promotion"]
