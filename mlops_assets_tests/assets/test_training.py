@@ -139,8 +139,12 @@ def test_promotion_then_rollback(trainer: Trainer, monkeypatch: pytest.MonkeyPat
     assert trainer.train(run_config(margin=-1.0, num_leaves=7)).success
     promoted = trainer.alias("champion")
     assert promoted == trainer.alias("challenger") != "1"
-    moved = rollback(trainer.tracking, trainer.instance, "test", "ops-oncall")
+    trail = trainer.resources["audit"]
+    moved = rollback(trainer.tracking, trainer.instance, "test", "ops-oncall", trail=trail)
     assert (moved.from_version, moved.to_version, moved.aborted_trial) == (promoted, "1", None)
+    record = trail.records()[-1]
+    assert (record.act, record.actor, record.reason) == ("rollback", "ops-oncall", "test")
+    assert (record.evidence["from_version"], record.evidence["to_version"]) == (promoted, "1")
     assert trainer.alias("champion") == "1"
     left = trainer.client.get_model_version(trainer.tracking.model_name, promoted)
     assert left.tags["mlops.rolled_back"].endswith("by ops-oncall: test")
@@ -149,7 +153,8 @@ def test_promotion_then_rollback(trainer: Trainer, monkeypatch: pytest.MonkeyPat
     assert meta["decision"] == "rolled back" and meta["rolled_back_by"] == "ops-oncall"
     assert meta["model_version"] == "1"
     with pytest.raises(UndoError, match="no previous champion"):
-        rollback(trainer.tracking, trainer.instance, "again", "ops-oncall")
+        rollback(trainer.tracking, trainer.instance, "again", "ops-oncall", trail=trail)
+    assert trail.records()[-1] == record  # a refused undo records nothing
 
 
 def test_feature_schema_drift_fails_the_gate_clearly(
