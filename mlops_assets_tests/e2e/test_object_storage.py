@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 import time
 from collections.abc import Iterator
@@ -46,6 +47,7 @@ from mlops_assets import settings
 from mlops_assets.definitions import build_defs
 from mlops_assets.defs.training import TRACKING_RETRY
 from mlops_assets.lib.data_registry import DataRegistry
+from mlops_assets.lib.pseudonyms import KEY_VARIABLE as PSEUDONYM_KEY_VAR
 from mlops_assets.lib.replay import replay
 from mlops_assets.local_daemon import LocalDaemon, RunOutcome
 from mlops_assets_tests.deployed import latest_metadata, run_config
@@ -105,6 +107,7 @@ def _production_env(root: Path, **overrides: str) -> dict[str, str]:
         "MLOPS_REGISTRY_GIT_URL": str(root / "registry-origin.git"),
         "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
         "MLFLOW_ARTIFACT_LOCATION": f"s3://{BUCKET}/mlflow",
+        PSEUDONYM_KEY_VAR: secrets.token_urlsafe(32),
         **overrides,
     }
 

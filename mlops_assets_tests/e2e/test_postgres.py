@@ -45,6 +45,7 @@ from mlops_assets import settings
 from mlops_assets.definitions import build_defs
 from mlops_assets.defs.training import TRACKING_RETRY
 from mlops_assets.lib.model_tags import CHAMPION
+from mlops_assets.lib.pseudonyms import KEY_VARIABLE as PSEUDONYM_KEY_VAR
 from mlops_assets.lib.replay import replay
 from mlops_assets.local_daemon import LocalDaemon, RunOutcome
 from mlops_assets.processes import HOST
@@ -102,6 +103,7 @@ def production_env(root: Path, cluster: PostgresCluster) -> dict[str, str]:
         "MLOPS_DVC_REMOTE_URL": str(root / "dvc-remote"),
         "MLFLOW_TRACKING_URI": cluster.url("mlflow", scheme="postgresql+psycopg2"),
         "MLFLOW_ARTIFACT_LOCATION": (root / "mlflow-artifacts").as_uri(),
+        PSEUDONYM_KEY_VAR: secrets.token_urlsafe(32),
         "DAGSTER_HOME": str(home),
         "DAGSTER_PG_HOST": HOST,
         "DAGSTER_PG_PORT": str(cluster.port),
