@@ -31,6 +31,9 @@ from mlops_assets.lib.retraining import (
     policy_from_json,
 )
 
+# The skip reason of a tick that waits for days still being processed (the cursor stays).
+IN_FLIGHT_SKIP = "waiting for day(s) still in flight"
+
 RETRAIN_SENSOR = "retrain_sensor"
 RETRAIN_INTERVAL = 30  # seconds between evaluations
 POLICY_VAR = "MLOPS_RETRAIN_POLICY"
@@ -148,7 +151,7 @@ def retrain_requests(context: dg.SensorEvaluationContext) -> Iterator[Any]:
     busy = days_in_flight(context.instance, latest) if latest else []
     if busy:
         # The cursor stays: the next tick evaluates again once these days are done.
-        yield dg.SkipReason(f"waiting for day(s) still in flight: {', '.join(busy)}")
+        yield dg.SkipReason(f"{IN_FLIGHT_SKIP}: {', '.join(busy)}")
         return
     last_day, last_trigger = last_retraining(context.instance)
     decision = decide_retraining(days, policy, last_retraining=last_day, last_trigger=last_trigger)
