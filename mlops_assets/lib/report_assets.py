@@ -10,6 +10,7 @@ version keep theirs.
 from __future__ import annotations
 
 import base64
+import functools
 import importlib.resources
 from dataclasses import dataclass
 
@@ -30,8 +31,20 @@ class SharedPage:
     files: dict[str, bytes]
 
 
+@functools.cache
 def _static(name: str) -> bytes:
+    """One of Evidently's static files, read once per process (the script is 3.5 MB)."""
     return (importlib.resources.files("evidently") / "nbextension" / "static" / name).read_bytes()
+
+
+@functools.cache
+def _embedded() -> tuple[str, str]:
+    """The script and font exactly as a standalone page embeds them."""
+    script, font = _static("index.js"), _static("material-ui-icons.woff2")
+    return (
+        f"<script>{script.decode()}</script>",
+        f"url(data:font/ttf;base64,{base64.b64encode(font).decode()})",
+    )
 
 
 def share_assets(html: str, depth: int = 1) -> SharedPage:
@@ -50,11 +63,10 @@ def share_assets(html: str, depth: int = 1) -> SharedPage:
     up = "../" * depth
     script_name = f"{ASSETS_FOLDER}/evidently-{evidently.__version__}.js"
     font_name = f"{ASSETS_FOLDER}/material-ui-icons-{evidently.__version__}.woff2"
-    script, font = _static("index.js"), _static("material-ui-icons.woff2")
-    embedded_script = f"<script>{script.decode()}</script>"
-    embedded_font = f"url(data:font/ttf;base64,{base64.b64encode(font).decode()})"
+    embedded_script, embedded_font = _embedded()
     if html.count(embedded_script) != 1 or html.count(embedded_font) != 1:
         return SharedPage(html, {})
     page = html.replace(embedded_script, f'<script src="{up}{script_name}"></script>')
     page = page.replace(embedded_font, f"url({up}{font_name})")
-    return SharedPage(page, {script_name: script, font_name: font})
+    files = {script_name: _static("index.js"), font_name: _static("material-ui-icons.woff2")}
+    return SharedPage(page, files)
