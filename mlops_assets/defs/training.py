@@ -294,18 +294,9 @@ def model_gate(
     if config.conclude_trial:
         yield from _conclude_trial(context, tracking, gate)
         return
-    from mlops_assets.lib.modeling import judge
-
-    challenger = tracking.version_by_alias(model_tags.CHALLENGER)
-    if challenger is None:
-        raise dg.Failure(f"{tracking.model_name} has no challenger: materialize candidate_model")
-    champion = tracking.version_by_alias(model_tags.CHAMPION)
-    challenger_model = tracking.classifier(challenger.version)
-    champion_model = _champion_classifier(tracking, champion, challenger, challenger_model)
-    holdout = training_set[training_set["split"] == "validation"]
-    versions = (str(challenger.version), str(champion.version) if champion else None)
     policy = GatePolicy(**config.model_dump(exclude={"conclude_trial"}))
-    decision = judge(challenger_model, champion_model, holdout, policy, versions=versions)
+    challenger, champion, holdout, decision = _judged(tracking, training_set, policy)
+    versions = (str(challenger.version), str(champion.version) if champion else None)
     trial = trial_policy()
     gate.record_policies(asdict(policy), trial)
     on_trial = decision.promote and champion is not None and trial.enabled
@@ -337,6 +328,24 @@ def model_gate(
     else:
         yield _champion_result(tracking, challenger, metadata)
         yield dg.MaterializeResult(asset_key=TRIAL_KEY, metadata=_no_trial(champion))
+
+
+def _judged(
+    tracking: MlflowTracking, training_set: Any, policy: GatePolicy
+) -> tuple[Any, Any, Any, Any]:
+    """The challenger, the champion, the holdout rows and the gate's decision on them."""
+    from mlops_assets.lib.modeling import judge
+
+    challenger = tracking.version_by_alias(model_tags.CHALLENGER)
+    if challenger is None:
+        raise dg.Failure(f"{tracking.model_name} has no challenger: materialize candidate_model")
+    champion = tracking.version_by_alias(model_tags.CHAMPION)
+    challenger_model = tracking.classifier(challenger.version)
+    champion_model = _champion_classifier(tracking, champion, challenger, challenger_model)
+    holdout = training_set[training_set["split"] == "validation"]
+    versions = (str(challenger.version), str(champion.version) if champion else None)
+    decision = judge(challenger_model, champion_model, holdout, policy, versions=versions)
+    return challenger, champion, holdout, decision
 
 
 def _verdict(promote: bool, on_trial: bool, require_approval: bool) -> str:
