@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import date
 from pathlib import Path
@@ -287,30 +288,44 @@ class ScoringBundle:
         """The planes table indexed by tail number."""
         return PlaneLookup.from_frame(self.planes)
 
-    def save(self, folder: Path) -> None:
-        """Writes the bundle as plain files into ``folder``."""
+    def files(self) -> dict[str, bytes]:
+        """The bundle as plain files: name -> content (what ``save`` writes)."""
         from mlops_assets.lib.storage import to_parquet_bytes
 
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "classifier.json").write_text(json.dumps(asdict(self.classifier)))
-        (folder / "planes.parquet").write_bytes(to_parquet_bytes(self.planes))
         codes = {"carriers": sorted(self.carriers), "airports": sorted(self.airports)}
-        (folder / "reference.json").write_text(json.dumps(codes))
-        (folder / "model.json").write_text(json.dumps(self.model, sort_keys=True))
+        return {
+            "classifier.json": json.dumps(asdict(self.classifier)).encode(),
+            "planes.parquet": to_parquet_bytes(self.planes),
+            "reference.json": json.dumps(codes).encode(),
+            "model.json": json.dumps(self.model, sort_keys=True).encode(),
+        }
+
+    @classmethod
+    def from_files(cls, read: Callable[[str], bytes]) -> ScoringBundle:
+        """The bundle from its files, ``read(name)`` giving each one's content."""
+        import io
+
+        import pandas as pd
+
+        codes = json.loads(read("reference.json"))
+        return cls(
+            classifier=DelayClassifier(**json.loads(read("classifier.json"))),
+            planes=pd.read_parquet(io.BytesIO(read("planes.parquet"))),
+            carriers=codes["carriers"],
+            airports=codes["airports"],
+            model=json.loads(read("model.json")),
+        )
+
+    def save(self, folder: Path) -> None:
+        """Writes the bundle as plain files into ``folder``."""
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, content in self.files().items():
+            (folder / name).write_bytes(content)
 
     @classmethod
     def load(cls, folder: Path) -> ScoringBundle:
         """Reads a bundle written by ``save``."""
-        import pandas as pd
-
-        codes = json.loads((folder / "reference.json").read_text())
-        return cls(
-            classifier=DelayClassifier(**json.loads((folder / "classifier.json").read_text())),
-            planes=pd.read_parquet(folder / "planes.parquet"),
-            carriers=codes["carriers"],
-            airports=codes["airports"],
-            model=json.loads((folder / "model.json").read_text()),
-        )
+        return cls.from_files(lambda name: (folder / name).read_bytes())
 
     def request_fields(self) -> list[FieldSpec]:
         """The request fields for this bundle's reference codes."""

@@ -1,0 +1,33 @@
+"""A small real scoring bundle: a classifier trained on two real days, the real references."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pandas as pd
+
+from mlops_assets.lib import contracts, estimator, features, modeling, scoring
+from mlops_assets_tests.conftest import validated_day
+
+TRAINING_DAYS = (date(2013, 1, 3), date(2013, 1, 4))
+
+
+def small_bundle(
+    tables: dict[str, pd.DataFrame], version: str = "7", trees: int = 30
+) -> scoring.ScoringBundle:
+    """A bundle of model ``version`` trained on ``TRAINING_DAYS`` (a second or two)."""
+    planes = contracts.validate(tables["planes"], contracts.planes_schema(), source="planes")
+    frames = [
+        features.build_flight_features(*validated_day(tables, day), planes) for day in TRAINING_DAYS
+    ]
+    train = pd.concat(frames, ignore_index=True)
+    train = train[train[features.LABEL_COLUMN].notna()]
+    classifier = modeling.train_classifier(train, estimator.HyperParameters(n_estimators=trees))
+    classifier.threshold = 0.3
+    return scoring.ScoringBundle(
+        classifier=classifier,
+        planes=planes,
+        carriers=sorted(tables["airlines"]["carrier"]),
+        airports=scoring.known_airports(tables["airports"]),
+        model={"model_name": "flight_delay", "model_version": version},
+    )
