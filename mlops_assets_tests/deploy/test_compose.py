@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import re
 import shutil
+import socket  # [template:only with_streaming]
 import subprocess
+import sys  # [template:only with_streaming]
 from pathlib import Path
 from typing import Any
 
@@ -43,12 +45,20 @@ SERVICES = {
     "pushgateway",  # [template:only with_observability]
     "alertmanager",  # [template:only with_observability]
     "grafana",  # [template:only with_observability]
+    "kafka",  # [template:only with_streaming]
+    "kafka-topics",  # [template:only with_streaming]
+    "stream-scorer",  # [template:only with_streaming]
 }
 # [template:if with_observability]
 OBSERVABILITY_SERVICES = ("prometheus", "pushgateway", "alertmanager", "grafana")
 # [template:end]
 DAGSTER_SERVICES = ("dagster-code", "dagster-webserver", "dagster-daemon")
-ONE_SHOT = ("minio-init", "registry-init", "registry-accounts")
+ONE_SHOT = [
+    "minio-init",
+    "registry-init",
+    "registry-accounts",
+    "kafka-topics",  # [template:only with_streaming]
+]
 # ${VAR}, ${VAR:-default}, ${VAR:?message}, $VAR; `$$` is a literal dollar.
 VARIABLE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)[^}]*\}|\$([A-Za-z_][A-Za-z0-9_]*)")
 
@@ -155,6 +165,7 @@ def test_published_ports_bind_to_loopback(compose: dict[str, Any]) -> None:
     assert published >= 5
     internal = ["postgres", "dagster-code", "dagster-webserver"]
     internal.append("pushgateway")  # [template:only with_observability]
+    internal.append("kafka")  # [template:only with_streaming]
     for name in internal:
         assert "ports" not in compose["services"][name], f"{name} must stay internal"
 
@@ -175,7 +186,9 @@ def test_referenced_paths_exist(compose: dict[str, Any]) -> None:
 
 
 def test_scripts_parse() -> None:
-    for script in ("postgres-init.sh", "minio-init.sh"):
+    scripts = ["postgres-init.sh", "minio-init.sh"]
+    scripts.append("kafka-topics.sh")  # [template:only with_streaming]
+    for script in scripts:
         done = subprocess.run(["sh", "-n", str(DEPLOY / "compose" / script)], capture_output=True)
         assert done.returncode == 0, done.stderr
 
@@ -335,6 +348,165 @@ def test_bento_healthcheck_asks_the_readiness_endpoint(compose: dict[str, Any]) 
     assert [port.rsplit(":", 1)[1] for port in bento["ports"]] == ["3000"]
     for key in ("interval", "timeout", "retries"):
         assert bento["healthcheck"][key]
+    # [template:if with_streaming]
+
+
+# -- profile `streaming` --------------------------------------------------------------------
+STREAMING_SERVICES = ("kafka", "kafka-topics", "stream-scorer")
+# What the scorer shares with the Dagster processes: where the champion's bundle is published,
+# where predictions land, the lake's store and the pseudonym key.
+SHARED_WITH_THE_SCORER = (
+    "MLOPS_ENV",
+    "MLOPS_LAKE_URL",
+    "MLOPS_SCORING_BUNDLES",
+    "MLOPS_STREAM_SINK",
+    "MLOPS_PSEUDONYM_KEY",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_DEFAULT_REGION",
+    "AWS_ENDPOINT_URL",
+)
+
+
+def kafka_settings(compose: dict[str, Any]) -> dict[str, str]:
+    return environment(compose["services"]["kafka"])
+
+
+def listener_port(listeners: str, name: str) -> int:
+    """The port of one listener in a Kafka listener list (``NAME://host:port,...``)."""
+    [port] = [
+        int(item.rsplit(":", 1)[1])
+        for item in listeners.split(",")
+        if item.startswith(f"{name}://")
+    ]
+    return port
+
+
+def test_streaming_services_are_an_optional_profile(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    for name in STREAMING_SERVICES:
+        assert services[name]["profiles"] == ["streaming"], name
+    # The official image, pinned: a new broker arrives by a reviewed change only.
+    assert re.fullmatch(r"apache/kafka:\d+\.\d+\.\d+", services["kafka"]["image"])
+    assert services["kafka-topics"]["image"] == services["kafka"]["image"]
+    assert services["stream-scorer"]["image"] == "${MLOPS_IMAGE}"
+
+
+def test_kafka_is_one_kraft_node_on_an_internal_network(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    kafka = services["kafka"]
+    env = kafka_settings(compose)
+    assert set(env["KAFKA_PROCESS_ROLES"].split(",")) == {"broker", "controller"}
+    controller = env["KAFKA_CONTROLLER_LISTENER_NAMES"]
+    voters = env["KAFKA_CONTROLLER_QUORUM_VOTERS"].split(",")
+    assert voters == [
+        f"{env['KAFKA_NODE_ID']}@kafka:{listener_port(env['KAFKA_LISTENERS'], controller)}"
+    ]
+    assert env["CLUSTER_ID"]  # required by the image in KRaft mode
+    # One broker: internal topics with more replicas than brokers would never be created.
+    for key, value in env.items():
+        if key.endswith(("_REPLICATION_FACTOR", "_MIN_ISR")):
+            assert value == "1", key
+    assert env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
+    # The log dirs on a named volume: topics and the consumer group's offsets outlive the container.
+    assert kafka["volumes"] == [f"kafka-data:{env['KAFKA_LOG_DIRS']}"]
+    # No published port; the network is internal and only the scorer and the topic setup join it.
+    assert "ports" not in kafka
+    assert compose["networks"]["stream"] == {"internal": True}
+    on_stream = {name for name, s in services.items() if "stream" in s.get("networks", [])}
+    assert on_stream == set(STREAMING_SERVICES)
+    assert kafka["networks"] == ["stream"]
+    # The health check asks the broker on its own client listener.
+    port = listener_port(env["KAFKA_LISTENERS"], "PLAINTEXT")
+    assert f"localhost:{port}" in kafka["healthcheck"]["test"]
+    assert kafka["healthcheck"]["start_period"]
+
+
+def test_the_scorer_reaches_the_advertised_listener(compose: dict[str, Any]) -> None:
+    env = kafka_settings(compose)
+    [advertised] = env["KAFKA_ADVERTISED_LISTENERS"].split(",")
+    scorer = environment(compose["services"]["stream-scorer"])
+    # Clients are sent to the advertised address after the first contact: it must be the one
+    # the scorer dials, on the port the broker listens on.
+    assert scorer["MLOPS_STREAM_URL"] == advertised.replace("PLAINTEXT://", "kafka://")
+    port = listener_port(env["KAFKA_LISTENERS"], "PLAINTEXT")
+    assert scorer["MLOPS_STREAM_URL"] == f"kafka://kafka:{port}"
+    topics = environment(compose["services"]["kafka-topics"])
+    assert topics["KAFKA_BOOTSTRAP"] == f"kafka:{port}"
+
+
+def test_topics_are_created_before_the_scorer(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    setup = services["kafka-topics"]
+    assert setup["depends_on"]["kafka"]["condition"] == "service_healthy"
+    assert setup["entrypoint"] == ["/bin/sh", "/kafka-topics.sh"]
+    assert "./compose/kafka-topics.sh:/kafka-topics.sh:ro" in setup["volumes"]
+    script = (DEPLOY / "compose" / "kafka-topics.sh").read_text()
+    assert "--if-not-exists" in script  # every `up` runs it again
+    env = environment(setup)
+    assert int(env["STREAM_PARTITIONS"]) >= 1
+    scorer = services["stream-scorer"]["depends_on"]
+    assert scorer["kafka"]["condition"] == "service_healthy"
+    assert scorer["kafka-topics"]["condition"] == "service_completed_successfully"
+    assert scorer["minio-init"]["condition"] == "service_completed_successfully"
+
+
+def test_topics_are_the_stream_subjects(compose: dict[str, Any]) -> None:
+    subjects = pytest.importorskip("mlops_assets.streaming.subjects")
+    topics = environment(compose["services"]["kafka-topics"])["STREAM_TOPICS"].split()
+    assert sorted(topics) == sorted(
+        [subjects.SCHEDULED, subjects.PREDICTIONS, subjects.DEAD_LETTER]
+    )
+
+
+def test_stream_scorer_shares_the_pipeline_settings(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    scorer = services["stream-scorer"]
+    assert scorer["command"] == ["mlops-assets", "stream-score"]
+    env = environment(scorer)
+    for name in DAGSTER_SERVICES:
+        dagster = environment(services[name])
+        for key in SHARED_WITH_THE_SCORER:
+            assert env[key] == dagster[key], f"{key}: stream-scorer and {name} differ"
+    lake = env["MLOPS_LAKE_URL"]
+    assert env["MLOPS_SCORING_BUNDLES"] == f"{lake}/scoring_bundles"
+    assert env["MLOPS_STREAM_SINK"] == f"{lake}/stream_sink"
+    # It needs neither the instance's database nor the registry: no credentials of theirs.
+    assert not {k for k in env if k.startswith(("DAGSTER_PG_", "MLFLOW_"))}
+    assert set(scorer["networks"]) == {"default", "stream"}  # MinIO and Kafka
+    assert scorer["stop_grace_period"]
+
+
+def scorer_health(compose: dict[str, Any], url: str) -> int:
+    """The exit code of the scorer's health check, run here with ``MLOPS_STREAM_URL=url``."""
+    test = compose["services"]["stream-scorer"]["healthcheck"]["test"]
+    assert test[:3] == ["CMD", "python", "-c"]
+    done = subprocess.run(
+        [sys.executable, "-c", test[3]],
+        env={"MLOPS_STREAM_URL": url},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.stderr == ""
+    return done.returncode
+
+
+def test_scorer_health_is_an_established_broker_connection(compose: dict[str, Any]) -> None:
+    if not Path("/proc/net/tcp").exists():
+        pytest.skip("no /proc/net/tcp here")
+    with socket.create_server(("127.0.0.1", 0)) as broker:
+        port = broker.getsockname()[1]
+        url = f"kafka://127.0.0.1:{port},127.0.0.1:{port}"
+        assert scorer_health(compose, url) == 1  # listening, nobody connected
+        with socket.create_connection(("127.0.0.1", port)) as client:
+            accepted, _ = broker.accept()
+            with accepted:
+                assert scorer_health(compose, url) == 0
+                assert scorer_health(compose, f"kafka://127.0.0.1:{port + 1}") == 1
+            client.close()
+        assert scorer_health(compose, url) == 1  # closed: waiting to close, not established
+    # [template:end]
     # [template:if with_observability]
 
 

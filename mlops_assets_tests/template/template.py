@@ -21,6 +21,7 @@ ANSWERS: dict[str, Any] = {
     "with_compose": True,
     "with_service_delivery": False,
     "with_observability": False,
+    "with_streaming": False,
 }
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "Template Test",

