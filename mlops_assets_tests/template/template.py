@@ -54,10 +54,11 @@ def commit_all(repo: Path, message: str, tag: str | None = None) -> None:
         git(repo, "tag", tag)
 
 
-def snapshot(dest: Path, tag: str = "v1.0.0") -> Path:
+def snapshot(dest: Path, tag: str = "v1.0.0", extra: Mapping[str, str] | None = None) -> Path:
     """This repository's working tree (tracked and new files, not ignored ones) as a git repo.
 
     The tests render what is on disk, not the last commit, so they test the change under way.
+    ``extra`` adds files (path -> text) that the working tree lacks.
     """
     listed = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
@@ -72,6 +73,11 @@ def snapshot(dest: Path, tag: str = "v1.0.0") -> Path:
         target = dest / name
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(source, target)
+    for name, text in (extra or {}).items():
+        target = dest / name
+        assert not target.exists(), f"{name} is in the working tree"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
     git(dest, "init", "-q", "-b", "main")
     commit_all(dest, "template snapshot", tag)
     return dest

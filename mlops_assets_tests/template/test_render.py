@@ -75,6 +75,27 @@ STREAMING_TRACES = (
     "faststream",
 )
 DEPENDENCY_FILES = ("pyproject.toml", "uv.lock")
+# One file for each of STREAMING_PATHS: those missing from the working tree are added to the
+# template under test, so every exclusion pattern is exercised.
+STREAMING_EXAMPLES = (
+    "mlops_assets/streaming/__init__.py",
+    "mlops_assets/defs/streaming.py",
+    "mlops_assets/lib/stream_sink.py",
+    "mlops_assets/lib/scoring_bundles.py",
+    "mlops_assets_tests/streaming/__init__.py",
+    "mlops_assets_tests/e2e/nats.py",
+    "mlops_assets_tests/e2e/test_stream_scorer.py",
+    "mlops_assets_tests/assets/test_streaming.py",
+    "mlops_assets_tests/unit/test_stream_sink.py",
+    "mlops_assets_tests/unit/test_scoring_bundles.py",
+    "mlops_assets_tests/unit/test_nats_server.py",
+    "mlops_assets_tests/unit/test_replay_events.py",
+    "mlops_assets_tests/deploy/test_stream_scorer.py",
+    "benchmarks/streaming.py",
+    "docs/streaming.md",
+    "deploy/compose/kafka-topics.sh",
+    "deploy/stream-scorer/kustomization.yaml",
+)
 
 
 def is_streaming_path(template_path: str) -> bool:
@@ -203,7 +224,12 @@ def assert_no_streaming(project: Path) -> None:
 
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    template = snapshot(tmp_path_factory.mktemp("template"))
+    stand_ins = {
+        name: '"""Stands in for a file of streaming this working tree lacks."""\n'
+        for name in STREAMING_EXAMPLES
+        if not (ROOT / name).exists()
+    }
+    template = snapshot(tmp_path_factory.mktemp("template"), extra=stand_ins)
     return template, render(template, tmp_path_factory.mktemp("gen") / "fraud-platform")
 
 
@@ -366,6 +392,12 @@ def test_default_answers_reproduce_this_repository(
         if "[template:" in text:
             text = _kept(text, DEFAULTS)
         assert (project / relative).read_text() == text, relative
+
+
+def test_every_streaming_pattern_has_an_example() -> None:
+    for pattern in STREAMING_PATHS:
+        assert any(fnmatch.fnmatchcase(name, pattern) for name in STREAMING_EXAMPLES), pattern
+    assert all(is_streaming_path(name) for name in STREAMING_EXAMPLES)
 
 
 def test_extension_keeps_text_literal_and_fences_sections() -> None:
