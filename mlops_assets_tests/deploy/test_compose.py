@@ -19,6 +19,8 @@ import yaml
 
 from mlops_assets import registry_access
 from mlops_assets.lib import release  # [template:only with_service_delivery]
+from mlops_assets.lib import scoring_bundles as bundles  # [template:only with_streaming]
+from mlops_assets.lib import stream_sink as sink  # [template:only with_streaming]
 from mlops_assets.resources.environments import PRODUCTION_VARS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -358,8 +360,8 @@ STREAMING_SERVICES = ("kafka", "kafka-topics", "stream-scorer")
 SHARED_WITH_THE_SCORER = (
     "MLOPS_ENV",
     "MLOPS_LAKE_URL",
-    "MLOPS_SCORING_BUNDLES",
-    "MLOPS_STREAM_SINK",
+    bundles.ROOT_VARIABLE,
+    sink.ROOT_VARIABLE,
     "MLOPS_PSEUDONYM_KEY",
     "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY",
@@ -468,9 +470,10 @@ def test_stream_scorer_shares_the_pipeline_settings(compose: dict[str, Any]) -> 
         dagster = environment(services[name])
         for key in SHARED_WITH_THE_SCORER:
             assert env[key] == dagster[key], f"{key}: stream-scorer and {name} differ"
-    lake = env["MLOPS_LAKE_URL"]
-    assert env["MLOPS_SCORING_BUNDLES"] == f"{lake}/scoring_bundles"
-    assert env["MLOPS_STREAM_SINK"] == f"{lake}/stream_sink"
+    # Stated, and equal to the defaults the lake would give (one place for each, either way).
+    for module in (bundles, sink):
+        unset = {k: v for k, v in env.items() if k != module.ROOT_VARIABLE}
+        assert env[module.ROOT_VARIABLE] == module.default_root(unset), module.ROOT_VARIABLE
     # It needs neither the instance's database nor the registry: no credentials of theirs.
     assert not {k for k in env if k.startswith(("DAGSTER_PG_", "MLFLOW_"))}
     assert set(scorer["networks"]) == {"default", "stream"}  # MinIO and Kafka

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
+from mlops_assets.lib import scoring_bundles, stream_sink
 from mlops_assets_tests.deploy.manifests import kustomize, named, validation_errors
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,7 +47,7 @@ FROM_THE_PIPELINE = (
     "AWS_SECRET_ACCESS_KEY",
 )
 # Roots that default to <MLOPS_LAKE_URL>/...: set for one process only, they would part ways.
-ROOT_VARIABLES = ("MLOPS_SCORING_BUNDLES", "MLOPS_STREAM_SINK")
+ROOT_VARIABLES = (scoring_bundles.ROOT_VARIABLE, stream_sink.ROOT_VARIABLE)
 
 
 @pytest.fixture(scope="module")
