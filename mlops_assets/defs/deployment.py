@@ -51,11 +51,11 @@ def bento(
     """
     # The project's commit once per build (a git call), shared by both models' labels.
     references = (planes, airports, airlines, project_fingerprint()[model_tags.GIT_COMMIT])
-    bundle, labels = _bundle(tracking, str(tracking.champion().version), references)
+    bundle, labels = tracking.scoring_bundle(str(tracking.champion().version), references)
     trial = tracking.trial()
     challenger, serving = None, {}
     if trial is not None:
-        challenger, _ = _bundle(tracking, trial.version, references)
+        challenger, _ = tracking.scoring_bundle(trial.version, references)
         serving = {"mode": trial.policy.mode, "share": trial.policy.share}
         labels["challenger_version"] = trial.version
     built = bentos.build(bundle, labels, challenger=challenger, trial=serving or None)
@@ -76,33 +76,6 @@ def bento(
         },
         data_version=dg.DataVersion(built["bento_tag"]),
     )
-
-
-def _bundle(
-    tracking: MlflowTracking, version: str, references: tuple[Any, Any, Any, str]
-) -> tuple[Any, dict[str, str]]:
-    """The scoring bundle of a registered version, and its labels (identity and lineage)."""
-    from mlops_assets.lib.scoring import ScoringBundle, known_airports
-
-    planes, airports, airlines, commit = references
-    client = tracking.client()
-    found = client.get_model_version(tracking.model_name, version)
-    run = client.get_run(found.run_id)
-    labels = {
-        "model_name": tracking.model_name,
-        "model_version": version,
-        "mlflow_run_id": str(found.run_id),
-        "training_set_md5": run.data.tags.get(model_tags.DATA_DVC_MD5, "unknown"),
-        "git_commit": commit,
-    }
-    bundle = ScoringBundle(
-        classifier=tracking.classifier(version),
-        planes=planes,
-        carriers=sorted(airlines["carrier"].astype(str)),
-        airports=known_airports(airports),
-        model=dict(labels),
-    )
-    return bundle, labels
 
 
 @dg.asset(

@@ -165,6 +165,41 @@ class MlflowTracking(dg.ConfigurableResource):
         """Validation metrics and training window of a registered version (cached)."""
         return _model_facts(self.tracking_uri, self.model_name, str(version))
 
+    def scoring_bundle(
+        self, version: str, references: tuple[Any, Any, Any, str]
+    ) -> tuple[Any, dict[str, str]]:
+        """The scoring bundle of a registered version, and its labels (identity and lineage).
+
+        Args:
+            version: The registered version.
+            references: The planes, airports and airlines tables, and the project's commit.
+
+        Returns:
+            The ``lib.scoring.ScoringBundle`` (the bento's and the stream scorer's) and its
+            labels: model name and version, MLflow run, training-set DVC md5, git commit.
+        """
+        from mlops_assets.lib.scoring import ScoringBundle, known_airports
+
+        planes, airports, airlines, commit = references
+        client = self.client()
+        found = client.get_model_version(self.model_name, version)
+        run = client.get_run(found.run_id)
+        labels = {
+            "model_name": self.model_name,
+            "model_version": version,
+            "mlflow_run_id": str(found.run_id),
+            "training_set_md5": run.data.tags.get(model_tags.DATA_DVC_MD5, "unknown"),
+            "git_commit": commit,
+        }
+        bundle = ScoringBundle(
+            classifier=self.classifier(version),
+            planes=planes,
+            carriers=sorted(airlines["carrier"].astype(str)),
+            airports=known_airports(airports),
+            model=dict(labels),
+        )
+        return bundle, labels
+
     def register_challenger(self, classifier: Any, example: Any, dagster_run_id: str) -> str:
         """Logs the classifier as the active run's model and registers it as the challenger.
 

@@ -87,7 +87,6 @@ def champion(deployment: Deployment) -> ScoringBundle:
     Built here rather than read from the ``bento`` asset's store, so these tests do not
     depend on when the graph builds its Bento.
     """
-    from mlops_assets.defs.deployment import _bundle
     from mlops_assets.lib import model_tags
     from mlops_assets.resources.tracking import project_fingerprint
 
@@ -95,7 +94,7 @@ def champion(deployment: Deployment) -> ScoringBundle:
     tables = tuple(pd.read_parquet(lake / f"{t}.parquet") for t in TABLES)
     references = (*tables, project_fingerprint()[model_tags.GIT_COMMIT])
     tracking = deployment.resources["tracking"]
-    bundle, _ = _bundle(tracking, str(tracking.champion().version), references)
+    bundle, _ = tracking.scoring_bundle(str(tracking.champion().version), references)
     assert bundle.model["model_version"] == "1"
     return bundle
 
