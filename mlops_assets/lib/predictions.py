@@ -79,8 +79,8 @@ def online_summary(log: pd.DataFrame, labels: pd.DataFrame, batch: pd.DataFrame)
     served = log[log["served"].astype(bool)]
     if len(served):
         out["online_challenger_share"] = round(float((served["role"] == "challenger").mean()), 4)
-    keyed = _keyed(log)
-    joined = keyed.merge(_keyed(labels)[[*KEY_COLUMNS, LABEL_COLUMN]], on=KEY_COLUMNS)
+    lines = keyed(log)
+    joined = lines.merge(keyed(labels)[[*KEY_COLUMNS, LABEL_COLUMN]], on=KEY_COLUMNS)
     joined = joined.dropna(subset=[LABEL_COLUMN])
     for role, rows in joined.groupby("role"):
         rows = rows.drop_duplicates(KEY_COLUMNS, keep="last")
@@ -88,14 +88,14 @@ def online_summary(log: pd.DataFrame, labels: pd.DataFrame, batch: pd.DataFrame)
         if rows[LABEL_COLUMN].nunique() == 2:
             auc = roc_auc_score(rows[LABEL_COLUMN].astype(bool), rows["probability"])
             out[f"online_{role}_roc_auc"] = round(float(auc), 4)
-    same = keyed.merge(_keyed(batch), on=[*KEY_COLUMNS, "model_version"], suffixes=("", "_batch"))
+    same = lines.merge(keyed(batch), on=[*KEY_COLUMNS, "model_version"], suffixes=("", "_batch"))
     if len(same):
         gap = (same["probability"] - same["probability_batch"]).abs().max()
         out["online_vs_batch_max_gap"] = float(gap)
     return out
 
 
-def _keyed(frame: pd.DataFrame) -> pd.DataFrame:
+def keyed(frame: pd.DataFrame) -> pd.DataFrame:
     """The frame with its flight key (and model version) in one comparable form."""
     out = frame.copy()
     out["flight_date"] = pd.to_datetime(out["flight_date"]).dt.strftime("%Y-%m-%d")
