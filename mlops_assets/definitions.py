@@ -23,6 +23,7 @@ from mlops_assets.defs import (
     monitoring,
     observability,
     retraining,
+    streaming,  # [template:only with_streaming]
     training,
     trials,
 )
@@ -49,6 +50,7 @@ ASSETS: list[dg.AssetsDefinition | dg.AssetSpec] = [
     trials.online_predictions,
     trials.trial_evaluation,
     audit.audit_trail,
+    *streaming.ASSETS,  # [template:only with_streaming]
 ]
 SENSORS = [
     automation.landing_sensor,
@@ -59,6 +61,7 @@ SENSORS = [
     approval.approval_expiry_sensor,
     *alerting.SENSORS,
     *audit.SENSORS,
+    *streaming.SENSORS,  # [template:only with_streaming]
 ]
 
 

@@ -244,7 +244,8 @@ def _performance_metadata(events: int, table: pd.DataFrame) -> dict[str, Any]:
     )
     for row in table.to_dict("records"):
         prefix = "" if row["model_version"] == ALL_VERSIONS else f"v{row['model_version']}_"
-        for name, value in row.items():
+        for column, value in row.items():
+            name = str(column)
             if name == "model_version" or value is None or value != value:  # None, NaN
                 continue
             if name in ("roc_auc", "accuracy", "batch_agreement"):

@@ -20,6 +20,7 @@ from mlops_assets.lib.release import (
     image_repository,
 )
 from mlops_assets.lib.relocation import relocate
+from mlops_assets.resources import streaming  # [template:only with_streaming]
 from mlops_assets.resources.alertmanager import alertmanager_from
 from mlops_assets.resources.audit import AUDIT_URL_VAR, AuditTrail
 from mlops_assets.resources.bentos import BentoStore, local_bentos
@@ -73,6 +74,7 @@ OPTIONAL_PRODUCTION_VARS: dict[str, str] = {
     "MLFLOW_TRACKING_USERNAME": "the pipeline's account on an MLflow server with basic-auth "
     "(docs/deploy.md#access-control; default: no sign-in)",
     "MLFLOW_TRACKING_PASSWORD": "its password (default: none)",
+    **streaming.OPTIONAL_PRODUCTION_VARS,  # [template:only with_streaming]
 }
 # Tracking URIs that name a database: without an artifact location MLflow would write ./mlruns.
 DATABASE_SCHEMES = ("postgresql", "mysql", "sqlite", "mssql")
@@ -114,6 +116,7 @@ def _local(env: Mapping[str, str]) -> dict[str, Any]:
             key=dg.EnvVar(PSEUDONYM_KEY_VAR) if env.get(PSEUDONYM_KEY_VAR) else "",
             key_file=str(where.pseudonym_key),
         ),
+        **streaming.stream_resources(env),  # [template:only with_streaming]
     }
 
 
@@ -167,6 +170,7 @@ def _production(env: Mapping[str, str]) -> dict[str, Any]:
             url=env.get(AUDIT_URL_VAR) or env["MLOPS_LAKE_URL"].rstrip("/") + "/audit"
         ),
         "pseudonyms": PseudonymKey(key=dg.EnvVar(PSEUDONYM_KEY_VAR), production=True),
+        **streaming.stream_resources(env),  # [template:only with_streaming]
     }
 
 
