@@ -1,6 +1,6 @@
 """Streaming: the champion published for the stream scorer, and its predictions back in the graph.
 
-The stream scorer (``mlops_assets/streaming``, outside the code location) scores flight
+The stream scorer (``mlops_assets.streaming``, outside the code location) scores flight
 events with the bundle ``scoring_bundle`` publishes and writes its predictions to the lake
 sink; ``stream_sensor`` requests ``stream_predictions`` for the days whose parts changed, and
 ``stream_performance`` judges a day once its labels land. The sensor's decision is the plain

@@ -1,6 +1,6 @@
 """The lake sink of streamed predictions and the published scoring bundles, as resources.
 
-Both live outside the code location's IO: the stream scorer (``mlops_assets/streaming``)
+Both live outside the code location's IO: the stream scorer (``mlops_assets.streaming``)
 writes the sink and reads the bundles; the graph publishes the bundles and reads the sink.
 """
 

@@ -175,7 +175,7 @@ class MlflowTracking(dg.ConfigurableResource):
             references: The planes, airports and airlines tables, and the project's commit.
 
         Returns:
-            The ``lib.scoring.ScoringBundle`` (the bento's and the stream scorer's) and its
+            The ``lib.scoring.ScoringBundle`` (the bento's, and any other scorer's) and its
             labels: model name and version, MLflow run, training-set DVC md5, git commit.
         """
         from mlops_assets.lib.scoring import ScoringBundle, known_airports
