@@ -1,0 +1,209 @@
+"""The broker of the stream, chosen by one URL: NATS JetStream locally, Kafka in production.
+
+``MLOPS_STREAM_URL`` names it: ``nats://127.0.0.1:4222`` (the default; several servers as
+``nats://a:4222,b:4222``) or ``kafka://host:9092[,host2:9092]``. Everything that differs
+between the two (how a batch subscriber is declared, how a message is published with its id)
+lives here, so the scorer's handler and the replay producer are the same code on both.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from mlops_assets.streaming.subjects import CONSUMER, MESSAGE_ID_HEADER, STREAM, STREAM_SUBJECTS
+
+if TYPE_CHECKING:
+    from faststream._internal.broker import BrokerUsecase
+    from faststream.message import StreamMessage
+    from faststream.nats import JStream
+
+URL_VARIABLE = "MLOPS_STREAM_URL"
+DEFAULT_URL = "nats://127.0.0.1:4222"
+SCHEMES = ("nats", "kafka")
+# FastStream logs every consumed batch at the broker's level: DEBUG keeps INFO for the
+# scorer's own lines (one per interval, not one per batch).
+MESSAGE_LOG_LEVEL = logging.DEBUG
+# A NATS client retries a lost server every second, without end: a restarted broker resumes
+# the stream, a pod is not restarted for a broker's maintenance.
+NATS_RECONNECT_WAIT_S = 1
+
+
+class BrokerUrlError(ValueError):
+    """A broker URL this project cannot use (the message names the variable and the schemes)."""
+
+
+@dataclass(frozen=True)
+class BrokerUrl:
+    """A parsed broker URL.
+
+    Attributes:
+        scheme: ``nats`` or ``kafka``.
+        servers: The servers as the client takes them (``nats://host:port`` or ``host:port``).
+    """
+
+    scheme: str
+    servers: tuple[str, ...]
+
+
+def stream_url(env: Mapping[str, str] | None = None) -> str:
+    """The broker URL of this environment (``MLOPS_STREAM_URL``, else the local NATS)."""
+    env = os.environ if env is None else env
+    return env.get(URL_VARIABLE, "").strip() or DEFAULT_URL
+
+
+def parse_url(url: str) -> BrokerUrl:
+    """Splits a broker URL into its scheme and servers.
+
+    Raises:
+        BrokerUrlError: An unknown scheme or no server.
+    """
+    scheme, separator, rest = url.strip().partition("://")
+    if not separator or scheme not in SCHEMES:
+        raise BrokerUrlError(
+            f"{URL_VARIABLE} must start with one of {', '.join(s + '://' for s in SCHEMES)} "
+            "(e.g. nats://127.0.0.1:4222 or kafka://kafka:9092)"
+        )
+    hosts = [h.strip() for h in rest.strip("/").split(",") if h.strip()]
+    if not hosts:
+        raise BrokerUrlError(f"{URL_VARIABLE} names no server after {scheme}://")
+    servers = [f"nats://{h}" for h in hosts] if scheme == "nats" else hosts
+    return BrokerUrl(scheme=scheme, servers=tuple(servers))
+
+
+def broker_from_url(url: str) -> BrokerUsecase[Any, Any]:
+    """The FastStream broker of ``url``: a ``NatsBroker`` (JetStream) or a ``KafkaBroker``.
+
+    The broker is not connected yet (FastStream connects it when the app or a test broker
+    starts).
+
+    Raises:
+        BrokerUrlError: An unknown scheme or no server.
+    """
+    parsed = parse_url(url)
+    if parsed.scheme == "kafka":
+        from faststream.kafka import KafkaBroker
+
+        return KafkaBroker(list(parsed.servers), log_level=MESSAGE_LOG_LEVEL)
+    from faststream.nats import NatsBroker
+
+    return NatsBroker(
+        list(parsed.servers),
+        reconnect_time_wait=NATS_RECONNECT_WAIT_S,
+        max_reconnect_attempts=-1,
+        log_level=MESSAGE_LOG_LEVEL,
+    )
+
+
+def is_kafka(broker: BrokerUsecase[Any, Any]) -> bool:
+    """Whether ``broker`` is FastStream's Kafka broker (else NATS)."""
+    from faststream.kafka import KafkaBroker
+
+    return isinstance(broker, KafkaBroker)
+
+
+def flights_stream() -> JStream:
+    """The JetStream stream of the flights subjects (declared by whoever connects first)."""
+    from faststream.nats import JStream
+
+    return JStream(STREAM, subjects=list(STREAM_SUBJECTS))
+
+
+def raw_bodies(message: StreamMessage[Any]) -> list[bytes]:
+    """The undecoded bodies of a batch: the handler parses them itself, so that a malformed
+    one is refused with a reason instead of failing the batch."""
+    return [bytes(body) for body in message.body]
+
+
+def batch_subscriber(
+    broker: BrokerUsecase[Any, Any],
+    subject: str,
+    *,
+    max_events: int,
+    max_wait_s: float,
+    ack_wait_s: float,
+) -> Callable[[Any], Any]:
+    """A decorator subscribing a handler to micro-batches of ``subject``, acknowledged manually.
+
+    NATS: a JetStream pull consumer ``CONSUMER`` (durable: its acknowledged position survives
+    the scorer and the server), unacknowledged messages redelivered after ``ack_wait_s``.
+    Kafka: the consumer group ``CONSUMER``, offsets committed by the handler only, from the
+    earliest offset for a new group.
+
+    Args:
+        broker: A broker of ``broker_from_url``.
+        subject: The subject (topic) to consume.
+        max_events: At most this many events in one batch.
+        max_wait_s: A batch is handed over when full or this long after the fetch started.
+        ack_wait_s: NATS: redelivery delay of an unacknowledged message (longer than a batch).
+    """
+    from faststream import AckPolicy
+
+    if is_kafka(broker):
+        return broker.subscriber(  # type: ignore[no-any-return,call-overload]
+            subject,
+            group_id=CONSUMER,
+            batch=True,
+            max_records=max_events,
+            batch_timeout_ms=max(1, round(max_wait_s * 1000)),
+            auto_offset_reset="earliest",
+            ack_policy=AckPolicy.MANUAL,
+            decoder=raw_bodies,
+        )
+    from faststream.nats import PullSub
+    from nats.js.api import AckPolicy as NatsAckPolicy
+    from nats.js.api import ConsumerConfig
+
+    config = ConsumerConfig(
+        durable_name=CONSUMER,
+        ack_policy=NatsAckPolicy.EXPLICIT,
+        ack_wait=ack_wait_s,
+        # Several batches in flight at most: unacknowledged events beyond it wait on the server.
+        max_ack_pending=max_events * 4,
+    )
+    return broker.subscriber(  # type: ignore[no-any-return,call-overload]
+        subject,
+        stream=flights_stream(),
+        durable=CONSUMER,
+        config=config,
+        pull_sub=PullSub(batch_size=max_events, timeout=max_wait_s, batch=True),
+        ack_policy=AckPolicy.MANUAL,
+        decoder=raw_bodies,
+    )
+
+
+async def publish_all(
+    broker: BrokerUsecase[Any, Any], subject: str, messages: list[tuple[str | None, dict[str, Any]]]
+) -> None:
+    """Publishes ``(id, message)`` pairs to ``subject`` and waits for the broker to store each.
+
+    On NATS the id becomes the ``Nats-Msg-Id`` header, prefixed with the subject (the stream
+    deduplicates by it, and the incoming event already uses the bare id), so a batch published
+    again after a redelivery is stored once within the duplicate window.
+    """
+    import asyncio
+
+    if not messages:
+        return
+    if is_kafka(broker):
+        await asyncio.gather(
+            *(
+                broker.publish(body, subject, key=None if key is None else key.encode())
+                for key, body in messages
+            )
+        )
+        return
+    await asyncio.gather(
+        *(
+            broker.publish(
+                body,
+                subject,
+                headers=None if key is None else {MESSAGE_ID_HEADER: f"{subject}:{key}"},
+                stream=STREAM,
+            )
+            for key, body in messages
+        )
+    )
