@@ -17,9 +17,11 @@ from typing import TYPE_CHECKING, Any
 from mlops_assets.streaming.subjects import CONSUMER, MESSAGE_ID_HEADER, STREAM, STREAM_SUBJECTS
 
 if TYPE_CHECKING:
-    from faststream._internal.broker import BrokerUsecase
+    from faststream.kafka import KafkaBroker
     from faststream.message import StreamMessage
-    from faststream.nats import JStream
+    from faststream.nats import JStream, NatsBroker
+
+    Broker = NatsBroker | KafkaBroker
 
 URL_VARIABLE = "MLOPS_STREAM_URL"
 DEFAULT_URL = "nats://127.0.0.1:4222"
@@ -74,7 +76,7 @@ def parse_url(url: str) -> BrokerUrl:
     return BrokerUrl(scheme=scheme, servers=tuple(servers))
 
 
-def broker_from_url(url: str) -> BrokerUsecase[Any, Any]:
+def broker_from_url(url: str) -> Broker:
     """The FastStream broker of ``url``: a ``NatsBroker`` (JetStream) or a ``KafkaBroker``.
 
     The broker is not connected yet (FastStream connects it when the app or a test broker
@@ -98,13 +100,6 @@ def broker_from_url(url: str) -> BrokerUsecase[Any, Any]:
     )
 
 
-def is_kafka(broker: BrokerUsecase[Any, Any]) -> bool:
-    """Whether ``broker`` is FastStream's Kafka broker (else NATS)."""
-    from faststream.kafka import KafkaBroker
-
-    return isinstance(broker, KafkaBroker)
-
-
 def flights_stream() -> JStream:
     """The JetStream stream of the flights subjects (declared by whoever connects first)."""
     from faststream.nats import JStream
@@ -113,13 +108,16 @@ def flights_stream() -> JStream:
 
 
 def raw_bodies(message: StreamMessage[Any]) -> list[bytes]:
-    """The undecoded bodies of a batch: the handler parses them itself, so that a malformed
-    one is refused with a reason instead of failing the batch."""
+    """The undecoded bodies of a batch.
+
+    The handler parses them itself, so that a malformed one is refused with a reason instead
+    of failing the batch.
+    """
     return [bytes(body) for body in message.body]
 
 
 def batch_subscriber(
-    broker: BrokerUsecase[Any, Any],
+    broker: Broker,
     subject: str,
     *,
     max_events: int,
@@ -141,9 +139,10 @@ def batch_subscriber(
         ack_wait_s: NATS: redelivery delay of an unacknowledged message (longer than a batch).
     """
     from faststream import AckPolicy
+    from faststream.kafka import KafkaBroker
 
-    if is_kafka(broker):
-        return broker.subscriber(  # type: ignore[no-any-return,call-overload]
+    if isinstance(broker, KafkaBroker):
+        return broker.subscriber(
             subject,
             group_id=CONSUMER,
             batch=True,
@@ -164,7 +163,7 @@ def batch_subscriber(
         # Several batches in flight at most: unacknowledged events beyond it wait on the server.
         max_ack_pending=max_events * 4,
     )
-    return broker.subscriber(  # type: ignore[no-any-return,call-overload]
+    return broker.subscriber(
         subject,
         stream=flights_stream(),
         durable=CONSUMER,
@@ -176,7 +175,7 @@ def batch_subscriber(
 
 
 async def publish_all(
-    broker: BrokerUsecase[Any, Any], subject: str, messages: list[tuple[str | None, dict[str, Any]]]
+    broker: Broker, subject: str, messages: list[tuple[str | None, dict[str, Any]]]
 ) -> None:
     """Publishes ``(id, message)`` pairs to ``subject`` and waits for the broker to store each.
 
@@ -186,9 +185,11 @@ async def publish_all(
     """
     import asyncio
 
+    from faststream.kafka import KafkaBroker
+
     if not messages:
         return
-    if is_kafka(broker):
+    if isinstance(broker, KafkaBroker):
         await asyncio.gather(
             *(
                 broker.publish(body, subject, key=None if key is None else key.encode())

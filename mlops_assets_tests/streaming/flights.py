@@ -1,0 +1,77 @@
+"""Events and a champion for the stream scorer's tests: real flights of the demo data."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import replace
+from datetime import date
+from typing import Any
+
+import pandas as pd
+
+from mlops_assets import settings
+from mlops_assets.lib import contracts, estimator, features, modeling, scoring
+from mlops_assets.lib.pseudonyms import Pseudonymizer
+from mlops_assets_tests.conftest import validated_day
+
+TRAIN_DAYS = [date(2013, 1, 3), date(2013, 1, 4)]
+EVENT_DAY = date(2013, 1, 5)
+# The pseudonym key of the tests' lake: planes and requests pseudonymized with it.
+PSEUDONYM_KEY = secrets.token_urlsafe(32)
+
+
+def champion_bundle(tables: dict[str, pd.DataFrame], version: str) -> scoring.ScoringBundle:
+    """A scoring bundle of a small model trained on two days, planes pseudonymized as in the
+    lake (with ``PSEUDONYM_KEY``)."""
+    planes = contracts.validate(tables["planes"], contracts.planes_schema(), source="planes")
+    frames = [features.build_flight_features(*validated_day(tables, d), planes) for d in TRAIN_DAYS]
+    train = pd.concat(frames, ignore_index=True)
+    train = train[train[features.LABEL_COLUMN].notna()]
+    classifier = modeling.train_classifier(train, estimator.HyperParameters(n_estimators=20))
+    return scoring.ScoringBundle(
+        classifier=classifier,
+        planes=Pseudonymizer(PSEUDONYM_KEY).frame(planes, ["tailnum"]),
+        carriers=sorted(tables["airlines"]["carrier"]),
+        airports=scoring.known_airports(tables["airports"]),
+        model={"model_name": settings.MODEL_NAME, "model_version": version},
+    )
+
+
+def as_version(bundle: scoring.ScoringBundle, version: str) -> scoring.ScoringBundle:
+    """The same model published as another version."""
+    return replace(bundle, model={**bundle.model, "model_version": version})
+
+
+def flight_requests(tables: dict[str, pd.DataFrame], day: date = EVENT_DAY) -> list[dict[str, Any]]:
+    """The day's flights as /predict requests (tail numbers raw, weather at the hour)."""
+    flights, weather = validated_day(tables, day)
+    hourly = weather.set_index(["origin", "time_hour"])
+    out = []
+    for row in flights.to_dict("records"):
+        request = {k: row[k] for k in scoring.REQUEST_FLIGHT_FIELDS}
+        request["time_hour"] = row["time_hour"].isoformat()
+        request["tailnum"] = None if pd.isna(row["tailnum"]) else row["tailnum"]
+        key = (row["origin"], row["time_hour"])
+        for name in features.WEATHER_FIELDS:
+            value = hourly.loc[key, name] if key in hourly.index else None
+            request[name] = None if value is None or pd.isna(value) else float(value)
+        out.append({k: (v.item() if hasattr(v, "item") else v) for k, v in request.items()})
+    return out
+
+
+def event_id(request: dict[str, Any]) -> str:
+    """The replay's event id: ``<flight_date>/<carrier>/<flight>/<origin>/<sched_dep_time>``."""
+    day = date(request["year"], request["month"], request["day"]).isoformat()
+    parts = (
+        day,
+        request["carrier"],
+        request["flight"],
+        request["origin"],
+        request["sched_dep_time"],
+    )
+    return "/".join(str(p) for p in parts)
+
+
+def flight_event(request: dict[str, Any], sent_at: float = 0.0) -> dict[str, Any]:
+    """The event of one request."""
+    return {"event_id": event_id(request), "sent_at": sent_at, "flight": request}
