@@ -27,6 +27,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any
 
+from faststream import Context
+
 from mlops_assets.streaming import brokers
 from mlops_assets.streaming.events import (
     Event,
@@ -45,6 +47,8 @@ if TYPE_CHECKING:
     from mlops_assets.streaming.brokers import Broker
 
 logger = logging.getLogger(__name__)
+# The handler's view of the batch it acknowledges (FastStream's message of NATS or Kafka).
+BatchMessage = Annotated[Any, Context("message")]
 
 
 @dataclass(frozen=True)
@@ -263,9 +267,6 @@ class Progress:
 
 def attach(broker: Broker, scorer: MicroBatchScorer, config: ScorerSettings) -> Callable[..., Any]:
     """Subscribes the scorer's handler to ``flights.scheduled`` on ``broker``; returns it."""
-    from faststream import Context
-
-    message_of_batch = Annotated[Any, Context("message")]
     progress = Progress()
 
     @brokers.batch_subscriber(
@@ -275,7 +276,7 @@ def attach(broker: Broker, scorer: MicroBatchScorer, config: ScorerSettings) -> 
         max_wait_s=config.max_wait_s,
         ack_wait_s=config.ack_wait_s,
     )
-    async def score_events(payloads: list[bytes], message: message_of_batch) -> None:
+    async def score_events(payloads: list[bytes], message: BatchMessage) -> None:
         try:
             result = scorer.score_batch(payloads)
             # Written to the sink first: published and acknowledged only once it is stored.
