@@ -119,7 +119,11 @@ class Champion:
     def _switch(self) -> None:
         from mlops_assets.lib import scoring_bundles
 
-        version = scoring_bundles.champion_version(self.root)
+        try:
+            version = scoring_bundles.champion_version(self.root)
+        except scoring_bundles.BundleError as error:  # a pointer being replaced, a store hiccup
+            logger.error("%s: kept version %s", error, self.version)
+            return
         if version is None or version == self.version or version == self._failed:
             return
         try:

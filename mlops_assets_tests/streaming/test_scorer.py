@@ -48,13 +48,13 @@ class FakeClock:
 def roots(tmp_path: Path, champion: scoring.ScoringBundle) -> dict[str, Path]:
     """Bundle and sink roots, the champion (version 1) published."""
     bundles, sink = tmp_path / "scoring_bundles", tmp_path / "stream_sink"
-    scoring_bundles.publish(bundles, champion)
+    scoring_bundles.publish(str(bundles), champion)
     return {"bundles": bundles, "sink": sink}
 
 
 def scorer_for(roots: dict[str, Path], poll_s: float = 0.0, clock: Any = None) -> MicroBatchScorer:
-    champion = Champion(roots["bundles"], poll_s, **({"clock": clock} if clock else {}))
-    return MicroBatchScorer(champion, roots["sink"], Pseudonymizer(PSEUDONYM_KEY))
+    champion = Champion(str(roots["bundles"]), poll_s, **({"clock": clock} if clock else {}))
+    return MicroBatchScorer(champion, str(roots["sink"]), Pseudonymizer(PSEUDONYM_KEY))
 
 
 def payloads(requests: list[dict[str, Any]], sent_at: float = 1.0) -> list[bytes]:
@@ -88,7 +88,7 @@ def test_a_batch_is_scored_as_the_service_scores_it(roots, champion, requests):
     assert reasons[1].startswith("flight.dest: breaks the contract rule known_airport")
     assert result.dead_letters[1]["event_id"] == flight_event(bad)["event_id"]
     # In the sink: one row per event, no tail number (raw or pseudonym) anywhere.
-    stored = stream_sink.read_day(roots["sink"], DAY)
+    stored = stream_sink.read_day(str(roots["sink"]), DAY)
     assert len(stored) == 60 and stored["event_id"].is_unique
     assert not any(r["tailnum"] and r["tailnum"] in sink_text(roots["sink"]) for r in batch)
 
@@ -97,21 +97,21 @@ def test_the_champion_switches_between_batches_only_when_polled(roots, champion,
     clock = FakeClock()
     scorer = scorer_for(roots, poll_s=1.0, clock=clock)
     assert scorer.score_batch(payloads(requests[:5])).version == "1"
-    scoring_bundles.publish(roots["bundles"], as_version(champion, "2"))
+    scoring_bundles.publish(str(roots["bundles"]), as_version(champion, "2"))
     clock.now = 0.5  # not polled yet: the batch stays with version 1, whole
     first = scorer.score_batch(payloads(requests[5:10]))
     assert {p["model_version"] for p in first.predictions} == {"1"}
     clock.now = 1.0
     second = scorer.score_batch(payloads(requests[10:15]))
     assert {p["model_version"] for p in second.predictions} == {"2"}
-    stored = stream_sink.read_day(roots["sink"], DAY)
+    stored = stream_sink.read_day(str(roots["sink"]), DAY)
     assert sorted(stored.groupby("model_version").size().to_dict().items()) == [("1", 10), ("2", 5)]
 
 
 def test_a_bundle_that_cannot_load_keeps_the_old_champion(roots, champion, requests, caplog):
     scorer = scorer_for(roots)
     scorer.score_batch(payloads(requests[:2]))
-    scoring_bundles.publish(roots["bundles"], as_version(champion, "3"))
+    scoring_bundles.publish(str(roots["bundles"]), as_version(champion, "3"))
     (roots["bundles"] / "3" / "classifier.json").write_text("{")
     with caplog.at_level(logging.ERROR):
         result = scorer.score_batch(payloads(requests[2:4]))
@@ -183,7 +183,7 @@ def test_the_handler_writes_publishes_and_refuses_on_both_brokers(kind, roots, r
     good = payloads(requests[:20])
     batches = [[*good[:10], b"[1, 2"], [*good[5:20], json.dumps({"event_id": "x"}).encode()]]
     out = asyncio.run(run_on_test_broker(kind, scorer_for(roots), batches))
-    stored = stream_sink.read_day(roots["sink"], DAY)
+    stored = stream_sink.read_day(str(roots["sink"]), DAY)
     assert len(stored) == 20 and stored["event_id"].is_unique  # 5 sent twice: one row each
     assert {p["event_id"] for p in out[PREDICTIONS]} == set(stored["event_id"])
     assert {p["model_version"] for p in out[PREDICTIONS]} == {"1"}
@@ -204,4 +204,4 @@ def test_a_failed_sink_publishes_nothing_and_leaves_the_batch_unacknowledged(
     # Once the sink is back, the same events (delivered again) are scored.
     roots["sink"].unlink()
     out = asyncio.run(run_on_test_broker(kind, scorer_for(roots), [payloads(requests[:4])]))
-    assert len(out[PREDICTIONS]) == 4 == len(stream_sink.read_day(roots["sink"], DAY))
+    assert len(out[PREDICTIONS]) == 4 == len(stream_sink.read_day(str(roots["sink"]), DAY))
