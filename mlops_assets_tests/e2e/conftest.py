@@ -10,6 +10,7 @@
 - ``moto_server``: a ready S3 API; ``postgres``: a throwaway PostgreSQL cluster with the
   ``dagster`` and ``mlflow`` databases (skipped without the server binaries, failed when
   ``CI=true``).
+- ``nats_broker``, ``fresh_nats_broker``: NATS with JetStream.  # [template:only with_streaming]
 
 The UI check starts its own ``mlops-assets dev`` (``mlops_assets/ui_check.py``, the same code
 as ``mlops-assets ui-check``) on the same process helpers, ``mlops_assets/processes.py``.
@@ -18,10 +19,13 @@ as ``mlops-assets ui-check``) on the same process helpers, ``mlops_assets/proces
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path  # [template:only with_streaming]
 
 import pytest
 
+from mlops_assets.streaming.nats_server import NatsServer  # [template:only with_streaming]
 from mlops_assets_tests.e2e.isolation import LoopbackOnly, isolated_process
+from mlops_assets_tests.e2e.nats import running_nats  # [template:only with_streaming]
 from mlops_assets_tests.e2e.postgres import PostgresCluster, running_postgres
 from mlops_assets_tests.e2e.servers import MotoServer, Servers
 
@@ -49,6 +53,22 @@ def moto_server(servers: Servers) -> MotoServer:
     return servers.moto()
 
 
+# [template:if with_streaming]
+@pytest.fixture(scope="module")
+def nats_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
+    """A ready NATS server with JetStream for the module (don't restart or stop it)."""
+    with running_nats(tmp_path_factory.mktemp("nats")) as server:
+        yield server
+
+
+@pytest.fixture
+def fresh_nats_broker(tmp_path: Path) -> Iterator[NatsServer]:
+    """A ready NATS server with JetStream of the test's own: restart or stop it at will."""
+    with running_nats(tmp_path / "nats") as server:
+        yield server
+
+
+# [template:end]
 @pytest.fixture(scope="module")
 def postgres() -> Iterator[PostgresCluster]:
     """A throwaway cluster with the ``dagster`` and ``mlflow`` databases (skips without it)."""
