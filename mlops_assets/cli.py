@@ -281,6 +281,74 @@ def _observe(args: argparse.Namespace) -> int:
 
 
 # [template:end]
+# [template:if with_streaming]
+def _stream_score(args: argparse.Namespace) -> int:
+    import logging
+
+    from mlops_assets.lib import logs
+    from mlops_assets.lib.pseudonyms import PseudonymKeyError
+    from mlops_assets.streaming.brokers import BrokerUrlError, stream_url
+    from mlops_assets.streaming.microbatch import ScorerSettings
+    from mlops_assets.streaming.scorer import run_foreground
+
+    if settings.log_format() == "json":
+        logs.use_json()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    config = ScorerSettings(
+        max_events=args.max_events,
+        max_wait_s=args.max_wait_ms / 1000,
+        ack_wait_s=args.ack_wait,
+        poll_s=args.poll,
+    )
+    try:
+        run_foreground(args.url or stream_url(), config)
+    except (BrokerUrlError, PseudonymKeyError, ConnectionError) as error:
+        return _failed(error)
+    except KeyboardInterrupt:  # while waiting for a champion
+        pass
+    return 0
+
+
+def _add_stream_score(sub: Any) -> None:
+    from mlops_assets.streaming.microbatch import ScorerSettings  # standard library at import
+
+    defaults = ScorerSettings()
+    score = sub.add_parser(
+        "stream-score",
+        help="score flights.scheduled events with the published champion, in micro-batches, "
+        "until SIGTERM/SIGINT: predictions to the stream sink and flights.predictions, refused "
+        "events to flights.dead_letter (docs/streaming.md)",
+    )
+    score.add_argument(
+        "--url",
+        default=None,
+        help="the broker (default: $MLOPS_STREAM_URL or nats://127.0.0.1:4222)",
+    )
+    score.add_argument(
+        "--max-events", type=int, default=defaults.max_events, help="events per micro-batch at most"
+    )
+    score.add_argument(
+        "--max-wait-ms",
+        type=float,
+        default=defaults.max_wait_s * 1000,
+        help="a batch is scored when full or this long after its first fetch",
+    )
+    score.add_argument(
+        "--ack-wait",
+        type=float,
+        default=defaults.ack_wait_s,
+        help="NATS: seconds before an unacknowledged event is delivered again",
+    )
+    score.add_argument(
+        "--poll",
+        type=float,
+        default=defaults.poll_s,
+        help="seconds between two looks for a new champion (between micro-batches)",
+    )
+    score.set_defaults(func=_stream_score)
+
+
+# [template:end]
 def _reproduce(args: argparse.Namespace) -> int:
     from mlops_assets.lib.reproduce import ReproductionError, reproduce
     from mlops_assets.resources.environments import resolved
@@ -617,6 +685,7 @@ def build_parser() -> argparse.ArgumentParser:
     dev.set_defaults(func=_dev)
 
     _add_service_image(sub)
+    _add_stream_score(sub)  # [template:only with_streaming]
     _add_registry_access(sub)
     from mlops_assets.serving import tokens  # standard library; PyJWT when a command runs
 

@@ -18,13 +18,13 @@ from faststream import Context
 from mlops_assets.lib import scoring, scoring_bundles, stream_sink
 from mlops_assets.lib.pseudonyms import Pseudonymizer
 from mlops_assets.streaming import brokers
-from mlops_assets.streaming.scorer import (
+from mlops_assets.streaming.microbatch import (
     Champion,
     MicroBatchScorer,
     NoChampionError,
     ScorerSettings,
-    attach,
 )
+from mlops_assets.streaming.scorer import attach
 from mlops_assets.streaming.subjects import DEAD_LETTER, PREDICTIONS, SCHEDULED
 from mlops_assets_tests.streaming.flights import (
     EVENT_DAY,
