@@ -174,6 +174,36 @@ def batch_subscriber(
     )
 
 
+def guard_fetch_timeouts(subscriber: Any) -> bool:
+    """Makes a started NATS batch subscriber survive a fetch that times out (nats-py 2.16).
+
+    nats-py's ``fetch`` raises the built-in ``TimeoutError`` when a fetch's deadline runs out
+    between its two requests, where FastStream 0.7's batch loop expects
+    ``nats.errors.TimeoutError``: the loop dies with the batch it collected so far, and those
+    events wait for their redelivery (``ack_wait``) before they are scored. Translated, the
+    loop ends the batch as at any deadline. Call after the broker started; returns whether
+    there was a subscription to guard (a test broker has none).
+    """
+    import nats.errors
+
+    subscription = getattr(subscriber, "subscription", None)
+    fetch = getattr(subscription, "fetch", None)
+    if fetch is None or getattr(fetch, "guarded", False):
+        return False
+
+    async def guarded(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return await fetch(*args, **kwargs)
+        except nats.errors.TimeoutError:
+            raise
+        except TimeoutError as error:
+            raise nats.errors.TimeoutError from error
+
+    guarded.guarded = True  # type: ignore[attr-defined]
+    subscription.fetch = guarded  # type: ignore[union-attr]
+    return True
+
+
 async def publish_all(
     broker: Broker, subject: str, messages: list[tuple[str | None, dict[str, Any]]]
 ) -> None:

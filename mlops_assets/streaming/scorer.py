@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -78,17 +77,21 @@ class Progress:
             self.since = time.monotonic()
 
 
-def attach(broker: Broker, scorer: MicroBatchScorer, config: ScorerSettings) -> Callable[..., Any]:
-    """Subscribes the scorer's handler to ``flights.scheduled`` on ``broker``; returns it."""
-    progress = Progress()
+def attach(broker: Broker, scorer: MicroBatchScorer, config: ScorerSettings) -> Any:
+    """Subscribes the scorer's handler to ``flights.scheduled`` on ``broker``.
 
-    @brokers.batch_subscriber(
+    Returns:
+        The subscriber (FastStream's).
+    """
+    progress = Progress()
+    subscriber = brokers.batch_subscriber(
         broker,
         SCHEDULED,
         max_events=config.max_events,
         max_wait_s=config.max_wait_s,
         ack_wait_s=config.ack_wait_s,
     )
+
     async def score_events(payloads: list[bytes], message: BatchMessage) -> None:
         try:
             result = scorer.score_batch(payloads)
@@ -109,13 +112,14 @@ def attach(broker: Broker, scorer: MicroBatchScorer, config: ScorerSettings) -> 
         await message.ack()
         progress.add(result, config.report_s)
 
-    return score_events
+    subscriber(score_events)
+    return subscriber
 
 
 def build_app(
     url: str,
-    bundles_root: Any,
-    sink_root: Any,
+    champion: Champion,
+    sink_root: str,
     pseudonyms: Pseudonymizer,
     config: ScorerSettings,
 ) -> FastStream:
@@ -123,9 +127,12 @@ def build_app(
     from faststream import FastStream
 
     broker = brokers.broker_from_url(url)
-    champion = Champion(bundles_root, config.poll_s)
-    attach(broker, MicroBatchScorer(champion, sink_root, pseudonyms), config)
-    return FastStream(broker, logger=logger)
+    subscriber = attach(broker, MicroBatchScorer(champion, sink_root, pseudonyms), config)
+
+    async def started() -> None:
+        brokers.guard_fetch_timeouts(subscriber)
+
+    return FastStream(broker, logger=logger, after_startup=[started])
 
 
 def run_foreground(url: str, config: ScorerSettings, env: dict[str, str] | None = None) -> None:
@@ -149,10 +156,14 @@ def run_foreground(url: str, config: ScorerSettings, env: dict[str, str] | None 
     brokers.parse_url(url)  # a bad URL fails before anything waits
     pseudonyms = service_pseudonymizer(env)
     bundles_root, sink_root = scoring_bundles.default_root(env), stream_sink.default_root(env)
-    app = build_app(url, bundles_root, sink_root, pseudonyms, config)
+    champion = Champion(bundles_root, config.poll_s)
+    app = build_app(url, champion, sink_root, pseudonyms, config)
 
     async def main() -> None:
-        version = await wait_for_champion(bundles_root, config.poll_s)
+        await wait_for_champion(bundles_root, config.poll_s)
+        # Loaded before subscribing (pandas, LightGBM: seconds), not while a batch waits.
+        champion.current()
+        version = champion.version
         logger.info(
             "stream scorer on %s: %s -> %s and %s; champion %s (bundles %s), sink %s",
             url, SCHEDULED, PREDICTIONS, DEAD_LETTER, version, bundles_root, sink_root,
