@@ -207,34 +207,33 @@ def guard_fetch_timeouts(subscriber: Any) -> bool:
 async def publish_all(
     broker: Broker, subject: str, messages: list[tuple[str | None, dict[str, Any]]]
 ) -> None:
-    """Publishes ``(id, message)`` pairs to ``subject`` and waits for the broker to store each.
+    """Publishes ``(id, message)`` pairs to ``subject``, in order; the id is the correlation id.
 
-    On NATS the id becomes the ``Nats-Msg-Id`` header, prefixed with the subject (the stream
-    deduplicates by it, and the incoming event already uses the bare id), so a batch published
-    again after a redelivery is stored once within the duplicate window.
+    NATS: plain publications on the scorer's one connection (the ``FLIGHTS`` stream stores
+    them). A server handles a connection's messages in order, so it has the predictions before
+    the acknowledgements sent after them, without a round trip per message. The id also goes
+    into the ``Nats-Msg-Id`` header, prefixed with the subject (the stream deduplicates by it,
+    and the incoming event uses the bare id): a batch published again after a redelivery is
+    stored once within the duplicate window.
+    Kafka: keyed by the id, each publication awaited until the broker has it.
     """
     import asyncio
 
     from faststream.kafka import KafkaBroker
 
-    if not messages:
-        return
     if isinstance(broker, KafkaBroker):
         await asyncio.gather(
             *(
-                broker.publish(body, subject, key=None if key is None else key.encode())
+                broker.publish(
+                    body,
+                    subject,
+                    key=None if key is None else key.encode(),
+                    correlation_id=key,
+                )
                 for key, body in messages
             )
         )
         return
-    await asyncio.gather(
-        *(
-            broker.publish(
-                body,
-                subject,
-                headers=None if key is None else {MESSAGE_ID_HEADER: f"{subject}:{key}"},
-                stream=STREAM,
-            )
-            for key, body in messages
-        )
-    )
+    for key, body in messages:
+        headers = None if key is None else {MESSAGE_ID_HEADER: f"{subject}:{key}"}
+        await broker.publish(body, subject, headers=headers, correlation_id=key)
