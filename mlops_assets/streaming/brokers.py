@@ -27,8 +27,10 @@ URL_VARIABLE = "MLOPS_STREAM_URL"
 DEFAULT_URL = "nats://127.0.0.1:4222"
 SCHEMES = ("nats", "kafka")
 # FastStream logs every consumed batch at the broker's level: DEBUG keeps INFO for the
-# scorer's own lines (one per interval, not one per batch).
+# scorer's own lines (one per interval, not one per batch). Its lines go through this logger,
+# so they take the process' format (text or JSON) instead of FastStream's coloured one.
 MESSAGE_LOG_LEVEL = logging.DEBUG
+BROKER_LOGGER = logging.getLogger("mlops_assets.streaming.broker")
 # A NATS client retries a lost server every second, without end: a restarted broker resumes
 # the stream, a pod is not restarted for a broker's maintenance.
 NATS_RECONNECT_WAIT_S = 1
@@ -89,13 +91,14 @@ def broker_from_url(url: str) -> Broker:
     if parsed.scheme == "kafka":
         from faststream.kafka import KafkaBroker
 
-        return KafkaBroker(list(parsed.servers), log_level=MESSAGE_LOG_LEVEL)
+        return KafkaBroker(list(parsed.servers), logger=BROKER_LOGGER, log_level=MESSAGE_LOG_LEVEL)
     from faststream.nats import NatsBroker
 
     return NatsBroker(
         list(parsed.servers),
         reconnect_time_wait=NATS_RECONNECT_WAIT_S,
         max_reconnect_attempts=-1,
+        logger=BROKER_LOGGER,
         log_level=MESSAGE_LOG_LEVEL,
     )
 
