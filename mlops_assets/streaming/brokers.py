@@ -36,6 +36,10 @@ BROKER_LOGGER = logging.getLogger("mlops_assets.streaming.broker")
 NATS_RECONNECT_WAIT_S = 1
 
 
+# A broker that stays unreachable is reported at most this often (the client retries every second).
+UNREACHABLE_REPORT_S = 30.0
+
+
 class BrokerUrlError(ValueError):
     """A broker URL this project cannot use (the message names the variable and the schemes)."""
 
@@ -94,13 +98,47 @@ def broker_from_url(url: str) -> Broker:
         return KafkaBroker(list(parsed.servers), logger=BROKER_LOGGER, log_level=MESSAGE_LOG_LEVEL)
     from faststream.nats import NatsBroker
 
+    connection = ConnectionReport(url)
     return NatsBroker(
         list(parsed.servers),
+        error_cb=connection.failed,
+        disconnected_cb=connection.lost,
+        reconnected_cb=connection.back,
         reconnect_time_wait=NATS_RECONNECT_WAIT_S,
         max_reconnect_attempts=-1,
         logger=BROKER_LOGGER,
         log_level=MESSAGE_LOG_LEVEL,
     )
+
+
+class ConnectionReport:
+    """The log lines of a NATS connection: lost, failing, back.
+
+    The client retries on its own; these say why nothing moves meanwhile (a failure at most
+    every ``UNREACHABLE_REPORT_S``).
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.reported = -UNREACHABLE_REPORT_S
+
+    async def failed(self, error: Exception) -> None:
+        """A connection attempt or the connection failed."""
+        import time
+
+        now = time.monotonic()
+        if now - self.reported >= UNREACHABLE_REPORT_S:
+            self.reported = now
+            BROKER_LOGGER.warning("broker %s: %r; retrying every second", self.url, error)
+
+    async def lost(self) -> None:
+        """The connection is gone (the client reconnects)."""
+        BROKER_LOGGER.warning("broker %s: disconnected", self.url)
+
+    async def back(self) -> None:
+        """The client is connected again."""
+        self.reported = -UNREACHABLE_REPORT_S
+        BROKER_LOGGER.info("broker %s: reconnected", self.url)
 
 
 def flights_stream() -> JStream:

@@ -75,3 +75,18 @@ def test_fetched_messages_and_other_errors_pass_the_guard():
 def test_a_subscriber_without_a_subscription_is_left_alone():
     assert not brokers.guard_fetch_timeouts(SimpleNamespace(subscription=None))
     assert not brokers.guard_fetch_timeouts(object())
+
+
+def test_an_unreachable_nats_server_is_reported_now_and_then(caplog):
+    report = brokers.ConnectionReport("nats://127.0.0.1:1")
+    with caplog.at_level("INFO", logger=brokers.BROKER_LOGGER.name):
+        for _ in range(5):  # the client's attempts, one a second
+            asyncio.run(report.failed(ConnectionRefusedError(111, "refused")))
+        asyncio.run(report.back())
+        asyncio.run(report.failed(ConnectionRefusedError(111, "refused")))
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == [
+        "broker nats://127.0.0.1:1: ConnectionRefusedError(111, 'refused'); retrying every second",
+        "broker nats://127.0.0.1:1: reconnected",
+        "broker nats://127.0.0.1:1: ConnectionRefusedError(111, 'refused'); retrying every second",
+    ]
