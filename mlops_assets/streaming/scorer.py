@@ -94,7 +94,9 @@ def attach(broker: Broker, scorer: MicroBatchScorer, config: ScorerSettings) -> 
 
     async def score_events(payloads: list[bytes], message: BatchMessage) -> None:
         try:
-            result = scorer.score_batch(payloads)
+            # In a thread: a new champion's loading or a slow object store must not stall the
+            # client's own work on the loop (heartbeats, acknowledgements, reconnection).
+            result = await asyncio.to_thread(scorer.score_batch, payloads)
             # Written to the sink first: published and acknowledged only once it is stored.
             await brokers.publish_all(
                 broker, PREDICTIONS, [(p["event_id"], p) for p in result.predictions]
