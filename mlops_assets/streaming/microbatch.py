@@ -78,15 +78,18 @@ class Champion:
         self._polled = -float("inf")
         self._failed: str | None = None
 
+    def due(self) -> bool:
+        """Whether ``current`` will read the pointer (and maybe load a new champion)."""
+        return self.bundle is None or self.clock() - self._polled >= self.poll_s
+
     def current(self) -> tuple[ScoringBundle, EventReader]:
         """The bundle to score the next batch with (a newly published one when the poll is due).
 
         Raises:
             NoChampionError: Nothing published yet.
         """
-        now = self.clock()
-        if now - self._polled >= self.poll_s or self.bundle is None:
-            self._polled = now
+        if self.due():
+            self._polled = self.clock()
             self._switch()
         if self.bundle is None or self.reader is None:
             raise NoChampionError(

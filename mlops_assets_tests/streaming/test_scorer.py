@@ -99,9 +99,11 @@ def test_the_champion_switches_between_batches_only_when_polled(roots, champion,
     assert scorer.score_batch(payloads(requests[:5])).version == "1"
     scoring_bundles.publish(str(roots["bundles"]), as_version(champion, "2"))
     clock.now = 0.5  # not polled yet: the batch stays with version 1, whole
+    assert not scorer.champion.due()
     first = scorer.score_batch(payloads(requests[5:10]))
     assert {p["model_version"] for p in first.predictions} == {"1"}
     clock.now = 1.0
+    assert scorer.champion.due()  # the handler then loads it off the event loop
     second = scorer.score_batch(payloads(requests[10:15]))
     assert {p["model_version"] for p in second.predictions} == {"2"}
     stored = stream_sink.read_day(str(roots["sink"]), DAY)
