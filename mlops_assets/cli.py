@@ -692,6 +692,7 @@ def build_parser() -> argparse.ArgumentParser:
     tokens.add_parser(sub)
     _add_audit(sub)
     _add_observe(sub)  # [template:only with_observability]
+    _add_stream_tools(sub)  # [template:only with_streaming]
 
     where = sub.add_parser(
         "where", help="print where the local state lives (and re-point a copied or moved one)"
@@ -755,6 +756,59 @@ def _add_observe(sub: Any) -> None:
         "alerts fire while `make demo` replays days",
     )
     stack.set_defaults(func=_observe)
+
+
+# [template:end]
+# [template:if with_streaming]
+def _stream_replay(args: argparse.Namespace) -> int:
+    from mlops_assets.streaming import replay
+    from mlops_assets.streaming.brokers import BrokerUrlError, stream_url
+
+    url = args.url or stream_url()
+    try:
+        report = replay.replay_day(url, args.day, args.rate, args.limit)
+    except (ValueError, BrokerUrlError, replay.BrokerUnavailableError) as error:
+        return _failed(error)
+    print(f"{args.day.isoformat()} to {url}: {report.summary()}")
+    return 0
+
+
+def _stream_broker(args: argparse.Namespace) -> int:
+    from mlops_assets.streaming import nats_server
+
+    store = args.store or nats_server.default_store()
+    try:
+        nats_server.run_foreground(store, args.port)
+    except nats_server.NatsServerError as error:
+        return _failed(error)
+    return 0
+
+
+def _add_stream_tools(sub: Any) -> None:
+    from mlops_assets.streaming.nats_server import DEFAULT_PORT  # standard library only
+
+    replay = sub.add_parser(
+        "stream-replay",
+        help="publish a day's scheduled flights of the data source as events "
+        "(flights.scheduled), paced at --rate events per second",
+    )
+    replay.add_argument("--day", type=date.fromisoformat, required=True, help="YYYY-MM-DD")
+    replay.add_argument("--rate", type=float, default=100.0, help="events per second")
+    replay.add_argument("--limit", type=int, default=None, help="only the first K flights")
+    replay.add_argument(
+        "--url",
+        default=None,
+        help="the broker (default: $MLOPS_STREAM_URL or nats://127.0.0.1:4222)",
+    )
+    replay.set_defaults(func=_stream_replay)
+    broker = sub.add_parser(
+        "stream-broker",
+        help="a local NATS server with JetStream on 127.0.0.1 (store: <state>/stream/nats) "
+        "until Ctrl-C",
+    )
+    broker.add_argument("--port", type=int, default=DEFAULT_PORT)
+    broker.add_argument("--store", type=Path, default=None, help="JetStream's store folder")
+    broker.set_defaults(func=_stream_broker)
 
 
 # [template:end]
