@@ -254,10 +254,10 @@ async def replay_events(
     Raises:
         BrokerUnavailableError: nothing answers at ``url`` within ``CONNECT_TIMEOUT_S``.
     """
-    from mlops_assets.streaming.brokers import broker_from_url, is_kafka
+    from mlops_assets.streaming.brokers import broker_from_url, parse_url
 
+    kafka = parse_url(url).scheme == "kafka"
     broker: Any = broker_from_url(url)  # publish's options differ between the two brokers
-    kafka = is_kafka(broker)
     try:
         try:
             connection = await asyncio.wait_for(broker.connect(), CONNECT_TIMEOUT_S)
