@@ -53,6 +53,17 @@ observe: setup  ## Prometheus, Pushgateway, Alertmanager and an alert receiver o
 	$(UV) run --frozen mlops-assets observe --service-port $(SERVE_PORT) --timings demo
 
 # [template:end]
+# [template:if with_streaming]
+.PHONY: stream
+STREAM_PORT ?= 4222
+# The demo's last day (make demo): its batch predictions and labels are in the graph too.
+STREAM_DAY ?= 2013-08-08
+STREAM_RATE ?= 100
+stream: setup  ## local NATS (JetStream) + the stream scorer, then STREAM_DAY's flights replayed at STREAM_RATE/s; Ctrl-C stops
+	MLOPS_STATE_DIR="$(STATE)" $(UV) run --frozen mlops-assets stream-broker --port $(STREAM_PORT) \
+		--with-scorer --replay-day $(STREAM_DAY) --rate $(STREAM_RATE)
+
+# [template:end]
 ui-check: setup  ## open the lineage graph in headless Chromium, save $(STATE)/ui/lineage.png
 	$(UV) run --frozen mlops-assets ui-check --state "$(STATE)"
 

@@ -774,11 +774,17 @@ def _stream_replay(args: argparse.Namespace) -> int:
 
 
 def _stream_broker(args: argparse.Namespace) -> int:
-    from mlops_assets.streaming import nats_server
+    from mlops_assets.streaming import local, nats_server
 
     store = args.store or nats_server.default_store()
+    replay = local.Replay(args.replay_day, args.rate) if args.replay_day else None
     try:
-        nats_server.run_foreground(store, args.port)
+        if args.with_scorer or replay:
+            local.run_foreground(
+                store, args.port, dict(os.environ), scorer=args.with_scorer, replay=replay
+            )
+        else:
+            nats_server.run_foreground(store, args.port)
     except nats_server.NatsServerError as error:
         return _failed(error)
     return 0
@@ -808,6 +814,13 @@ def _add_stream_tools(sub: Any) -> None:
     )
     broker.add_argument("--port", type=int, default=DEFAULT_PORT)
     broker.add_argument("--store", type=Path, default=None, help="JetStream's store folder")
+    broker.add_argument(
+        "--with-scorer", action="store_true", help="also run the scorer (mlops-assets stream-score)"
+    )
+    broker.add_argument(
+        "--replay-day", type=date.fromisoformat, default=None, help="then replay this day"
+    )
+    broker.add_argument("--rate", type=float, default=100.0, help="events per second (replay)")
     broker.set_defaults(func=_stream_broker)
 
 
