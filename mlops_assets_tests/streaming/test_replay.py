@@ -63,21 +63,26 @@ def test_every_flight_is_a_valid_request_with_exactly_the_request_fields(
 def test_the_tail_number_is_sent_raw_and_the_weather_is_the_origins_in_that_hour(
     events: list[replay.FlightEvent], tables: dict[str, pd.DataFrame]
 ):
-    flights = day_slice(tables["flights"], DAY).set_index(["carrier", "flight", "origin"])
-    weather = day_slice(tables["weather"], DAY).set_index(["origin", "time_hour"])
+    flights = {
+        (r["carrier"], int(r["flight"]), r["origin"], int(r["sched_dep_time"])): r
+        for r in day_slice(tables["flights"], DAY).to_dict("records")
+    }
+    weather = {
+        (r["origin"], r["time_hour"]): r
+        for r in day_slice(tables["weather"], DAY).to_dict("records")
+    }
     missing_tail = 0
     for event in events:
         f = event.flight
-        source = flights.loc[(f["carrier"], str(f["flight"]), f["origin"])]
-        source = source.iloc[0] if isinstance(source, pd.DataFrame) else source
+        source = flights[(f["carrier"], f["flight"], f["origin"], f["sched_dep_time"])]
         if pd.isna(source["tailnum"]):
             missing_tail += 1
             assert f["tailnum"] is None
         else:
             assert f["tailnum"] == source["tailnum"]  # raw, as a client knows it
         assert f["time_hour"] == source["time_hour"]
-        if (f["origin"], f["time_hour"]) in weather.index:
-            hour = weather.loc[(f["origin"], f["time_hour"])]
+        hour = weather.get((f["origin"], f["time_hour"]))
+        if hour is not None and not pd.isna(hour["temp"]):
             assert f["temp"] == float(hour["temp"]) and isinstance(f["temp"], float)
         else:
             assert f["temp"] is None
