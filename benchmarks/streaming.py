@@ -319,10 +319,18 @@ async def run_phase(
     return result
 
 
-def in_process(bundle: Any, events: list[Any], batch: int, env: dict[str, str]) -> dict[str, Any]:
-    """The same events scored in this process, in micro-batches of ``batch``."""
+def in_process(
+    bundle: Any, events: list[Any], batch: int, env: dict[str, str], sink: Path
+) -> dict[str, Any]:
+    """The same events scored in this process, in micro-batches of ``batch``.
+
+    Timed per batch: ``lib.scoring.score`` alone; the scorer's reading of the events (the
+    request contract), the pseudonymization and the scoring; and the sink write of the
+    predictions (``lib.stream_sink.write_batch`` into ``sink``, a folder of its own).
+    """
     from mlops_assets.lib.pseudonyms import service_pseudonymizer
     from mlops_assets.lib.scoring import score
+    from mlops_assets.lib.stream_sink import write_batch
     from mlops_assets.streaming.events import Event, EventReader
 
     reader = EventReader(bundle.request_fields())
@@ -333,6 +341,7 @@ def in_process(bundle: Any, events: list[Any], batch: int, env: dict[str, str]) 
     reader.read(bodies[0])
     full: list[float] = []
     scoring_only: list[float] = []
+    sink_writes: list[float] = []
     for start in range(0, len(bodies), batch):
         chunk = bodies[start : start + batch]
         began = time.perf_counter()
@@ -342,10 +351,17 @@ def in_process(bundle: Any, events: list[Any], batch: int, env: dict[str, str]) 
             raise BenchError("an event of the replay was refused in process")
         requests = pseudonyms.records(flights, sensitive)
         middle = time.perf_counter()
-        score(bundle, requests)
+        results = score(bundle, requests)
         ended = time.perf_counter()
         full.append(ended - began)
         scoring_only.append(ended - middle)
+        rows = [
+            r | {"event_id": e.event_id, "sent_at": e.sent_at, "scored_at": ended}
+            for r, e in zip(results, (e for e in read if isinstance(e, Event)), strict=True)
+        ]
+        began = time.perf_counter()
+        write_batch(str(sink), rows)
+        sink_writes.append(time.perf_counter() - began)
     count = len(bodies)
     return {
         "events": count,
@@ -354,6 +370,8 @@ def in_process(bundle: Any, events: list[Any], batch: int, env: dict[str, str]) 
         "validate_and_score_events_per_s": round(count / sum(full), 1),
         "score_batch_ms": percentiles([s * 1000 for s in scoring_only]),
         "validate_and_score_batch_ms": percentiles([s * 1000 for s in full]),
+        "sink_write_batch_ms": percentiles([s * 1000 for s in sink_writes]),
+        "validate_score_and_write_events_per_s": round(count / (sum(full) + sum(sink_writes)), 1),
     }
 
 
@@ -417,7 +435,7 @@ def run(tmp: Path, args: argparse.Namespace) -> int:
             escalations = stop_process_group(scorer, SCORER_STOP_GRACE_S)
         if escalations:
             print(f"the scorer needed {escalations} to stop", flush=True)
-    local = in_process(bundle, used, args.max_events, env)
+    local = in_process(bundle, used, args.max_events, env, tmp / "in_process_sink")
     print(f"in process: {json.dumps(local)}", flush=True)
     verdicts = verdict(results, local)
     result = {
