@@ -272,6 +272,9 @@ class Cpu:
     pids: dict[str, int]
     marks: dict[str, float] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        self.mark()
+
     def mark(self) -> None:
         self.marks = {n: cpu_seconds(p) for n, p in self.pids.items()} | {
             "producer_and_subscriber": own_cpu_seconds()
@@ -378,12 +381,33 @@ def in_process(
 # -- the run ----------------------------------------------------------------------------------
 
 
+def drain_rate(collector: Collector, ids: list[str]) -> dict[str, Any]:
+    """How fast the scorer worked off a backlog, its first micro-batch (cold start) left out."""
+    arrivals = sorted(
+        (collector.arrivals[i][0], collector.arrivals[i][1]["scored_at"]) for i in ids
+    )
+    first_batch = arrivals[0][1]
+    rest = [arrived for arrived, scored in arrivals if scored != first_batch]
+    seconds = rest[-1] - rest[0]
+    return {
+        "events": len(ids),
+        "first_batch_events": len(ids) - len(rest),
+        "predictions_per_s": round((len(rest) - 1) / seconds, 1) if seconds > 0 else None,
+        "seconds": round(seconds, 3),
+        "micro_batches": batches_seen(collector, ids),
+    }
+
+
 async def measure(
-    url: str, args: argparse.Namespace, cpu: Cpu, feed: Events
+    url: str, args: argparse.Namespace, feed: Events, start: Any
 ) -> tuple[dict[str, Any], list[Any]]:
-    """The three phases against a running scorer; returns the results and the events used."""
+    """The phases; ``start()`` starts the scorer and returns its pid once it consumes.
+
+    Returns the results and the events of the measured phases.
+    """
     import nats
 
+    from mlops_assets.streaming.replay import replay_events
     from mlops_assets.streaming.subjects import DEAD_LETTER, PREDICTIONS
 
     collector = Collector()
@@ -391,8 +415,19 @@ async def measure(
     await client.subscribe(PREDICTIONS, cb=collector.on_prediction, pending_msgs_limit=1_000_000)
     await client.subscribe(DEAD_LETTER, cb=collector.on_refusal)
     try:
-        used: list[Any] = []
         results: dict[str, Any] = {}
+        # A backlog waiting before the scorer starts: its capacity without a producer beside it.
+        backlog = feed.take(args.backlog_events)
+        sent = await replay_events(url, backlog, 1e9)
+        print(f"backlog: {sent.summary()}", flush=True)
+        cpu = Cpu(await start())
+        cpu.mark()
+        ids = [e.event_id for e in backlog]
+        await collector.drain(ids, DRAIN_TIMEOUT_S)
+        results["backlog"] = drain_rate(collector, ids)
+        results["backlog"]["cpu"] = cpu.since(results["backlog"]["seconds"])
+        print(f"backlog drained: {json.dumps(results['backlog'])}", flush=True)
+        used: list[Any] = []
         for name, count, rate in (
             ("warmup", args.warmup_events, args.rate),
             ("latency", round(args.rate * args.latency_seconds), args.rate),
@@ -422,17 +457,20 @@ def run(tmp: Path, args: argparse.Namespace) -> int:
     bundle = publish_champion(env)
     print(f"champion trained and published in {time.monotonic() - began:.0f} s", flush=True)
     feed = Events(EVENTS_START)
-    feed.take(0)
     with nats_server.running(tmp / "nats" / "store") as broker:
         log = tmp / "scorer.log"
-        scorer = start_scorer(state, broker.url, args, log)
-        try:
-            ready = asyncio.run(wait_consuming(broker.url, scorer, log))
+        started: list[subprocess.Popen[bytes]] = []
+
+        async def start() -> dict[str, int]:
+            started.append(start_scorer(state, broker.url, args, log))
+            ready = await wait_consuming(broker.url, started[0], log)
             print(f"scorer consuming after {ready:.1f} s", flush=True)
-            cpu = Cpu({"scorer": scorer.pid, "nats_server": broker.process.pid})
-            results, used = asyncio.run(measure(broker.url, args, cpu, feed))
+            return {"scorer": started[0].pid, "nats_server": broker.process.pid}
+
+        try:
+            results, used = asyncio.run(measure(broker.url, args, feed, start))
         finally:
-            escalations = stop_process_group(scorer, SCORER_STOP_GRACE_S)
+            escalations = [e for p in started for e in stop_process_group(p, SCORER_STOP_GRACE_S)]
         if escalations:
             print(f"the scorer needed {escalations} to stop", flush=True)
     local = in_process(bundle, used, args.max_events, env, tmp / "in_process_sink")
@@ -477,6 +515,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-seconds", type=float, default=20.0)
     parser.add_argument("--throughput-events", type=int, default=30_000)
     parser.add_argument("--warmup-events", type=int, default=1000)
+    parser.add_argument(
+        "--backlog-events", type=int, default=20_000, help="published before the scorer starts"
+    )
     from mlops_assets.streaming.scorer import ScorerSettings  # the standard library at import
 
     scorer = ScorerSettings()

@@ -118,7 +118,7 @@ class NatsServer(LoggedServer):
 
         def ready() -> bool:
             self.check_alive()
-            info = server_info(self.port)
+            info = server_info(self.port, timeout=0.25)  # a server greets at once
             return bool(info and info.get("jetstream"))
 
         wait_for(
