@@ -345,6 +345,7 @@ def in_process(
     full: list[float] = []
     scoring_only: list[float] = []
     sink_writes: list[float] = []
+    cpu_started = time.process_time()  # CPU, not wall time: comparable with the scorer's
     for start in range(0, len(bodies), batch):
         chunk = bodies[start : start + batch]
         began = time.perf_counter()
@@ -366,6 +367,7 @@ def in_process(
         write_batch(str(sink), rows)
         sink_writes.append(time.perf_counter() - began)
     count = len(bodies)
+    cpu_us = (time.process_time() - cpu_started) / count * 1e6
     return {
         "events": count,
         "batch": batch,
@@ -375,6 +377,7 @@ def in_process(
         "validate_and_score_batch_ms": percentiles([s * 1000 for s in full]),
         "sink_write_batch_ms": percentiles([s * 1000 for s in sink_writes]),
         "validate_score_and_write_events_per_s": round(count / (sum(full) + sum(sink_writes)), 1),
+        "validate_score_and_write_cpu_us_per_event": round(cpu_us, 1),
     }
 
 
@@ -426,6 +429,8 @@ async def measure(
         await collector.drain(ids, DRAIN_TIMEOUT_S)
         results["backlog"] = drain_rate(collector, ids)
         results["backlog"]["cpu"] = cpu.since(results["backlog"]["seconds"])
+        scorer_cpu = results["backlog"]["cpu"]["scorer_cores"] * results["backlog"]["seconds"]
+        results["backlog"]["scorer_cpu_us_per_event"] = round(scorer_cpu / len(ids) * 1e6, 1)
         print(f"backlog drained: {json.dumps(results['backlog'])}", flush=True)
         used: list[Any] = []
         for name, count, rate in (
