@@ -607,7 +607,34 @@ def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
     parser = argparse.ArgumentParser(prog="mlops-assets", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_data(sub)
+    _add_demo(sub)
+    _add_lineage(sub)
+    _add_undo(sub)
+    _add_approval(sub)
+    dev = sub.add_parser("dev", help="dagster dev (UI + daemon) on the local state")
+    dev.add_argument("--host", default="127.0.0.1")
+    dev.add_argument("--port", type=int, default=3000)
+    dev.set_defaults(func=_dev)
+    _add_service_image(sub)
+    _add_stream_score(sub)  # [template:only with_streaming]
+    _add_registry_access(sub)
+    from mlops_assets.serving import tokens  # standard library; PyJWT when a command runs
 
+    tokens.add_parser(sub)
+    _add_audit(sub)
+    _add_observe(sub)  # [template:only with_observability]
+    _add_stream_tools(sub)  # [template:only with_streaming]
+    where = sub.add_parser(
+        "where", help="print where the local state lives (and re-point a copied or moved one)"
+    )
+    where.set_defaults(func=_where)
+    _add_ui_check(sub)
+    return parser
+
+
+def _add_data(sub: Any) -> None:
+    """``replay`` and ``landing-manifest``: days of the data source into the landing zone."""
     replay = sub.add_parser(
         "replay", help="copy days from the data source (lib/source.py) into the landing zone"
     )
@@ -618,6 +645,9 @@ def build_parser() -> argparse.ArgumentParser:
     replay.set_defaults(func=_replay)
     _add_landing_manifest(sub)
 
+
+def _add_demo(sub: Any) -> None:
+    """``demo``: the main job."""
     demo = sub.add_parser(
         "demo",
         help="main job: bootstrap a champion, then replay days through the closed loop",
@@ -635,70 +665,59 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.set_defaults(func=_demo)
 
+
+def _add_lineage(sub: Any) -> None:
+    """``restore`` and ``reproduce``: data and models back from their recorded versions."""
     restore = sub.add_parser("restore", help="restore a versioned dataset from the data registry")
     restore.add_argument("dataset", help="e.g. flight_features")
     restore.add_argument("partition", help="e.g. 2013-01-05")
     restore.add_argument("--rev", required=True, help="registry_rev from the materialization")
     restore.add_argument("--out", help="output file (default: <state>/restored/<rev>/...)")
     restore.set_defaults(func=_restore)
-
     reproduce = sub.add_parser(
         "reproduce", help="restore a model's training data and retrain it with its recorded config"
     )
     reproduce.add_argument("--model-version", required=True, help="registered model version")
     reproduce.set_defaults(func=_reproduce)
 
-    # The undo commands: each records who undid what, when and why.
-    for name, func, what, reason, actor in (
-        (
-            "rollback",
-            _rollback,
-            "move the champion alias to the previous champion (aborts a running trial)",
-            "manual rollback",
-            "who rolls back",
-        ),
-        (
-            "trial-abort",
-            _trial_abort,
-            "end the running trial: retire the challenger, champion only",
-            "manual abort",
-            "who aborts",
-        ),
-        (
-            "release-revert",
-            _release_revert,
-            "revert the newest release in the deployment repository (traffic flips back)",
-            "manual revert",
-            "who reverts",
-        ),
-    ):
+
+# The undo commands: each records who undid what, when and why.
+UNDO_COMMANDS = (
+    (
+        "rollback",
+        _rollback,
+        "move the champion alias to the previous champion (aborts a running trial)",
+        "manual rollback",
+        "who rolls back",
+    ),
+    (
+        "trial-abort",
+        _trial_abort,
+        "end the running trial: retire the challenger, champion only",
+        "manual abort",
+        "who aborts",
+    ),
+    (
+        "release-revert",
+        _release_revert,
+        "revert the newest release in the deployment repository (traffic flips back)",
+        "manual revert",
+        "who reverts",
+    ),
+)
+
+
+def _add_undo(sub: Any) -> None:
+    """``rollback``, ``trial-abort``, ``release-revert``."""
+    for name, func, what, reason, actor in UNDO_COMMANDS:
         undo = sub.add_parser(name, help=what)
         undo.add_argument("--reason", default=reason)
         undo.add_argument("--actor", help=f"{actor} (default: the OS user)")
         undo.set_defaults(func=func)
 
-    _add_approval(sub)
 
-    dev = sub.add_parser("dev", help="dagster dev (UI + daemon) on the local state")
-    dev.add_argument("--host", default="127.0.0.1")
-    dev.add_argument("--port", type=int, default=3000)
-    dev.set_defaults(func=_dev)
-
-    _add_service_image(sub)
-    _add_stream_score(sub)  # [template:only with_streaming]
-    _add_registry_access(sub)
-    from mlops_assets.serving import tokens  # standard library; PyJWT when a command runs
-
-    tokens.add_parser(sub)
-    _add_audit(sub)
-    _add_observe(sub)  # [template:only with_observability]
-    _add_stream_tools(sub)  # [template:only with_streaming]
-
-    where = sub.add_parser(
-        "where", help="print where the local state lives (and re-point a copied or moved one)"
-    )
-    where.set_defaults(func=_where)
-
+def _add_ui_check(sub: Any) -> None:
+    """``ui-check``: the lineage graph in headless Chromium."""
     from mlops_assets import ui_check  # standard library only; Playwright when the check runs
 
     ui = sub.add_parser(
@@ -725,7 +744,6 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--startup-timeout", type=float, default=ui_check.STARTUP_TIMEOUT)
     ui.add_argument("--graph-timeout", type=float, default=ui_check.GRAPH_TIMEOUT)
     ui.set_defaults(func=_ui_check)
-    return parser
 
 
 # [template:if with_observability]
