@@ -6,16 +6,24 @@ from datetime import date
 
 import pandas as pd
 
+from mlops_assets import settings
 from mlops_assets.lib import contracts, estimator, features, modeling, scoring
+from mlops_assets.lib.pseudonyms import Pseudonymizer
 from mlops_assets_tests.conftest import validated_day
 
 TRAINING_DAYS = (date(2013, 1, 3), date(2013, 1, 4))
 
 
 def small_bundle(
-    tables: dict[str, pd.DataFrame], version: str = "7", trees: int = 30
+    tables: dict[str, pd.DataFrame],
+    version: str = "7",
+    trees: int = 30,
+    pseudonym_key: str | None = None,
 ) -> scoring.ScoringBundle:
-    """A bundle of model ``version`` trained on ``TRAINING_DAYS`` (a second or two)."""
+    """A bundle of model ``version`` trained on ``TRAINING_DAYS`` (a second or two).
+
+    With ``pseudonym_key`` the planes' tail numbers are pseudonymized as in the lake.
+    """
     planes = contracts.validate(tables["planes"], contracts.planes_schema(), source="planes")
     frames = [
         features.build_flight_features(*validated_day(tables, day), planes) for day in TRAINING_DAYS
@@ -23,11 +31,12 @@ def small_bundle(
     train = pd.concat(frames, ignore_index=True)
     train = train[train[features.LABEL_COLUMN].notna()]
     classifier = modeling.train_classifier(train, estimator.HyperParameters(n_estimators=trees))
-    classifier.threshold = 0.3
+    if pseudonym_key is not None:
+        planes = Pseudonymizer(pseudonym_key).frame(planes, ["tailnum"])
     return scoring.ScoringBundle(
         classifier=classifier,
         planes=planes,
         carriers=sorted(tables["airlines"]["carrier"]),
         airports=scoring.known_airports(tables["airports"]),
-        model={"model_name": "flight_delay", "model_version": version},
+        model={"model_name": settings.MODEL_NAME, "model_version": version},
     )

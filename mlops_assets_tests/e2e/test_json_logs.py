@@ -33,13 +33,13 @@ import pytest
 
 from mlops_assets import settings
 from mlops_assets.definitions import build_defs
-from mlops_assets.lib import contracts, estimator, features, modeling, scoring
+from mlops_assets.lib import scoring
 from mlops_assets.lib.pseudonyms import KEY_VARIABLE as PSEUDONYM_KEY_VAR
 from mlops_assets.lib.replay import replay
 from mlops_assets.local_daemon import LocalDaemon
 from mlops_assets.resources.bentos import local_bentos
 from mlops_assets.serving.access_log import LOGGER_NAME
-from mlops_assets_tests.conftest import validated_day
+from mlops_assets_tests.bundles import small_bundle
 from mlops_assets_tests.e2e.servers import BentoServer, Servers
 
 pytestmark = pytest.mark.e2e
@@ -49,23 +49,6 @@ CANARY = "QZ7X9QK"
 JSON_ENV = {settings.LOG_FORMAT_VAR: "json"}
 LOG_WAIT = 15.0
 EXIT_TIMEOUT = 60.0
-TRAIN_DAYS = [date(2013, 1, 3), date(2013, 1, 4)]
-
-
-def small_bundle(tables: dict[str, pd.DataFrame], version: str) -> scoring.ScoringBundle:
-    """A scoring bundle of a small model trained on two days, as model ``version``."""
-    planes = contracts.validate(tables["planes"], contracts.planes_schema(), source="planes")
-    frames = [features.build_flight_features(*validated_day(tables, d), planes) for d in TRAIN_DAYS]
-    train = pd.concat(frames, ignore_index=True)
-    train = train[train[features.LABEL_COLUMN].notna()]
-    classifier = modeling.train_classifier(train, estimator.HyperParameters(n_estimators=30))
-    return scoring.ScoringBundle(
-        classifier=classifier,
-        planes=planes,
-        carriers=sorted(tables["airlines"]["carrier"]),
-        airports=scoring.known_airports(tables["airports"]),
-        model={"model_name": settings.MODEL_NAME, "model_version": version},
-    )
 
 
 @pytest.fixture(scope="module")

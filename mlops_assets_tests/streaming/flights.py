@@ -9,32 +9,18 @@ from typing import Any
 
 import pandas as pd
 
-from mlops_assets import settings
-from mlops_assets.lib import contracts, estimator, features, modeling, scoring
-from mlops_assets.lib.pseudonyms import Pseudonymizer
+from mlops_assets.lib import features, scoring
+from mlops_assets_tests.bundles import small_bundle
 from mlops_assets_tests.conftest import validated_day
 
-TRAIN_DAYS = [date(2013, 1, 3), date(2013, 1, 4)]
 EVENT_DAY = date(2013, 1, 5)
 # The pseudonym key of the tests' lake: planes and requests pseudonymized with it.
 PSEUDONYM_KEY = secrets.token_urlsafe(32)
 
 
 def champion_bundle(tables: dict[str, pd.DataFrame], version: str) -> scoring.ScoringBundle:
-    """A scoring bundle of a small model trained on two days, planes pseudonymized as in the
-    lake (with ``PSEUDONYM_KEY``)."""
-    planes = contracts.validate(tables["planes"], contracts.planes_schema(), source="planes")
-    frames = [features.build_flight_features(*validated_day(tables, d), planes) for d in TRAIN_DAYS]
-    train = pd.concat(frames, ignore_index=True)
-    train = train[train[features.LABEL_COLUMN].notna()]
-    classifier = modeling.train_classifier(train, estimator.HyperParameters(n_estimators=20))
-    return scoring.ScoringBundle(
-        classifier=classifier,
-        planes=Pseudonymizer(PSEUDONYM_KEY).frame(planes, ["tailnum"]),
-        carriers=sorted(tables["airlines"]["carrier"]),
-        airports=scoring.known_airports(tables["airports"]),
-        model={"model_name": settings.MODEL_NAME, "model_version": version},
-    )
+    """A small scoring bundle, planes pseudonymized as in the lake (with ``PSEUDONYM_KEY``)."""
+    return small_bundle(tables, version, trees=20, pseudonym_key=PSEUDONYM_KEY)
 
 
 def as_version(bundle: scoring.ScoringBundle, version: str) -> scoring.ScoringBundle:
