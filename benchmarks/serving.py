@@ -14,8 +14,8 @@ the benchmark cannot measure (setup, server start, a non-200 answer in the timed
 
 Usage::
 
-    uv run python -m benchmarks.serving [--state DIR] [--requests 2000] [--duration 30]
-        [--keep] [--out PATH]
+    uv run python -m benchmarks.serving [--state DIR [--rebuild]] [--requests 2000]
+        [--duration 30] [--workers 1,cpu_count] [--keep] [--out PATH]
 """
 
 from __future__ import annotations
@@ -48,7 +48,6 @@ from benchmarks.common import (
 from benchmarks.serving_http import (
     BATCH,
     CONCURRENCY,
-    HOST,
     WARMUP,
     CpuWindow,
     Server,
@@ -58,8 +57,12 @@ from benchmarks.serving_http import (
     timed_loop,
 )
 from mlops_assets import settings
+from mlops_assets.lib.scoring import MAX_BATCH
+from mlops_assets.serving.workers import DEFAULT_WORKERS, WORKERS_VARIABLE
 
 BUDGET_P99_MS = 10.0
+BUDGET_THROUGHPUT_RATIO = 1.6  # requests/s at concurrency 8 over concurrency 1
+BUDGET_BATCH_FLIGHTS_PER_S = 20_000.0  # /predict_batch of MAX_BATCH flights
 MODEL = settings.MODEL_NAME
 SERVICE = f"{MODEL}_service"
 STARTUP_TIMEOUT_S = 120.0
@@ -181,11 +184,19 @@ class Deployed:
     model: Any  # the request model
     day: str
     pool: list[dict[str, Any]]
+    pseudonyms: Any  # the state's pseudonymizer, as the service loads it
+    sensitive: tuple[str, ...]  # the request fields the service pseudonymizes
 
     @property
     def home(self) -> Path:
         """The BentoML home of the state."""
         return self.state / "bentoml"
+
+    def as_scored(self, request: dict[str, Any]) -> dict[str, Any]:
+        """What the service scores for a request: validated, its tail number pseudonymized
+        (the bundle's planes are keyed by pseudonym)."""
+        validated = self.model.model_validate(request).model_dump()
+        return self.pseudonyms.records([validated], self.sensitive)[0]
 
     def variety(self) -> dict[str, int]:
         """Distinct values of the fields that make traffic vary."""
@@ -193,17 +204,38 @@ class Deployed:
         return {f: len({p[f] for p in self.pool}) for f in fields}
 
 
-def deployed(state: Path) -> Deployed:
-    """The state deployed, its scoring bundle loaded and the request pool read."""
+def rebuilt(state: Path, bundle: Any) -> tuple[str, str]:
+    """(bento tag, model tag) of a Bento of ``bundle`` built now, by the current code."""
+    from mlops_assets.resources.bentos import local_bentos
+
+    print("building a Bento of the champion with the current code ...", flush=True)
+    built = local_bentos(state).build(bundle, {k: str(v) for k, v in bundle.model.items()})
+    return str(built["bento_tag"]), str(built["model_tag"])
+
+
+def deployed(state: Path, rebuild: bool = False) -> Deployed:
+    """The state deployed, its scoring bundle loaded and the request pool read.
+
+    ``rebuild``: serve a Bento of the champion built now by the current code (the service's
+    code is the Bento's: a state deployed earlier serves the code of its day).
+    """
+    from mlops_assets.lib.pseudonyms import service_pseudonymizer
     from mlops_assets.lib.scoring import ScoringBundle, request_model
 
     bento_tag, model_tag, deploy_s = ensure_deployed(state)
     name, version = model_tag.split(":")
     bundle = ScoringBundle.load(state / "bentoml" / "models" / name / version)
-    model = request_model(bundle.request_fields())
+    if rebuild:
+        bento_tag, model_tag = rebuilt(state, bundle)
+    fields = bundle.request_fields()
+    model = request_model(fields)
     day, pool = load_requests(state, model)
-    found = Deployed(state, bento_tag, model_tag, deploy_s, bundle, model, day, pool)
-    known = sum(1 for p in pool if p["tailnum"] in bundle.plane_lookup.position)
+    pseudonyms = service_pseudonymizer({settings.STATE_DIR_VAR: str(state)})
+    sensitive = tuple(spec.name for spec in fields if spec.sensitive)
+    found = Deployed(
+        state, bento_tag, model_tag, deploy_s, bundle, model, day, pool, pseudonyms, sensitive
+    )
+    known = sum(1 for p in pool if found.as_scored(p)["tailnum"] in bundle.plane_lookup.position)
     print(
         f"{len(pool)} requests from {day}: {found.variety()} distinct values, "
         f"{known} with a known plane",
@@ -220,8 +252,8 @@ def measure_in_process(target: Deployed, count: int) -> dict[str, Any]:
     from mlops_assets.lib.features import FLIGHT_INPUTS, WEATHER_FIELDS, derive_features
     from mlops_assets.lib.scoring import score
 
-    bundle, model, pool = target.bundle, target.model, target.pool
-    validated = [model.model_validate(p).model_dump() for p in pool]
+    bundle, pool = target.bundle, target.pool
+    validated = [target.as_scored(p) for p in pool]
     features = [
         derive_features(
             {n: [r.get(n)] for n in FLIGHT_INPUTS},
@@ -237,12 +269,7 @@ def measure_in_process(target: Deployed, count: int) -> dict[str, Any]:
         "score_1": summary(timed_loop(lambda r: score(bundle, [r]), validated, count, WARMUP)),
         "model_call_1": summary(timed_loop(classifier.predict_columns, features, count, WARMUP)),
         "validate_score_1": summary(
-            timed_loop(
-                lambda p: score(bundle, [model.model_validate(p).model_dump()]),
-                pool,
-                count,
-                WARMUP,
-            )
+            timed_loop(lambda p: score(bundle, [target.as_scored(p)]), pool, count, WARMUP)
         ),
         f"score_{BATCH}": summary(
             timed_loop(lambda b: score(bundle, b), batches, max(50, count // 20), 10)
@@ -252,30 +279,55 @@ def measure_in_process(target: Deployed, count: int) -> dict[str, Any]:
     return out
 
 
-def measure_served(target: Deployed, server_dir: Path, args: argparse.Namespace) -> dict:
-    """Starts the server, runs the HTTP phases and the load, stops it."""
-    server_dir.mkdir(exist_ok=True)
-    server = Server(target.bento_tag, target.home, server_dir / "bentoml-serve.log")
-    print(f"bentoml serve {target.bento_tag} on {HOST}:{server.port} ...", flush=True)
+def serve(
+    target: Deployed, server_dir: Path, workers: str, args: argparse.Namespace, load: bool
+) -> dict:
+    """Starts the server with ``workers``, runs the HTTP phases (and the load), stops it."""
+    server_dir.mkdir(parents=True, exist_ok=True)
+    server = Server(
+        target.bento_tag,
+        target.home,
+        server_dir / "bentoml-serve.log",
+        {WORKERS_VARIABLE: workers},
+        state=target.state,
+    )
+    print(f"bentoml serve {target.bento_tag}, workers {workers}, port {server.port} ...")
+    out: dict[str, Any] = {"workers": workers}
     try:
-        ready_s = server.wait_ready(STARTUP_TIMEOUT_S)
-        print(f"ready after {ready_s:.1f} s; HTTP phases ...", flush=True)
-        http_ = measure_http(server, target.bundle, target.model, target.pool, args.requests)
-        print(f"{args.duration:g} s of mixed load ...", flush=True)
-        load = measure_load(server, target.pool, args.duration)
-        alive_after = server.process.poll() is None
-        log_tail = server.log_tail(10)
+        out["server_ready_s"] = server.wait_ready(STARTUP_TIMEOUT_S)
+        out["worker_processes"] = len(server.processes()) - 1
+        print(f"ready after {out['server_ready_s']:.1f} s; HTTP phases ...", flush=True)
+        out["http"] = measure_http(
+            server, target.bundle, target.as_scored, target.pool, args.requests
+        )
+        if load:
+            print(f"{args.duration:g} s of mixed load ...", flush=True)
+            out["load"] = measure_load(server, target.pool, args.duration)
+        out["server_alive_after_load"] = server.process.poll() is None
+        out["server_log_tail"] = server.log_tail(10)
     finally:
-        stopped = server.stop()
-    if stopped["killed_leftovers"]:
-        print(f"warning: server processes left after SIGTERM, killed: {stopped}")
+        out["server_stop"] = server.stop()
+    if out["server_stop"]["killed_leftovers"]:
+        print(f"warning: server processes left after SIGTERM, killed: {out['server_stop']}")
+    return out
+
+
+def measure_served(target: Deployed, server_dir: Path, args: argparse.Namespace) -> dict:
+    """One server per worker setting, one after the other; the last one also takes the load.
+
+    The last setting is the one reported as the service's (``http``, ``load``); every
+    setting's HTTP phases are kept under ``by_workers`` for the side-by-side table.
+    """
+    runs = [
+        serve(target, server_dir / f"workers-{w}", w, args, load=i == len(args.workers) - 1)
+        for i, w in enumerate(args.workers)
+    ]
+    last = runs[-1]
     return {
-        "server_ready_s": ready_s,
-        "server_alive_after_load": alive_after,
-        "server_stop": stopped,
-        "server_log_tail": log_tail,
-        "http": http_,
-        "load": load,
+        **{k: v for k, v in last.items() if k not in ("workers",)},
+        "by_workers": {
+            r["workers"]: {**r["http"], "processes": r["worker_processes"]} for r in runs
+        },
     }
 
 
@@ -285,6 +337,7 @@ def measure_served(target: Deployed, server_dir: Path, args: argparse.Namespace)
 def comparisons(inproc: dict[str, Any], served: dict[str, Any]) -> dict[str, Any]:
     """Ratios HTTP / in-process, other processes' CPU per phase, and the budget verdicts."""
     c1, http_, load = served["http"]["c1"], served["http"], served["load"]
+    throughput_ratio = http_[f"c{CONCURRENCY}"]["throughput_rps"] / c1["throughput_rps"]
     return {
         "ratios": {
             "score_p50": c1["p50_ms"] / inproc["score_1"]["p50_ms"],
@@ -299,9 +352,17 @@ def comparisons(inproc: dict[str, Any], served: dict[str, Any]) -> dict[str, Any
             f"c{CONCURRENCY}": http_[f"c{CONCURRENCY}"]["cpu"]["other_cores"],
             "load": load["cpu"]["other_cores"],
         },
+        "throughput_c8_over_c1": {
+            w: h[f"c{CONCURRENCY}"]["throughput_rps"] / h["c1"]["throughput_rps"]
+            for w, h in served["by_workers"].items()
+        },
         "budgets": {
             "p99_c1_ms": BUDGET_P99_MS,
             "p99_c1": c1["p99_ms"] < BUDGET_P99_MS,
+            "throughput_ratio": BUDGET_THROUGHPUT_RATIO,
+            "throughput_c8_over_c1": throughput_ratio >= BUDGET_THROUGHPUT_RATIO,
+            "batch_flights_per_s": BUDGET_BATCH_FLIGHTS_PER_S,
+            "batch": http_[f"batch_{MAX_BATCH}"]["flights_per_s"] >= BUDGET_BATCH_FLIGHTS_PER_S,
             "load": load["budget_met"],
             "load_all_invalid_4xx": load["unexpected_status"] == 0,
         },
@@ -361,6 +422,26 @@ def report_latencies(result: dict[str, Any]) -> None:
     print(f"| HTTP c=1 / bare model call | {r['model_p50']:.1f} | {r['model_p99']:.1f} |")
 
 
+def report_workers(result: dict[str, Any]) -> None:
+    """Single requests at concurrency 1 and 8 and the largest batches, by worker setting."""
+    print(f"\nby worker setting ({WORKERS_VARIABLE}), {result['requests']} requests per phase\n")
+    print(
+        f"| workers | processes | c=1 p50 / p99 ms | c=1 req/s | c={CONCURRENCY} p50 / p99 ms "
+        f"| c={CONCURRENCY} req/s | c={CONCURRENCY} / c=1 | batch of {MAX_BATCH}: flights/s "
+        "| server CPU ms per request (c=1) |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for workers, h in result["by_workers"].items():
+        c1, c8 = h["c1"], h[f"c{CONCURRENCY}"]
+        print(
+            f"| {workers} | {h['processes']} | {c1['p50_ms']:.2f} / {c1['p99_ms']:.2f} "
+            f"| {c1['throughput_rps']:.0f} | {c8['p50_ms']:.2f} / {c8['p99_ms']:.2f} "
+            f"| {c8['throughput_rps']:.0f} | x{result['throughput_c8_over_c1'][workers]:.2f} "
+            f"| {h[f'batch_{MAX_BATCH}']['flights_per_s']:,.0f} "
+            f"| {c1['server_cpu_ms_per_request']:.2f} |"
+        )
+
+
 def report_cpu(result: dict[str, Any]) -> None:
     """Server CPU per request, and what other processes used in each phase."""
     http_ = result["http"]
@@ -409,11 +490,23 @@ def report_load(result: dict[str, Any]) -> None:
         f"budget zero 5xx and zero connection errors in {load['duration_s']:.0f} s: "
         f"{'MET' if b['load'] else 'MISSED'}"
     )
+    ratio = (
+        result["http"][f"c{CONCURRENCY}"]["throughput_rps"] / result["http"]["c1"]["throughput_rps"]
+    )
+    print(
+        f"budget throughput c={CONCURRENCY} >= {BUDGET_THROUGHPUT_RATIO:g} x c=1: x{ratio:.2f} "
+        f"-> {'MET' if b['throughput_c8_over_c1'] else 'MISSED'}"
+    )
+    flights = result["http"][f"batch_{MAX_BATCH}"]["flights_per_s"]
+    print(
+        f"budget /predict_batch of {MAX_BATCH} >= {BUDGET_BATCH_FLIGHTS_PER_S:,.0f} flights/s: "
+        f"{flights:,.0f} -> {'MET' if b['batch'] else 'MISSED'}"
+    )
 
 
 def run(args: argparse.Namespace, tmp: Path, state: Path) -> int:
     """Setup, in-process scoring, the served phases, the result file and the report."""
-    target = deployed(state)
+    target = deployed(state, args.rebuild)
     # The client's start-up objects (libraries, the request pool) leave the cyclic GC's view:
     # otherwise its full collections (~0.1-0.2 s with these imports) land in the timings.
     gc.collect()
@@ -425,6 +518,7 @@ def run(args: argparse.Namespace, tmp: Path, state: Path) -> int:
     result = summarize(args, target, inproc, served)
     write_result(args.out, result)
     report_latencies(result)
+    report_workers(result)
     report_cpu(result)
     report_load(result)
     print(f"written {args.out}")
@@ -437,6 +531,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=2000, help="timed requests per phase")
     parser.add_argument("--duration", type=float, default=30.0, help="seconds of mixed load")
     parser.add_argument("--out", type=Path, default=RESULTS / "serving.json")
+    parser.add_argument(
+        "--rebuild",
+        action="store_true",
+        help="with --state: serve a Bento built now by the current code, not the state's",
+    )
+    parser.add_argument(
+        "--workers",
+        type=lambda text: [w.strip() for w in text.split(",") if w.strip()],
+        default=["1", DEFAULT_WORKERS],
+        help=f"worker settings ({WORKERS_VARIABLE}) served one after the other, comma "
+        f"separated; the last takes the load (default: 1,{DEFAULT_WORKERS})",
+    )
     args = parser.parse_args(argv)
     if args.requests < 100 or args.duration <= 0:
         parser.error("need --requests >= 100 and --duration > 0")

@@ -26,6 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import BenchError
+from mlops_assets import settings
+from mlops_assets.lib.prediction_log import ROOT_VARIABLE as PREDICTION_LOG_VARIABLE
+from mlops_assets.lib.scoring import MAX_BATCH
 from mlops_assets.processes import (
     HOST,
     default_signals,
@@ -178,13 +181,23 @@ class Server:
     """``bentoml serve <tag>`` on loopback, in its own process group."""
 
     def __init__(
-        self, tag: str, home: Path, log_path: Path, extra_env: dict[str, str] | None = None
+        self,
+        tag: str,
+        home: Path,
+        log_path: Path,
+        extra_env: dict[str, str] | None = None,
+        *,
+        state: Path,
     ) -> None:
         self.port = free_port()
         dropped = (*ACCESS_VARIABLES, "MLOPS_ENV")  # open and unlimited: the bare service
         env = {k: v for k, v in os.environ.items() if k not in dropped}
         env.update({"BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true"})
-        env.update(extra_env or {})  # e.g. the serving mode and the prediction log's root
+        # The state's pseudonym key (the service finds its planes with it); the prediction log
+        # beside the server's output, out of the deployed state.
+        env[settings.STATE_DIR_VAR] = str(state)
+        env[PREDICTION_LOG_VARIABLE] = str(log_path.parent / "prediction_log")
+        env.update(extra_env or {})  # e.g. the serving mode, the workers, the log's root
         self.log_path = log_path
         self.log = log_path.open("wb")
         command = [sys.executable, "-m", "bentoml", "serve", tag]
@@ -308,15 +321,20 @@ def run_threads(count: int, work: Callable[[int], Any]) -> tuple[float, list[Any
 # -- single requests and batches --------------------------------------------------------------
 
 
-def check_answers(client: Client, bundle: Any, model: Any, pool: list[dict[str, Any]]) -> int:
-    """Server and in-process probabilities agree on the first requests; returns the count."""
+def check_answers(
+    client: Client, bundle: Any, as_scored: Callable[[dict], dict], pool: list[dict[str, Any]]
+) -> int:
+    """Server and in-process probabilities agree on the first requests; returns the count.
+
+    ``as_scored`` turns a request into what the service scores (validated, pseudonymized).
+    """
     from mlops_assets.lib.scoring import score
 
     checked = pool[:50]
     for request in checked:
         _, body = client.post_ok("/predict", json.dumps(request).encode())
         served = json.loads(body)["probability"]
-        local = score(bundle, [model.model_validate(request).model_dump()])[0]["probability"]
+        local = score(bundle, [as_scored(request)])[0]["probability"]
         if abs(served - local) > 1e-12:
             raise BenchError(f"served {served} != in-process {local} for {request}")
     return len(checked)
@@ -340,8 +358,10 @@ def measure_single(server: Server, client: Client, singles: list[bytes], count: 
     }
 
 
-def measure_batches(server: Server, client: Client, batches: list[bytes], count: int) -> dict:
-    """``/predict_batch`` of ``BATCH`` flights at concurrency 1 (10 untimed first)."""
+def measure_batches(
+    server: Server, client: Client, batches: list[bytes], count: int, size: int = BATCH
+) -> dict:
+    """``/predict_batch`` of ``size`` flights at concurrency 1 (10 untimed first)."""
     for i in range(10):
         client.post_ok("/predict_batch", batches[i % len(batches)])
     batch_count = max(50, count // 20)
@@ -352,7 +372,7 @@ def measure_batches(server: Server, client: Client, batches: list[bytes], count:
     cpu = window.stop()
     return {
         **summary(latencies),
-        "flights_per_s": batch_count * BATCH / cpu["wall_s"],
+        "flights_per_s": batch_count * size / cpu["wall_s"],
         "server_cpu_ms_per_request": cpu["server_cpu_s"] / batch_count * 1000,
         "cpu": cpu,
     }
@@ -392,20 +412,31 @@ def measure_concurrent(server: Server, singles: list[bytes], count: int) -> tupl
 
 
 def measure_http(
-    server: Server, bundle: Any, model: Any, pool: list[dict[str, Any]], count: int
+    server: Server,
+    bundle: Any,
+    as_scored: Callable[[dict], dict],
+    pool: list[dict[str, Any]],
+    count: int,
 ) -> dict[str, Any]:
-    """Single requests at concurrency 1 and 8, and batches of 100 at concurrency 1."""
+    """Single requests at concurrency 1 and 8, batches of 100 and 1000 at concurrency 1."""
     singles = [json.dumps(r).encode() for r in pool]
     batches = [
         json.dumps({"flights": pool[i : i + BATCH]}).encode()
         for i in range(0, len(pool) - BATCH + 1, BATCH)
     ]
+    # The largest batch the API takes, the pool cycled: what bulk callers send.
+    largest = [pool[(i + j) % len(pool)] for i in range(0, len(pool), 97) for j in range(MAX_BATCH)]
+    large = [
+        json.dumps({"flights": largest[i : i + MAX_BATCH]}).encode()
+        for i in range(0, len(largest), MAX_BATCH)
+    ]
     out: dict[str, Any] = {}
     client = Client(server.port)
     try:
-        out["answers_checked"] = check_answers(client, bundle, model, pool)
+        out["answers_checked"] = check_answers(client, bundle, as_scored, pool)
         out["c1"] = measure_single(server, client, singles, count)
         out[f"batch_{BATCH}"] = measure_batches(server, client, batches, count)
+        out[f"batch_{MAX_BATCH}"] = measure_batches(server, client, large, count, MAX_BATCH)
     finally:
         client.close()
     out["connections_opened_c1"] = client.connects

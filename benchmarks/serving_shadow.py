@@ -112,8 +112,8 @@ def measure(target: Deployed, tmp: Path, count: int, block: int) -> dict[str, An
         for name, (tag, env) in configs.items():
             root = tmp / name
             root.mkdir(parents=True)
-            env = {**env, "MLOPS_PREDICTION_LOG": str(root / "prediction_log")}
-            servers[name] = Server(tag, private_home(target.home, root), root / "serve.log", env)
+            home = private_home(target.home, root)
+            servers[name] = Server(tag, home, root / "serve.log", env, state=target.state)
         for name, server in servers.items():
             out[f"{name}_ready_s"] = server.wait_ready(STARTUP_TIMEOUT_S)
             clients[name] = Client(server.port)

@@ -139,7 +139,9 @@ def run(args: argparse.Namespace, tmp: Path, state: Path) -> int:
     gc.freeze()  # the client's start-up objects out of the cyclic GC's view
     server_dir = tmp / "server"
     server_dir.mkdir(exist_ok=True)
-    server = Server(target.bento_tag, target.home, server_dir / "bentoml-serve.log")
+    server = Server(
+        target.bento_tag, target.home, server_dir / "bentoml-serve.log", state=target.state
+    )
     print(f"bentoml serve {target.bento_tag} on {HOST}:{server.port} ...", flush=True)
     try:
         ready_s = server.wait_ready(STARTUP_TIMEOUT_S)
