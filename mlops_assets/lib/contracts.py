@@ -14,6 +14,7 @@ its own row and not the whole column.
 from __future__ import annotations
 
 import copy
+import functools
 import warnings
 from collections.abc import Collection
 from dataclasses import dataclass, field
@@ -205,13 +206,21 @@ def time_hour_matches(year: int, month: int, day: int, hour: int, time_hour: dat
     A rule of requests (the service's request model), where ``time_hour`` is given by the
     caller; in a landing file it comes from the same export as the date.
     """
+    return _local_hour(time_hour) == (year, month, day, hour)
+
+
+# A batch repeats a few departure hours many times: each converted once (the instant decides,
+# so equal instants in any offset share an entry).
+@functools.lru_cache(maxsize=4096)
+def _local_hour(time_hour: datetime) -> tuple[int, int, int, int] | None:
+    """(year, month, day, hour) of ``time_hour`` at the origin; None at datetime's edges."""
     from zoneinfo import ZoneInfo
 
     try:
         local = time_hour.astimezone(ZoneInfo(ORIGIN_TIMEZONE))
     except OverflowError:  # years 1 and 9999 at the edge of datetime's range: no flight
-        return False
-    return (local.year, local.month, local.day, local.hour) == (year, month, day, hour)
+        return None
+    return (local.year, local.month, local.day, local.hour)
 
 
 def _day_columns(pa: Any, day: date | None) -> dict[str, Any]:

@@ -81,6 +81,17 @@ def log_line(
     }
 
 
+def encode_lines(lines: list[dict[str, Any]]) -> bytes:
+    """JSON lines (UTF-8, compact), read back by ``json.loads`` to the same values.
+
+    pydantic's encoder (Rust): a full batch's 1000 lines in a fraction of what ``json.dumps``
+    takes line by line, on the worker that answers requests.
+    """
+    from pydantic_core import to_json
+
+    return b"".join([to_json(line) + b"\n" for line in lines])
+
+
 class PredictionLogWriter:
     """Buffers log lines and flushes them as whole part files, off the request path.
 
@@ -142,10 +153,10 @@ class PredictionLogWriter:
             for day, day_lines in sorted(by_day.items()):
                 self._seq += 1
                 name = f"{PART_PREFIX}{stamp}-{os.getpid()}-{self._seq:06d}{PART_SUFFIX}"
-                payload = "".join(json.dumps(x, separators=(",", ":")) + "\n" for x in day_lines)
+                payload = encode_lines(day_lines)
                 try:
                     target = location(self.root, self.storage_options) / day / name
-                    write_atomic(target, payload.encode("utf-8"))
+                    write_atomic(target, payload)
                 except Exception as error:  # an unwritable log must not fail predictions
                     self._lose(len(day_lines), f"writing {self.root}/{day}/{name} failed: {error}")
                     continue

@@ -91,14 +91,16 @@ class Pseudonymizer:
 
     def records(self, records: list[dict[str, Any]], fields: Iterable[str]) -> list[dict[str, Any]]:
         """Copies of ``records`` (requests) with ``fields`` pseudonymized; None stays None."""
-        names = [f for f in fields]
-        return [
-            {
-                k: (self.pseudonym(str(v)) if k in names and v is not None else v)
-                for k, v in record.items()
-            }
-            for record in records
-        ]
+        names = list(fields)
+        out = []
+        for record in records:
+            copied = dict(record)
+            for name in names:
+                value = copied.get(name)
+                if value is not None:
+                    copied[name] = self.pseudonym(str(value))
+            out.append(copied)
+        return out
 
 
 def is_pseudonym(value: object) -> bool:

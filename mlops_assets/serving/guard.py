@@ -12,6 +12,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from pydantic_core import from_json
+
 from mlops_assets.serving.auth import SCOPES, Access, Principal, RateLimiter
 
 BODY_TIMEOUT_VARIABLE = "MLOPS_BODY_TIMEOUT_S"
@@ -173,34 +175,53 @@ def _unsupported_media(headers: dict[bytes, bytes]) -> str:
 
 
 def _malformed_json(body: bytes) -> str:
-    """Why ``body`` is not acceptable JSON; '' when it is (an empty body is an empty input)."""
+    """Why ``body`` is not acceptable JSON; '' when it is (an empty body is an empty input).
+
+    The depth is read from the bytes before anything parses them; the well-formedness by
+    pydantic's parser (Rust, ~2x faster than ``json`` on a full batch), and the message, when
+    it fails, by ``json``'s (positions only: its messages never quote the input).
+    """
     if not body.strip():  # BentoML reads it as {}
         return ""
+    if _depth_over(body, MAX_JSON_DEPTH):
+        return f"JSON nested deeper than {MAX_JSON_DEPTH} levels"
     try:
-        parsed = json.loads(body)
-    except RecursionError:  # the parser's own bound, far above ours
-        return f"JSON nested deeper than {MAX_JSON_DEPTH} levels"
-    except ValueError as error:  # positions only: json's messages never quote the input
-        return f"malformed JSON: {error}"
-    if _depth_over(parsed, MAX_JSON_DEPTH):
-        return f"JSON nested deeper than {MAX_JSON_DEPTH} levels"
+        from_json(body)
+    except ValueError:
+        try:
+            json.loads(body)
+        except RecursionError:  # unbalanced brackets deeper than the parser's own bound
+            return f"JSON nested deeper than {MAX_JSON_DEPTH} levels"
+        except ValueError as error:
+            return f"malformed JSON: {error}"
     return ""
 
 
-def _depth_over(value: Any, limit: int) -> bool:
-    """Whether ``value`` nests containers more than ``limit`` deep (iterative: no recursion)."""
-    level: list[Any] = [value]
-    for _ in range(limit):  # round i finds the containers at depth i + 2
-        children: list[Any] = []
-        for item in level:
-            if isinstance(item, dict):
-                children.extend(v for v in item.values() if isinstance(v, dict | list))
-            elif isinstance(item, list):
-                children.extend(v for v in item if isinstance(v, dict | list))
-        if not children:
+# Everything but the characters that open and close containers and strings.
+_NOT_STRUCTURE = bytes(c for c in range(256) if c not in b'"[]{}')
+_ESCAPE = re.compile(rb"\\.", re.DOTALL)
+_EMPTY_PAIR = re.compile(rb"\{\}|\[\]")
+
+
+def _depth_over(body: bytes, limit: int) -> bool:
+    """Whether the JSON text ``body`` nests containers more than ``limit`` deep.
+
+    Read from its skeleton (escapes dropped, then everything but quotes and brackets, then the
+    strings' contents): each pass removes the innermost empty pairs, so a skeleton still there
+    after ``limit`` passes is deeper. Unbalanced brackets stop the passes: the parser then
+    says what is malformed. C-speed string operations only, no recursion.
+    """
+    if b"\\" in body:
+        body = _ESCAPE.sub(b"", body)
+    skeleton = b"".join(body.translate(None, _NOT_STRUCTURE).split(b'"')[::2])
+    for _ in range(limit):
+        if not skeleton:
             return False
-        level = children
-    return True
+        reduced = _EMPTY_PAIR.sub(b"", skeleton)
+        if len(reduced) == len(skeleton):
+            return False
+        skeleton = reduced
+    return bool(skeleton)
 
 
 async def _reply(send: Any, status: int, error: str, extra: dict[str, str] | None = None) -> None:

@@ -128,6 +128,15 @@ def test_json_nested_deeper_than_the_bound_is_refused_and_a_request_passes():
     assert "nested deeper" in response.json()["error"]
 
 
+def test_brackets_and_escaped_quotes_inside_strings_do_not_count_as_depth():
+    inside = "[{" * 40 + '\\"}]\\\\' + "]}" * 40  # brackets, an escaped quote, a backslash
+    body = {"flights": [{"a": inside, "b": "x\\u00e9]]]"}], "c": '"' * 3}
+    assert client().post("/predict", content=json.dumps(body).encode()).status_code == 200
+    deep = json.dumps({"s": "[[[", "x": [[[[[[[[[[[[[[[[["]"]]]]]]]]]]]]]]]]]})  # 18 levels
+    response = client().post("/predict", content=deep.encode())
+    assert response.json() == {"error": f"JSON nested deeper than {MAX_JSON_DEPTH} levels"}
+
+
 @pytest.mark.parametrize(
     ("headers", "error"),
     [
