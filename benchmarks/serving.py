@@ -428,9 +428,9 @@ def report_workers(result: dict[str, Any]) -> None:
     print(
         f"| workers | processes | c=1 p50 / p99 ms | c=1 req/s | c={CONCURRENCY} p50 / p99 ms "
         f"| c={CONCURRENCY} req/s | c={CONCURRENCY} / c=1 | batch of {MAX_BATCH}: flights/s "
-        "| server CPU ms per request (c=1) |"
+        f"| same, 2 clients | server CPU ms per request (c=1) |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for workers, h in result["by_workers"].items():
         c1, c8 = h["c1"], h[f"c{CONCURRENCY}"]
         print(
@@ -438,6 +438,7 @@ def report_workers(result: dict[str, Any]) -> None:
             f"| {c1['throughput_rps']:.0f} | {c8['p50_ms']:.2f} / {c8['p99_ms']:.2f} "
             f"| {c8['throughput_rps']:.0f} | x{result['throughput_c8_over_c1'][workers]:.2f} "
             f"| {h[f'batch_{MAX_BATCH}']['flights_per_s']:,.0f} "
+            f"| {h[f'batch_{MAX_BATCH}_c2']['flights_per_s']:,.0f} "
             f"| {c1['server_cpu_ms_per_request']:.2f} |"
         )
 

@@ -378,6 +378,38 @@ def measure_batches(
     }
 
 
+def measure_batches_parallel(
+    server: Server, batches: list[bytes], count: int, size: int, threads: int
+) -> dict:
+    """``/predict_batch`` of ``size`` flights from ``threads`` clients at once (bulk callers
+    on a server with a worker per core)."""
+    clients = [Client(server.port) for _ in range(threads)]
+    per_thread = max(50, count // 20) // threads
+
+    def send(i: int) -> list[float]:
+        clients[i].post_ok("/predict_batch", batches[i % len(batches)])  # warm the connection
+        return [
+            clients[i].post_ok("/predict_batch", batches[(i + j) % len(batches)])[0]
+            for j in range(per_thread)
+        ]
+
+    try:
+        window = CpuWindow(server)
+        wall, results = run_threads(threads, send)
+        cpu = window.stop()
+    finally:
+        for c in clients:
+            c.close()
+    done = (per_thread + 1) * threads
+    return {
+        **summary([s for r in results for s in r]),
+        "threads": threads,
+        "flights_per_s": done * size / wall,
+        "server_cpu_ms_per_request": cpu["server_cpu_s"] / done * 1000,
+        "cpu": cpu,
+    }
+
+
 def measure_concurrent(server: Server, singles: list[bytes], count: int) -> tuple[dict, int]:
     """``/predict`` from ``CONCURRENCY`` threads, ``count`` in all; (result, connections)."""
     clients = [Client(server.port) for _ in range(CONCURRENCY)]
@@ -440,6 +472,7 @@ def measure_http(
     finally:
         client.close()
     out["connections_opened_c1"] = client.connects
+    out[f"batch_{MAX_BATCH}_c2"] = measure_batches_parallel(server, large, count, MAX_BATCH, 2)
     concurrent, connections = measure_concurrent(server, singles, count)
     out[f"connections_opened_c{CONCURRENCY}"] = connections
     out[f"c{CONCURRENCY}"] = concurrent
