@@ -300,6 +300,7 @@ def serve(
         out["http"] = measure_http(
             server, target.bundle, target.as_scored, target.pool, args.requests
         )
+        out["resident_mib"] = server.resident_mib()  # after the phases: warm, not loaded
         if load:
             print(f"{args.duration:g} s of mixed load ...", flush=True)
             out["load"] = measure_load(server, target.pool, args.duration)
@@ -326,7 +327,12 @@ def measure_served(target: Deployed, server_dir: Path, args: argparse.Namespace)
     return {
         **{k: v for k, v in last.items() if k not in ("workers",)},
         "by_workers": {
-            r["workers"]: {**r["http"], "processes": r["worker_processes"]} for r in runs
+            r["workers"]: {
+                **r["http"],
+                "processes": r["worker_processes"],
+                "resident_mib": r["resident_mib"],
+            }
+            for r in runs
         },
     }
 
@@ -441,6 +447,9 @@ def report_workers(result: dict[str, Any]) -> None:
             f"| {h[f'batch_{MAX_BATCH}_c2']['flights_per_s']:,.0f} "
             f"| {c1['server_cpu_ms_per_request']:.2f} |"
         )
+    for workers, h in result["by_workers"].items():
+        memory = ", ".join(f"{k} {v:.0f}" for k, v in h["resident_mib"].items())
+        print(f"resident memory (MiB), workers {workers}: {memory}")
 
 
 def report_cpu(result: dict[str, Any]) -> None:

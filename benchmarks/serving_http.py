@@ -279,6 +279,19 @@ class Server:
         hz = os.sysconf("SC_CLK_TCK")
         return supervisor / hz, workers / hz
 
+    def resident_mib(self) -> dict[str, float]:
+        """Resident memory (MiB, ``/proc``) of the supervisor and of each worker."""
+        out = {}
+        for pid in self.processes():
+            try:
+                status = Path(f"/proc/{pid}/status").read_text()
+            except OSError:
+                continue
+            rss = [line for line in status.splitlines() if line.startswith("VmRSS:")]
+            kib = int(rss[0].split()[1]) if rss else 0
+            out["supervisor" if pid == self.process.pid else f"worker {pid}"] = kib / 1024
+        return out
+
     def stop(self) -> dict[str, Any]:
         """Stops the server (SIGTERM to the supervisor stops its worker); no leftovers."""
         workers = [pid for pid in self.processes() if pid != self.process.pid]

@@ -23,6 +23,7 @@ from mlops_assets import registry_access, settings
 from mlops_assets.lib.pseudonyms import KEY_VARIABLE as PSEUDONYM_KEY_VAR
 from mlops_assets.processes import HOST, LoggedServer, console_script, free_port, spawn_logged
 from mlops_assets.serving.auth import ACCESS_VARIABLES
+from mlops_assets.serving.workers import WORKERS_VARIABLE
 from mlops_assets_tests.e2e.daemon import DagsterDev
 from mlops_assets_tests.e2e.isolation import MLFLOW_CONTEXT_VARS, server_environment
 from mlops_assets_tests.e2e.s3 import REGION, aws_environment
@@ -149,7 +150,8 @@ class BentoServer(LoggedServer):
         """Starts the server in the background; ``wait_ready`` waits for it.
 
         The server gets this process' environment without access settings (API key, token
-        keys, rate limit), flavour, model override or pseudonym key (``env`` sets them); its
+        keys, rate limit), flavour, model override or pseudonym key, with one worker process
+        (``env`` sets them); its
         state folder is the one holding ``store`` (whose key file gives the pseudonym key
         locally); ``port`` is a free one unless given (e.g. a scrape target).
         """
@@ -161,6 +163,8 @@ class BentoServer(LoggedServer):
             {
                 "BENTOML_HOME": str(private_home(store, root)),
                 settings.STATE_DIR_VAR: str(store.resolve().parent),
+                # One worker unless a test asks for more: each loads the models (time, memory).
+                WORKERS_VARIABLE: "1",
                 **(env or {}),
             },
             scrub=(*ACCESS_VARIABLES, settings.ENV_VAR, "MLOPS_BENTO_MODEL", PSEUDONYM_KEY_VAR),

@@ -67,6 +67,7 @@ from mlops_assets.serving.guard import (
     MAX_JSON_DEPTH,
     PROTECTED_PATHS,
 )
+from mlops_assets.serving.workers import WORKERS_VARIABLE
 from mlops_assets_tests.deployed import (
     PREDICT_DAY,
     Deployment,
@@ -119,6 +120,7 @@ class KeyedServer:
 
 TOKEN_AUDIENCE = "flight-delay-e2e"
 RATE_PER_S = 20  # per client: far above what the other tests send with one credential
+KEYED_WORKERS = 2  # the rate limit holds per worker process
 
 
 @pytest.fixture(scope="module")
@@ -141,6 +143,8 @@ def keyed(
         RATE_LIMIT_VARIABLE: f"{RATE_PER_S}/s",
         # A short body deadline, so the slow client of the hostile-input tests waits 1 s, not 5.
         BODY_TIMEOUT_VARIABLE: "1",
+        # Several workers, as production runs per core: every check below holds across them.
+        WORKERS_VARIABLE: str(KEYED_WORKERS),
     }
     # The pseudonym key of the pipeline that made the Bento, as production passes it.
     env[PSEUDONYM_KEY_VAR] = settings.locations(
@@ -690,14 +694,16 @@ def test_tokens_scopes_and_the_rate_limit_on_the_served_bento(keyed: KeyedServer
         response = server.post("/model", {}, headers=bearer("e2e-admin", ADMIN))
         assert response.status_code == 200 and response.json()["model_version"] == "1"
 
-        # Three times the limit at once, from 8 threads: well over what refills meanwhile.
+        # Three times what all workers' buckets hold, at once from 8 threads (each worker counts
+        # its own share): well over what refills meanwhile.
         burst = bearer("e2e-burst", PREDICT)
         before = status_count(server, "/predict", 429)
+        scored = histogram(server.get("/metrics").text).get(f"{HISTOGRAM}_count", 0.0)
         with ThreadPoolExecutor(8) as pool:
             answers = list(
                 pool.map(
                     lambda _: server.post("/predict", EXAMPLE_REQUEST, headers=burst),
-                    range(3 * RATE_PER_S),
+                    range(3 * RATE_PER_S * KEYED_WORKERS),
                 )
             )
         statuses = [a.status_code for a in answers]
@@ -710,6 +716,10 @@ def test_tokens_scopes_and_the_rate_limit_on_the_served_bento(keyed: KeyedServer
             "error": f"rate limit of {RATE_PER_S} requests per 1 s exceeded: retry after 1 s"
         }
         assert status_count(server, "/predict", 429) == before + len(refused)
+        # Answered by both workers, and counted whole: /metrics sums the workers' shards.
+        assert len(worker_processes(server)) == KEYED_WORKERS
+        after = histogram(server.get("/metrics").text)[f"{HISTOGRAM}_count"]
+        assert after - scored == statuses.count(200)
         # Other clients were never limited by it; the burst's client is served after the wait.
         assert server.post("/predict", EXAMPLE_REQUEST, headers=predictor).status_code == 200
         time.sleep(1.0)
@@ -1032,6 +1042,14 @@ HOSTILE = {
         bound_s=SLOW_BODY_DEADLINE_S + FAST_S,
     ),
 }
+
+
+def worker_processes(server: BentoServer) -> list[int]:
+    """Process ids of the server's workers (BentoML's supervisor starts one per worker)."""
+    import psutil
+
+    children = psutil.Process(server.process.pid).children(recursive=True)
+    return [c.pid for c in children if "_bentoml_impl.worker" in " ".join(c.cmdline())]
 
 
 def status_count(server: BentoServer, path: str, status: int) -> float:
