@@ -22,6 +22,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,7 @@ from mlops_assets.serving.auth import ACCESS_VARIABLES
 CONCURRENCY = 8
 BATCH = 100
 WARMUP = 200
+ROUNDS = 4  # alternating blocks of concurrency 1 and 8
 STOP_GRACE_S = 20.0
 REQUEST_TIMEOUT_S = 30.0
 SINGLE_SHARE, BATCH_SHARE = 0.85, 0.10  # the rest of the load is invalid requests
@@ -353,21 +355,101 @@ def check_answers(
     return len(checked)
 
 
-def measure_single(server: Server, client: Client, singles: list[bytes], count: int) -> dict:
-    """``/predict`` at concurrency 1: ``WARMUP`` untimed requests, then ``count`` timed."""
+def single_block(
+    server: Server, client: Client, singles: list[bytes], count: int, offset: int
+) -> Block:
+    """``count`` timed ``/predict`` requests at concurrency 1 (pool from ``offset``)."""
+    window = CpuWindow(server)
+    seconds = [
+        client.post_ok("/predict", singles[(offset + i) % len(singles)])[0] for i in range(count)
+    ]
+    return Block(seconds, count, window.stop())
+
+
+def concurrent_block(server: Server, singles: list[bytes], count: int, offset: int) -> Block:
+    """``count`` ``/predict`` requests from ``CONCURRENCY`` threads, a connection each.
+
+    The wall time includes each thread's 20 warm-up requests: they count in the throughput.
+    """
+    clients = [Client(server.port) for _ in range(CONCURRENCY)]
+    per_thread = math.ceil(count / CONCURRENCY)
+
+    def burst(i: int) -> list[float]:
+        for j in range(20):  # warm the connection
+            clients[i].post_ok("/predict", singles[(i * 97 + j) % len(singles)])
+        first = offset + i * per_thread
+        return [
+            clients[i].post_ok("/predict", singles[(first + j) % len(singles)])[0]
+            for j in range(per_thread)
+        ]
+
+    try:
+        window = CpuWindow(server)
+        _, results = run_threads(CONCURRENCY, burst)
+        cpu = window.stop()
+    finally:
+        for c in clients:
+            c.close()
+    seconds = [s for r in results for s in r]
+    return Block(seconds, len(seconds) + 20 * CONCURRENCY, cpu, sum(c.connects for c in clients))
+
+
+@dataclass
+class Block:
+    """One timed block of requests: latencies, requests done (timed or not), CPU."""
+
+    seconds: list[float]
+    done: int
+    cpu: dict[str, float]
+    connections: int = 1
+
+
+def merged(blocks: list[Block]) -> dict[str, Any]:
+    """Latency summary, throughput and CPU per request over blocks taken apart in time."""
+    cpu = {k: sum(b.cpu[k] for b in blocks) for k in blocks[0].cpu if k != "other_cores"}
+    cpu["other_cores"] = cpu["other_cpu_s"] / cpu["wall_s"]
+    done = sum(b.done for b in blocks)
+    return {
+        **summary([s for b in blocks for s in b.seconds]),
+        "throughput_rps": done / cpu["wall_s"],
+        "server_cpu_ms_per_request": cpu["server_cpu_s"] / done * 1000,
+        "client_cpu_ms_per_request": cpu["client_cpu_s"] / done * 1000,
+        "cpu": cpu,
+    }
+
+
+def measure_singles(
+    server: Server, client: Client, singles: list[bytes], count: int
+) -> dict[str, Any]:
+    """``/predict`` at concurrency 1 and at ``CONCURRENCY``, in ``ROUNDS`` alternating blocks.
+
+    After ``WARMUP`` untimed requests, each round takes a block at concurrency 1 and one at
+    ``CONCURRENCY`` (which leads alternates), so both see the same machine: on shared cores
+    the load of other processes drifts, and the throughput ratio is read per round (its
+    median and spread reported).
+    """
     for i in range(WARMUP):
         client.post_ok("/predict", singles[i % len(singles)])
-    window = CpuWindow(server)
-    latencies = [
-        client.post_ok("/predict", singles[(WARMUP + i) % len(singles)])[0] for i in range(count)
+    per = max(50, count // ROUNDS)
+    c1: list[Block] = []
+    c8: list[Block] = []
+    for r in range(ROUNDS):
+        offset = WARMUP + r * per
+        for phase in ("c1", "c8") if r % 2 == 0 else ("c8", "c1"):
+            if phase == "c1":
+                c1.append(single_block(server, client, singles, per, offset))
+            else:
+                c8.append(concurrent_block(server, singles, per, offset))
+    ratios = [
+        (b8.done / b8.cpu["wall_s"]) / (b1.done / b1.cpu["wall_s"])
+        for b1, b8 in zip(c1, c8, strict=True)
     ]
-    cpu = window.stop()
     return {
-        **summary(latencies),
-        "throughput_rps": count / cpu["wall_s"],
-        "server_cpu_ms_per_request": cpu["server_cpu_s"] / count * 1000,
-        "client_cpu_ms_per_request": cpu["client_cpu_s"] / count * 1000,
-        "cpu": cpu,
+        "c1": merged(c1),
+        f"c{CONCURRENCY}": merged(c8),
+        "throughput_ratio_rounds": ratios,
+        "throughput_ratio": statistics.median(ratios),
+        f"connections_opened_c{CONCURRENCY}": sum(b.connections for b in c8),
     }
 
 
@@ -423,39 +505,6 @@ def measure_batches_parallel(
     }
 
 
-def measure_concurrent(server: Server, singles: list[bytes], count: int) -> tuple[dict, int]:
-    """``/predict`` from ``CONCURRENCY`` threads, ``count`` in all; (result, connections)."""
-    clients = [Client(server.port) for _ in range(CONCURRENCY)]
-    per_thread = math.ceil(count / CONCURRENCY)
-
-    def burst(i: int) -> list[float]:
-        for j in range(20):  # warm the connection
-            clients[i].post_ok("/predict", singles[(i * 97 + j) % len(singles)])
-        offset = WARMUP + i * per_thread
-        return [
-            clients[i].post_ok("/predict", singles[(offset + j) % len(singles)])[0]
-            for j in range(per_thread)
-        ]
-
-    try:
-        window = CpuWindow(server)
-        wall, results = run_threads(CONCURRENCY, burst)
-        cpu = window.stop()
-    finally:
-        for c in clients:
-            c.close()
-    latencies = [s for r in results for s in r]
-    # The wall time includes each thread's 20 warm-up requests: count them in the throughput.
-    done = len(latencies) + 20 * CONCURRENCY
-    result = {
-        **summary(latencies),
-        "throughput_rps": done / wall,
-        "server_cpu_ms_per_request": cpu["server_cpu_s"] / done * 1000,
-        "cpu": cpu,
-    }
-    return result, sum(c.connects for c in clients)
-
-
 def measure_http(
     server: Server,
     bundle: Any,
@@ -479,16 +528,13 @@ def measure_http(
     client = Client(server.port)
     try:
         out["answers_checked"] = check_answers(client, bundle, as_scored, pool)
-        out["c1"] = measure_single(server, client, singles, count)
+        out.update(measure_singles(server, client, singles, count))
         out[f"batch_{BATCH}"] = measure_batches(server, client, batches, count)
         out[f"batch_{MAX_BATCH}"] = measure_batches(server, client, large, count, MAX_BATCH)
     finally:
         client.close()
     out["connections_opened_c1"] = client.connects
     out[f"batch_{MAX_BATCH}_c2"] = measure_batches_parallel(server, large, count, MAX_BATCH, 2)
-    concurrent, connections = measure_concurrent(server, singles, count)
-    out[f"connections_opened_c{CONCURRENCY}"] = connections
-    out[f"c{CONCURRENCY}"] = concurrent
     return out
 
 
