@@ -46,7 +46,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mlops_assets import settings
 from mlops_assets.lib import logs, runtime
-from mlops_assets.lib.prediction_log import PredictionLogWriter, default_root, log_line
+from mlops_assets.lib.prediction_log import PredictionLogWriter, default_root, log_lines
 from mlops_assets.lib.pseudonyms import PseudonymKeyError, service_pseudonymizer
 from mlops_assets.lib.scoring import (
     EXAMPLE_REQUEST,
@@ -334,9 +334,14 @@ class FlightDelay:
         requests = self._pseudonymized(requests)
         ids = request_ids(len(requests))
         now = datetime.now(UTC)  # one time for the request's lines: they are one event
-        roles = [self.mode.answering_role(r) for r in requests]
+        routed = self.mode.mode in ("canary", "ab")
+        roles = (
+            [self.mode.answering_role(r) for r in requests]
+            if routed
+            else [CHAMPION] * len(requests)
+        )
         note(rows=len(requests))
-        if self.mode.mode in ("canary", "ab"):
+        if routed:
             note(challenger_rows=roles.count(CHALLENGER))
         answers: list[dict[str, Any]] = [{} for _ in requests]
         lines = []
@@ -347,16 +352,14 @@ class FlightDelay:
             results = self._score(role, [requests[i] for i in chosen], served=True)
             for i, result in zip(chosen, results, strict=True):
                 answers[i] = {**result, "role": role}
-                lines.append(
-                    log_line(
-                        result,
-                        request_id=ids[i],
-                        role=role,
-                        served=True,
-                        mode=self.mode.mode,
-                        at=now,
-                    )
-                )
+            lines += log_lines(
+                results,
+                [ids[i] for i in chosen],
+                role=role,
+                served=True,
+                mode=self.mode.mode,
+                at=now,
+            )
             other = self.mode.shadow_role(role)
             if other is not None:
                 self.off_path.put(other, [requests[i] for i in chosen], [ids[i] for i in chosen])
@@ -371,13 +374,7 @@ class FlightDelay:
             self._count_shadow_failures(role, len(requests))
             logger.error("off-path scoring by the %s failed: %r", role, error)
             return
-        mode, now = self.mode.mode, datetime.now(UTC)
-        self.log.append(
-            [
-                log_line(r, request_id=i, role=role, served=False, mode=mode, at=now)
-                for r, i in zip(results, ids, strict=True)
-            ]
-        )
+        self.log.append(log_lines(results, ids, role=role, served=False, mode=self.mode.mode))
 
     def _count_shadow_failures(self, role: str, count: int) -> None:
         self.shadow_failures.labels(model_version=self._version(role), role=role).inc(count)
