@@ -797,12 +797,9 @@ def _stream_broker(args: argparse.Namespace) -> int:
     store = args.store or nats_server.default_store()
     replay = local.Replay(args.replay_day, args.rate) if args.replay_day else None
     try:
-        if args.with_scorer or replay:
-            local.run_foreground(
-                store, args.port, dict(os.environ), scorer=args.with_scorer, replay=replay
-            )
-        else:
-            nats_server.run_foreground(store, args.port)
+        local.run_foreground(
+            store, args.port, dict(os.environ), scorer=args.with_scorer, replay=replay
+        )
     except nats_server.NatsServerError as error:
         return _failed(error)
     return 0

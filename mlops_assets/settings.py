@@ -186,3 +186,22 @@ def telemetry_off(env: MutableMapping[str, str] | None = None) -> None:
     target = env if env is not None else os.environ
     for key, value in TELEMETRY_OFF.items():
         target.setdefault(key, value)
+
+
+def lake_root(
+    variable: str, name: str, local: str | None = None, env: Mapping[str, str] | None = None
+) -> str:
+    """Where a folder the pipeline and an outside process share lives, when nothing else says.
+
+    ``variable`` if set; else in production ``<MLOPS_LAKE_URL>/<name>`` (where the pipeline
+    reads it); else the state folder's ``local`` location (a ``Locations`` field; by default
+    ``lake/<name>``).
+    """
+    env = os.environ if env is None else env
+    if env.get(variable):
+        return env[variable]
+    lake = env.get("MLOPS_LAKE_URL", "")
+    if env.get(ENV_VAR, "local").strip().lower() == "production" and lake:
+        return lake.rstrip("/") + "/" + name
+    where = locations(dict(env))
+    return str(getattr(where, local) if local else where.lake / name)

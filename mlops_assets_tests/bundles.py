@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date
+from typing import Any
 
 import pandas as pd
 
@@ -40,3 +41,19 @@ def small_bundle(
         airports=scoring.known_airports(tables["airports"]),
         model={"model_name": settings.MODEL_NAME, "model_version": version},
     )
+
+
+def requests_for(flights: pd.DataFrame, weather: pd.DataFrame) -> list[dict[str, Any]]:
+    """Requests as a client would send them: the flight plus the weather at its hour."""
+    hourly = weather.set_index(["origin", "time_hour"])
+    out = []
+    for row in flights.to_dict("records"):
+        request = {k: row[k] for k in scoring.REQUEST_FLIGHT_FIELDS}
+        request["time_hour"] = row["time_hour"].isoformat()
+        request["tailnum"] = None if pd.isna(row["tailnum"]) else row["tailnum"]
+        key = (row["origin"], row["time_hour"])
+        for name in features.WEATHER_FIELDS:
+            value = hourly.loc[key, name] if key in hourly.index else None
+            request[name] = None if value is None or pd.isna(value) else float(value)
+        out.append(request)
+    return out

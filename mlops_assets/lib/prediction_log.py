@@ -237,10 +237,4 @@ def default_root(env: Mapping[str, str] | None = None) -> str:
     """
     from mlops_assets import settings
 
-    env = os.environ if env is None else env
-    if env.get(ROOT_VARIABLE):
-        return env[ROOT_VARIABLE]
-    lake = env.get("MLOPS_LAKE_URL", "")
-    if env.get(settings.ENV_VAR, "local").strip().lower() == "production" and lake:
-        return lake.rstrip("/") + "/prediction_log"
-    return str(settings.locations(dict(env)).prediction_log)
+    return settings.lake_root(ROOT_VARIABLE, "prediction_log", local="prediction_log", env=env)

@@ -14,7 +14,6 @@ each is valid on its own.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -101,10 +100,4 @@ def default_root(env: Mapping[str, str] | None = None) -> str:
     """
     from mlops_assets import settings
 
-    env = os.environ if env is None else env
-    if env.get(ROOT_VARIABLE):
-        return env[ROOT_VARIABLE]
-    lake = env.get("MLOPS_LAKE_URL", "")
-    if env.get(settings.ENV_VAR, "local").strip().lower() == "production" and lake:
-        return lake.rstrip("/") + "/scoring_bundles"
-    return str(settings.locations(dict(env)).lake / "scoring_bundles")
+    return settings.lake_root(ROOT_VARIABLE, "scoring_bundles", env=env)

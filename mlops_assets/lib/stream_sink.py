@@ -18,7 +18,6 @@ no reader lists, and the next write of that day removes such leftovers once they
 from __future__ import annotations
 
 import hashlib
-import os
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -194,10 +193,4 @@ def default_root(env: Mapping[str, str] | None = None) -> str:
     """
     from mlops_assets import settings
 
-    env = os.environ if env is None else env
-    if env.get(ROOT_VARIABLE):
-        return env[ROOT_VARIABLE]
-    lake = env.get("MLOPS_LAKE_URL", "")
-    if env.get(settings.ENV_VAR, "local").strip().lower() == "production" and lake:
-        return lake.rstrip("/") + "/stream_sink"
-    return str(settings.locations(dict(env)).lake / "stream_sink")
+    return settings.lake_root(ROOT_VARIABLE, "stream_sink", env=env)

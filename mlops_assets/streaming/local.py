@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
-from mlops_assets.processes import console_script, default_signals, stop_process_group
+from mlops_assets.processes import HOST, console_script, default_signals, stop_process_group
 from mlops_assets.streaming.nats_server import NatsServerError, port_free, running
 
 SCORER_STOP_GRACE_S = 20.0  # the scorer finishes (or gives back) its batch, then exits
@@ -48,7 +48,12 @@ def start_scorer(url: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
 
 
 def run_foreground(
-    store: Path, port: int, env: dict[str, str], *, scorer: bool, replay: Replay | None
+    store: Path,
+    port: int,
+    env: dict[str, str],
+    *,
+    scorer: bool = False,
+    replay: Replay | None = None,
 ) -> None:
     """Runs the broker (with the scorer, then the replay, if asked) until SIGINT or SIGTERM.
 
@@ -58,7 +63,7 @@ def run_foreground(
     from mlops_assets.streaming.replay import replay_day
 
     if not port_free(port):
-        raise NatsServerError(f"port 127.0.0.1:{port} is in use; choose another (--port)")
+        raise NatsServerError(f"port {HOST}:{port} is in use; choose another (--port)")
     stopped = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stopped.set())

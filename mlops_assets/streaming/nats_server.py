@@ -15,11 +15,9 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -192,22 +190,3 @@ def port_free(port: int) -> bool:
         except OSError:
             return False
     return True
-
-
-def run_foreground(store: Path, port: int = DEFAULT_PORT) -> None:
-    """Runs the broker until SIGINT or SIGTERM (``mlops-assets stream-broker``).
-
-    Raises:
-        NatsServerError: the port is taken or the server does not start.
-    """
-    if not port_free(port):
-        raise NatsServerError(f"port {HOST}:{port} is in use; choose another (--port)")
-    stopped = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stopped.set())
-    with running(store, port) as server:
-        print(f"NATS with JetStream on {server.url} (store {store}, log {server.log_path})")
-        print("Ctrl-C stops it.", flush=True)
-        while not stopped.wait(0.5):
-            server.check_alive()
-    print("stopped", flush=True)

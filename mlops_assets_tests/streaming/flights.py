@@ -9,8 +9,8 @@ from typing import Any
 
 import pandas as pd
 
-from mlops_assets.lib import features, scoring
-from mlops_assets_tests.bundles import small_bundle
+from mlops_assets.lib import scoring
+from mlops_assets_tests.bundles import requests_for, small_bundle
 from mlops_assets_tests.conftest import validated_day
 
 EVENT_DAY = date(2013, 1, 5)
@@ -30,19 +30,8 @@ def as_version(bundle: scoring.ScoringBundle, version: str) -> scoring.ScoringBu
 
 def flight_requests(tables: dict[str, pd.DataFrame], day: date = EVENT_DAY) -> list[dict[str, Any]]:
     """The day's flights as /predict requests (tail numbers raw, weather at the hour)."""
-    flights, weather = validated_day(tables, day)
-    hourly = weather.set_index(["origin", "time_hour"])
-    out = []
-    for row in flights.to_dict("records"):
-        request = {k: row[k] for k in scoring.REQUEST_FLIGHT_FIELDS}
-        request["time_hour"] = row["time_hour"].isoformat()
-        request["tailnum"] = None if pd.isna(row["tailnum"]) else row["tailnum"]
-        key = (row["origin"], row["time_hour"])
-        for name in features.WEATHER_FIELDS:
-            value = hourly.loc[key, name] if key in hourly.index else None
-            request[name] = None if value is None or pd.isna(value) else float(value)
-        out.append({k: (v.item() if hasattr(v, "item") else v) for k, v in request.items()})
-    return out
+    requests = requests_for(*validated_day(tables, day))
+    return [{k: (v.item() if hasattr(v, "item") else v) for k, v in r.items()} for r in requests]
 
 
 def event_id(request: dict[str, Any]) -> str:

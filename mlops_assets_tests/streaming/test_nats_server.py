@@ -11,7 +11,7 @@ import pytest
 
 from mlops_assets import settings
 from mlops_assets.processes import HOST, live_group_members
-from mlops_assets.streaming import nats_server
+from mlops_assets.streaming import local, nats_server
 
 SUBJECT = "probe.events"
 
@@ -83,7 +83,7 @@ def test_start_publish_restart_keeps_the_message_and_stop_leaves_nothing(tmp_pat
 def test_a_taken_port_is_refused_with_its_address(tmp_path: Path):
     with nats_server.running(tmp_path / "store") as server:
         with pytest.raises(nats_server.NatsServerError, match=f"{HOST}:{server.port} is in use"):
-            nats_server.run_foreground(tmp_path / "other", server.port)
+            local.run_foreground(tmp_path / "other", server.port, {})
         assert not (tmp_path / "other").exists()
 
 

@@ -12,6 +12,7 @@ import pydantic
 import pytest
 
 from mlops_assets.lib import contracts, estimator, features, modeling, scoring
+from mlops_assets_tests.bundles import requests_for
 from mlops_assets_tests.conftest import validated_day
 
 DAYS = [date(2013, 1, 3), date(2013, 1, 4), date(2013, 1, 5)]
@@ -52,22 +53,6 @@ def bundle(validated) -> scoring.ScoringBundle:
 @pytest.fixture(scope="module")
 def model(bundle) -> type[pydantic.BaseModel]:
     return scoring.request_model(bundle.request_fields())
-
-
-def requests_for(flights: pd.DataFrame, weather: pd.DataFrame) -> list[dict[str, Any]]:
-    """Requests as a client would send them: the flight plus the weather at its hour."""
-    hourly = weather.set_index(["origin", "time_hour"])
-    out = []
-    for row in flights.to_dict("records"):
-        request = {k: row[k] for k in scoring.REQUEST_FLIGHT_FIELDS}
-        request["time_hour"] = row["time_hour"].isoformat()
-        request["tailnum"] = None if pd.isna(row["tailnum"]) else row["tailnum"]
-        key = (row["origin"], row["time_hour"])
-        for name in features.WEATHER_FIELDS:
-            value = hourly.loc[key, name] if key in hourly.index else None
-            request[name] = None if value is None or pd.isna(value) else float(value)
-        out.append(request)
-    return out
 
 
 def test_request_fields_are_read_from_the_landing_contracts(validated, model):
