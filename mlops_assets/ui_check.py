@@ -53,7 +53,8 @@ if TYPE_CHECKING:
 LINEAGE_PATH = "/asset-groups"  # Dagster UI: "Lineage" in the navigation (global asset lineage)
 STARTUP_TIMEOUT = 120.0  # webserver answering and the code location loaded
 GRAPH_TIMEOUT = 60.0  # the page showing every asset node
-VIEWPORT = (1920, 1200)
+# Tall: the UI fits the graph to the width, and the lineage graph is taller than wide.
+VIEWPORT = (1920, 2400)
 CHROMIUM_VAR = "MLOPS_CHROMIUM"
 CHROMIUM_CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 INSTALL_HINT = (
