@@ -333,6 +333,24 @@ def run_threads(count: int, work: Callable[[int], Any]) -> tuple[float, list[Any
     return wall, results
 
 
+def threads_measured(
+    server: Any, clients: list[Any], count: int, work: Callable[[int], Any]
+) -> tuple[float, list[Any], Any]:
+    """``run_threads`` under a ``CpuWindow`` of ``server``; closes ``clients`` either way.
+
+    Returns:
+        Wall seconds, the threads' results and the window's CPU accounting.
+    """
+    try:
+        window = CpuWindow(server)
+        wall, results = run_threads(count, work)
+        cpu = window.stop()
+    finally:
+        for client in clients:
+            client.close()
+    return wall, results, cpu
+
+
 # -- single requests and batches --------------------------------------------------------------
 
 
@@ -389,13 +407,7 @@ def concurrent_block(server: Server, singles: list[bytes], count: int, offset: i
             for j in range(per_thread)
         ]
 
-    try:
-        window = CpuWindow(server)
-        _, results = run_threads(CONCURRENCY, burst)
-        cpu = window.stop()
-    finally:
-        for c in clients:
-            c.close()
+    _, results, cpu = threads_measured(server, clients, CONCURRENCY, burst)
     seconds = [s for r in results for s in r]
     return Block(seconds, len(seconds) + 20 * CONCURRENCY, cpu, sum(c.connects for c in clients))
 
@@ -494,13 +506,7 @@ def measure_batches_parallel(
             for j in range(per_thread)
         ]
 
-    try:
-        window = CpuWindow(server)
-        wall, results = run_threads(threads, send)
-        cpu = window.stop()
-    finally:
-        for c in clients:
-            c.close()
+    wall, results, cpu = threads_measured(server, clients, threads, send)
     done = (per_thread + 1) * threads
     return {
         **summary([s for r in results for s in r]),
