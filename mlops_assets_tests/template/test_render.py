@@ -68,6 +68,7 @@ STREAMING_TRACES = (
     "scoring_bundles",
     "mlops_stream",
     "streaming.md",
+    "streaming.py",
     "kafka",
     "nats",
     "jetstream",
