@@ -96,10 +96,11 @@ def drift_report(
 
     Compares the monitored feature columns and the predicted probability of the day with
     `drift_reference` (the champion's training window, sampled), each column with the method
-    and threshold set in `lib.drift.DriftPolicy`. Writes the Evidently HTML and JSON reports
-    (paths and links in the metadata; locally `make reports` serves them) and stores one row
-    per column. The `drift_within_threshold` check warns when the share of drifted columns is
-    over the policy's threshold; an empty day is recorded as such, never as drift. The
+    and threshold set in `lib.drift.DriftPolicy`. Writes the Evidently HTML (gzipped) and JSON
+    reports (paths and links in the metadata; locally `make reports` serves them, `html_url`
+    opens the page in the browser) and stores one row per column. The
+    `drift_within_threshold` check warns when the share of drifted columns is over the
+    policy's threshold; an empty day is recorded as such, never as drift. The
     share and the verdict are pushed to the Pushgateway when one is configured.
     """
     from mlops_assets.lib.drift import DriftPolicy, EmptyDataError, compute_drift, scored_rows
@@ -134,18 +135,24 @@ def drift_report(
 
 
 def _write_reports(reports: ReportStore, day: str, result: Any) -> dict[str, Any]:
-    """Stores the day's HTML and JSON reports; metadata with the column table and the links."""
-    from mlops_assets.lib.report_assets import share_assets
+    """Stores the day's HTML (gzipped) and JSON reports; metadata with the table and the links.
+
+    ``html_url`` opens the page in one click through the folder's viewer page.
+    """
+    from mlops_assets.lib.report_assets import share_assets, store_page
 
     page = share_assets(result.html)
     reports.write_missing(page.files)  # before the page that links to them
-    html = reports.write(f"drift/{day}.html", page.html.encode())
+    stored = store_page("drift", day, page.html)
+    html = reports.write(stored.relative, stored.payload)
+    # Rewritten every time (1 KB), so a newer viewer replaces an older one.
+    reports.write(stored.viewer, stored.viewer_html)
     links = {
         "columns": dg.MetadataValue.md(result.markdown()),
         "html": dg.MetadataValue.path(html),
         "json": dg.MetadataValue.path(reports.write(f"drift/{day}.json", result.json.encode())),
     }
-    if link := reports.link(f"drift/{day}.html"):
+    if link := reports.link(stored.address):
         links["html_url"] = dg.MetadataValue.url(link)
     return links
 

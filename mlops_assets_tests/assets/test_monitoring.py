@@ -24,6 +24,7 @@ from mlops_assets.defs.jobs import AS_OF_TAG, REASON_TAG, TRAINING_JOB
 from mlops_assets.defs.monitoring import DRIFT_CHECK
 from mlops_assets.defs.retraining import POLICY_VAR, RETRAIN_SENSOR, retrain_policy
 from mlops_assets.lib.features import KEY_COLUMNS, LABEL_COLUMN
+from mlops_assets.lib.report_assets import VIEWER, VIEWER_HTML, read_page
 from mlops_assets_tests.deployed import PREDICT_DAY, Deployment, deployed_copy, shuffle_labels
 
 DAY = PREDICT_DAY.isoformat()
@@ -78,13 +79,17 @@ def test_reports_follow_the_predictions(deployment: Deployment) -> None:
     assert drift["status"] == ("drifted" if drift["drifted"] else "ok")
     assert drift["current_rows"] == len(lake(deployment, "flight_features", DAY))
     html, report = Path(drift["html"]), Path(drift["json"])
-    assert html.read_text().lstrip().lower().startswith("<")
-    # The page links Evidently's shared script instead of carrying its 3.5 MB.
-    assert html.stat().st_size < 1_500_000
+    assert html.name == f"{DAY}.html.gz"
+    page = read_page(html.read_bytes())
+    assert page.lstrip().lower().startswith("<") and "drawDashboard" in page
+    # The page links Evidently's shared script instead of carrying its 3.5 MB, and is gzipped.
+    assert html.stat().st_size < 150_000 < len(page)
     script = html.parents[1] / "assets" / f"evidently-{evidently.__version__}.js"
-    assert f'src="../assets/{script.name}"' in html.read_text() and script.stat().st_size > 10**6
+    assert f'src="../assets/{script.name}"' in page and script.stat().st_size > 10**6
     assert json.loads(report.read_text())
-    assert drift["html_url"].endswith(f"/drift/{DAY}.html")
+    # One click: the folder's viewer shows the gzipped page.
+    assert drift["html_url"].endswith(f"/drift/{VIEWER}?report={DAY}")
+    assert (html.parent / VIEWER).read_text() == VIEWER_HTML
     evaluation = check_record(deployment, DAY)
     assert evaluation.passed is (not drift["drifted"])
     assert evaluation.severity == dg.AssetCheckSeverity.WARN
@@ -126,7 +131,7 @@ def test_a_day_without_labels_is_reported_and_not_judged(deployment: Deployment)
 
 def test_drift_report_on_an_empty_day(deployment: Deployment) -> None:
     lake_root = deployment.state / "lake"
-    before = (deployment.state / "reports" / "drift" / f"{DAY}.html").read_bytes()
+    before = (deployment.state / "reports" / "drift" / f"{DAY}.html.gz").read_bytes()
     for asset in ("flight_features", "batch_predictions"):
         empty = lake(deployment, asset, DAY).iloc[0:0]
         (lake_root / asset / f"{EMPTY_DAY}.parquet").write_bytes(empty.to_parquet(index=False))
@@ -143,8 +148,8 @@ def test_drift_report_on_an_empty_day(deployment: Deployment) -> None:
     assert meta["current_rows"] == 0 and "no rows" in meta["detail"].lower()
     evaluation = check_record(deployment, EMPTY_DAY)
     assert evaluation.passed and "nothing compared" in evaluation.description
-    assert not (deployment.state / "reports" / "drift" / f"{EMPTY_DAY}.html").exists()
-    after = (deployment.state / "reports" / "drift" / f"{DAY}.html").read_bytes()
+    assert not (deployment.state / "reports" / "drift" / f"{EMPTY_DAY}.html.gz").exists()
+    after = (deployment.state / "reports" / "drift" / f"{DAY}.html.gz").read_bytes()
     assert after == before
 
 
