@@ -192,7 +192,7 @@ def run_demo(args: argparse.Namespace, state: Path) -> tuple[list[dict[str, Any]
         tail = log.read_text()[-3000:]
         raise BenchError(f"demo failed ({proc.returncode}), log {log}:\n{tail}")
     print(log.read_text().rstrip())
-    return samples + [sample(state, started)], seconds
+    return [*samples, sample(state, started)], seconds
 
 
 def measure(
@@ -265,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     def body(tmp: Path) -> int:
         mark_start()
         samples: list[dict[str, Any]] = []
+        demo: dict[str, Any]
         if args.state:
             state, demo = args.state.resolve(), {"ran": False}
         else:

@@ -44,8 +44,8 @@ VIEWER_HTML = """<!DOCTYPE html>
     return;
   }
   try {
-    const response = await fetch(encodeURIComponent(name) + "%(suffix)s");
-    if (!response.ok) throw new Error(name + "%(suffix)s: HTTP " + response.status);
+    const response = await fetch(encodeURIComponent(name) + "__SUFFIX__");
+    if (!response.ok) throw new Error(name + "__SUFFIX__: HTTP " + response.status);
     let bytes = new Uint8Array(await response.arrayBuffer());
     if (bytes[0] === 0x1f && bytes[1] === 0x8b) {
       const unpacked = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("gzip"));
@@ -62,7 +62,7 @@ VIEWER_HTML = """<!DOCTYPE html>
 </script>
 </body>
 </html>
-""" % {"suffix": PAGE_SUFFIX}
+""".replace("__SUFFIX__", PAGE_SUFFIX)
 
 
 @dataclass(frozen=True)
