@@ -163,6 +163,9 @@ class DataRegistry:
             conf["core"]["remote"] = REMOTE
             conf["core"]["analytics"] = False
             conf["core"]["autostage"] = True  # stages .dvc pointers (and stays quiet)
+            # The work tree's copy of a version shares the cache's bytes (no second copy on
+            # disk); DVC makes it read-only, and a commit replaces it rather than writing in it.
+            conf["cache"]["type"] = "reflink,hardlink,copy"
             if _is_url(self.remote_url):  # shared with every clone; a folder is per machine
                 conf["remote"][REMOTE] = {"url": self.remote_url}
         self._git("add", ".dvc", ".dvcignore")

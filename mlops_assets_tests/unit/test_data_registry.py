@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
 from pathlib import Path
@@ -36,6 +37,30 @@ def test_versions_restore_bit_for_bit_from_the_remote(registry: DataRegistry, tm
     assert out.read_bytes() == b"first version" * 100
     # The work tree keeps the latest version.
     assert (registry.root / PATH).read_bytes() == b"second version" * 100
+
+
+def _cache_object(registry: DataRegistry, md5: str) -> Path:
+    return registry.root / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]
+
+
+def test_the_work_tree_shares_the_cache_bytes_and_a_new_version_leaves_the_old_intact(
+    registry: DataRegistry, tmp_path: Path
+):
+    from dvc_objects.fs.system import reflink
+
+    probe = tmp_path / "probe"
+    probe.write_bytes(b"x")
+    with contextlib.suppress(OSError):
+        reflink(str(probe), str(tmp_path / "probe-copy"))
+        pytest.skip("this filesystem clones files (reflink): no hard link to look for")
+    first = registry.commit(PATH, b"first version" * 100, "v1")
+    work, cached = registry.root / PATH, _cache_object(registry, first.md5)
+    assert work.stat().st_ino == cached.stat().st_ino  # one copy on disk, not two
+    second = registry.commit(PATH, b"second version" * 100, "v2")
+    # The new version replaced the link; the old version's bytes were not written over.
+    assert cached.read_bytes() == b"first version" * 100
+    assert work.read_bytes() == b"second version" * 100
+    assert work.stat().st_ino == _cache_object(registry, second.md5).stat().st_ino
 
 
 def test_identical_content_records_no_new_version(registry: DataRegistry):
