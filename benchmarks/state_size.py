@@ -47,6 +47,7 @@ LANDING = "landing"
 # A subfolder is listed on its own from this share of the whole state.
 NOTABLE_SHARE = 0.01
 MB = 1_000_000
+RUN_DATABASES = "dagster_home/history/runs"
 
 
 @dataclass
@@ -112,6 +113,13 @@ def breakdown(found: Census) -> dict[str, Any]:
         "top_level": {k: u.as_dict() for k, u in ordered if "/" not in k},
         "notable": {k: u.as_dict() for k, u in ordered if "/" in k and u.disk >= floor},
     }
+
+
+def run_databases(state: Path) -> dict[str, Any]:
+    """Dagster's event log, one SQLite file per run (``index.db`` aside): count and average."""
+    files = [p for p in (state / RUN_DATABASES).glob("*.db") if p.name != "index.db"]
+    disk = sum(p.stat().st_blocks * 512 for p in files)
+    return {"runs": len(files), "mb_per_run": round(disk / MB / len(files), 3) if files else None}
 
 
 def landed_days(state: Path) -> int:
@@ -213,6 +221,7 @@ def measure(
         "ratio": round(total / landed, 2),
         "budget_ratio": BUDGET_RATIO,
         **breakdown(found),
+        "dagster_run_databases": run_databases(state),
         "demo": demo,
     }
     rates = growth(samples, args.bootstrap_days) if samples else {}
@@ -238,6 +247,8 @@ def report(result: dict[str, Any]) -> None:
     print("notable subfolders:")
     for part, usage in result["notable"].items():
         print(f"  {part:<50} {usage['disk_mb']:>10.1f} MB  {usage['files']:>7} files")
+    runs = result["dagster_run_databases"]
+    print(f"Dagster runs: {runs['runs']}, {runs['mb_per_run']} MB of event log each")
     total, landed = result["total"]["disk_mb"], result["landed"]["disk_mb"]
     print(f"total {total:.1f} MB, landed {landed:.1f} MB: {result['ratio']:.1f}x")
     year = result["year"]
