@@ -77,7 +77,7 @@ def trainer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trainer]:
             yield Trainer(state, instance)
 
 
-def test_first_training_is_tracked_registered_and_promoted(trainer: Trainer):
+def test_first_training_is_tracked_registered_and_promoted(trainer: Trainer, tmp_path: Path):
     result = trainer.train()
     assert result.success
     [run] = trainer.runs()
@@ -95,6 +95,10 @@ def test_first_training_is_tracked_registered_and_promoted(trainer: Trainer):
     assert {"roc_auc", "pr_auc", "log_loss", "precision", "recall"} <= set(run.data.metrics)
     artifacts = {a.path for a in trainer.client.list_artifacts(run.info.run_id)}
     assert {"feature_importance.csv", "feature_importance.png", "model_card.md"} <= artifacts
+    plot = trainer.client.download_artifacts(
+        run.info.run_id, "feature_importance.png", str(tmp_path)
+    )
+    assert Path(plot).read_bytes().startswith(b"\x89PNG")
     assert trainer.alias("champion") == trainer.alias("challenger") == "1"
     # The training snapshot restores bit for bit from the registry.
     payload = trainer.registry.read(meta["registry_path"], meta["registry_rev"])
