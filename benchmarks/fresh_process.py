@@ -62,8 +62,16 @@ HEAVY = (
 )
 MONITORING_DAYS = 1
 # What each run's steps import, in the order the run first needs them (scipy comes with
-# sklearn, sklearn with lightgbm); the preloaded child times each one's increment.
-MODEL_IMPORTS = ["pandas", "pyarrow.parquet", "sklearn", "lightgbm", "mlflow"]
+# sklearn, sklearn with lightgbm); the preloaded child times each one's increment. MLflow's
+# SQLAlchemy store is the local flavour's (SQLite); against a tracking server it is not loaded.
+MODEL_IMPORTS = [
+    "pandas",
+    "pyarrow.parquet",
+    "sklearn",
+    "lightgbm",
+    "mlflow",
+    "mlflow.store.tracking.sqlalchemy_store",
+]
 TRAINING_IMPORTS = [*MODEL_IMPORTS, "dvc.repo", "matplotlib.figure"]
 MONITORING_IMPORTS = [*MODEL_IMPORTS, "evidently"]
 
@@ -295,6 +303,7 @@ def import_times(kind: str, spec: dict[str, Any], env: dict[str, str], out: Path
     argv = [sys.executable, "-X", "importtime", "-m", "dagster", *spec["cli"]]
     _, proc = run_child(argv, env)
     listing = out.with_name(f"{out.stem}_importtime_{kind}.txt")
+    listing.parent.mkdir(parents=True, exist_ok=True)
     listing.write_text(proc.stderr)
     top = []
     for line in proc.stderr.splitlines():
