@@ -8,7 +8,7 @@ the same instance; the second run is the warm time. The two kinds of process alt
 a setup (features of a 28-day window and the days after it, a first training that makes the
 champion). Budget: median fresh wall <= 2.0 x median warm run. One more fresh run of each under
 ``python -X importtime`` attributes the imports. The method in full and the latest result:
-docs/benchmarks.md, section 8. A measurement, not a test: the exit code is non-zero only on
+docs/benchmarks.md, section 9. A measurement, not a test: the exit code is non-zero only on
 errors (a failed run, a missing output).
 
 Usage::
