@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
 import io
-from collections.abc import Iterator
+import os
+import shutil
+from collections.abc import Callable, Iterator
 from datetime import date
 from pathlib import Path
 
@@ -70,11 +73,52 @@ def validated_day(tables: dict[str, pd.DataFrame], day: date) -> tuple[pd.DataFr
 def deployed_state(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A deployed state (champion, Bento, a predicted day), built once for the session.
 
-    Never used directly: modules open their own copy with ``deployed.deployed_copy``.
+    Never used directly: modules open their own copy with ``deployed.deployed_copy``. Under
+    pytest-xdist the workers share one build (``shared_build``), as they share the machine.
     """
     from mlops_assets_tests.deployed import build_deployed_state
 
-    return build_deployed_state(tmp_path_factory.mktemp("deployed") / "state")
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:
+        return build_deployed_state(tmp_path_factory.mktemp("deployed") / "state")
+    # Every worker's base temp is a folder of the run's own: the parent is the run's.
+    run_dir = tmp_path_factory.getbasetemp().parent
+    return shared_build(run_dir / "deployed", build_deployed_state)
+
+
+def shared_build(folder: Path, build: Callable[[Path], Path]) -> Path:
+    """``build(folder / "state")`` once for all the workers of a run: the first one to take
+    the lock builds, the others wait for it and read the same folder (never written again).
+
+    A build that failed leaves no marker: the next worker to take the lock starts it afresh.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    state, done = folder / "state", folder / "built"
+    with open(folder / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not done.exists():
+            shutil.rmtree(state, ignore_errors=True)
+            build(state)
+            done.touch()
+    return state
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist, the slow modules first: end-to-end, then the asset tests.
+
+    Workers take whole modules (``--dist loadfile``, module fixtures start once), so a long
+    module sent last would run alone at the end while the other worker idles. A run without
+    workers keeps the collection order.
+    """
+    if not hasattr(config, "workerinput"):
+        return
+    e2e = {item.path for item in items if item.get_closest_marker("e2e")}
+
+    def rank(item: pytest.Item) -> int:
+        if item.path in e2e:
+            return 0
+        return 1 if item.path.parent.name == "assets" else 2
+
+    items.sort(key=rank)  # stable: each module keeps its order
 
 
 STRAY_STATE = ("mlflow.db", "mlruns", "mlartifacts", ".dvc")
