@@ -49,9 +49,17 @@ from benchmarks.common import (
 BUDGET_RATIO = 3.0
 
 # The runs of a new day: the landing run (raw and features), then with --chain the automation
-# run of predictions and reports.
+# run of predictions, reports and the trial assets (no trial runs: they check and skip, but
+# online_predictions reads the day's prediction log).
 LANDED = ("raw_flights", "raw_weather", "flight_features")
-CHAINED = ("batch_predictions", "drift_report", "model_performance")
+CHAINED = (
+    "batch_predictions",
+    "drift_report",
+    "model_performance",
+    "challenger_predictions",
+    "online_predictions",
+    "trial_evaluation",
+)
 # --chain: the champion is trained on these warm-up days (the measured days come after them).
 CHAIN_WARMUP_DAYS = 21
 CHAIN_START = date(2013, 1, 22)
@@ -85,6 +93,7 @@ CHAIN_STAGES = (
     "write_drift_table",
     "performance",
     "write_performance",
+    "trial_assets",
 )
 
 
@@ -183,6 +192,7 @@ class OneDay:
         resources = self.loop.defs.resources or {}
         self.pseudonyms = resources["pseudonyms"]
         self.tracking = resources["tracking"]
+        self.prediction_log = resources["prediction_log"]
         self.reports = type(resources["reports"])(base_url=str(tmp / "pure" / "reports"))
         self.reference: Any = None
 
@@ -367,6 +377,18 @@ class OneDay:
         watch(
             "write_performance", lambda: write_parquet(target, _one_row({**row, **scored.metrics}))
         )
+        self._pure_trial(watch, day, features, predicted)
+
+    def _pure_trial(self, watch: Stopwatch, day: date, features: Any, predicted: Any) -> None:
+        """The trial assets without a trial: two trial look-ups, the day's online predictions."""
+        from mlops_assets.lib.predictions import online_summary
+
+        if watch("trial_assets", self.tracking.trial) or watch("trial_assets", self.tracking.trial):
+            raise BenchError(f"a trial is running on {day}: the chain measures days without one")
+        log = watch("trial_assets", lambda: self.prediction_log.read_day(day.isoformat()))
+        watch("trial_assets", lambda: online_summary(log, features, predicted))
+        target = self.pure_lake / "online_predictions" / f"{day}.parquet"
+        watch("trial_assets", lambda: write_parquet(target, log))
 
     def lake_features_md5(self, day: date) -> str:
         """MD5 of the features Parquet the pipeline wrote for ``day``."""
