@@ -509,9 +509,10 @@ def day_runs(server: DagsterDev, day: date) -> list[dict[str, Any]]:
 
 
 def has_landing_runs(server: DagsterDev, day: date, count: int) -> bool:
-    """Whether the landing sensor has requested ``count`` runs of ``day``."""
+    """Whether the landing sensor has submitted ``count`` runs of ``day`` (a run the sensor
+    created is NOT_STARTED until the daemon submits it to the queue, seconds later under load)."""
     runs = [r for r in day_runs(server, day) if r["tags"].get(SENSOR_TAG) == LANDING_SENSOR]
-    return len(runs) == count
+    return len(runs) == count and all(r["status"] != "NOT_STARTED" for r in runs)
 
 
 def redeliver_flights(landing: Path, day: date, original: str, drop: int) -> int:
