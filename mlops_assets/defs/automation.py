@@ -106,7 +106,7 @@ def _nothing_to_run(deferred: list[str], waiting: list[str]) -> str:
     "cursor: landing path -> size and mtime); files still waiting are named in the tick.",
 )
 def landing_sensor(context: dg.SensorEvaluationContext, landing: LandingZone) -> Iterator[Any]:
-    """Requests raw partitions for files that appear in the landing zone."""
+    """Requests the raw partitions (a complete day with its features) of new landing files."""
     yield from landing_run_requests(context, landing)
 
 
