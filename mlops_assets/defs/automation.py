@@ -1,7 +1,7 @@
 """Automation: the landing sensor starts days; declarative automation carries them on."""
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import dagster as dg
@@ -19,6 +19,19 @@ REFERENCE_ASSETS = {a.key.to_user_string(): a.key for a in (planes, airports, ai
 # How often the daemon ticks the sensors (seconds).
 LANDING_INTERVAL = 15
 AUTOMATION_INTERVAL = 15
+
+
+def day_selection(datasets: Sequence[str]) -> list[dg.AssetKey]:
+    """The assets of a landing run for a day delivering ``datasets``.
+
+    A complete day (flights and weather) carries its features in the same run: one run per
+    new day, and a failed contract skips the features inside that run. The automation
+    condition does not request them again (their parents were updated by a run that selected
+    them). A partial re-delivery lands raw only; automation follows with the features once
+    every upstream check has passed.
+    """
+    keys = [DAY_ASSETS[d] for d in datasets]
+    return [*keys, flight_features.key] if set(datasets) == set(DAY_ASSETS) else keys
 
 
 def references_ready(instance: dg.DagsterInstance) -> bool:
@@ -63,7 +76,7 @@ def landing_run_requests(
         yield dg.RunRequest(
             run_key=request.run_key,
             partition_key=request.day.isoformat(),
-            asset_selection=[DAY_ASSETS[d] for d in request.datasets],
+            asset_selection=day_selection(request.datasets),
             tags={TRIGGER_TAG: LANDING_TRIGGER, FILES_TAG: ",".join(request.datasets)},
         )
     context.update_cursor(json.dumps(plan.seen, sort_keys=True))
@@ -85,15 +98,15 @@ def _nothing_to_run(deferred: list[str], waiting: list[str]) -> str:
 
 @dg.sensor(
     name=LANDING_SENSOR,
-    target=[raw_flights, raw_weather, planes, airports, airlines],
+    target=[raw_flights, raw_weather, flight_features, planes, airports, airlines],
     minimum_interval_seconds=LANDING_INTERVAL,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Watches the landing zone and requests the partitions of new or re-delivered "
-    "files once their day's manifest lists them (cursor: landing path -> size and mtime); "
-    "files still waiting are named in the tick.",
+    "files once their day's manifest lists them (a complete day with its features, in one run; "
+    "cursor: landing path -> size and mtime); files still waiting are named in the tick.",
 )
 def landing_sensor(context: dg.SensorEvaluationContext, landing: LandingZone) -> Iterator[Any]:
-    """Requests raw partitions for files that appear in the landing zone."""
+    """Requests the raw partitions (a complete day with its features) of new landing files."""
     yield from landing_run_requests(context, landing)
 
 
@@ -102,7 +115,8 @@ automation_sensor = dg.AutomationConditionSensorDefinition(
     target=dg.AssetSelection.all(),
     default_status=dg.DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=AUTOMATION_INTERVAL,
-    description="Evaluates the declarative automation conditions (features follow raw days).",
+    description="Evaluates the declarative automation conditions (predictions and reports "
+    "follow feature days; features follow partial raw re-deliveries).",
 )
 
 __all__ = ["automation_sensor", "flight_features", "landing_sensor"]

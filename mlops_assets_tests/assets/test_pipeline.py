@@ -81,8 +81,9 @@ def test_days_flow_from_landing_to_features(pipeline: Pipeline):
             assert pipeline.lake(asset, day).exists(), (asset, day)
     triggers = [(o.trigger, o.partition, tuple(o.assets)) for o in pipeline.loop.state.outcomes]
     assert ("landing", None, ("airlines", "airports", "planes")) in triggers
-    assert ("landing", DAY, ("raw_flights", "raw_weather")) in triggers
-    assert ("automation", DAY, ("flight_features",)) in triggers
+    # One run per complete day carries its features; automation does not request them again.
+    assert ("landing", DAY, ("raw_flights", "raw_weather", "flight_features")) in triggers
+    assert not [t for t in triggers if "flight_features" in t[2] and t[0] != "landing"]
 
 
 def test_materializations_carry_rows_hashes_paths_and_versions(pipeline: Pipeline):
@@ -245,8 +246,8 @@ def test_fixed_redelivery_recovers_the_day(pipeline: Pipeline):
     replay(pipeline.where.landing, date(2013, 1, 1), 1, include_reference=False)
     outcomes = pipeline.loop.tick_landing() + pipeline.loop.tick_automation()
     assert [(o.partition, o.assets, o.success) for o in outcomes] == [
-        (DAY, ["raw_flights", "raw_weather"], True),  # the replay rewrote both files
-        (DAY, ["flight_features"], True),
+        # The replay rewrote both files: one run through the features, nothing after it.
+        (DAY, ["raw_flights", "raw_weather", "flight_features"], True),
     ]
 
 
@@ -258,6 +259,7 @@ def test_day_with_no_weather_blocks_features(pipeline: Pipeline):
     assert "non_empty_day" in (day_run.error or "")
     [check] = [c for c in pipeline.check_results(day_run.run_id) if not c.passed]
     assert "weather/2013-12-31.csv" in (check.description or "")
+    assert "flight_features" in day_run.assets  # its features were skipped inside the run
     assert pipeline.lake("raw_flights", "2013-12-31").exists()  # flights are fine
     assert not pipeline.lake("raw_weather", "2013-12-31").exists()
     assert pipeline.loop.tick_automation() == []
@@ -508,8 +510,11 @@ def test_weather_missing_an_hour_blocks_the_features(pipeline: Pipeline):
         date.fromisoformat(day),
         kept.to_csv(index=False).encode(),
     )
-    # The weather file is complete as delivered and valid: only the coverage tells.
-    assert [o.success for o in pipeline.loop.tick_landing()] == [True]
+    # The weather file is complete as delivered and valid: only the coverage tells. A partial
+    # re-delivery lands raw only; automation follows with the features.
+    assert [(o.assets, o.success) for o in pipeline.loop.tick_landing()] == [
+        (["raw_weather"], True)
+    ]
     [outcome] = pipeline.loop.tick_automation()
     assert not outcome.success and outcome.stack is None
     assert outcome.error == (
