@@ -188,7 +188,7 @@ def test_a_pipeline_run_logs_json_lines(
     daily = [e for e in entries if runs[e["run_id"]].partition == day]
     assert all(e["partition"] == day and e["job"] == "__ASSET_JOB" for e in daily)
     steps = {e["step"] for e in daily if e.get("event") == "STEP_SUCCESS"}
-    assert steps == {"raw_flights", "raw_weather"}
+    assert steps == {"raw_flights", "raw_weather", "flight_features"}  # one run a landed day
     materialized = {e["asset"] for e in daily if e.get("event") == "ASSET_MATERIALIZATION"}
-    assert materialized == {"raw_flights", "raw_weather"}
+    assert materialized == {"raw_flights", "raw_weather", "flight_features"}
     assert all(not e["message"].startswith("__ASSET_JOB - ") for e in entries)
