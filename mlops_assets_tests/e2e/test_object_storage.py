@@ -541,7 +541,9 @@ def test_a_missing_dvc_remote_bucket_stores_the_feature_day_nowhere(
         defs = build_defs(os.environ)
         outcomes = LocalDaemon(defs, instance, root / "cursors.json").run_until_idle()
         failed = [o for o in outcomes if not o.success]
-        assert [o.assets for o in failed] == [["flight_features"]], outcomes
+        # The day's landing run carries its features: raw lands, the features step fails.
+        day_run = {"raw_flights", "raw_weather", "flight_features"}
+        assert [set(o.assets) for o in failed] == [day_run], outcomes
         text = _failure_text(instance, failed[0].run_id)
         print(text)
         assert f"could not version flight_features/{FIRST_DAY}.parquet" in text
