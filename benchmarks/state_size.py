@@ -89,7 +89,10 @@ def census(state: Path) -> Census:
     for folder, _dirs, files in os.walk(state):
         parts = Path(folder).relative_to(state).parts
         for name in files:
-            stat = os.lstat(Path(folder) / name)
+            try:
+                stat = os.lstat(Path(folder) / name)
+            except FileNotFoundError:  # removed since listed (a SQLite journal, a staged file)
+                continue
             if stat.st_nlink > 1:
                 if (stat.st_dev, stat.st_ino) in seen:
                     continue
@@ -192,9 +195,14 @@ def run_demo(args: argparse.Namespace, state: Path) -> tuple[list[dict[str, Any]
         proc = subprocess.Popen(
             command, env=child_environment(state), stdout=out, stderr=subprocess.STDOUT
         )
-        while proc.poll() is None:
-            time.sleep(args.interval)
-            samples.append(sample(state, started))
+        try:
+            while proc.poll() is None:
+                time.sleep(args.interval)
+                samples.append(sample(state, started))
+        finally:  # a failed sample must not leave the demo running on its own
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
     seconds = time.perf_counter() - started
     if proc.returncode != 0:
         tail = log.read_text()[-3000:]
