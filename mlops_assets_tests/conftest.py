@@ -121,6 +121,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     items.sort(key=rank)  # stable: each module keeps its order
 
 
+@pytest.fixture
+def steps_mirrored(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every line a step writes reaches the console before the step's capture ends.
+
+    Dagster mirrors a step's captured output to the console with ``tail -F``, which polls
+    once a second and is stopped when the step ends: on a busy machine a step's last lines
+    (its failure) can be lost from the console, never from the event log (dagster#23336).
+    """
+    monkeypatch.setenv("DAGSTER_COMPUTE_LOG_TAIL_WAIT_AFTER_FINISH", "1.5")
+
+
 STRAY_STATE = ("mlflow.db", "mlruns", "mlartifacts", ".dvc")
 
 

@@ -92,17 +92,6 @@ def test_a_sensor_prints_its_warnings_only_unless_asked_for_more(
     assert [w for line in lines for w in ("INFO", "WARNING") if f" - {w} - " in line] == shown
 
 
-@pytest.fixture
-def steps_mirrored(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every line a step writes reaches the console before the step's capture ends.
-
-    Dagster mirrors a step's captured output to the console with ``tail -F``, which polls
-    once a second and is stopped when the step ends: on a busy machine a step's last lines
-    (its failure) can be lost from the console, never from the event log (dagster#23336).
-    """
-    monkeypatch.setenv("DAGSTER_COMPUTE_LOG_TAIL_WAIT_AFTER_FINISH", "1.5")
-
-
 @pytest.mark.parametrize("log_format", settings.LOG_FORMATS)
 @pytest.mark.usefixtures("steps_mirrored")
 def test_at_error_level_a_deliberate_failure_prints_one_line_and_a_bug_its_stack(

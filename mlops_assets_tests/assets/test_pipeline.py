@@ -220,6 +220,7 @@ def test_bad_redelivery_fails_clearly_and_loses_nothing(pipeline: Pipeline, case
     assert pipeline.digest("flight_features", DAY) == before_features
 
 
+@pytest.mark.usefixtures("steps_mirrored")
 def test_a_rejected_day_is_one_line_on_an_error_level_console(
     pipeline: Pipeline, capfd: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
 ):
@@ -405,6 +406,7 @@ def test_the_day_recovers_once_the_fault_is_gone(
     assert staged_leftovers(pipeline.where.lake / "flight_features") == []
 
 
+@pytest.mark.usefixtures("steps_mirrored")
 def test_a_real_defect_blocks_its_day_in_one_line(pipeline: Pipeline, capfd: pytest.CaptureFixture):
     # On 2013-02-12 at 03:00 the EWR weather reports a wind speed of 1,048 mph.
     replay(pipeline.where.landing, date(2013, 2, 12), 1, include_reference=False)

@@ -166,6 +166,7 @@ def test_an_unknown_log_format_refuses_to_start(
     assert "MLOPS_LOG_FORMAT must be one of text, json, got 'yaml'" in refused.log_text()
 
 
+@pytest.mark.usefixtures("steps_mirrored")
 def test_a_pipeline_run_logs_json_lines(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 ):
