@@ -39,7 +39,7 @@ VIEWER_HTML = """<!DOCTYPE html>
 (async () => {
   const status = document.getElementById("status");
   const name = new URLSearchParams(location.search).get("report") || "";
-  if (!/^[A-Za-z0-9_-][A-Za-z0-9_.-]*$/.test(name) || name.includes("..")) {
+  if (!/__NAME__/.test(name) || name.includes("..")) {
     status.textContent = "No report named: open this page as view.html?report=<name>.";
     return;
   }
@@ -62,7 +62,7 @@ VIEWER_HTML = """<!DOCTYPE html>
 </script>
 </body>
 </html>
-""".replace("__SUFFIX__", PAGE_SUFFIX)
+""".replace("__SUFFIX__", PAGE_SUFFIX).replace("__NAME__", _NAME.pattern)
 
 
 @dataclass(frozen=True)
