@@ -22,15 +22,15 @@ AUTOMATION_INTERVAL = 15
 
 
 def day_selection(datasets: Sequence[str]) -> list[dg.AssetKey]:
-    """The assets of a landing run for a day delivering ``datasets``.
+    """The assets of a landing run for a day whose ``datasets`` are delivered.
 
-    A complete day (flights and weather) carries its features in the same run: one run per
-    new day, and a failed contract skips the features inside that run. The automation
-    condition does not request them again (their parents were updated by a run that selected
-    them). A partial re-delivery lands raw only; automation follows with the features once
-    every upstream check has passed.
+    A complete day (flights and weather, new or landed earlier) carries its features in the
+    same run, and a failed contract skips them inside that run. A re-delivery of one file
+    reads the day's other file again rather than leaving the features to automation:
+    declarative automation forgets a parent's update when the child was updated by another
+    run within the same tick (``since_last_handled``), which left features stale.
     """
-    keys = [DAY_ASSETS[d] for d in datasets]
+    keys = [DAY_ASSETS[d] for d in sorted(set(datasets))]
     return [*keys, flight_features.key] if set(datasets) == set(DAY_ASSETS) else keys
 
 
@@ -76,7 +76,7 @@ def landing_run_requests(
         yield dg.RunRequest(
             run_key=request.run_key,
             partition_key=request.day.isoformat(),
-            asset_selection=day_selection(request.datasets),
+            asset_selection=day_selection(request.datasets + request.landed),
             tags={TRIGGER_TAG: LANDING_TRIGGER, FILES_TAG: ",".join(request.datasets)},
         )
     context.update_cursor(json.dumps(plan.seen, sort_keys=True))
@@ -102,8 +102,9 @@ def _nothing_to_run(deferred: list[str], waiting: list[str]) -> str:
     minimum_interval_seconds=LANDING_INTERVAL,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Watches the landing zone and requests the partitions of new or re-delivered "
-    "files once their day's manifest lists them (a complete day with its features, in one run; "
-    "cursor: landing path -> size and mtime); files still waiting are named in the tick.",
+    "files once their day's manifest lists them (a complete day with its features, in one run, "
+    "a re-delivered file with the day's other file; cursor: landing path -> size and mtime); "
+    "files still waiting are named in the tick.",
 )
 def landing_sensor(context: dg.SensorEvaluationContext, landing: LandingZone) -> Iterator[Any]:
     """Requests the raw partitions (a complete day with its features) of new landing files."""
@@ -116,7 +117,7 @@ automation_sensor = dg.AutomationConditionSensorDefinition(
     default_status=dg.DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=AUTOMATION_INTERVAL,
     description="Evaluates the declarative automation conditions (predictions and reports "
-    "follow feature days; features follow partial raw re-deliveries).",
+    "follow feature days; features follow raw days materialized outside a landing run).",
 )
 
 __all__ = ["automation_sensor", "flight_features", "landing_sensor"]

@@ -227,11 +227,20 @@ def _not_utf8(payload: bytes, error: UnicodeDecodeError) -> str:
 
 @dataclass(frozen=True)
 class DayRequest:
-    """Materialize these day datasets for ``day`` (a run per day)."""
+    """Materialize these day datasets for ``day`` (a run per day).
+
+    Attributes:
+        day: The partition day.
+        datasets: The day's new or re-delivered datasets.
+        run_key: One per delivery (the files' fingerprints).
+        landed: The day's other datasets, handled earlier and unchanged: a re-delivery
+            reads them again, so the day's run can carry its features.
+    """
 
     day: date
     datasets: tuple[str, ...]
     run_key: str
+    landed: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -313,7 +322,10 @@ def plan_landing_runs(
         items = sorted(ready, key=lambda f: f.key)
         parts = [f"{f.dataset}={f.fingerprint}" for f in items]
         parts += [f"{MANIFEST}={manifest.fingerprint}"] if manifest else []
-        days.append(DayRequest(day, tuple(f.dataset for f in items), f"{day}:" + ",".join(parts)))
+        landed = found.landed(day, {f.key for f in items})
+        days.append(
+            DayRequest(day, tuple(f.dataset for f in items), f"{day}:" + ",".join(parts), landed)
+        )
         found.seen.update({f.key: f.fingerprint for f in items})
         if manifest:
             found.seen[manifest.key] = manifest.fingerprint
@@ -333,6 +345,17 @@ class _Listing:
         self.news: dict[date, dict[str, LandingFile]] = {}  # new day files (manifest or not)
         self.delivered: dict[date, dict[str, LandingFile]] = {}  # every day file present
         self.manifests: dict[date, LandingFile] = {}
+
+    def landed(self, day: date, new: set[str]) -> tuple[str, ...]:
+        """The datasets of ``day`` handled on an earlier tick, other than ``new``."""
+        earlier = self.delivered.get(day, {}).values()
+        return tuple(
+            sorted(
+                f.dataset
+                for f in earlier
+                if f.key not in new and self.old.get(f.key) == f.fingerprint
+            )
+        )
 
     def add(
         self, item: LandingFile, first_day: date, end_day: date, references_ready: bool

@@ -54,6 +54,9 @@ class Pipeline:
         ).records
         return [r.asset_materialization for r in records]
 
+    def failed_checks(self, run_id: str) -> list[Any]:
+        return [c for c in self.check_results(run_id) if not c.passed]
+
     def check_results(self, run_id: str) -> list[Any]:
         return [
             e.dagster_event.event_specific_data
@@ -207,7 +210,7 @@ def test_bad_redelivery_fails_clearly_and_loses_nothing(pipeline: Pipeline, case
     assert "\n" not in error and outcomes[0].stack is None  # one line; a deliberate failure
     # The failed contract is visible as a failed blocking check with the file, every broken
     # rule and the failure table.
-    [check] = pipeline.check_results(outcomes[0].run_id)
+    [check] = pipeline.failed_checks(outcomes[0].run_id)
     assert check.check_name == "contract" and not check.passed
     assert check.partition == DAY
     assert str(landing_file) in (check.description or "")
@@ -258,7 +261,7 @@ def test_day_with_no_weather_blocks_features(pipeline: Pipeline):
     [day_run] = outcomes.values()
     assert not day_run.success
     assert "non_empty_day" in (day_run.error or "")
-    [check] = [c for c in pipeline.check_results(day_run.run_id) if not c.passed]
+    [check] = pipeline.failed_checks(day_run.run_id)
     assert "weather/2013-12-31.csv" in (check.description or "")
     assert "flight_features" in day_run.assets  # its features were skipped inside the run
     assert pipeline.lake("raw_flights", "2013-12-31").exists()  # flights are fine
@@ -420,7 +423,7 @@ def test_a_real_defect_blocks_its_day_in_one_line(pipeline: Pipeline, capfd: pyt
     printed = "".join(capfd.readouterr())
     assert "Traceback" not in printed and "Stack Trace" not in printed, printed
     # The details stay in the UI: the failed check with the file and the failure table.
-    [check] = [c for c in pipeline.check_results(outcome.run_id) if not c.passed]
+    [check] = pipeline.failed_checks(outcome.run_id)
     assert check.partition == "2013-02-12"
     assert "weather/2013-02-12.csv" in (check.description or "")
     assert "1048.36058" in check.metadata["failure_cases"].value
@@ -449,7 +452,7 @@ def test_a_file_cut_at_a_line_boundary_is_blocked_by_its_manifest(pipeline: Pipe
         f"{len(good):,} in the manifest; sha256 {hashlib.sha256(cut).hexdigest()[:12]} "
         f"delivered, {hashlib.sha256(good).hexdigest()[:12]} in the manifest"
     )
-    [check] = pipeline.check_results(outcome.run_id)
+    [check] = pipeline.failed_checks(outcome.run_id)
     assert check.check_name == "contract" and not check.passed
     assert check.metadata["rules_broken"].value == ["matches_manifest"]
     # The good day before it is untouched and nothing downstream runs.
@@ -512,12 +515,10 @@ def test_weather_missing_an_hour_blocks_the_features(pipeline: Pipeline):
         date.fromisoformat(day),
         kept.to_csv(index=False).encode(),
     )
-    # The weather file is complete as delivered and valid: only the coverage tells. A partial
-    # re-delivery lands raw only; automation follows with the features.
-    assert [(o.assets, o.success) for o in pipeline.loop.tick_landing()] == [
-        (["raw_weather"], True)
-    ]
-    [outcome] = pipeline.loop.tick_automation()
+    # The weather file is complete as delivered and valid: only the coverage tells. The
+    # re-delivery reads the day's landed flights again and carries the features in its run.
+    [outcome] = pipeline.loop.tick_landing()
+    assert outcome.assets == ["raw_flights", "raw_weather", "flight_features"]
     assert not outcome.success and outcome.stack is None
     assert outcome.error == (
         f"flight_features: flight_features {day}: {lost} of {len(flights)} flights "
@@ -526,7 +527,8 @@ def test_weather_missing_an_hour_blocks_the_features(pipeline: Pipeline):
         + (outcome.error or "").split("(flights): ", 1)[1]
     )
     assert f"{busiest:%Y-%m-%d %H}:00 UTC" in (outcome.error or "")
-    [check] = pipeline.check_results(outcome.run_id)
+    [check] = pipeline.failed_checks(outcome.run_id)
     assert check.check_name == "weather_coverage" and not check.passed
     assert check.metadata["flights_without_weather"].value == lost
     assert pipeline.digest("flight_features", day) == before
+    assert pipeline.loop.tick_automation() == []

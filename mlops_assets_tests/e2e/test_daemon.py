@@ -611,8 +611,9 @@ def test_a_day_redelivered_twice_while_its_first_run_goes_keeps_the_last(
         raw = pd.read_parquet(lake / "raw_flights" / f"{key}.parquet")
         features = pd.read_parquet(lake / FEATURES / f"{key}.parquet")
         assert len(raw) == len(features) == rows, (len(raw), len(features), rows)
-        # The first delivery's features, then the last's: two versions, the lake at the last.
-        assert_lake_matches_registry(loop, REDELIVERED, versions=2)
+        # Each delivery's run carries the day's features: three versions, the lake at the last.
+        assert all(FEATURES in r["assets"] for r in runs), runs
+        assert_lake_matches_registry(loop, REDELIVERED, versions=3)
 
 
 @pytest.mark.timeout(600)

@@ -78,6 +78,24 @@ def test_cursor_prevents_duplicates_and_sees_redeliveries(one_day: Path, tmp_pat
     redelivered = tick(tmp_path, first.seen)
     assert [r.datasets for r in redelivered.days] == [("weather",)]
     assert redelivered.days[0].run_key != first.days[0].run_key
+    # The day's flights, landed before and unchanged, are named for the day's run.
+    assert first.days[0].landed == () and redelivered.days[0].landed == ("flights",)
+
+
+def test_a_redelivery_names_only_other_files_landed_before_and_unchanged(
+    one_day: Path, tmp_path: Path
+):
+    copy_day(one_day, tmp_path)
+    first = tick(tmp_path, {})
+    for name in ("flights", "weather"):  # both changed: nothing landed before is left
+        path = tmp_path / name / "2013-01-01.csv"
+        path.write_bytes(path.read_bytes() + b"\n")
+    [both] = tick(tmp_path, first.seen).days
+    assert both.datasets == ("flights", "weather") and both.landed == ()
+    # Flights not in the cursor are new; the weather, handled at its fingerprint, is landed.
+    seen = {k: v for k, v in tick(tmp_path, {}).seen.items() if not k.startswith("flights/")}
+    [flights] = tick(tmp_path, seen).days
+    assert flights.datasets == ("flights",) and flights.landed == ("weather",)
 
 
 def test_run_keys_are_stable_if_the_cursor_is_lost(one_day: Path, tmp_path: Path):
