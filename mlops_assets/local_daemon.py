@@ -286,15 +286,21 @@ class LocalDaemon:
         ]
 
     def run_until_idle(self, max_ticks: int = 50) -> list[RunOutcome]:
-        """Alternates landing and automation ticks until neither requests anything."""
+        """Alternates landing and automation ticks until neither requests anything.
+
+        A round whose only runs were landed days is the last: the automation and the other
+        sensors ticked after those runs and found nothing, and a next landing tick would
+        find nothing either (a new delivery aside, which is the next round's).
+        """
         if self.state.automation_cursor is None:
             self.tick_automation()  # the first evaluation only establishes the cursor
         done: list[RunOutcome] = []
         for _ in range(max_ticks):
-            ran = self.tick_landing() + self.tick_automation()
+            landed = self.tick_landing()
+            ran = self.tick_automation()
             for name in self.extra_sensors:
                 ran += self.tick_sensor(name)
-            if not ran:
+            done += landed + ran
+            if not ran and all(o.partition is not None for o in landed):
                 break
-            done += ran
         return done

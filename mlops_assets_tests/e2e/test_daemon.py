@@ -67,7 +67,6 @@ from mlops_assets_tests.assets.test_monitoring import TEST_POLICY
 from mlops_assets_tests.deliveries import land_day
 from mlops_assets_tests.deployed import PREDICT_DAY, deployed_copy, shuffle_labels
 from mlops_assets_tests.e2e.daemon import (
-    AUTOMATION_SENSOR,
     BROKEN,
     FINISHED,
     LANDING_SENSOR,
@@ -85,7 +84,7 @@ pytestmark = pytest.mark.e2e
 NEW_DAY = date(2013, 1, 23)  # a normal day, the first the daemon sees
 DEGRADED = [date(2013, 1, 24), date(2013, 1, 25)]  # labels shuffled: the champion is at chance
 RAW_ASSETS = ("raw_flights", "raw_weather")
-# A complete day's landing run carries its features; automation requests the rest.
+# With a champion in place, a complete day's landing run carries it through its reports.
 LANDED_ASSETS = (*RAW_ASSETS, "flight_features")
 DAY_ASSETS = ("batch_predictions", "drift_report", "model_performance")
 MONITORING = ("drift_report", "model_performance")
@@ -96,7 +95,7 @@ MONITORING = ("drift_report", "model_performance")
 # 2013-01-25 (23+24: drop 0.091, no; 23+25: 0.12 or 24+25: 0.16, yes).
 POLICY = {**TEST_POLICY, "max_auc_drop": 0.1}
 
-DAY_TIMEOUT = 300.0  # landing tick, raw run, automation tick, one run through monitoring
+DAY_TIMEOUT = 300.0  # a landing tick, then one run from the raw files to the reports
 DEGRADED_TIMEOUT = 420.0  # the same for two days (two concurrent runs at most)
 TICK_TIMEOUT = 90.0  # one more tick of a sensor (15 s or 30 s interval)
 RETRAIN_REQUEST_TIMEOUT = 150.0  # a retraining tick (30 s) after the monitoring results
@@ -200,21 +199,16 @@ def single_event(server: DagsterDev, asset: str, day: date) -> dict[str, Any]:
 
 
 def assert_day_flowed_by_sensors(server: DagsterDev, day: date) -> dict[str, dict[str, Any]]:
-    """Checks which sensor materialized each asset of ``day`` (once each); returns the
-    materialization of each asset."""
+    """Checks that one landing run materialized every asset of ``day`` (once each); returns
+    the materialization of each asset."""
     key = day.isoformat()
     events = {a: single_event(server, a, day) for a in (*LANDED_ASSETS, *DAY_ASSETS)}
-    runs = {e["runId"]: server.run(e["runId"]) for e in events.values()}
-    for asset, event in events.items():
-        run = runs[event["runId"]]
-        sensor = LANDING_SENSOR if asset in LANDED_ASSETS else AUTOMATION_SENSOR
-        assert run["tags"].get(SENSOR_TAG) == sensor, (asset, run)
-        assert run["tags"].get(PARTITION_TAG) == key, (asset, run)
-        assert run["status"] == "SUCCESS", (asset, run)
-        if asset in LANDED_ASSETS:
-            assert run["tags"].get("mlops/trigger") == "landing", (asset, run)
-    # One run per day through ingestion and features.
-    assert len({events[a]["runId"] for a in LANDED_ASSETS}) == 1, events
+    [run_id] = {e["runId"] for e in events.values()}  # one run per day, landing to reports
+    run = server.run(run_id)
+    assert run["tags"].get(SENSOR_TAG) == LANDING_SENSOR, run
+    assert run["tags"].get(PARTITION_TAG) == key, run
+    assert run["tags"].get("mlops/trigger") == "landing", run
+    assert run["status"] == "SUCCESS", run
     return events
 
 
@@ -477,7 +471,7 @@ PARENT_RUN_TAG = "dagster/parent_run_id"  # set on the retry the daemon launches
 WILL_RETRY_TAG = "dagster/will_retry"
 FEATURES = "flight_features"
 SETTLE_TIMEOUT = 420.0  # a day's runs, one after another, through monitoring
-KILL_TIMEOUT = 240.0  # a landing tick, the raw run, an automation tick, the commit reached
+KILL_TIMEOUT = 240.0  # a landing tick, the landing run up to the features commit
 
 
 def lake_and_registry(loop: ClosedLoop) -> tuple[Path, Any]:
