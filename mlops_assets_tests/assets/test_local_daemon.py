@@ -13,6 +13,7 @@ import dagster as dg
 import pytest
 
 from mlops_assets import settings
+from mlops_assets.defs.automation import LANDING_SENSOR
 from mlops_assets.defs.loggers import run_loggers
 from mlops_assets.local_daemon import LocalDaemon, RunOutcome
 
@@ -139,3 +140,46 @@ def test_by_default_the_code_location_console_keeps_dagster_stacks(
         printed = capfd.readouterr().err
     assert not result.success
     assert "raise dg.Failure(" in printed
+
+
+DAYS = dg.DailyPartitionsDefinition(start_date="2013-01-01", end_date="2013-01-03")
+
+
+@dg.asset
+def reference() -> None:
+    return None
+
+
+@dg.asset(partitions_def=DAYS, deps=[reference])
+def day() -> None:
+    return None
+
+
+def landing_defs(ticks: list[int]) -> dg.Definitions:
+    """A landing sensor that asks for the reference first, the days once it exists."""
+
+    @dg.sensor(name=LANDING_SENSOR, target=[reference, day])
+    def landing(context: dg.SensorEvaluationContext) -> Iterator[dg.RunRequest]:
+        ticks.append(1)
+        if not context.instance.get_latest_materialization_event(reference.key):
+            yield dg.RunRequest(run_key="reference", asset_selection=[reference.key])
+            return
+        for key in DAYS.get_partition_keys():
+            yield dg.RunRequest(run_key=key, partition_key=key, asset_selection=[day.key])
+
+    return dg.Definitions(assets=[reference, day], sensors=[landing])
+
+
+def test_a_round_of_landed_days_only_is_the_last(tmp_path: Path):
+    # The automation and the other sensors ticked after the days' runs: nothing is left.
+    ticks: list[int] = []
+    with dg.instance_for_test() as instance:
+        loop = LocalDaemon(landing_defs(ticks), instance, tmp_path / "cursors.json")
+        ran = loop.run_until_idle()
+    # Reference, then days (the round after the reference run), then no third landing tick.
+    assert [(o.assets, o.partition) for o in ran] == [
+        (["reference"], None),
+        (["day"], "2013-01-01"),
+        (["day"], "2013-01-02"),
+    ]
+    assert len(ticks) == 2
