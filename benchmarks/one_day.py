@@ -195,6 +195,17 @@ class OneDay:
         self.prediction_log = resources["prediction_log"]
         self.reports = type(resources["reports"])(base_url=str(tmp / "pure" / "reports"))
         self.reference: Any = None
+        self.instance = instance
+        self.floors: dict[bool, Any] = {}
+
+    def floor_day(self, day: date, chain: bool) -> float:
+        """Dagster's floor: a run of the landing run's shape whose steps do nothing."""
+        from benchmarks.run_floor import floor_job, run_floor
+
+        job = self.floors.setdefault(chain, floor_job(chain))
+        start = time.perf_counter()
+        run_floor(job, self.instance, day.isoformat())
+        return time.perf_counter() - start
 
     def replay(self, day: date, days: int = 1, *, include_reference: bool = False) -> None:
         """Writes ``days`` days from ``day`` into the landing zone (not timed)."""
@@ -473,6 +484,8 @@ def measure_day(bench: OneDay, day: date, i: int, chain: bool) -> dict[str, Any]
             record["pipeline"] = bench.pipeline_day(day, chain)
         else:
             record["pure"], record["pure_md5"] = bench.pure_day(day, chain)
+    gc.collect()
+    record["floor"] = bench.floor_day(day, chain)
     record["pipeline_md5"] = bench.lake_features_md5(day)
     record["same_output"] = record["pipeline_md5"] == record["pure_md5"]
     # Not part of either side: what the features run reads back through the IO manager.
@@ -531,6 +544,7 @@ def summarize(
         "median_pure_s": {s: median_of(per_day, "pure", s) for s in pure_stages(args.chain)},
         "median_pure_total_s": pure_total,
         "median_lake_reads_s": median_of(per_day, "lake_reads"),
+        "median_floor_s": median_of(per_day, "floor"),
         "ratio": ratio,
         "per_day_ratio": [r["pipeline_total"] / r["pure_total"] for r in per_day],
         "budget_ratio": BUDGET_RATIO,
@@ -572,6 +586,13 @@ def report(result: dict[str, Any]) -> None:
     print(
         f"DVC commit: {pure['dvc_commit']:.3f} s = {pure['dvc_commit'] / pure_total:.0%} of pure; "
         f"Dagster overhead (pipeline - pure): {pipeline_total - pure_total:.3f} s"
+    )
+    floor = result["median_floor_s"]
+    evaluations = pipeline["landing_sensor"] + pipeline["automation_eval"]
+    print(
+        f"Dagster's floor, a run of the landing run's shape with empty steps: {floor:.3f} s "
+        f"= {floor / pure_total:.2f} x pure; with the day's two evaluations: "
+        f"{floor + evaluations:.3f} s = {(floor + evaluations) / pure_total:.2f} x pure"
     )
     lake_reads = result["median_lake_reads_s"]
     print(f"reading the 3 inputs of flight_features back from the lake: {lake_reads:.3f} s")
