@@ -210,22 +210,11 @@ def derive_features(
     """
     import numpy as np
 
-    year = np.asarray(flights["year"], dtype="int64")
-    month = np.asarray(flights["month"], dtype="int64")
-    day = np.asarray(flights["day"], dtype="int64")
-    dates = (
-        (year - 1970).astype("datetime64[Y]").astype("datetime64[M]")
-        + (month - 1).astype("timedelta64[M]")
-    ).astype("datetime64[D]") + (day - 1).astype("timedelta64[D]")
-    first_of_year = dates.astype("datetime64[Y]").astype("datetime64[D]")
-    sched_dep = np.asarray(flights["sched_dep_time"], dtype="int64")
-    dep_minute = _minute_of_day(sched_dep)
-    arr_minute = _minute_of_day(np.asarray(flights["sched_arr_time"], dtype="int64"))
-    block = arr_minute - dep_minute
+    year, month, dates = _flight_dates(flights)
     origin = np.asarray(flights["origin"], dtype=object)
     dest = np.asarray(flights["dest"], dtype=object)
     rows = planes.rows(list(flights["tailnum"]))
-    columns: dict[str, np.ndarray] = {
+    return {
         "flight_date": np.datetime_as_string(dates, unit="D").astype(object),
         "carrier": np.asarray(flights["carrier"], dtype=object),
         "origin": origin,
@@ -233,24 +222,65 @@ def derive_features(
         "route": origin + "-" + dest,
         "engine": planes.column("engine", rows),
         "plane_type": planes.column("plane_type", rows),
+        **_calendar_columns(month, dates),
+        **_schedule_columns(flights),
+        "distance": np.asarray(flights["distance"], dtype="float64"),
+        "plane_age": year - planes.column("year", rows),
+        "seats": planes.column("seats", rows),
+        "engines": planes.column("engines", rows),
+        **_weather_columns(weather, len(year)),
+    }
+
+
+def _flight_dates(flights: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Year, month and the ``datetime64[D]`` date of each flight."""
+    import numpy as np
+
+    year = np.asarray(flights["year"], dtype="int64")
+    month = np.asarray(flights["month"], dtype="int64")
+    day = np.asarray(flights["day"], dtype="int64")
+    dates = (
+        (year - 1970).astype("datetime64[Y]").astype("datetime64[M]")
+        + (month - 1).astype("timedelta64[M]")
+    ).astype("datetime64[D]") + (day - 1).astype("timedelta64[D]")
+    return year, month, dates
+
+
+def _calendar_columns(month: np.ndarray, dates: np.ndarray) -> dict[str, np.ndarray]:
+    first_of_year = dates.astype("datetime64[Y]").astype("datetime64[D]")
+    return {
         "month": month.astype("float64"),
         # 1970-01-01 was a Thursday (Monday = 0).
         "day_of_week": ((dates.astype("int64") + 3) % 7).astype("float64"),
         "day_of_year": ((dates - first_of_year).astype("int64") + 1).astype("float64"),
+    }
+
+
+def _schedule_columns(flights: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    import numpy as np
+
+    sched_dep = np.asarray(flights["sched_dep_time"], dtype="int64")
+    dep_minute = _minute_of_day(sched_dep)
+    arr_minute = _minute_of_day(np.asarray(flights["sched_arr_time"], dtype="int64"))
+    block = arr_minute - dep_minute
+    return {
         "sched_dep_hour": (sched_dep // 100).astype("float64"),
         "sched_dep_minute_of_day": dep_minute.astype("float64"),
         "sched_arr_minute_of_day": arr_minute.astype("float64"),
         # An arrival clock time before the departure means the flight lands the next day.
         "scheduled_block_minutes": np.where(block >= 0, block, block + 24 * 60).astype("float64"),
-        "distance": np.asarray(flights["distance"], dtype="float64"),
-        "plane_age": year - planes.column("year", rows),
-        "seats": planes.column("seats", rows),
-        "engines": planes.column("engines", rows),
     }
+
+
+def _weather_columns(weather: Mapping[str, Any], rows: int) -> dict[str, np.ndarray]:
+    """Each weather field as float64 (missing: NaN; a field not given: all NaN)."""
+    import numpy as np
+
+    columns: dict[str, np.ndarray] = {}
     for name in WEATHER_FIELDS:
         values = weather.get(name)
         columns[name] = (
-            np.full(len(year), np.nan)
+            np.full(rows, np.nan)
             if values is None
             else np.array([np.nan if v is None else v for v in values], dtype="float64")
             if isinstance(values, list)
