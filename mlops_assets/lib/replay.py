@@ -7,6 +7,7 @@ its own upstream replaces that one module and this replay works unchanged.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -91,17 +92,10 @@ def replay(
     rows: dict[str, int] = {}
     touched: set[date] = set()
     for dataset in DAY_DATASETS:
-        table = upstream.read_source_table(dataset)
-        groups = dict(iter(table.groupby(day_keys(table), sort=False)))
-        for day in wanted:
-            target = landing_path(landing, dataset, day)
-            if skip_existing and target.exists():
-                continue
-            frame = groups.get(day.isoformat(), table.iloc[0:0])
-            write_atomic(target, frame.to_csv(index=False).encode())
+        for day, target, count in _write_days(landing, upstream, dataset, wanted, skip_existing):
             written.append(str(target))
             touched.add(day)
-            rows[dataset] = rows.get(dataset, 0) + len(frame)
+            rows[dataset] = rows.get(dataset, 0) + count
     for day in wanted:
         target = manifest_path(landing, day)
         if day not in touched and target.exists():
@@ -109,10 +103,38 @@ def replay(
         write_manifest(landing, day)
         written.append(str(target))
     if include_reference:
-        for name in REFERENCE_DATASETS:
-            target = landing_path(landing, name)
-            if skip_existing and target.exists():
-                continue
-            write_atomic(target, upstream.read_source_csv(name))
-            written.append(str(target))
+        written += _write_references(landing, upstream, skip_existing)
     return ReplaySummary(days=wanted, files=written, rows=rows)
+
+
+def _write_days(
+    landing: UPath | Path,
+    upstream: DataSource,
+    dataset: str,
+    days: list[date],
+    skip_existing: bool,
+) -> Iterator[tuple[date, UPath | Path, int]]:
+    """Writes each of ``days`` of ``dataset``; yields the day, its file and its rows."""
+    table = upstream.read_source_table(dataset)
+    groups = dict(iter(table.groupby(day_keys(table), sort=False)))
+    for day in days:
+        target = landing_path(landing, dataset, day)
+        if skip_existing and target.exists():
+            continue
+        frame = groups.get(day.isoformat(), table.iloc[0:0])
+        write_atomic(target, frame.to_csv(index=False).encode())
+        yield day, target, len(frame)
+
+
+def _write_references(
+    landing: UPath | Path, upstream: DataSource, skip_existing: bool
+) -> list[str]:
+    """(Re)writes the reference tables; returns the files written."""
+    written = []
+    for name in REFERENCE_DATASETS:
+        target = landing_path(landing, name)
+        if skip_existing and target.exists():
+            continue
+        write_atomic(target, upstream.read_source_csv(name))
+        written.append(str(target))
+    return written
