@@ -44,12 +44,12 @@ def ready_chain(materialized: Callable[[dg.AssetKey], bool]) -> list[dg.AssetKey
     reference, the trial) has been ``materialized`` and its upstream chain assets are ready;
     until then automation follows with it, as it does for the bootstrap's days.
     """
-    day = {raw_flights.key, raw_weather.key, flight_features.key}
+    day = {*DAY_ASSETS.values(), flight_features.key}
+    chain = {a.key for a in DAY_CHAIN}
     ready: list[dg.AssetKey] = []
     for asset in DAY_CHAIN:
         deps = set(asset.dependency_keys) - day
-        chained = {d for d in deps if d in {a.key for a in DAY_CHAIN}}
-        if chained <= set(ready) and all(materialized(d) for d in deps - chained):
+        if deps & chain <= set(ready) and all(materialized(d) for d in deps - chain):
             ready.append(asset.key)
     return ready
 
@@ -113,7 +113,9 @@ def landing_run_requests(
             asset_selection=[REFERENCE_ASSETS[n] for n in names],
             tags={TRIGGER_TAG: LANDING_TRIGGER, FILES_TAG: ",".join(names)},
         )
-    chain = ready_chain(functools.partial(materialized, context.instance)) if plan.days else []
+    # One look-up per upstream asset: the trial record is read by two chain assets.
+    lookup = functools.cache(functools.partial(materialized, context.instance))
+    chain = ready_chain(lookup) if plan.days else []
     for request in plan.days:
         yield dg.RunRequest(
             run_key=request.run_key,
