@@ -2,65 +2,47 @@
 
 ``benchmarks.one_day`` runs it beside the pipeline and the pure side on the same instance, so
 the three are compared in one run: what a run of that shape costs before any work is done.
+The shape is read from the project's own assets, so it follows the graph.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
 
+from mlops_assets.defs.automation import DAY_CHAIN
+from mlops_assets.defs.features import flight_features
+from mlops_assets.defs.ingestion import raw_flights, raw_weather
 from mlops_assets.defs.partitions import daily_partitions
 
 PREFIX = "floor"
 
-# The day's assets with their checks (asset -> (parents, checks)), as the graph has them.
-DATA_HALF: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "raw_flights": ((), ("contract",)),
-    "raw_weather": ((), ("contract",)),
-    "flight_features": (
-        ("raw_flights", "raw_weather"),
-        ("contract", "no_leakage", "weather_coverage"),
-    ),
-}
-CHAIN: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "batch_predictions": (("flight_features",), ()),
-    "drift_report": (("flight_features", "batch_predictions"), ("drift",)),
-    "model_performance": (("batch_predictions", "flight_features"), ()),
-    "online_predictions": (("flight_features", "batch_predictions"), ()),
-    "challenger_predictions": (("flight_features",), ()),
-    "trial_evaluation": (
-        ("challenger_predictions", "batch_predictions", "flight_features", "online_predictions"),
-        (),
-    ),
-}
 
+def _empty_copy(asset: dg.AssetsDefinition, shape: set[dg.AssetKey]) -> dg.AssetsDefinition:
+    """``asset`` with its parents inside ``shape`` and its checks, and a step that does nothing."""
+    key = dg.AssetKey([PREFIX, *asset.key.path])
+    specs = [
+        dg.AssetCheckSpec(s.name, asset=key, blocking=s.blocking, partitions_def=daily_partitions)
+        for s in asset.check_specs
+    ]
+    parents = [dg.AssetKey([PREFIX, *d.path]) for d in asset.dependency_keys if d in shape]
 
-def _empty_asset(name: str, parents: Sequence[str], checks: Sequence[str]) -> dg.AssetsDefinition:
-    key = dg.AssetKey([PREFIX, name])
-
-    @dg.asset(
-        key=key,
-        deps=[dg.AssetKey([PREFIX, p]) for p in parents],
-        partitions_def=daily_partitions,
-        check_specs=[
-            dg.AssetCheckSpec(c, asset=key, blocking=True, partitions_def=daily_partitions)
-            for c in checks
-        ],
-    )
+    @dg.asset(key=key, deps=parents, partitions_def=daily_partitions, check_specs=specs)
     def _asset() -> Iterator[Any]:
         yield dg.MaterializeResult(metadata={"dagster/row_count": 0})
-        for check in checks:
-            yield dg.AssetCheckResult(check_name=check, passed=True)
+        for spec in specs:
+            yield dg.AssetCheckResult(check_name=spec.name, passed=True)
 
     return _asset
 
 
 def floor_job(chain: bool) -> dg.JobDefinition:
     """A job of empty steps shaped like a day's landing run (with ``chain``, on to the reports)."""
-    shape = {**DATA_HALF, **(CHAIN if chain else {})}
-    assets = [_empty_asset(name, *spec) for name, spec in shape.items()]
+    originals = [raw_flights, raw_weather, flight_features, *(DAY_CHAIN if chain else ())]
+    shape = {a.key for a in originals}
+    assets = [_empty_copy(a, shape) for a in originals]
     defs = dg.Definitions(
         assets=assets,
         jobs=[dg.define_asset_job("floor", selection=dg.AssetSelection.assets(*assets))],
