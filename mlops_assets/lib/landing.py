@@ -319,16 +319,7 @@ def plan_landing_runs(
         waiting += wait
         if not ready:
             continue
-        items = sorted(ready, key=lambda f: f.key)
-        parts = [f"{f.dataset}={f.fingerprint}" for f in items]
-        parts += [f"{MANIFEST}={manifest.fingerprint}"] if manifest else []
-        landed = found.landed(day, {f.key for f in items})
-        days.append(
-            DayRequest(day, tuple(f.dataset for f in items), f"{day}:" + ",".join(parts), landed)
-        )
-        found.seen.update({f.key: f.fingerprint for f in items})
-        if manifest:
-            found.seen[manifest.key] = manifest.fingerprint
+        days.append(found.request(day, ready, manifest))
     references = _references(found.refs, found.seen)
     return LandingPlan(references, days, found.skipped, found.deferred, found.seen, waiting)
 
@@ -345,6 +336,19 @@ class _Listing:
         self.news: dict[date, dict[str, LandingFile]] = {}  # new day files (manifest or not)
         self.delivered: dict[date, dict[str, LandingFile]] = {}  # every day file present
         self.manifests: dict[date, LandingFile] = {}
+
+    def request(
+        self, day: date, ready: list[LandingFile], manifest: LandingFile | None
+    ) -> DayRequest:
+        """The run request of ``day``'s ready files, which are then seen (with the manifest)."""
+        items = sorted(ready, key=lambda f: f.key)
+        parts = [f"{f.dataset}={f.fingerprint}" for f in items]
+        parts += [f"{MANIFEST}={manifest.fingerprint}"] if manifest else []
+        landed = self.landed(day, {f.key for f in items})
+        self.seen.update({f.key: f.fingerprint for f in items})
+        if manifest:
+            self.seen[manifest.key] = manifest.fingerprint
+        return DayRequest(day, tuple(f.dataset for f in items), f"{day}:" + ",".join(parts), landed)
 
     def landed(self, day: date, new: set[str]) -> tuple[str, ...]:
         """The datasets of ``day`` handled on an earlier tick, other than ``new``."""
