@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import contextlib
 import shutil
 import subprocess
 from pathlib import Path
@@ -30,37 +29,50 @@ def test_versions_restore_bit_for_bit_from_the_remote(registry: DataRegistry, tm
     assert first.rev != second.rev
     assert registry.history(PATH) == [second.rev, first.rev]
     assert registry.recorded_md5(PATH, first.rev) == first.md5 == md5_bytes(b"first version" * 100)
-    # Restore must come from the remote, not a local cache.
-    shutil.rmtree(registry.root / ".dvc" / "cache")
     out = tmp_path / "restored.parquet"
     assert registry.restore(PATH, first.rev, out, expected_md5=first.md5) == first.md5
     assert out.read_bytes() == b"first version" * 100
-    # The work tree keeps the latest version.
-    assert (registry.root / PATH).read_bytes() == b"second version" * 100
 
 
-def _cache_object(registry: DataRegistry, md5: str) -> Path:
-    return registry.root / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]
+def _local_files(registry: DataRegistry) -> list[Path]:
+    """Data bytes kept in the registry's folder: its work tree's data files and DVC cache."""
+    cache = registry.root / ".dvc" / "cache"
+    kept = [p for p in cache.rglob("*") if p.is_file()] if cache.exists() else []
+    return kept + [p for p in registry.root.rglob("*.parquet") if p.is_file()]
 
 
-def test_the_work_tree_shares_the_cache_bytes_and_a_new_version_leaves_the_old_intact(
-    registry: DataRegistry, tmp_path: Path
-):
-    from dvc_objects.fs.system import reflink
-
-    probe = tmp_path / "probe"
-    probe.write_bytes(b"x")
-    with contextlib.suppress(OSError):
-        reflink(str(probe), str(tmp_path / "probe-copy"))
-        pytest.skip("this filesystem clones files (reflink): no hard link to look for")
+def test_a_version_lives_in_the_remote_only_and_reads_back_from_it(registry: DataRegistry):
     first = registry.commit(PATH, b"first version" * 100, "v1")
-    work, cached = registry.root / PATH, _cache_object(registry, first.md5)
-    assert work.stat().st_ino == cached.stat().st_ino  # one copy on disk, not two
     second = registry.commit(PATH, b"second version" * 100, "v2")
-    # The new version replaced the link; the old version's bytes were not written over.
-    assert cached.read_bytes() == b"first version" * 100
-    assert work.read_bytes() == b"second version" * 100
-    assert work.stat().st_ino == _cache_object(registry, second.md5).stat().st_ino
+    assert _local_files(registry) == []  # the lake and the remote hold it, not a third copy
+    assert registry.read(PATH, first.rev) == b"first version" * 100
+    assert registry.read(PATH, second.rev) == b"second version" * 100
+    again = registry.commit(PATH, b"second version" * 100, "v2 again")
+    assert not again.created and again.rev == second.rev
+    assert _local_files(registry) == []
+
+
+def _git_objects(registry: DataRegistry) -> dict[str, int]:
+    out = subprocess.run(
+        ["git", "count-objects", "-v"], cwd=registry.root, capture_output=True, text=True
+    )
+    return {k: int(v) for k, v in (line.split(": ") for line in out.stdout.splitlines())}
+
+
+def test_loose_git_objects_are_packed_and_every_version_still_reads(tmp_path: Path):
+    registry = DataRegistry(tmp_path / "registry", str(tmp_path / "remote"), pack_after=8)
+    versions = [registry.commit(PATH, f"version {n}".encode() * 50, f"v{n}") for n in range(4)]
+    objects = _git_objects(registry)
+    assert objects["packs"] >= 1 and objects["in-pack"] >= 8
+    assert objects["count"] < 8  # what is loose is only what came after the last pack
+    for n, version in enumerate(versions):
+        assert registry.read(PATH, version.rev) == f"version {n}".encode() * 50
+    assert registry.history(PATH) == [v.rev for v in reversed(versions)]
+
+
+def test_below_the_threshold_objects_stay_loose(registry: DataRegistry):
+    registry.commit(PATH, b"one version", "v1")
+    assert _git_objects(registry)["packs"] == 0
 
 
 def test_identical_content_records_no_new_version(registry: DataRegistry):
@@ -203,9 +215,9 @@ def test_a_failed_dvc_push_records_no_revision_and_keeps_the_previous_version(
     assert registry.history(PATH) == [first.rev]
     assert _git(registry.root, "rev-parse", "HEAD") == first.rev
     assert _git(registry.root, "status", "--porcelain") == ""
-    # The work-tree copy is the recorded version again, not the bytes that failed.
-    assert (registry.root / PATH).read_bytes() == b"first"
+    # The recorded version is the first again; the bytes that failed are nowhere left.
     assert registry.recorded_md5(PATH, "HEAD") == first.md5
+    assert _local_files(registry) == []
 
 
 def test_a_rejected_git_push_leaves_no_commit_for_a_later_push_to_publish(tmp_path: Path):
@@ -216,7 +228,7 @@ def test_a_rejected_git_push_leaves_no_commit_for_a_later_push_to_publish(tmp_pa
     with pytest.raises(DataRegistryError, match="pushes to the registry are frozen"):
         registry.commit(PATH, b"second", "v2 never published")
     assert _git(registry.root, "rev-parse", "HEAD") == first.rev
-    assert (registry.root / PATH).read_bytes() == b"first"
+    assert registry.read(PATH, "HEAD") == b"first" and _local_files(registry) == []
     hook.unlink()
     later = registry.commit("other/x.parquet", b"x", "v3")
     published = _git(origin, "log", "--format=%s", "main", bare=True).splitlines()
@@ -233,7 +245,7 @@ def test_withdraw_restores_the_previous_version_everywhere(tmp_path: Path):
     assert rev is not None
     assert registry.recorded_md5(PATH, rev) == first.md5
     assert registry.history(PATH) == [rev, second.rev, first.rev]
-    assert (registry.root / PATH).read_bytes() == b"first"
+    assert registry.read(PATH, rev) == b"first" and _local_files(registry) == []
     assert _git(origin, "rev-parse", "main", bare=True) == rev
     subject = _git(registry.root, "log", "-1", "--format=%s")
     assert subject == f"Withdraw {PATH} at {second.rev[:10]}: the lake write failed"
