@@ -474,6 +474,15 @@ def report_cpu(result: dict[str, Any]) -> None:
     }
     busy = ", ".join(f"{k} {v['other_cores']:.2f}" for k, v in phases.items())
     print(f"other processes on the machine (average cores busy, of {os.cpu_count()}): {busy}")
+    shares = ", ".join(f"{x:.0%}" for x in http_[f"busiest_worker_share_c{CONCURRENCY}"])
+    sent = "; ".join(
+        " ".join(str(n) for n in sorted(block, reverse=True))
+        for block in http_[f"per_connection_c{CONCURRENCY}"]
+    )
+    print(
+        f"c={CONCURRENCY} blocks: the busiest worker's share of the workers' CPU {shares}; "
+        f"requests per connection {sent}"
+    )
 
 
 def report_load(result: dict[str, Any]) -> None:

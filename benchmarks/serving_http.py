@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import itertools
 import json
 import math
 import os
@@ -281,6 +282,16 @@ class Server:
         hz = os.sysconf("SC_CLK_TCK")
         return supervisor / hz, workers / hz
 
+    def worker_cpu_seconds(self) -> dict[int, float]:
+        """User + system CPU seconds of each worker (the supervisor's descendants)."""
+        hz = os.sysconf("SC_CLK_TCK")
+        out = {}
+        for pid in self.processes():
+            fields = _proc_stat(pid) if pid != self.process.pid else None
+            if fields is not None:
+                out[pid] = (int(fields[11]) + int(fields[12])) / hz
+        return out
+
     def resident_mib(self) -> dict[str, float]:
         """Resident memory (MiB, ``/proc``) of the supervisor and of each worker."""
         out = {}
@@ -391,25 +402,35 @@ def single_block(server: Server, singles: list[bytes], count: int, offset: int) 
 
 
 def concurrent_block(server: Server, singles: list[bytes], count: int, offset: int) -> Block:
-    """``count`` ``/predict`` requests from ``CONCURRENCY`` threads, a connection each.
+    """``count`` ``/predict`` requests from ``CONCURRENCY`` threads, a connection each, every
+    thread taking the next request of one shared queue (as ``ab -n count -c 8`` does).
 
-    The wall time includes each thread's 20 warm-up requests: they count in the throughput.
+    A keep-alive connection stays with the worker that accepted it, and the two workers rarely
+    get four each: with equal shares per thread, the block would end when the busier worker's
+    connections were done, the other worker idle for the last part. Each connection's 20
+    warm-up requests go first, untimed.
     """
     clients = [Client(server.port) for _ in range(CONCURRENCY)]
-    per_thread = math.ceil(count / CONCURRENCY)
+    for i, client in enumerate(clients):
+        for j in range(20):
+            client.post_ok("/predict", singles[(i * 97 + j) % len(singles)])
+    queue = itertools.count(offset)  # next() is atomic under the GIL
+    end = offset + count
+    before = server.worker_cpu_seconds()
 
     def burst(i: int) -> list[float]:
-        for j in range(20):  # warm the connection
-            clients[i].post_ok("/predict", singles[(i * 97 + j) % len(singles)])
-        first = offset + i * per_thread
-        return [
-            clients[i].post_ok("/predict", singles[(first + j) % len(singles)])[0]
-            for j in range(per_thread)
-        ]
+        seconds = []
+        while (k := next(queue)) < end:
+            seconds.append(clients[i].post_ok("/predict", singles[k % len(singles)])[0])
+        return seconds
 
     _, results, cpu = threads_measured(server, clients, CONCURRENCY, burst)
+    after = server.worker_cpu_seconds()
+    used = [after[pid] - before.get(pid, 0.0) for pid in after]
+    busiest = max(used) / sum(used) if sum(used) > 0 else 1.0
     seconds = [s for r in results for s in r]
-    return Block(seconds, len(seconds) + 20 * CONCURRENCY, cpu, sum(c.connects for c in clients))
+    connects = sum(c.connects for c in clients)
+    return Block(seconds, len(seconds), cpu, connects, busiest, [len(r) for r in results])
 
 
 @dataclass
@@ -420,6 +441,8 @@ class Block:
     done: int
     cpu: dict[str, float]
     connections: int = 1
+    busiest_worker_share: float = 1.0  # of the workers' CPU in the block
+    per_connection: list[int] | None = None  # requests each connection sent
 
 
 def merged(blocks: list[Block]) -> dict[str, Any]:
@@ -468,6 +491,8 @@ def measure_singles(
         "throughput_ratio_rounds": ratios,
         "throughput_ratio": statistics.median(ratios),
         f"connections_opened_c{CONCURRENCY}": sum(b.connections for b in c8),
+        f"busiest_worker_share_c{CONCURRENCY}": [b.busiest_worker_share for b in c8],
+        f"per_connection_c{CONCURRENCY}": [b.per_connection for b in c8],
     }
 
 

@@ -273,7 +273,10 @@ class DataRegistry:
         and the remote hold (a year of features: 23 MB).
         """
         target.unlink(missing_ok=True)
-        Path(repo.cache.local.oid_to_path(md5)).unlink(missing_ok=True)
+        cached = Path(repo.cache.local.oid_to_path(md5))
+        cached.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # its folder too, once empty (a block each)
+            cached.parent.rmdir()
 
     def _reset(self, path: str, start: str | None) -> None:
         """Puts the work tree back at revision ``start`` (HEAD if unknown), data file included."""
