@@ -58,6 +58,7 @@ from mlops_assets.lib.scoring import (
 )
 from mlops_assets.serving.access_log import AccessLog, note
 from mlops_assets.serving.auth import access_from_environment, rate_limit_from_environment
+from mlops_assets.serving.coalescing import Coalescer
 from mlops_assets.serving.guard import ApiGuard, body_timeout_from_environment
 from mlops_assets.serving.modes import CHALLENGER, CHAMPION, serving_mode_from_environment
 from mlops_assets.serving.off_path import OffPathQueue
@@ -285,6 +286,7 @@ class FlightDelay:
         if self.mode.mode in ("canary", "ab"):
             ACCESS_FIELDS.update(challenger_share=self.mode.share)
         self.off_path = OffPathQueue(self._score_off_path, self._count_shadow_failures)
+        self.singles = Coalescer(self._answer)
         logger.info(
             "serving mode %s (challenger share %s), models %s, prediction log %s",
             self.mode.mode,
@@ -340,9 +342,6 @@ class FlightDelay:
             if routed
             else [CHAMPION] * len(requests)
         )
-        note(rows=len(requests))
-        if routed:
-            note(challenger_rows=roles.count(CHALLENGER))
         answers: list[dict[str, Any]] = [{} for _ in requests]
         lines = []
         for role in (CHAMPION, CHALLENGER):
@@ -379,18 +378,28 @@ class FlightDelay:
     def _count_shadow_failures(self, role: str, count: int) -> None:
         self.shadow_failures.labels(model_version=self._version(role), role=role).inc(count)
 
-    # One flight is scored on the event loop (a fraction of a millisecond): handing it to a
-    # thread cost more than the scoring. Batches (up to ~40 ms) run in BentoML's thread pool,
-    # so they never hold up the loop.
+    # Single flights are scored on the event loop (a fraction of a millisecond): handing them
+    # to a thread cost more than the scoring. Those that arrive together go in one call
+    # (coalescing.py). Batches (up to ~40 ms) run in BentoML's thread pool, so they never hold
+    # up the loop.
+    def _note(self, answers: list[dict[str, Any]]) -> None:
+        """The request's rows (and the challenger's share of them) on its access-log line."""
+        note(rows=len(answers))
+        if self.mode.mode in ("canary", "ab"):
+            note(challenger_rows=sum(a["role"] == CHALLENGER for a in answers))
+
     @bentoml.api(input_spec=FlightRequest, output_spec=Prediction)
     async def predict(self, **flight: Any) -> Prediction:
         """Scores one flight."""
-        return Prediction(**self._answer([flight])[0])
+        answer = await self.singles.submit(flight)
+        self._note([answer])
+        return Prediction(**answer)
 
     @bentoml.api(input_spec=FlightBatch, output_spec=Predictions)
     def predict_batch(self, flights: list[Any]) -> Predictions:
         """Scores 1 to MAX_BATCH flights in one call (answers in request order)."""
         results = self._answer([f.model_dump() for f in flights])
+        self._note(results)
         return Predictions(predictions=[Prediction(**r) for r in results])
 
     @bentoml.api(route="/model")
