@@ -479,9 +479,10 @@ def report_cpu(result: dict[str, Any]) -> None:
         " ".join(str(n) for n in sorted(block, reverse=True))
         for block in http_[f"per_connection_c{CONCURRENCY}"]
     )
+    per_call = ", ".join(f"{x:.2f}" for x in http_[f"flights_per_call_c{CONCURRENCY}"])
     print(
         f"c={CONCURRENCY} blocks: the busiest worker's share of the workers' CPU {shares}; "
-        f"requests per connection {sent}"
+        f"requests per connection {sent}; requests per scoring call {per_call}"
     )
 
 

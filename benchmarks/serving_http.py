@@ -416,6 +416,7 @@ def concurrent_block(server: Server, singles: list[bytes], count: int, offset: i
             client.post_ok("/predict", singles[(i * 97 + j) % len(singles)])
     queue = itertools.count(offset)  # next() is atomic under the GIL
     end = offset + count
+    calls_before = scoring_calls(server)
     before = server.worker_cpu_seconds()
 
     def burst(i: int) -> list[float]:
@@ -428,9 +429,28 @@ def concurrent_block(server: Server, singles: list[bytes], count: int, offset: i
     after = server.worker_cpu_seconds()
     used = [after[pid] - before.get(pid, 0.0) for pid in after]
     busiest = max(used) / sum(used) if sum(used) > 0 else 1.0
+    calls = scoring_calls(server) - calls_before
     seconds = [s for r in results for s in r]
     connects = sum(c.connects for c in clients)
-    return Block(seconds, len(seconds), cpu, connects, busiest, [len(r) for r in results])
+    per_call = len(seconds) / calls if calls else 0.0
+    return Block(seconds, len(seconds), cpu, connects, busiest, [len(r) for r in results], per_call)
+
+
+def scoring_calls(server: Server) -> float:
+    """Scoring calls of the served model so far, all workers (its ``/metrics`` histogram)."""
+    client = Client(server.port)
+    try:
+        status, body = client.request("GET", "/metrics")
+    finally:
+        client.close()
+    if status != 200:
+        raise BenchError(f"GET /metrics answered {status}")
+    metric = f"{settings.MODEL_NAME}_scoring_seconds_count{{"
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in body.decode().splitlines()
+        if line.startswith(metric) and 'role="champion"' in line
+    )
 
 
 @dataclass
@@ -443,6 +463,7 @@ class Block:
     connections: int = 1
     busiest_worker_share: float = 1.0  # of the workers' CPU in the block
     per_connection: list[int] | None = None  # requests each connection sent
+    flights_per_call: float = 1.0  # requests per scoring call of the service
 
 
 def merged(blocks: list[Block]) -> dict[str, Any]:
@@ -493,6 +514,7 @@ def measure_singles(
         f"connections_opened_c{CONCURRENCY}": sum(b.connections for b in c8),
         f"busiest_worker_share_c{CONCURRENCY}": [b.busiest_worker_share for b in c8],
         f"per_connection_c{CONCURRENCY}": [b.per_connection for b in c8],
+        f"flights_per_call_c{CONCURRENCY}": [b.flights_per_call for b in c8],
     }
 
 
