@@ -335,7 +335,7 @@ class FlightDelay:
         """The answers in request order; off-path scoring queued, every line logged."""
         requests = self._pseudonymized(requests)
         ids = request_ids(len(requests))
-        now = datetime.now(UTC)  # one time for the request's lines: they are one event
+        now = datetime.now(UTC)  # one time for the call's lines: they are one event
         routed = self.mode.mode in ("canary", "ab")
         roles = (
             [self.mode.answering_role(r) for r in requests]
@@ -378,16 +378,16 @@ class FlightDelay:
     def _count_shadow_failures(self, role: str, count: int) -> None:
         self.shadow_failures.labels(model_version=self._version(role), role=role).inc(count)
 
-    # Single flights are scored on the event loop (a fraction of a millisecond): handing them
-    # to a thread cost more than the scoring. Those that arrive together go in one call
-    # (coalescing.py). Batches (up to ~40 ms) run in BentoML's thread pool, so they never hold
-    # up the loop.
     def _note(self, answers: list[dict[str, Any]]) -> None:
         """The request's rows (and the challenger's share of them) on its access-log line."""
         note(rows=len(answers))
         if self.mode.mode in ("canary", "ab"):
             note(challenger_rows=sum(a["role"] == CHALLENGER for a in answers))
 
+    # Single flights are scored on the event loop (a fraction of a millisecond): handing them
+    # to a thread cost more than the scoring. Those that arrive together go in one call
+    # (coalescing.py). Batches (up to ~40 ms) run in BentoML's thread pool, so they never hold
+    # up the loop.
     @bentoml.api(input_spec=FlightRequest, output_spec=Prediction)
     async def predict(self, **flight: Any) -> Prediction:
         """Scores one flight."""
