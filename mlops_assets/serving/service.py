@@ -294,7 +294,11 @@ class FlightDelay:
             {role: b.model.get("model_version", "") for role, b in self.bundles.items()},
             self.log.root,
         )
-        # Warm up (imports, model parsing) before the first request is answered.
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        """Scores an example with each model and freezes the start-up objects, before the first
+        request is answered."""
         example = self._pseudonymized([FlightRequest(**EXAMPLE_REQUEST).model_dump()])
         score(self.bundles[CHAMPION], example)
         if CHALLENGER in self.bundles:
