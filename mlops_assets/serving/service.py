@@ -297,8 +297,7 @@ class FlightDelay:
         self._warm_up()
 
     def _warm_up(self) -> None:
-        """Scores an example with each model and freezes the start-up objects, before the first
-        request is answered."""
+        """Before the first request: each model scores an example, start-up objects freeze."""
         example = self._pseudonymized([FlightRequest(**EXAMPLE_REQUEST).model_dump()])
         score(self.bundles[CHAMPION], example)
         if CHALLENGER in self.bundles:
