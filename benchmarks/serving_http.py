@@ -267,30 +267,25 @@ class Server:
                 frontier += [child for child, f in stats.items() if int(f[1]) == pid]
         return found
 
-    def cpu_seconds(self) -> tuple[float, float]:
-        """User + system CPU seconds of the supervisor and of its descendants (``/proc``)."""
-        supervisor = workers = 0
-        for pid in self.processes():
-            fields = _proc_stat(pid)
-            if fields is None:
-                continue
-            ticks = int(fields[11]) + int(fields[12])  # utime, stime
-            if pid == self.process.pid:
-                supervisor += ticks
-            else:
-                workers += ticks
-        hz = os.sysconf("SC_CLK_TCK")
-        return supervisor / hz, workers / hz
-
-    def worker_cpu_seconds(self) -> dict[int, float]:
-        """User + system CPU seconds of each worker (the supervisor's descendants)."""
+    def _cpu_by_process(self) -> dict[int, float]:
+        """User + system CPU seconds of the server and each live descendant (``/proc``)."""
         hz = os.sysconf("SC_CLK_TCK")
         out = {}
         for pid in self.processes():
-            fields = _proc_stat(pid) if pid != self.process.pid else None
+            fields = _proc_stat(pid)
             if fields is not None:
-                out[pid] = (int(fields[11]) + int(fields[12])) / hz
+                out[pid] = (int(fields[11]) + int(fields[12])) / hz  # utime, stime
         return out
+
+    def cpu_seconds(self) -> tuple[float, float]:
+        """CPU seconds of the supervisor and of its descendants together."""
+        by_process = self._cpu_by_process()
+        supervisor = by_process.pop(self.process.pid, 0.0)
+        return supervisor, sum(by_process.values())
+
+    def worker_cpu_seconds(self) -> dict[int, float]:
+        """CPU seconds of each worker (the supervisor's descendants)."""
+        return {pid: t for pid, t in self._cpu_by_process().items() if pid != self.process.pid}
 
     def resident_mib(self) -> dict[str, float]:
         """Resident memory (MiB, ``/proc``) of the supervisor and of each worker."""

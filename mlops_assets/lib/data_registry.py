@@ -339,6 +339,7 @@ class DataRegistry:
         target = self.root / path
         pointer = f"{path}.dvc"
         gitignore = str(Path(path).parent / ".gitignore")
+        md5 = md5_bytes(payload)
         with self._lock():
             with self._transaction(path, f"could not version {path}"):
                 target.parent.mkdir(parents=True, exist_ok=True)
@@ -352,7 +353,7 @@ class DataRegistry:
                         repo.add(str(target))
                         self._push(repo, target)
                     finally:  # pushed or not, no local copy stays
-                        self._drop_local_copy(repo, target, md5_bytes(payload))
+                        self._drop_local_copy(repo, target, md5)
                 self._git("add", pointer, gitignore)
                 created = bool(self._git("status", "--porcelain", "--", pointer, gitignore))
                 if created:
@@ -362,9 +363,7 @@ class DataRegistry:
                 rev = self._git("log", "-1", "--format=%H", "--", pointer)
             if created:
                 self._pack()
-        return DatasetVersion(
-            path=path, md5=md5_bytes(payload), rev=rev, size=len(payload), created=created
-        )
+        return DatasetVersion(path=path, md5=md5, rev=rev, size=len(payload), created=created)
 
     def withdraw(self, version: DatasetVersion, reason: str) -> str | None:
         """Takes ``version`` back: its path records again what it recorded before.
